@@ -1,0 +1,352 @@
+//! Connections to cluster nodes: per node a few long-lived connections shared by every client,
+//! pipelined (replies matched to requests in FIFO order), with writes coalesced, connect and request
+//! timeouts, AUTH/HELLO on connect and reconnection with backoff. This module knows nothing of
+//! slots; it moves bytes to an address and says precisely how a failure happened, because that
+//! decides whether the router may retry (never sent: always; sent: only reads).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+
+use crate::config::BackendConfig;
+use crate::resp::{self, ReplyScanner};
+
+/// How a request to a node failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The request never left the proxy: always safe to retry elsewhere.
+    #[error("{0}")]
+    NotSent(String),
+    /// The connection broke after the request was written: it may or may not have run.
+    #[error("{0}")]
+    Lost(String),
+    /// The node did not answer within the request timeout (the connection was then closed).
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// Credentials sent to every node when connecting.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Auth {
+    pub fn from_config(c: &BackendConfig) -> Auth {
+        Auth { user: c.user.clone(), password: c.password.clone() }
+    }
+}
+
+type Reply = Result<Vec<Bytes>, BackendError>;
+
+struct Job {
+    payload: Bytes,
+    /// Replies this job expects (several commands may be pipelined in one payload).
+    replies: usize,
+    tx: oneshot::Sender<Reply>,
+}
+
+/// Requests queued per connection before senders wait: back-pressure instead of unbounded memory.
+const QUEUE_DEPTH: usize = 4096;
+/// Replies awaited per connection before we stop writing more.
+const MAX_IN_FLIGHT: usize = 16384;
+/// Upper bound of one coalesced write.
+const MAX_WRITE_BATCH: usize = 1 << 20;
+
+/// All node connections of the proxy, keyed by node address and protocol version.
+pub struct Backend {
+    cfg: BackendConfig,
+    auth: Auth,
+    pools: RwLock<HashMap<(String, u8), Arc<NodePool>>>,
+}
+
+struct NodePool {
+    conns: Vec<mpsc::Sender<Job>>,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    pub fn new(cfg: BackendConfig) -> Arc<Backend> {
+        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, pools: RwLock::new(HashMap::new()) })
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    pub fn config(&self) -> &BackendConfig {
+        &self.cfg
+    }
+
+    /// Sends `payload` (holding `replies` pipelined commands) to `addr` and waits for the replies.
+    pub async fn send(&self, addr: &str, proto: u8, payload: Bytes, replies: usize) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let conn = self.pick(addr, proto);
+        if conn.send(Job { payload, replies, tx }).await.is_err() {
+            return Err(BackendError::NotSent(format!("connection to {addr} is closed")));
+        }
+        match rx.await {
+            Ok(r) => r,
+            // The connection task dropped the job before writing it.
+            Err(_) => Err(BackendError::NotSent(format!("connection to {addr} closed before sending"))),
+        }
+    }
+
+    fn pick(&self, addr: &str, proto: u8) -> mpsc::Sender<Job> {
+        let key = (addr.to_string(), proto);
+        if let Ok(pools) = self.pools.read() {
+            if let Some(p) = pools.get(&key) {
+                return p.pick();
+            }
+        }
+        let mut pools = match self.pools.write() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let pool = pools.entry(key).or_insert_with(|| {
+            let conns = (0..self.cfg.connections_per_node)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                    tokio::spawn(connection_task(addr.to_string(), proto, self.cfg.clone(), self.auth.clone(), rx));
+                    tx
+                })
+                .collect();
+            Arc::new(NodePool { conns, next: AtomicUsize::new(0) })
+        });
+        pool.pick()
+    }
+
+    /// Drops the pools of nodes that left the cluster; their tasks end once their queues drain.
+    pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        if let Ok(mut pools) = self.pools.write() {
+            pools.retain(|(addr, _), _| keep(addr));
+        }
+    }
+}
+
+impl NodePool {
+    fn pick(&self) -> mpsc::Sender<Job> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+}
+
+/// Owns one logical connection to a node: connects lazily, reconnects with backoff, and while a
+/// connect is failing answers queued jobs at once with `NotSent` so that no client hangs.
+async fn connection_task(addr: String, proto: u8, cfg: BackendConfig, auth: Auth, mut rx: mpsc::Receiver<Job>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        match connect(&addr, proto, &auth, cfg.connect_timeout).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(20);
+                tracing::debug!(node = %addr, "backend connected");
+                if !run(stream, &addr, &cfg, first, &mut rx).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %addr, error = %e, "backend connect failed");
+                let _ = first.tx.send(Err(BackendError::NotSent(e.clone())));
+                let until = Instant::now() + backoff;
+                loop {
+                    tokio::select! {
+                        job = rx.recv() => match job {
+                            Some(j) => { let _ = j.tx.send(Err(BackendError::NotSent(e.clone()))); }
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Opens a connection, sets TCP_NODELAY and authenticates (HELLO 3 for RESP3 connections).
+pub async fn connect(addr: &str, proto: u8, auth: &Auth, limit: Duration) -> Result<TcpStream, String> {
+    let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("cannot connect to {addr}: {e}")),
+        Err(_) => return Err(format!("cannot connect to {addr}: timed out after {} ms", limit.as_millis())),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut handshake: Vec<Vec<Bytes>> = Vec::new();
+    let pass = auth.password.as_deref().map(|p| Bytes::copy_from_slice(p.as_bytes()));
+    let user = Bytes::copy_from_slice(auth.user.as_deref().unwrap_or("default").as_bytes());
+    if proto >= 3 {
+        let mut h = vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")];
+        if let Some(p) = pass {
+            h.extend([Bytes::from_static(b"AUTH"), user, p]);
+        }
+        handshake.push(h);
+    } else if let Some(p) = pass {
+        handshake.push(vec![Bytes::from_static(b"AUTH"), user, p]);
+    }
+    if !handshake.is_empty() {
+        let mut out = BytesMut::new();
+        for h in &handshake {
+            out.extend_from_slice(&resp::encode_command(h));
+        }
+        let replies = match timeout(limit, exchange(&mut stream, &out, handshake.len())).await {
+            Ok(r) => r?,
+            Err(_) => return Err(format!("{addr}: no answer to AUTH/HELLO within {} ms", limit.as_millis())),
+        };
+        for r in replies {
+            if resp::is_error(&r) {
+                let text = String::from_utf8_lossy(resp::error_text(&r).unwrap_or(&r)).into_owned();
+                return Err(format!("{addr} refused authentication: {text}"));
+            }
+        }
+    }
+    Ok(stream)
+}
+
+/// Writes `out` and reads `n` replies: the blocking request/reply used for handshakes and for
+/// out-of-band queries (topology, COMMAND).
+pub async fn exchange(stream: &mut TcpStream, out: &[u8], n: usize) -> Result<Vec<Bytes>, String> {
+    stream.write_all(out).await.map_err(|e| format!("write failed: {e}"))?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut scanner = ReplyScanner::default();
+    let mut replies = Vec::with_capacity(n);
+    while replies.len() < n {
+        match scanner.scan(&buf).map_err(|e| e.to_string())? {
+            Some(len) => replies.push(buf.split_to(len).freeze()),
+            None => {
+                if stream.read_buf(&mut buf).await.map_err(|e| format!("read failed: {e}"))? == 0 {
+                    return Err("connection closed by node".into());
+                }
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// One-shot query on a fresh connection (for topology refreshes and start-up), bounded by `limit`.
+pub async fn query(addr: &str, auth: &Auth, cmds: &[&[&str]], limit: Duration) -> Result<Vec<Bytes>, String> {
+    let work = async {
+        let mut stream = connect(addr, 2, auth, limit).await?;
+        let mut out = BytesMut::new();
+        for c in cmds {
+            out.extend_from_slice(&resp::encode_command(c));
+        }
+        exchange(&mut stream, &out, cmds.len()).await
+    };
+    match timeout(limit * 2, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{addr}: no answer within {} ms", (limit * 2).as_millis())),
+    }
+}
+
+struct Pending {
+    tx: oneshot::Sender<Reply>,
+    want: usize,
+    got: Vec<Bytes>,
+    sent_at: Instant,
+}
+
+/// Drives one established connection. Returns false when the pool was dropped (stop for good),
+/// true when the connection failed and should be re-established.
+async fn run(mut stream: TcpStream, addr: &str, cfg: &BackendConfig, first: Job, rx: &mut mpsc::Receiver<Job>) -> bool {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    let mut scanner = ReplyScanner::default();
+    let mut tick = tokio::time::interval(cfg.request_timeout / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_job = Some(first);
+    let mut pool_open = true;
+
+    let failure: BackendError = 'conn: loop {
+        // Write everything queued, in one syscall where possible.
+        while let Some(job) = next_job.take() {
+            if job.tx.is_closed() {
+                // The client went away before we wrote: nothing to do for it.
+            } else {
+                wbuf.extend_from_slice(&job.payload);
+                pending.push_back(Pending { tx: job.tx, want: job.replies, got: Vec::new(), sent_at: Instant::now() });
+            }
+            if wbuf.len() < MAX_WRITE_BATCH && pending.len() < MAX_IN_FLIGHT {
+                if let Ok(j) = rx.try_recv() {
+                    next_job = Some(j);
+                }
+            }
+        }
+        if !wbuf.is_empty() {
+            match timeout(cfg.request_timeout, stream.write_all(&wbuf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break 'conn BackendError::Lost(format!("connection to {addr} lost while sending: {e}")),
+                Err(_) => {
+                    break 'conn BackendError::Timeout(format!(
+                        "{addr} did not accept data within {} ms",
+                        cfg.request_timeout.as_millis()
+                    ))
+                }
+            }
+            wbuf.clear();
+        }
+        if !pool_open && pending.is_empty() {
+            return false;
+        }
+        tokio::select! {
+            r = stream.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) => break 'conn BackendError::Lost(format!("connection to {addr} closed by the node")),
+                    Err(e) => break 'conn BackendError::Lost(format!("connection to {addr} lost: {e}")),
+                    Ok(_) => {}
+                }
+                loop {
+                    match scanner.scan(&rbuf) {
+                        Ok(Some(len)) => {
+                            let frame = rbuf.split_to(len).freeze();
+                            let Some(p) = pending.front_mut() else {
+                                // Push messages are not expected on these connections; an unsolicited
+                                // reply means we lost track of the stream.
+                                break 'conn BackendError::Lost(format!("unexpected reply from {addr}"));
+                            };
+                            p.got.push(frame);
+                            if p.got.len() == p.want {
+                                if let Some(p) = pending.pop_front() {
+                                    let _ = p.tx.send(Ok(p.got));
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => break 'conn BackendError::Lost(format!("{addr}: {e}")),
+                    }
+                }
+                if rbuf.capacity() - rbuf.len() < 4096 {
+                    rbuf.reserve(64 * 1024);
+                }
+            }
+            job = rx.recv(), if pool_open && pending.len() < MAX_IN_FLIGHT => {
+                match job {
+                    Some(j) => next_job = Some(j),
+                    None => pool_open = false,
+                }
+            }
+            _ = tick.tick(), if !pending.is_empty() => {
+                if let Some(p) = pending.front() {
+                    if p.sent_at.elapsed() > cfg.request_timeout {
+                        break 'conn BackendError::Timeout(format!(
+                            "{addr} did not answer within {} ms", cfg.request_timeout.as_millis()));
+                    }
+                }
+            }
+        }
+    };
+    tracing::debug!(node = %addr, error = %failure, in_flight = pending.len(), "backend connection dropped");
+    for p in pending.drain(..) {
+        let _ = p.tx.send(Err(failure.clone()));
+    }
+    pool_open
+}

@@ -1,0 +1,142 @@
+//! One task per client connection: reads and parses everything in the read buffer, dispatches each
+//! request (local answer, refusal, or a routing future), and writes replies back strictly in request
+//! order, batching every reply that is ready into one write.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::command::{self, Class, Lookup};
+use crate::proxy::Proxy;
+use crate::resp::{reply, Limits, Parsed, Request, RequestParser};
+use crate::session::{self, Session};
+
+/// A reply that is either known now or still being routed; avoids boxing local answers.
+enum ReplyFut {
+    Ready(Option<Bytes>),
+    Routed(Pin<Box<dyn Future<Output = Bytes> + Send>>),
+}
+
+impl Future for ReplyFut {
+    type Output = Bytes;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Bytes> {
+        match self.get_mut() {
+            ReplyFut::Ready(b) => Poll::Ready(b.take().unwrap_or_default()),
+            ReplyFut::Routed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
+pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+    let id = p.stats.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
+    p.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+    p.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session::new(&p, id, peer.to_string());
+    let (mut rd, mut wr) = stream.into_split();
+    let limits = Limits { max_bulk_len: p.cfg.limits.max_bulk_len, max_inline_len: p.cfg.limits.max_inline_len };
+    let mut parser = RequestParser::new(limits, session.authenticated);
+    let max_pipeline = p.cfg.limits.max_pipeline;
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut inflight: FuturesOrdered<ReplyFut> = FuturesOrdered::new();
+    // Once set we read no more: remaining replies are flushed, then the connection closes.
+    let mut closing = false;
+
+    loop {
+        if closing && inflight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(first) = inflight.next(), if !inflight.is_empty() => {
+                wbuf.extend_from_slice(&first);
+                while let Some(Some(r)) = inflight.next().now_or_never() {
+                    wbuf.extend_from_slice(&r);
+                }
+                if wr.write_all(&wbuf).await.is_err() {
+                    break;
+                }
+                wbuf.clear();
+                if wbuf.capacity() > 4 * 1024 * 1024 {
+                    wbuf = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            r = rd.read_buf(&mut rbuf), if !closing && inflight.len() < max_pipeline => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        // The client closed its side: answer what it already sent, then close.
+                        closing = true;
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+                loop {
+                    match parser.next(&mut rbuf) {
+                        Ok(Parsed::Request(req)) => {
+                            inflight.push_back(dispatch(&p, &mut session, req));
+                            parser.authenticated = session.authenticated;
+                            if session.quit {
+                                closing = true;
+                                break;
+                            }
+                        }
+                        Ok(Parsed::Empty) => {}
+                        Ok(Parsed::Incomplete) => break,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "closing client after protocol error");
+                            inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
+                            closing = true;
+                            break;
+                        }
+                    }
+                    if inflight.len() >= max_pipeline {
+                        break;
+                    }
+                }
+                if rbuf.capacity() - rbuf.len() < 1024 {
+                    rbuf.reserve(16 * 1024);
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    p.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Decides what answers `req`: the session (local commands), a refusal, or the router.
+fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
+    p.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+    let ready = |b: Bytes| ReplyFut::Ready(Some(b));
+    let spec = match p.table.lookup(&req.args) {
+        Lookup::Found(spec) => spec.clone(),
+        Lookup::Unknown(e) | Lookup::WrongArity(e) => {
+            if !s.authenticated {
+                return ready(reply::error(NOAUTH));
+            }
+            return ready(e);
+        }
+    };
+    if !s.authenticated && !matches!(spec.name.as_str(), "auth" | "hello" | "quit") {
+        return ready(reply::error(NOAUTH));
+    }
+    match spec.class {
+        Class::Local => ready(session::handle(p, s, &spec.name, &req.args)),
+        Class::Refused(why) => ready(reply::error(why)),
+        _ if spec.blocking && command::asks_to_block(&spec, &req.args) => {
+            ready(reply::error("ERR blocking commands are not supported by clusterless yet"))
+        }
+        _ => ReplyFut::Routed(Box::pin(crate::router::route(p.clone(), spec, req, s.proto))),
+    }
+}

@@ -1,0 +1,388 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by `CLUSTERLESS_*` environment
+//! variables, overridden by command-line flags. Everything is validated here, once, into a
+//! [`Config`] the rest of the proxy reads; errors name the key and fit on one line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// A configuration problem, reported as one line naming the key or file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid config: `{key}`: {why}"))
+}
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(name = "clusterless", version, about = "Makes a Redis Cluster look like one plain Redis server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a throw-away local Redis Cluster (3 masters + 3 replicas) and the proxy in front of it.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Port the proxy listens on (0 picks a free one).
+    #[arg(long, default_value_t = 6379)]
+    pub port: u16,
+    /// Number of masters.
+    #[arg(long, default_value_t = 3)]
+    pub masters: usize,
+    /// Replicas per master.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+}
+
+/// Flags of the proxy; each also reads the `CLUSTERLESS_*` variable named beside it.
+#[derive(Args, Debug, Default)]
+pub struct ProxyArgs {
+    /// TOML configuration file (see config/clusterless.toml).
+    #[arg(long, env = "CLUSTERLESS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address clients connect to.
+    #[arg(long, env = "CLUSTERLESS_LISTEN")]
+    pub listen: Option<String>,
+    /// A cluster node to bootstrap from (repeat, or separate with commas).
+    #[arg(long = "seed", env = "CLUSTERLESS_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Password clients must AUTH with.
+    #[arg(long, env = "CLUSTERLESS_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// User name clients AUTH as (with requirepass).
+    #[arg(long, env = "CLUSTERLESS_USER")]
+    pub user: Option<String>,
+    /// User name for the backend nodes.
+    #[arg(long, env = "CLUSTERLESS_BACKEND_USER")]
+    pub backend_user: Option<String>,
+    /// Password for the backend nodes.
+    #[arg(long, env = "CLUSTERLESS_BACKEND_PASSWORD")]
+    pub backend_password: Option<String>,
+    /// Maximum number of client connections.
+    #[arg(long, env = "CLUSTERLESS_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, env = "CLUSTERLESS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: plain or json.
+    #[arg(long, env = "CLUSTERLESS_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+// === file schema (every field optional so that "not set" can fall through) ===
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    seeds: Option<Vec<String>>,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    backend: FileBackend,
+    #[serde(default)]
+    topology: FileTopology,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_clients: Option<usize>,
+    max_bulk_len: Option<usize>,
+    max_inline_len: Option<usize>,
+    max_pipeline: Option<usize>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    requirepass: Option<String>,
+    user: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileBackend {
+    user: Option<String>,
+    password: Option<String>,
+    connections_per_node: Option<usize>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    retry_budget_ms: Option<u64>,
+    max_redirects: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTopology {
+    refresh_interval_ms: Option<u64>,
+    min_refresh_gap_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+// === the validated configuration ===
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub seeds: Vec<String>,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub backend: BackendConfig,
+    pub topology: TopologyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct LimitsConfig {
+    pub max_clients: usize,
+    pub max_bulk_len: usize,
+    pub max_inline_len: usize,
+    /// Requests one client may have in flight before we stop reading from it.
+    pub max_pipeline: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// When set, clients must AUTH before anything else.
+    pub requirepass: Option<String>,
+    /// The user name accepted with the password (`default` when unset).
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub connections_per_node: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry_budget: Duration,
+    pub max_redirects: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct TopologyConfig {
+    pub refresh_interval: Duration,
+    pub min_refresh_gap: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+impl Config {
+    /// Defaults, documented one by one in config/clusterless.toml.
+    pub fn defaults() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6379)),
+            seeds: Vec::new(),
+            limits: LimitsConfig {
+                max_clients: 10_000,
+                max_bulk_len: 512 * 1024 * 1024,
+                max_inline_len: 64 * 1024,
+                max_pipeline: 1024,
+            },
+            auth: AuthConfig::default(),
+            backend: BackendConfig {
+                user: None,
+                password: None,
+                connections_per_node: 2,
+                connect_timeout: Duration::from_millis(1000),
+                request_timeout: Duration::from_millis(5000),
+                retry_budget: Duration::from_millis(3000),
+                max_redirects: 5,
+            },
+            topology: TopologyConfig {
+                refresh_interval: Duration::from_millis(10_000),
+                min_refresh_gap: Duration::from_millis(100),
+            },
+            log: LogConfig { level: "info".into(), json: false },
+        }
+    }
+
+    /// Merges file, environment (already folded into `args` by clap) and flags over the defaults.
+    pub fn load(args: &ProxyArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    let msg = e.message().replace('\n', " ");
+                    let at = e
+                        .span()
+                        .map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+                        .unwrap_or_default();
+                    ConfigError(format!("invalid config file {}{at}: {msg}", path.display()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::defaults();
+
+        if let Some(l) = args.listen.as_ref().or(file.listen.as_ref()) {
+            c.listen = l.parse().map_err(|_| bad("listen", format!("`{l}` is not an IP:PORT address")))?;
+        }
+        c.seeds = if !args.seeds.is_empty() { args.seeds.clone() } else { file.seeds.unwrap_or_default() };
+        for s in &c.seeds {
+            validate_hostport(s).map_err(|why| bad("seeds", format!("`{s}`: {why}")))?;
+        }
+
+        let l = &file.limits;
+        c.limits.max_clients = args.max_clients.or(l.max_clients).unwrap_or(c.limits.max_clients);
+        c.limits.max_bulk_len = l.max_bulk_len.unwrap_or(c.limits.max_bulk_len);
+        c.limits.max_inline_len = l.max_inline_len.unwrap_or(c.limits.max_inline_len);
+        c.limits.max_pipeline = l.max_pipeline.unwrap_or(c.limits.max_pipeline);
+        positive("limits.max_clients", c.limits.max_clients as u64)?;
+        positive("limits.max_bulk_len", c.limits.max_bulk_len as u64)?;
+        positive("limits.max_inline_len", c.limits.max_inline_len as u64)?;
+        positive("limits.max_pipeline", c.limits.max_pipeline as u64)?;
+
+        c.auth.requirepass = args.requirepass.clone().or(file.auth.requirepass).filter(|p| !p.is_empty());
+        c.auth.user = args.user.clone().or(file.auth.user).filter(|u| !u.is_empty());
+        if c.auth.user.is_some() && c.auth.requirepass.is_none() {
+            return Err(bad("auth.user", "set together with auth.requirepass"));
+        }
+
+        let b = file.backend;
+        c.backend.user = args.backend_user.clone().or(b.user).filter(|u| !u.is_empty());
+        c.backend.password = args.backend_password.clone().or(b.password).filter(|p| !p.is_empty());
+        if c.backend.user.is_some() && c.backend.password.is_none() {
+            return Err(bad("backend.user", "set together with backend.password"));
+        }
+        c.backend.connections_per_node = b.connections_per_node.unwrap_or(c.backend.connections_per_node);
+        if !(1..=64).contains(&c.backend.connections_per_node) {
+            return Err(bad("backend.connections_per_node", "must be between 1 and 64"));
+        }
+        c.backend.connect_timeout =
+            millis("backend.connect_timeout_ms", b.connect_timeout_ms, c.backend.connect_timeout)?;
+        c.backend.request_timeout =
+            millis("backend.request_timeout_ms", b.request_timeout_ms, c.backend.request_timeout)?;
+        c.backend.retry_budget = millis("backend.retry_budget_ms", b.retry_budget_ms, c.backend.retry_budget)?;
+        c.backend.max_redirects = b.max_redirects.unwrap_or(c.backend.max_redirects);
+        if c.backend.max_redirects == 0 || c.backend.max_redirects > 16 {
+            return Err(bad("backend.max_redirects", "must be between 1 and 16"));
+        }
+
+        let t = file.topology;
+        c.topology.refresh_interval =
+            millis("topology.refresh_interval_ms", t.refresh_interval_ms, c.topology.refresh_interval)?;
+        c.topology.min_refresh_gap =
+            millis("topology.min_refresh_gap_ms", t.min_refresh_gap_ms, c.topology.min_refresh_gap)?;
+
+        c.log.level = args.log_level.clone().or(file.log.level).unwrap_or(c.log.level);
+        let format = args.log_format.clone().or(file.log.format).unwrap_or_else(|| "plain".into());
+        c.log.json = match format.as_str() {
+            "plain" => false,
+            "json" => true,
+            other => return Err(bad("log.format", format!("`{other}` is not plain or json"))),
+        };
+        if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
+            return Err(bad("log.level", format!("`{}` is not a level or filter", c.log.level)));
+        }
+        Ok(c)
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(bad(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn millis(key: &str, v: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Err(bad(key, "must be greater than 0")),
+        Some(ms) if ms > 86_400_000 => Err(bad(key, "must be at most one day")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+/// Checks `host:port` (the host may be a name; it is resolved when used).
+pub fn validate_hostport(s: &str) -> Result<(), String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{port}` is not a port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("clusterless-cfg-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::write(&dir, text).unwrap();
+        let args = ProxyArgs { config: Some(dir.clone()), ..Default::default() };
+        let r = Config::load(&args);
+        let _ = std::fs::remove_file(dir);
+        r
+    }
+
+    #[test]
+    fn shipped_example_parses_to_defaults() {
+        let text = include_str!("../config/clusterless.toml");
+        let c = with_file(text).unwrap();
+        let d = Config::defaults();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.limits.max_clients, d.limits.max_clients);
+        assert_eq!(c.backend.request_timeout, d.backend.request_timeout);
+        assert_eq!(c.topology.refresh_interval, d.topology.refresh_interval);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = with_file("[backend]\nconnect_timeout_ms = 0\n").unwrap_err().0;
+        assert!(e.contains("backend.connect_timeout_ms"), "{e}");
+        let e = with_file("listen = \"nope\"\n").unwrap_err().0;
+        assert!(e.contains("`listen`"), "{e}");
+        let e = with_file("[backend]\nbogus = 1\n").unwrap_err().0;
+        assert!(e.contains("bogus") && !e.contains('\n'), "{e}");
+        let e = with_file("seeds = [\"host-without-port\"]\n").unwrap_err().0;
+        assert!(e.contains("seeds"), "{e}");
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let dir = std::env::temp_dir().join(format!("clusterless-cfg2-{}", std::process::id()));
+        std::fs::write(&dir, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_clients = 5\n").unwrap();
+        let args = ProxyArgs { config: Some(dir.clone()), listen: Some("127.0.0.1:7100".into()), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        let _ = std::fs::remove_file(dir);
+        assert_eq!(c.listen.port(), 7100);
+        assert_eq!(c.limits.max_clients, 5);
+    }
+}

@@ -1,0 +1,31 @@
+//! clusterless: one plain Redis endpoint in front of a Redis Cluster.
+//!
+//! # Layout
+//! Data flows one way, client -> command -> router -> backend -> router -> client; topology flows
+//! from the refresher into one published snapshot that everything else only reads.
+//!
+//! - [`config`]: defaults < TOML file < `CLUSTERLESS_*` env < flags, validated once.
+//! - [`resp`]: request scanning (RESP2 multibulk + inline), reply delimiting, reply encoding.
+//! - [`slot`]: CRC16/XMODEM key hashing with hash tags.
+//! - [`command`]: the command table (arity, flags, key positions) and each command's routing class.
+//! - [`session`]: per-client state and the commands the proxy answers itself.
+//! - [`client`]: one task per client connection; in-order, batched replies.
+//! - [`router`]: split, route, merge; redirects and retries.
+//! - [`info`]: INFO merged over the masters.
+//! - [`backend`]: multiplexed, pipelined node connections.
+//! - [`topology`]: the slot map snapshot (arc-swap), its subscription and its refresher.
+//! - [`proxy`]: start-up, shared state and the accept loop.
+//! - [`cluster`]: throw-away local clusters for `clusterless dev` and the tests.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod info;
+pub mod proxy;
+pub mod resp;
+pub mod router;
+pub mod session;
+pub mod slot;
+pub mod topology;

@@ -1,0 +1,116 @@
+//! The `clusterless` binary: parses flags and config, then runs the proxy, or (`clusterless dev`)
+//! a throw-away local cluster with the proxy in front of it. Start-up failures print one line and
+//! exit with code 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+#[cfg(any())]
+use clusterless::cluster::{ClusterSpec, LocalCluster};
+use clusterless::config::{Cli, Command, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.proxy) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    init_logs(&cfg);
+    match cli.command {
+        Some(Command::Dev(_args)) => fail("dev: not built yet"),
+        None => run(cfg),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("clusterless: {msg}");
+    ExitCode::from(2)
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async {
+        let running = match clusterless::proxy::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => return fail(&e.to_string()),
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop();
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(any())]
+/// Starts a local cluster, then the proxy in front of it; on Ctrl-C stops both and removes files.
+fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
+    let spec = ClusterSpec { masters: args.masters, replicas_per_master: args.replicas, ..ClusterSpec::default() };
+    eprintln!(
+        "clusterless dev: starting a local cluster ({} masters, {} replicas each)...",
+        spec.masters, spec.replicas_per_master
+    );
+    // Started on the main thread: the nodes die with the thread that spawned them (PDEATHSIG).
+    let mut cluster = match LocalCluster::start(&spec) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot start the local cluster: {e}")),
+    };
+    cfg.seeds = vec![cluster.seed()];
+    cfg.listen.set_port(args.port);
+    let code = match runtime() {
+        Ok(rt) => rt.block_on(async {
+            let running = match clusterless::proxy::start(cfg).await {
+                Ok(r) => r,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let ports: Vec<String> = cluster.ports().iter().map(u16::to_string).collect();
+            println!("cluster nodes on 127.0.0.1 ports {} (files in {})", ports.join(", "), cluster.dir().display());
+            println!(
+                "clusterless is ready; connect with:\n\n    redis-cli -p {}\n\nCtrl-C stops the proxy and the cluster.",
+                running.addr.port()
+            );
+            wait_for_signal().await;
+            running.stop();
+            ExitCode::SUCCESS
+        }),
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    };
+    eprintln!("clusterless dev: stopping the cluster");
+    cluster.stop();
+    code
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

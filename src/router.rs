@@ -1,0 +1,555 @@
+//! Routing: turns one client request into backend requests and their replies into one reply, as a
+//! single Redis server would have answered. Owns the retry policy: MOVED (patch the slot, refresh,
+//! resend), ASK (ASKING + resend, map untouched), TRYAGAIN/CLUSTERDOWN/LOADING and unreachable
+//! owners (backoff within a budget), and the rule that a command already written to a connection
+//! that broke is retried only when it is read-only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::time::Instant;
+
+use crate::backend::BackendError;
+use crate::command::{Class, CommandSpec, Merge};
+use crate::proxy::Proxy;
+use crate::resp::{self, reply, Request};
+use crate::slot;
+
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
+
+/// Routes a request whose class is not answered locally.
+pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, proto: u8) -> Bytes {
+    let readonly = spec.readonly;
+    match spec.class {
+        Class::Keyed => {
+            let keys = spec.key_positions(&req.args);
+            match keys {
+                Some(k) if !k.is_empty() => match common_slot(&req.args, &k) {
+                    Some(s) => send_to_slot(&p, s, req.raw, readonly, proto).await,
+                    None => reply::error(CROSSSLOT),
+                },
+                // No keys, or arguments that do not say where they are: any master answers, and
+                // produces Redis's own error for a bad numkeys.
+                _ => send_to_any(&p, req.raw, readonly, proto).await,
+            }
+        }
+        Class::MGet | Class::MSet | Class::SumKeys => fan_out(&p, &spec, req, proto).await,
+        Class::AllMasters(m) => all_masters(&p, req.raw, m, proto).await,
+        Class::AnyMaster => send_to_any(&p, req.raw, readonly, proto).await,
+        Class::RandomKey => random_key(&p, proto).await,
+        Class::Scan => scan(&p, req, proto).await,
+        Class::Info => crate::info::info(&p, &req.args, proto).await,
+        Class::Local | Class::Refused(_) => reply::error("ERR internal routing error"),
+    }
+}
+
+/// The slot all `keys` share, or `None` when they span several.
+pub fn common_slot(args: &[Bytes], keys: &[usize]) -> Option<u16> {
+    let mut it = keys.iter().filter_map(|&i| args.get(i));
+    let first = slot::slot(it.next()?);
+    for k in it {
+        if slot::slot(k) != first {
+            return None;
+        }
+    }
+    Some(first)
+}
+
+/// What an error reply asks us to do.
+enum Redirect {
+    Moved {
+        slot: u16,
+        addr: String,
+    },
+    Ask {
+        addr: String,
+    },
+    /// TRYAGAIN, CLUSTERDOWN, LOADING: the same request may succeed shortly.
+    Retry,
+    None,
+}
+
+fn classify(reply: &[u8], from: &str) -> Redirect {
+    let Some(text) = resp::error_text(reply) else { return Redirect::None };
+    let mut parts = text.split(|&b| b == b' ');
+    let code = parts.next().unwrap_or_default();
+    match code {
+        b"MOVED" | b"ASK" => {
+            let slot = parts.next().and_then(resp::parse_int);
+            let target = parts.next().map(|a| String::from_utf8_lossy(a).into_owned());
+            let (Some(slot), Some(mut addr)) = (slot, target) else { return Redirect::None };
+            if !(0..slot::SLOTS as i64).contains(&slot) {
+                return Redirect::None;
+            }
+            // A node that does not know its own IP answers ":port"; it is reachable where we
+            // reached the node that said so.
+            if addr.starts_with(':') {
+                let host = from.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+                addr = format!("{host}{addr}");
+            }
+            if code == b"MOVED" {
+                Redirect::Moved { slot: slot as u16, addr }
+            } else {
+                Redirect::Ask { addr }
+            }
+        }
+        b"TRYAGAIN" | b"CLUSTERDOWN" | b"LOADING" => Redirect::Retry,
+        _ => Redirect::None,
+    }
+}
+
+/// Retry pacing within a request's budget; wakes early when a new topology is published.
+struct Budget {
+    deadline: Instant,
+    backoff: Duration,
+}
+
+impl Budget {
+    fn new(p: &Proxy) -> Budget {
+        Budget { deadline: Instant::now() + p.backend.config().retry_budget, backoff: Duration::from_millis(5) }
+    }
+
+    /// Waits before the next attempt; false when the budget is spent.
+    async fn wait(&mut self, p: &Proxy) -> bool {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        let pause = self.backoff.min(self.deadline - now);
+        let mut changes = p.topology.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = changes.changed() => {}
+        }
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(200));
+        true
+    }
+}
+
+fn lost_error(e: &BackendError) -> Bytes {
+    match e {
+        BackendError::Timeout(m) => {
+            reply::error(&format!("ERR clusterless: {m}; the command may or may not have been executed"))
+        }
+        BackendError::Lost(m) => reply::error(&format!(
+            "ERR clusterless: {m} after the command was sent; it may or may not have been executed"
+        )),
+        BackendError::NotSent(m) => reply::error(&format!("ERR clusterless: {m}")),
+    }
+}
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// Sends one command for `slot` to its master, following redirects and retrying within budget.
+pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, proto: u8) -> Bytes {
+    let mut budget = Budget::new(p);
+    let mut redirects = 0;
+    let mut asking: Option<String> = None;
+    loop {
+        let (addr, payload, n) = match asking.take() {
+            Some(a) => {
+                let mut b = BytesMut::with_capacity(ASKING.len() + cmd.len());
+                b.put_slice(ASKING);
+                b.put_slice(&cmd);
+                (a, b.freeze(), 2)
+            }
+            None => match p.topology.load().master_for(slot) {
+                Some(a) => (a.to_string(), cmd.clone(), 1),
+                None => {
+                    p.topology.request_refresh();
+                    if budget.wait(p).await {
+                        continue;
+                    }
+                    return reply::error(SLOT_NOT_SERVED);
+                }
+            },
+        };
+        match p.backend.send(&addr, proto, payload, n).await {
+            Ok(mut replies) => {
+                let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
+                match classify(&r, &addr) {
+                    Redirect::None => return r,
+                    Redirect::Moved { slot: s, addr: to } => {
+                        p.topology.patch_slot(s, &to);
+                        p.topology.request_refresh();
+                        redirects += 1;
+                        if redirects > p.backend.config().max_redirects {
+                            return r;
+                        }
+                    }
+                    Redirect::Ask { addr: to } => {
+                        redirects += 1;
+                        if redirects > p.backend.config().max_redirects {
+                            return r;
+                        }
+                        asking = Some(to);
+                    }
+                    Redirect::Retry => {
+                        if !budget.wait(p).await {
+                            return r;
+                        }
+                    }
+                }
+            }
+            Err(BackendError::NotSent(e)) => {
+                p.topology.request_refresh();
+                if !budget.wait(p).await {
+                    return reply::error(&format!("ERR clusterless: master of slot {slot} is unreachable: {e}"));
+                }
+            }
+            Err(e) => {
+                p.topology.request_refresh();
+                if !readonly || !budget.wait(p).await {
+                    return lost_error(&e);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a keyless command to one master (round robin), retrying another on failure.
+async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, proto: u8) -> Bytes {
+    let mut budget = Budget::new(p);
+    loop {
+        let addr = {
+            let t = p.topology.load();
+            let m = t.masters();
+            if m.is_empty() {
+                None
+            } else {
+                Some(m[p.next_any() % m.len()].to_string())
+            }
+        };
+        let Some(addr) = addr else {
+            p.topology.request_refresh();
+            if budget.wait(p).await {
+                continue;
+            }
+            return reply::error(SLOT_NOT_SERVED);
+        };
+        match p.backend.send(&addr, proto, cmd.clone(), 1).await {
+            Ok(mut r) => match r.pop() {
+                Some(reply) => {
+                    if matches!(classify(&reply, &addr), Redirect::Retry) && budget.wait(p).await {
+                        continue;
+                    }
+                    return reply;
+                }
+                None => return reply::error("ERR clusterless: empty reply"),
+            },
+            Err(BackendError::NotSent(e)) => {
+                p.topology.request_refresh();
+                if !budget.wait(p).await {
+                    return reply::error(&format!("ERR clusterless: {e}"));
+                }
+            }
+            Err(e) => {
+                if !readonly || !budget.wait(p).await {
+                    return lost_error(&e);
+                }
+            }
+        }
+    }
+}
+
+/// One per-slot part of a split command.
+struct Part {
+    slot: u16,
+    /// Indices of the keys (into the original args) this part carries.
+    keys: Vec<usize>,
+    cmd: Bytes,
+}
+
+/// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
+async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, proto: u8) -> Bytes {
+    let args = &req.args;
+    let step = if spec.class == Class::MSet { 2 } else { 1 };
+    if step == 2 && (args.len() - 1) % 2 != 0 {
+        return crate::command::wrong_arity(&spec.name);
+    }
+    let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for i in (1..args.len()).step_by(step) {
+        by_slot.entry(slot::slot(&args[i])).or_default().push(i);
+    }
+    if by_slot.len() == 1 {
+        // All keys in one slot: forward the request untouched.
+        let s = by_slot.keys().next().copied().unwrap_or(0);
+        return send_to_slot(p, s, req.raw, spec.readonly, proto).await;
+    }
+    let name = &args[0];
+    let parts: Vec<Part> = by_slot
+        .into_iter()
+        .map(|(s, keys)| {
+            let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
+            sub.push(name);
+            for &k in &keys {
+                sub.push(&args[k]);
+                if step == 2 {
+                    sub.push(&args[k + 1]);
+                }
+            }
+            Part { slot: s, keys, cmd: resp::encode_command(&sub) }
+        })
+        .collect();
+    let replies = send_parts(p, &parts, spec.readonly, proto).await;
+    merge_fan_out(spec.class, args.len(), &parts, replies, proto)
+}
+
+/// Sends every part, pipelining all parts owned by one node into one write, then repairs the parts
+/// that came back redirected or failed by sending them alone through [`send_to_slot`].
+async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, proto: u8) -> Vec<Bytes> {
+    let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut unowned = Vec::new();
+    {
+        let t = p.topology.load();
+        for (i, part) in parts.iter().enumerate() {
+            match t.master_for(part.slot) {
+                Some(a) => by_node.entry(a.to_string()).or_default().push(i),
+                None => unowned.push(i),
+            }
+        }
+    }
+    let sends = by_node.iter().map(|(addr, idx)| {
+        let mut payload = BytesMut::with_capacity(idx.iter().map(|&i| parts[i].cmd.len()).sum());
+        for &i in idx {
+            payload.put_slice(&parts[i].cmd);
+        }
+        p.backend.send(addr, proto, payload.freeze(), idx.len())
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut out: Vec<Option<Bytes>> = vec![None; parts.len()];
+    let mut again: Vec<usize> = unowned;
+    for ((addr, idx), res) in by_node.iter().zip(results) {
+        match res {
+            Ok(replies) => {
+                for (&i, r) in idx.iter().zip(replies) {
+                    match classify(&r, addr) {
+                        Redirect::None => out[i] = Some(r),
+                        _ => again.push(i),
+                    }
+                }
+            }
+            Err(BackendError::NotSent(_)) => again.extend(idx),
+            Err(e) if readonly => {
+                let _ = e;
+                again.extend(idx)
+            }
+            Err(e) => {
+                let err = lost_error(&e);
+                for &i in idx {
+                    out[i] = Some(err.clone());
+                }
+            }
+        }
+    }
+    if !again.is_empty() {
+        let retried = futures_util::future::join_all(
+            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, proto)),
+        )
+        .await;
+        for (&i, r) in again.iter().zip(retried) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter().map(|r| r.unwrap_or_else(|| reply::error("ERR clusterless: missing reply"))).collect()
+}
+
+fn merge_fan_out(class: Class, argc: usize, parts: &[Part], replies: Vec<Bytes>, proto: u8) -> Bytes {
+    if let Some(e) = replies.iter().find(|r| resp::is_error(r)) {
+        return e.clone();
+    }
+    match class {
+        Class::MGet => {
+            let mut values: Vec<Bytes> = vec![reply::null(proto); argc];
+            for (part, r) in parts.iter().zip(&replies) {
+                match resp::aggregate_elements(r) {
+                    Some(el) if el.len() == part.keys.len() => {
+                        for (&k, v) in part.keys.iter().zip(el) {
+                            values[k] = v;
+                        }
+                    }
+                    _ => return reply::error("ERR clusterless: unexpected MGET reply from a node"),
+                }
+            }
+            reply::array(&values[1..])
+        }
+        Class::MSet => reply::ok(),
+        _ => {
+            let mut sum = 0i64;
+            for r in &replies {
+                match resp::as_int(r) {
+                    Some(n) => sum += n,
+                    None => return reply::error("ERR clusterless: unexpected integer reply from a node"),
+                }
+            }
+            reply::int(sum)
+        }
+    }
+}
+
+/// Sends the same command to every master and merges the replies.
+pub async fn all_masters(p: &Proxy, cmd: Bytes, merge: Merge, proto: u8) -> Bytes {
+    let masters: Vec<String> = p.topology.load().masters().into_iter().map(str::to_string).collect();
+    if masters.is_empty() {
+        return reply::error(SLOT_NOT_SERVED);
+    }
+    let replies = futures_util::future::join_all(masters.iter().map(|m| {
+        let cmd = cmd.clone();
+        async move {
+            match p.backend.send(m, proto, cmd, 1).await {
+                Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
+                Err(e) => reply::error(&format!("ERR clusterless: {m}: {e}")),
+            }
+        }
+    }))
+    .await;
+    merge_all(merge, replies)
+}
+
+fn merge_all(merge: Merge, replies: Vec<Bytes>) -> Bytes {
+    if let Some(e) = replies.iter().find(|r| resp::is_error(r)) {
+        return e.clone();
+    }
+    match merge {
+        Merge::Sum => {
+            let mut sum = 0i64;
+            for r in &replies {
+                sum += resp::as_int(r).unwrap_or(0);
+            }
+            reply::int(sum)
+        }
+        Merge::Concat => {
+            let mut all = Vec::new();
+            for r in &replies {
+                all.extend(resp::aggregate_elements(r).unwrap_or_default());
+            }
+            reply::array(&all)
+        }
+        Merge::AllOk => reply::ok(),
+        Merge::First => replies.into_iter().next().unwrap_or_else(reply::ok),
+        Merge::And => {
+            let lists: Vec<Vec<Bytes>> =
+                replies.iter().map(|r| resp::aggregate_elements(r).unwrap_or_default()).collect();
+            let n = lists.iter().map(Vec::len).min().unwrap_or(0);
+            let out: Vec<Bytes> = (0..n)
+                .map(|i| {
+                    let all = lists.iter().all(|l| resp::as_int(&l[i]).unwrap_or(0) != 0);
+                    reply::int(all as i64)
+                })
+                .collect();
+            reply::array(&out)
+        }
+    }
+}
+
+async fn random_key(p: &Proxy, proto: u8) -> Bytes {
+    use rand::seq::SliceRandom;
+    let mut masters: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
+    masters.shuffle(&mut rand::rng());
+    let cmd = resp::encode_command(&[b"RANDOMKEY"]);
+    for m in &masters {
+        match p.backend.send(m, proto, cmd.clone(), 1).await {
+            Ok(mut r) => {
+                if let Some(r) = r.pop() {
+                    if resp::is_error(&r) || !matches!(resp::as_bulk(&r), Some(None)) {
+                        return r;
+                    }
+                }
+            }
+            Err(e) => return reply::error(&format!("ERR clusterless: {m}: {e}")),
+        }
+    }
+    reply::null(proto)
+}
+
+/// Bits of the client cursor that say which master the scan is on (up to 1024 masters).
+const SCAN_NODE_BITS: u32 = 10;
+
+/// SCAN with one cursor over the whole cluster: the low bits pick the master (in slot order), the
+/// rest is that master's own cursor; each master is walked to its end before the next begins.
+async fn scan(p: &Proxy, req: Request, proto: u8) -> Bytes {
+    let invalid = || reply::error("ERR invalid cursor");
+    let Some(cursor) = req.args.get(1).and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok()) else {
+        return invalid();
+    };
+    let owners: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
+    let idx = (cursor & ((1 << SCAN_NODE_BITS) - 1)) as usize;
+    let node_cursor = cursor >> SCAN_NODE_BITS;
+    let Some(addr) = owners.get(idx) else {
+        return if owners.is_empty() { reply::error(SLOT_NOT_SERVED) } else { invalid() };
+    };
+    let mut args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();
+    let nc = node_cursor.to_string();
+    args[1] = nc.as_bytes();
+    let cmd = resp::encode_command(&args);
+    let r = match p.backend.send(addr, proto, cmd, 1).await {
+        Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
+        Err(e) => return lost_error(&e),
+    };
+    if resp::is_error(&r) {
+        return r;
+    }
+    let Some(parts) = resp::aggregate_elements(&r) else {
+        return reply::error("ERR clusterless: unexpected SCAN reply");
+    };
+    let (Some(c), Some(keys)) = (parts.first(), parts.get(1)) else {
+        return reply::error("ERR clusterless: unexpected SCAN reply");
+    };
+    let next: u64 = match resp::as_bulk(c).flatten().and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok()) {
+        Some(n) => n,
+        None => return reply::error("ERR clusterless: unexpected SCAN cursor"),
+    };
+    let client_next = if next == 0 {
+        if idx + 1 >= owners.len() {
+            0
+        } else {
+            (idx + 1) as u64
+        }
+    } else if next >> (64 - SCAN_NODE_BITS) != 0 {
+        return reply::error("ERR clusterless: node cursor too large to encode");
+    } else {
+        (next << SCAN_NODE_BITS) | idx as u64
+    };
+    reply::array(&[reply::bulk(client_next.to_string().as_bytes()), keys.clone()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_redirects() {
+        assert!(
+            matches!(classify(b"-MOVED 3999 127.0.0.1:6381\r\n", "x:1"), Redirect::Moved { slot: 3999, ref addr } if addr == "127.0.0.1:6381")
+        );
+        assert!(
+            matches!(classify(b"-ASK 3999 :6381\r\n", "10.0.0.1:7000"), Redirect::Ask { ref addr } if addr == "10.0.0.1:6381")
+        );
+        assert!(matches!(
+            classify(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", "x:1"),
+            Redirect::Retry
+        ));
+        assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry));
+        assert!(matches!(classify(b"-ERR MOVED\r\n", "x:1"), Redirect::None));
+        assert!(matches!(classify(b"-MOVED 99999 a:1\r\n", "x:1"), Redirect::None));
+        assert!(matches!(classify(b"$1\r\nx\r\n", "x:1"), Redirect::None));
+    }
+
+    #[test]
+    fn merges() {
+        let r = merge_all(Merge::Sum, vec![reply::int(2), reply::int(3)]);
+        assert_eq!(&r[..], b":5\r\n");
+        let r = merge_all(
+            Merge::And,
+            vec![Bytes::from_static(b"*2\r\n:1\r\n:1\r\n"), Bytes::from_static(b"*2\r\n:1\r\n:0\r\n")],
+        );
+        assert_eq!(&r[..], b"*2\r\n:1\r\n:0\r\n");
+        let r = merge_all(Merge::Concat, vec![Bytes::from_static(b"*1\r\n$1\r\na\r\n"), Bytes::from_static(b"*0\r\n")]);
+        assert_eq!(&r[..], b"*1\r\n$1\r\na\r\n");
+        let r = merge_all(Merge::AllOk, vec![reply::ok(), reply::error("ERR x")]);
+        assert_eq!(&r[..], b"-ERR x\r\n");
+    }
+}
