@@ -5,7 +5,6 @@
 //! decides whether the router may retry (never sent: always; sent: only reads).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -70,7 +69,13 @@ pub struct Backend {
 
 struct NodePool {
     conns: Vec<mpsc::Sender<Job>>,
-    next: AtomicUsize,
+}
+
+/// Who is asking: the client's protocol version and its lane (connection affinity).
+#[derive(Clone, Copy, Debug)]
+pub struct Cx {
+    pub proto: u8,
+    pub lane: u32,
 }
 
 impl Backend {
@@ -87,10 +92,14 @@ impl Backend {
     }
 
     /// Sends `payload` (holding `replies` pipelined commands) to `addr` and waits for the replies.
-    pub async fn send(&self, addr: &str, proto: u8, payload: Bytes, replies: usize) -> Reply {
+    /// Requests with the same `lane` (one client) always take the same connection of a node, so a
+    /// client's pipelined commands to one node run in the order it sent them.
+    pub async fn send(&self, addr: &str, cx: Cx, payload: Bytes, replies: usize) -> Reply {
         let (tx, rx) = oneshot::channel();
-        let conn = self.pick(addr, proto);
-        if conn.send(Job { payload, replies, tx }).await.is_err() {
+        let conn = self.pick(addr, cx);
+        // Exempt from tokio's cooperative budget: a budget-forced yield here would let a later
+        // request of the same client overtake this one, and pipelined commands must run in order.
+        if tokio::task::unconstrained(conn.send(Job { payload, replies, tx })).await.is_err() {
             return Err(BackendError::NotSent(format!("connection to {addr} is closed")));
         }
         match rx.await {
@@ -100,11 +109,12 @@ impl Backend {
         }
     }
 
-    fn pick(&self, addr: &str, proto: u8) -> mpsc::Sender<Job> {
+    fn pick(&self, addr: &str, cx: Cx) -> mpsc::Sender<Job> {
+        let proto = cx.proto;
         let key = (addr.to_string(), proto);
         if let Ok(pools) = self.pools.read() {
             if let Some(p) = pools.get(&key) {
-                return p.pick();
+                return p.pick(cx.lane);
             }
         }
         let mut pools = match self.pools.write() {
@@ -119,9 +129,9 @@ impl Backend {
                     tx
                 })
                 .collect();
-            Arc::new(NodePool { conns, next: AtomicUsize::new(0) })
+            Arc::new(NodePool { conns })
         });
-        pool.pick()
+        pool.pick(cx.lane)
     }
 
     /// Drops the pools of nodes that left the cluster; their tasks end once their queues drain.
@@ -133,9 +143,8 @@ impl Backend {
 }
 
 impl NodePool {
-    fn pick(&self) -> mpsc::Sender<Job> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
+    fn pick(&self, lane: u32) -> mpsc::Sender<Job> {
+        self.conns[lane as usize % self.conns.len()].clone()
     }
 }
 

@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::backend::Cx;
 use crate::command::{self, Class, Lookup};
 use crate::proxy::Proxy;
 use crate::resp::{reply, Limits, Parsed, Request, RequestParser};
@@ -54,7 +55,29 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     // Once set we read no more: remaining replies are flushed, then the connection closes.
     let mut closing = false;
 
+    // Set when the parser needs more bytes; cleared whenever new bytes arrive.
+    let mut need_bytes = true;
     loop {
+        // Requests already buffered are parsed before reading more, as soon as there is room:
+        // a client that sent a deep pipeline and now only waits must not stall.
+        while !closing && !need_bytes && inflight.len() < max_pipeline {
+            match parser.next(&mut rbuf) {
+                Ok(Parsed::Request(req)) => {
+                    inflight.push_back(dispatch(&p, &mut session, req));
+                    parser.authenticated = session.authenticated;
+                    if session.quit {
+                        closing = true;
+                    }
+                }
+                Ok(Parsed::Empty) => {}
+                Ok(Parsed::Incomplete) => need_bytes = true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "closing client after protocol error");
+                    inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
+                    closing = true;
+                }
+            }
+        }
         if closing && inflight.is_empty() {
             break;
         }
@@ -73,37 +96,11 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     wbuf = BytesMut::with_capacity(16 * 1024);
                 }
             }
-            r = rd.read_buf(&mut rbuf), if !closing && inflight.len() < max_pipeline => {
+            r = rd.read_buf(&mut rbuf), if !closing && need_bytes && inflight.len() < max_pipeline => {
                 match r {
-                    Ok(0) | Err(_) => {
-                        // The client closed its side: answer what it already sent, then close.
-                        closing = true;
-                        continue;
-                    }
-                    Ok(_) => {}
-                }
-                loop {
-                    match parser.next(&mut rbuf) {
-                        Ok(Parsed::Request(req)) => {
-                            inflight.push_back(dispatch(&p, &mut session, req));
-                            parser.authenticated = session.authenticated;
-                            if session.quit {
-                                closing = true;
-                                break;
-                            }
-                        }
-                        Ok(Parsed::Empty) => {}
-                        Ok(Parsed::Incomplete) => break,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "closing client after protocol error");
-                            inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
-                            closing = true;
-                            break;
-                        }
-                    }
-                    if inflight.len() >= max_pipeline {
-                        break;
-                    }
+                    // The client closed its side: answer what it already sent, then close.
+                    Ok(0) | Err(_) => closing = true,
+                    Ok(_) => need_bytes = false,
                 }
                 if rbuf.capacity() - rbuf.len() < 1024 {
                     rbuf.reserve(16 * 1024);
@@ -137,6 +134,11 @@ fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
         _ if spec.blocking && command::asks_to_block(&spec, &req.args) => {
             ready(reply::error("ERR blocking commands are not supported by clusterless yet"))
         }
-        _ => ReplyFut::Routed(Box::pin(crate::router::route(p.clone(), spec, req, s.proto))),
+        _ => ReplyFut::Routed(Box::pin(crate::router::route(
+            p.clone(),
+            spec,
+            req,
+            Cx { proto: s.proto, lane: s.id as u32 },
+        ))),
     }
 }

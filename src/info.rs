@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use crate::backend::Cx;
 use crate::proxy::Proxy;
 use crate::resp::{self, reply};
 
@@ -111,11 +112,10 @@ fn own_section(p: &Proxy, name: &str, first: Option<&Section>) -> Option<Section
 }
 
 /// Answers INFO [section ...].
-pub async fn info(p: &Proxy, args: &[Bytes], proto: u8) -> Bytes {
+pub async fn info(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
     let masters: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
     let cmd = resp::encode_command(args);
-    let replies =
-        futures_util::future::join_all(masters.iter().map(|m| p.backend.send(m, proto, cmd.clone(), 1))).await;
+    let replies = futures_util::future::join_all(masters.iter().map(|m| p.backend.send(m, cx, cmd.clone(), 1))).await;
     let mut texts = Vec::new();
     for r in replies.into_iter().flatten() {
         if let Some(Some(b)) = r.first().and_then(resp::as_bulk) {

@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-#[cfg(any())]
+
 use clusterless::cluster::{ClusterSpec, LocalCluster};
-use clusterless::config::{Cli, Command, Config};
+use clusterless::config::{Cli, Command, Config, DevArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     };
     init_logs(&cfg);
     match cli.command {
-        Some(Command::Dev(_args)) => fail("dev: not built yet"),
+        Some(Command::Dev(args)) => dev(cfg, args),
         None => run(cfg),
     }
 }
@@ -60,7 +60,6 @@ fn run(cfg: Config) -> ExitCode {
     })
 }
 
-#[cfg(any())]
 /// Starts a local cluster, then the proxy in front of it; on Ctrl-C stops both and removes files.
 fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
     let spec = ClusterSpec { masters: args.masters, replicas_per_master: args.replicas, ..ClusterSpec::default() };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Cx};
 use crate::command::{Class, CommandSpec, Merge};
 use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
@@ -21,27 +21,27 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
 
 /// Routes a request whose class is not answered locally.
-pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, proto: u8) -> Bytes {
+pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx) -> Bytes {
     let readonly = spec.readonly;
     match spec.class {
         Class::Keyed => {
             let keys = spec.key_positions(&req.args);
             match keys {
                 Some(k) if !k.is_empty() => match common_slot(&req.args, &k) {
-                    Some(s) => send_to_slot(&p, s, req.raw, readonly, proto).await,
+                    Some(s) => send_to_slot(&p, s, req.raw, readonly, cx).await,
                     None => reply::error(CROSSSLOT),
                 },
                 // No keys, or arguments that do not say where they are: any master answers, and
                 // produces Redis's own error for a bad numkeys.
-                _ => send_to_any(&p, req.raw, readonly, proto).await,
+                _ => send_to_any(&p, req.raw, readonly, cx).await,
             }
         }
-        Class::MGet | Class::MSet | Class::SumKeys => fan_out(&p, &spec, req, proto).await,
-        Class::AllMasters(m) => all_masters(&p, req.raw, m, proto).await,
-        Class::AnyMaster => send_to_any(&p, req.raw, readonly, proto).await,
-        Class::RandomKey => random_key(&p, proto).await,
-        Class::Scan => scan(&p, req, proto).await,
-        Class::Info => crate::info::info(&p, &req.args, proto).await,
+        Class::MGet | Class::MSet | Class::SumKeys => fan_out(&p, &spec, req, cx).await,
+        Class::AllMasters(m) => all_masters(&p, req.raw, m, cx).await,
+        Class::AnyMaster => send_to_any(&p, req.raw, readonly, cx).await,
+        Class::RandomKey => random_key(&p, cx).await,
+        Class::Scan => scan(&p, req, cx).await,
+        Class::Info => crate::info::info(&p, &req.args, cx).await,
         Class::Local | Class::Refused(_) => reply::error("ERR internal routing error"),
     }
 }
@@ -144,7 +144,7 @@ fn lost_error(e: &BackendError) -> Bytes {
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// Sends one command for `slot` to its master, following redirects and retrying within budget.
-pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, proto: u8) -> Bytes {
+pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
     let mut budget = Budget::new(p);
     let mut redirects = 0;
     let mut asking: Option<String> = None;
@@ -167,7 +167,7 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, prot
                 }
             },
         };
-        match p.backend.send(&addr, proto, payload, n).await {
+        match p.backend.send(&addr, cx, payload, n).await {
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
                 match classify(&r, &addr) {
@@ -211,7 +211,7 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, prot
 }
 
 /// Sends a keyless command to one master (round robin), retrying another on failure.
-async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, proto: u8) -> Bytes {
+async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
     let mut budget = Budget::new(p);
     loop {
         let addr = {
@@ -230,7 +230,7 @@ async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, proto: u8) -> Bytes 
             }
             return reply::error(SLOT_NOT_SERVED);
         };
-        match p.backend.send(&addr, proto, cmd.clone(), 1).await {
+        match p.backend.send(&addr, cx, cmd.clone(), 1).await {
             Ok(mut r) => match r.pop() {
                 Some(reply) => {
                     if matches!(classify(&reply, &addr), Redirect::Retry) && budget.wait(p).await {
@@ -264,7 +264,7 @@ struct Part {
 }
 
 /// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
-async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, proto: u8) -> Bytes {
+async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
     let args = &req.args;
     let step = if spec.class == Class::MSet { 2 } else { 1 };
     if step == 2 && (args.len() - 1) % 2 != 0 {
@@ -277,7 +277,7 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, proto: u8) -> Byte
     if by_slot.len() == 1 {
         // All keys in one slot: forward the request untouched.
         let s = by_slot.keys().next().copied().unwrap_or(0);
-        return send_to_slot(p, s, req.raw, spec.readonly, proto).await;
+        return send_to_slot(p, s, req.raw, spec.readonly, cx).await;
     }
     let name = &args[0];
     let parts: Vec<Part> = by_slot
@@ -294,13 +294,13 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, proto: u8) -> Byte
             Part { slot: s, keys, cmd: resp::encode_command(&sub) }
         })
         .collect();
-    let replies = send_parts(p, &parts, spec.readonly, proto).await;
-    merge_fan_out(spec.class, args.len(), &parts, replies, proto)
+    let replies = send_parts(p, &parts, spec.readonly, cx).await;
+    merge_fan_out(spec.class, args.len(), &parts, replies, cx.proto)
 }
 
 /// Sends every part, pipelining all parts owned by one node into one write, then repairs the parts
 /// that came back redirected or failed by sending them alone through [`send_to_slot`].
-async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, proto: u8) -> Vec<Bytes> {
+async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx) -> Vec<Bytes> {
     let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut unowned = Vec::new();
     {
@@ -317,7 +317,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, proto: u8) -> Vec
         for &i in idx {
             payload.put_slice(&parts[i].cmd);
         }
-        p.backend.send(addr, proto, payload.freeze(), idx.len())
+        p.backend.send(addr, cx, payload.freeze(), idx.len())
     });
     let results = futures_util::future::join_all(sends).await;
     let mut out: Vec<Option<Bytes>> = vec![None; parts.len()];
@@ -347,7 +347,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, proto: u8) -> Vec
     }
     if !again.is_empty() {
         let retried = futures_util::future::join_all(
-            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, proto)),
+            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, cx)),
         )
         .await;
         for (&i, r) in again.iter().zip(retried) {
@@ -391,7 +391,7 @@ fn merge_fan_out(class: Class, argc: usize, parts: &[Part], replies: Vec<Bytes>,
 }
 
 /// Sends the same command to every master and merges the replies.
-pub async fn all_masters(p: &Proxy, cmd: Bytes, merge: Merge, proto: u8) -> Bytes {
+pub async fn all_masters(p: &Proxy, cmd: Bytes, merge: Merge, cx: Cx) -> Bytes {
     let masters: Vec<String> = p.topology.load().masters().into_iter().map(str::to_string).collect();
     if masters.is_empty() {
         return reply::error(SLOT_NOT_SERVED);
@@ -399,7 +399,7 @@ pub async fn all_masters(p: &Proxy, cmd: Bytes, merge: Merge, proto: u8) -> Byte
     let replies = futures_util::future::join_all(masters.iter().map(|m| {
         let cmd = cmd.clone();
         async move {
-            match p.backend.send(m, proto, cmd, 1).await {
+            match p.backend.send(m, cx, cmd, 1).await {
                 Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
                 Err(e) => reply::error(&format!("ERR clusterless: {m}: {e}")),
             }
@@ -445,13 +445,13 @@ fn merge_all(merge: Merge, replies: Vec<Bytes>) -> Bytes {
     }
 }
 
-async fn random_key(p: &Proxy, proto: u8) -> Bytes {
+async fn random_key(p: &Proxy, cx: Cx) -> Bytes {
     use rand::seq::SliceRandom;
     let mut masters: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
     masters.shuffle(&mut rand::rng());
     let cmd = resp::encode_command(&[b"RANDOMKEY"]);
     for m in &masters {
-        match p.backend.send(m, proto, cmd.clone(), 1).await {
+        match p.backend.send(m, cx, cmd.clone(), 1).await {
             Ok(mut r) => {
                 if let Some(r) = r.pop() {
                     if resp::is_error(&r) || !matches!(resp::as_bulk(&r), Some(None)) {
@@ -462,7 +462,7 @@ async fn random_key(p: &Proxy, proto: u8) -> Bytes {
             Err(e) => return reply::error(&format!("ERR clusterless: {m}: {e}")),
         }
     }
-    reply::null(proto)
+    reply::null(cx.proto)
 }
 
 /// Bits of the client cursor that say which master the scan is on (up to 1024 masters).
@@ -470,7 +470,7 @@ const SCAN_NODE_BITS: u32 = 10;
 
 /// SCAN with one cursor over the whole cluster: the low bits pick the master (in slot order), the
 /// rest is that master's own cursor; each master is walked to its end before the next begins.
-async fn scan(p: &Proxy, req: Request, proto: u8) -> Bytes {
+async fn scan(p: &Proxy, req: Request, cx: Cx) -> Bytes {
     let invalid = || reply::error("ERR invalid cursor");
     let Some(cursor) = req.args.get(1).and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok()) else {
         return invalid();
@@ -485,7 +485,7 @@ async fn scan(p: &Proxy, req: Request, proto: u8) -> Bytes {
     let nc = node_cursor.to_string();
     args[1] = nc.as_bytes();
     let cmd = resp::encode_command(&args);
-    let r = match p.backend.send(addr, proto, cmd, 1).await {
+    let r = match p.backend.send(addr, cx, cmd, 1).await {
         Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
         Err(e) => return lost_error(&e),
     };

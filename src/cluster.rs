@@ -1,0 +1,618 @@
+//! Throw-away local Redis Clusters: the one place that starts, changes and stops them, used by
+//! `clusterless dev` and by every test. Nodes are `redis-server` processes from PATH on 127.0.0.1,
+//! on ports picked at random (so tests run in parallel), with their files in a private temporary
+//! directory. Only processes started here are ever signalled, by PID; dropping a [`LocalCluster`]
+//! kills them and removes the directory, whether the caller succeeded or panicked.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub masters: usize,
+    pub replicas_per_master: usize,
+    pub node_timeout_ms: u64,
+    /// `requirepass` and `masterauth` on every node.
+    pub password: Option<String>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, password: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("redis-server/redis-cli not found on PATH (install the redis-server and redis-tools packages)")]
+    MissingRedis,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{what} (waited {secs} s)")]
+    Timeout { what: String, secs: u64 },
+    #[error("redis-cli {args} failed: {out}")]
+    Cli { args: String, out: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T> = std::result::Result<T, HarnessError>;
+
+struct NodeProc {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A running local cluster; stopped on drop.
+pub struct LocalCluster {
+    nodes: Vec<NodeProc>,
+    dir: PathBuf,
+    spec: ClusterSpec,
+}
+
+/// True when redis-server and redis-cli can be run.
+pub fn redis_server_available() -> bool {
+    let ok = |bin: &str| Command::new(bin).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    ok("redis-server") && ok("redis-cli")
+}
+
+/// Ports below this keep their bus port (+10000) under 55536, which cluster mode requires.
+const MAX_PORT: u16 = 45535;
+const MIN_PORT: u16 = 20000;
+
+fn port_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+/// Picks `n` client ports whose bus ports are free too.
+fn pick_ports(n: usize, avoid: &[u16]) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = rand::random_range(MIN_PORT..=MAX_PORT);
+        if !out.contains(&p) && !avoid.contains(&p) && port_free(p) && port_free(p + 10000) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl LocalCluster {
+    /// Starts the nodes, joins them into a cluster and waits until it is healthy. On failure
+    /// everything started is cleaned up; port clashes with a parallel test are retried.
+    pub fn start(spec: &ClusterSpec) -> Result<LocalCluster> {
+        if !redis_server_available() {
+            return Err(HarnessError::MissingRedis);
+        }
+        let mut last = None;
+        for _ in 0..4 {
+            match LocalCluster::try_start(spec) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| HarnessError::Other("cluster start failed".into())))
+    }
+
+    fn try_start(spec: &ClusterSpec) -> Result<LocalCluster> {
+        let n = spec.masters * (1 + spec.replicas_per_master);
+        let dir = std::env::temp_dir().join(format!(
+            "clusterless-cluster-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut c = LocalCluster { nodes: Vec::new(), dir, spec: spec.clone() };
+        for port in pick_ports(n, &[]) {
+            c.spawn_node(port)?;
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_ping(c.nodes[i].port, Duration::from_secs(10))?;
+        }
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(c.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(["--cluster-replicas".into(), spec.replicas_per_master.to_string(), "--cluster-yes".into()]);
+        let seed = c.nodes[0].port;
+        c.cli_args(seed, &args, Duration::from_secs(60))?;
+        c.wait_ok(Duration::from_secs(30))?;
+        Ok(c)
+    }
+
+    fn spawn_node(&mut self, port: u16) -> Result<()> {
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ncluster-enabled yes\ncluster-config-file nodes.conf\n\
+             cluster-node-timeout {}\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
+            self.spec.node_timeout_ms,
+            dir.display(),
+            dir.join("redis.log").display()
+        );
+        if let Some(p) = &self.spec.password {
+            conf.push_str(&format!("requirepass {p}\nmasterauth {p}\n"));
+        }
+        let conf_path = dir.join("redis.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // The nodes must not outlive the process that started them, even if it is killed. Note
+        // that PDEATHSIG follows the spawning *thread*: start clusters from a thread that outlives
+        // them (the test's own thread, or main).
+        set_pdeathsig(&mut cmd);
+        let child = cmd.spawn()?;
+        self.nodes.push(NodeProc { port, child: Some(child) });
+        Ok(())
+    }
+
+    fn wait_ping(&self, port: u16, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok(out) = self.cli(port, &["PING"]) {
+                if out.contains("PONG") {
+                    return Ok(());
+                }
+            }
+            if let Some(n) = self.nodes.iter().find(|n| n.port == port) {
+                if !n.alive() {
+                    return Err(HarnessError::Other(format!("redis-server on port {port} exited at start")));
+                }
+            }
+            if start.elapsed() > limit {
+                return Err(HarnessError::Timeout {
+                    what: format!("node {port} to answer PING"),
+                    secs: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Client ports of every node started (killed and removed ones included).
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
+    }
+
+    /// `127.0.0.1:PORT` of a live node.
+    pub fn seed(&self) -> String {
+        format!("127.0.0.1:{}", self.live_ports().first().copied().unwrap_or(0))
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.spec.password.as_deref()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_path(&self, port: u16) -> PathBuf {
+        self.dir.join(port.to_string()).join("redis.log")
+    }
+
+    /// Runs redis-cli against one node and returns its trimmed output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> Result<String> {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.cli_args(port, &owned, Duration::from_secs(20))
+    }
+
+    fn cli_args(&self, port: u16, args: &[String], limit: Duration) -> Result<String> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(p) = &self.spec.password {
+            cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let start = Instant::now();
+        // A SIGSTOPped node would make redis-cli wait forever: poll with a deadline.
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HarnessError::Timeout {
+                    what: format!("redis-cli {}", args.join(" ")),
+                    secs: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() || text.starts_with("ERR") || text.contains("[ERR]") {
+            return Err(HarnessError::Cli { args: args.join(" "), out: text.trim().to_string() });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// CLUSTER NODES from the first live node that answers, parsed.
+    fn nodes_view(&self) -> Result<Vec<NodeLine>> {
+        let mut last = None;
+        for p in self.live_ports() {
+            match self.cli(p, &["CLUSTER", "NODES"]) {
+                Ok(out) => return Ok(out.lines().filter_map(NodeLine::parse).collect()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| HarnessError::Other("no live node".into())))
+    }
+
+    /// Ports of the masters (not failed) that own slots, in slot order.
+    pub fn masters(&self) -> Vec<u16> {
+        let mut v: Vec<(u16, u16)> = self
+            .nodes_view()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.master && !n.failed && !n.slots.is_empty())
+            .map(|n| (n.slots[0], n.port))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Ports of the replicas of a master.
+    pub fn replicas_of(&self, master: u16) -> Vec<u16> {
+        let view = self.nodes_view().unwrap_or_default();
+        let Some(id) = view.iter().find(|n| n.port == master).map(|n| n.id.clone()) else { return Vec::new() };
+        view.iter().filter(|n| n.master_id.as_deref() == Some(&id) && !n.failed).map(|n| n.port).collect()
+    }
+
+    /// The node id of a port.
+    pub fn node_id(&self, port: u16) -> Option<String> {
+        self.nodes_view().ok()?.into_iter().find(|n| n.port == port).map(|n| n.id)
+    }
+
+    /// Slots a master owns, ascending.
+    pub fn slots_of(&self, master: u16) -> Vec<u16> {
+        self.nodes_view()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|n| n.port == master)
+            .map(|n| n.slots)
+            .unwrap_or_default()
+    }
+
+    /// The port of the master owning `slot`, as the cluster reports it.
+    pub fn slot_owner(&self, slot: u16) -> Option<u16> {
+        self.nodes_view().ok()?.into_iter().find(|n| n.master && n.slots.binary_search(&slot).is_ok()).map(|n| n.port)
+    }
+
+    /// Waits until every live node says `cluster_state:ok`, knows every live node without
+    /// handshake/fail flags, and every replica's link is up.
+    pub fn wait_ok(&self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let live = self.live_ports();
+        loop {
+            if live.iter().all(|&p| self.node_ok(p, &live)) {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(HarnessError::Timeout { what: "cluster to become healthy".into(), secs: limit.as_secs() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn node_ok(&self, port: u16, live: &[u16]) -> bool {
+        let Ok(info) = self.cli(port, &["CLUSTER", "INFO"]) else { return false };
+        if !info.contains("cluster_state:ok") {
+            return false;
+        }
+        let Ok(nodes) = self.cli(port, &["CLUSTER", "NODES"]) else { return false };
+        let view: Vec<NodeLine> = nodes.lines().filter_map(NodeLine::parse).collect();
+        if live.iter().any(|p| !view.iter().any(|n| n.port == *p && !n.failed && !n.handshake)) {
+            return false;
+        }
+        let Ok(repl) = self.cli(port, &["INFO", "replication"]) else { return false };
+        !repl.contains("role:slave") || repl.contains("master_link_status:up")
+    }
+
+    fn node_mut(&mut self, port: u16) -> Result<&mut NodeProc> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .ok_or_else(|| HarnessError::Other(format!("no node on port {port}")))
+    }
+
+    fn signal(&mut self, port: u16, sig: i32) -> Result<()> {
+        let n = self.node_mut(port)?;
+        let Some(child) = n.child.as_ref() else {
+            return Err(HarnessError::Other(format!("node {port} is not running")));
+        };
+        let pid = child.id() as i32;
+        if kill(pid, sig) != 0 {
+            return Err(HarnessError::Other(format!("signal {sig} to pid {pid} failed")));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL of one node (a process this cluster started), then reaps it.
+    pub fn kill9(&mut self, port: u16) -> Result<()> {
+        let n = self.node_mut(port)?;
+        if let Some(mut child) = n.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the node hangs without closing its sockets.
+    pub fn sigstop(&mut self, port: u16) -> Result<()> {
+        self.signal(port, libc::SIGSTOP)
+    }
+
+    pub fn sigcont(&mut self, port: u16) -> Result<()> {
+        self.signal(port, libc::SIGCONT)
+    }
+
+    /// `CLUSTER FAILOVER` on a replica; waits until it is a master and the cluster is healthy.
+    pub fn failover(&self, replica: u16) -> Result<()> {
+        self.cli(replica, &["CLUSTER", "FAILOVER"])?;
+        let start = Instant::now();
+        loop {
+            let role = self.cli(replica, &["ROLE"]).unwrap_or_default();
+            if role.starts_with("master") {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(HarnessError::Timeout { what: format!("replica {replica} to be promoted"), secs: 20 });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ok(Duration::from_secs(30))
+    }
+
+    /// After a master died: waits until the live nodes agree another master owns its slots.
+    pub fn wait_for_promotion(&self, dead: u16) -> Result<()> {
+        let start = Instant::now();
+        let live: Vec<u16> = self.live_ports();
+        loop {
+            let done = live.iter().all(|&p| {
+                let info = self.cli(p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let nodes = self.cli(p, &["CLUSTER", "NODES"]).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && nodes.lines().filter_map(NodeLine::parse).all(|n| n.port != dead || n.slots.is_empty())
+            });
+            if done {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(HarnessError::Timeout { what: format!("a replica of {dead} to take over"), secs: 30 });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Moves `n` slots with `redis-cli --cluster reshard` and waits for a clean `--cluster check`.
+    pub fn reshard(&self, from: u16, to: u16, n: usize) -> Result<()> {
+        let (Some(from_id), Some(to_id)) = (self.node_id(from), self.node_id(to)) else {
+            return Err(HarnessError::Other("unknown reshard node".into()));
+        };
+        let args: Vec<String> = [
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{from}"),
+            "--cluster-from",
+            &from_id,
+            "--cluster-to",
+            &to_id,
+            "--cluster-slots",
+            &n.to_string(),
+            "--cluster-yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.cli_args(from, &args, Duration::from_secs(120))?;
+        self.check_clean(from)
+    }
+
+    fn check_clean(&self, port: u16) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let args = vec!["--cluster".to_string(), "check".to_string(), format!("127.0.0.1:{port}")];
+            match self.cli_args(port, &args, Duration::from_secs(30)) {
+                Ok(out) if out.contains("[OK] All 16384 slots covered") && !out.contains("[WARNING]") => return Ok(()),
+                _ if start.elapsed() > Duration::from_secs(30) => {
+                    return Err(HarnessError::Timeout {
+                        what: "redis-cli --cluster check to be clean".into(),
+                        secs: 30,
+                    })
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn keys_in_slot(&self, port: u16, slot: u16) -> Result<Vec<String>> {
+        let out = self.cli(port, &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "100000"])?;
+        Ok(out.lines().map(str::to_string).filter(|s| !s.is_empty()).collect())
+    }
+
+    fn migrate_keys(&self, from: u16, to: u16, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<String> =
+            vec!["MIGRATE".into(), "127.0.0.1".into(), to.to_string(), "".into(), "0".into(), "5000".into()];
+        if let Some(p) = &self.spec.password {
+            args.extend(["AUTH".into(), p.clone()]);
+        }
+        args.push("KEYS".into());
+        args.extend(keys.iter().cloned());
+        self.cli_args(from, &args, Duration::from_secs(30)).map(|_| ())
+    }
+
+    /// First half of a manual slot move: IMPORTING on the target, MIGRATING on the source, and about
+    /// half of the slot's keys migrated, which leaves the slot in ASK state.
+    pub fn migrate_slot_manual_begin(&self, slot: u16, from: u16, to: u16) -> Result<()> {
+        let (Some(from_id), Some(to_id)) = (self.node_id(from), self.node_id(to)) else {
+            return Err(HarnessError::Other("unknown migration node".into()));
+        };
+        let s = slot.to_string();
+        self.cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])?;
+        self.cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])?;
+        let keys = self.keys_in_slot(from, slot)?;
+        self.migrate_keys(from, to, &keys[..keys.len() / 2])
+    }
+
+    /// Second half: migrates the rest and assigns the slot to the target everywhere (target first).
+    pub fn migrate_slot_manual_finish(&self, slot: u16, from: u16, to: u16) -> Result<()> {
+        let to_id = self.node_id(to).ok_or_else(|| HarnessError::Other("unknown target".into()))?;
+        let keys = self.keys_in_slot(from, slot)?;
+        self.migrate_keys(from, to, &keys)?;
+        let s = slot.to_string();
+        self.cli(to, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+        self.cli(from, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+        for m in self.masters() {
+            if m != from && m != to {
+                self.cli(m, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an empty node and joins it as a master without slots.
+    pub fn add_master(&mut self) -> Result<u16> {
+        let used = self.ports();
+        let port = pick_ports(1, &used)[0];
+        self.spawn_node(port)?;
+        self.wait_ping(port, Duration::from_secs(10))?;
+        let seed = self.live_ports()[0];
+        let args =
+            vec!["--cluster".into(), "add-node".into(), format!("127.0.0.1:{port}"), format!("127.0.0.1:{seed}")];
+        self.cli_args(seed, &args, Duration::from_secs(60))?;
+        self.wait_ok(Duration::from_secs(30))?;
+        Ok(port)
+    }
+
+    /// Removes a node that owns no slots (`redis-cli --cluster del-node`, which also shuts it down).
+    pub fn remove_node(&mut self, port: u16) -> Result<()> {
+        let id = self.node_id(port).ok_or_else(|| HarnessError::Other(format!("no node {port}")))?;
+        let seed = self.live_ports().into_iter().find(|&p| p != port).unwrap_or(port);
+        let args = vec!["--cluster".into(), "del-node".into(), format!("127.0.0.1:{seed}"), id];
+        self.cli_args(seed, &args, Duration::from_secs(60))?;
+        self.kill9(port)?;
+        self.wait_ok(Duration::from_secs(30))
+    }
+
+    /// Kills every node and removes the directory. Safe to call more than once.
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                let pid = child.id() as i32;
+                // A stopped process ignores SIGKILL until continued on some kernels' accounting; be sure.
+                kill(pid, libc::SIGCONT);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Lines a node logged at WARNING level (`#`), for tests that check the nodes stayed quiet.
+    pub fn warnings(&self, port: u16) -> Vec<String> {
+        std::fs::read_to_string(self.log_path(port))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" # "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Per node port, its node id (live nodes).
+    pub fn ids(&self) -> HashMap<u16, String> {
+        self.nodes_view().unwrap_or_default().into_iter().map(|n| (n.port, n.id)).collect()
+    }
+}
+
+impl NodeProc {
+    fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One line of CLUSTER NODES.
+#[derive(Debug, Clone)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    master: bool,
+    failed: bool,
+    handshake: bool,
+    master_id: Option<String>,
+    slots: Vec<u16>,
+}
+
+impl NodeLine {
+    fn parse(line: &str) -> Option<NodeLine> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            return None;
+        }
+        let addr = f[1].split('@').next()?;
+        let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
+        let flags = f[2];
+        let mut slots = Vec::new();
+        for r in &f[8..] {
+            if r.starts_with('[') {
+                continue; // migration markers
+            }
+            match r.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+                    slots.extend(a..=b);
+                }
+                None => slots.push(r.parse().ok()?),
+            }
+        }
+        slots.sort_unstable();
+        Some(NodeLine {
+            id: f[0].to_string(),
+            port,
+            master: flags.contains("master"),
+            failed: flags.contains("fail") && !flags.contains("fail?"),
+            handshake: flags.contains("handshake"),
+            master_id: (f[3] != "-").then(|| f[3].to_string()),
+            slots,
+        })
+    }
+}
+
+/// Asks the kernel to SIGKILL the child when the spawning thread exits.
+#[allow(unsafe_code)]
+fn set_pdeathsig(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// kill(2) on a PID this harness spawned and has not reaped yet (so it cannot have been reused).
+#[allow(unsafe_code)]
+fn kill(pid: i32, sig: i32) -> i32 {
+    // SAFETY: plain syscall wrapper; no memory is passed.
+    unsafe { libc::kill(pid, sig) }
+}

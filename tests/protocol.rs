@@ -1,0 +1,189 @@
+//! The client-facing protocol: Redis's exact replies for local commands and errors, protocol
+//! garbage closing only the offending connection while another client's loop goes on, AUTH, and
+//! the client limit.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use redis::AsyncCommands;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commands_and_errors_match_redis() {
+    let env = start(small()).await;
+    let mut r = Raw::connect(env.addr()).await;
+    let cases: &[(&[&[u8]], &[u8])] = &[
+        (&[b"PING"], b"+PONG\r\n"),
+        (&[b"ping", b"hi"], b"$2\r\nhi\r\n"),
+        (&[b"ECHO", b"a\r\nb"], b"$4\r\na\r\nb\r\n"),
+        (&[b"SELECT", b"0"], b"+OK\r\n"),
+        (&[b"SELECT", b"1"], b"-ERR DB index is out of range\r\n"),
+        (&[b"SELECT", b"x"], b"-ERR value is not an integer or out of range\r\n"),
+        (&[b"foo", b"a"], b"-ERR unknown command 'foo', with args beginning with: 'a' \r\n"),
+        (&[b"get"], b"-ERR wrong number of arguments for 'get' command\r\n"),
+        (&[b"object", b"encoding"], b"-ERR wrong number of arguments for 'object|encoding' command\r\n"),
+        (&[b"CLUSTER", b"INFO"], b"-ERR This instance has cluster support disabled\r\n"),
+        (&[b"cluster", b"slots"], b"-ERR This instance has cluster support disabled\r\n"),
+        (&[b"READONLY"], b"-ERR This instance has cluster support disabled\r\n"),
+        (&[b"CLIENT", b"GETNAME"], b"$-1\r\n"),
+        (&[b"CLIENT", b"SETNAME", b"a b"], b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"),
+        (&[b"CLIENT", b"SETNAME", b"app"], b"+OK\r\n"),
+        (&[b"CLIENT", b"GETNAME"], b"$3\r\napp\r\n"),
+        (&[b"CLIENT", b"SETINFO", b"lib-name", b"x"], b"+OK\r\n"),
+        (&[b"CLIENT", b"fooo"], b"-ERR unknown subcommand 'fooo'. Try CLIENT HELP.\r\n"),
+        (&[b"AUTH", b"x"], b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+        (&[b"HELLO", b"4"], b"-NOPROTO unsupported protocol version\r\n"),
+        (&[b"MSETNX", b"a", b"1", b"b", b"2"], b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
+        (&[b"SCAN", b"abc"], b"-ERR invalid cursor\r\n"),
+    ];
+    for (cmd, want) in cases {
+        let got = r.cmd(cmd).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "for {:?}",
+            cmd.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
+        );
+    }
+    // Stateful commands not yet supported get a clear error and the connection stays usable.
+    for cmd in [
+        &[b"MULTI".as_ref()][..],
+        &[b"BLPOP", b"q", b"0"],
+        &[b"SUBSCRIBE", b"ch"],
+        &[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"],
+    ] {
+        let got = r.cmd(cmd).await;
+        assert!(got.starts_with(b"-ERR"), "{}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(r.cmd(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
+    let id = r.cmd(&[b"CLIENT", b"ID"]).await;
+    assert!(id.starts_with(b":"));
+    // Inline commands, as telnet users send them, and QUIT.
+    r.send(b"PING\r\nset inl \"a b\"\r\nGET inl\n").await;
+    assert_eq!(r.read_replies(3).await, vec![b"+PONG\r\n".to_vec(), b"+OK\r\n".to_vec(), b"$3\r\na b\r\n".to_vec()]);
+    assert_eq!(r.cmd(&[b"QUIT"]).await, b"+OK\r\n");
+    assert!(r.closed().await);
+
+    let mut c = env.conn().await;
+    let t: Vec<String> = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+    assert_eq!(t.len(), 2);
+    let n: usize = redis::cmd("COMMAND").arg("COUNT").query_async(&mut c).await.unwrap();
+    assert!(n > 200);
+    let h: redis::Value = redis::cmd("HELLO").arg(2).query_async(&mut c).await.unwrap();
+    assert!(format!("{h:?}").contains("standalone"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_the_offending_connection() {
+    let env = start(small()).await;
+    let addr = env.addr();
+    // A well-behaved client keeps a loop going the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let bg = {
+        let (stop, done) = (stop.clone(), done.clone());
+        let url = env.url();
+        tokio::spawn(async move {
+            let mut c = client_conn(&url).await;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = format!("loop:{}", i % 100);
+                let _: () = c.set(&k, i).await.expect("loop SET must not fail");
+                let v: u64 = c.get(&k).await.expect("loop GET must not fail");
+                assert_eq!(v, i);
+                i += 1;
+                done.store(i, Ordering::Relaxed);
+            }
+            i
+        })
+    };
+
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"*2\r\n$x\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$-5\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*x\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n+PING\r\n", b"-ERR Protocol error: expected '$', got '+'\r\n"),
+        (b"SET a \"unterminated\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+    ];
+    for (input, want) in cases {
+        let mut r = Raw::connect(addr).await;
+        r.send(input).await;
+        let got = r.read_replies(1).await;
+        assert_eq!(got, vec![want.to_vec()]);
+        assert!(r.closed().await, "connection closed after protocol error");
+    }
+    // 10,000 nested arrays: refused at the first nested header, never recursed into.
+    let mut r = Raw::connect(addr).await;
+    r.send(&b"*1\r\n".repeat(10_000)).await;
+    assert_eq!(r.read_replies(1).await, vec![b"-ERR Protocol error: expected '$', got '*'\r\n".to_vec()]);
+    assert!(r.closed().await);
+    // An inline line without end, over 64 KB.
+    let mut r = Raw::connect(addr).await;
+    let _ = r.stream.write_all(&vec![b'a'; 70_000]).await;
+    assert_eq!(r.read_replies(1).await, vec![b"-ERR Protocol error: too big inline request\r\n".to_vec()]);
+    // A 1,000,000-argument request arriving in small reads is served (EXISTS over 999,999 keys).
+    let mut r = Raw::connect(addr).await;
+    let mut req = b"*1000000\r\n$6\r\nEXISTS\r\n".to_vec();
+    for i in 0..999_999 {
+        let k = format!("x{}", i % 1000);
+        req.extend_from_slice(format!("${}\r\n{}\r\n", k.len(), k).as_bytes());
+    }
+    let started = std::time::Instant::now();
+    for chunk in req.chunks(1400) {
+        r.send(chunk).await;
+    }
+    let got = r.read_replies(1).await;
+    assert_eq!(got, vec![b":0\r\n".to_vec()]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let total = bg.await.expect("the other client's loop never saw an error");
+    assert!(total > before && before > 0, "the other client kept going ({before} -> {total})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_client_limit() {
+    let env = start_with(small(), |c| {
+        c.auth.requirepass = Some("s3cret".into());
+        c.limits.max_clients = 3;
+    })
+    .await;
+    let mut r = Raw::connect(env.addr()).await;
+    assert_eq!(r.cmd(&[b"GET", b"a"]).await, b"-NOAUTH Authentication required.\r\n");
+    assert_eq!(r.cmd(&[b"AUTH", b"nope"]).await, b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    assert_eq!(r.cmd(&[b"AUTH", b"s3cret"]).await, b"+OK\r\n");
+    assert_eq!(r.cmd(&[b"SET", b"a", b"1"]).await, b"+OK\r\n");
+    let mut r2 = Raw::connect(env.addr()).await;
+    let h = r2.cmd(&[b"HELLO", b"2", b"AUTH", b"default", b"s3cret"]).await;
+    assert!(h.starts_with(b"*14\r\n"), "{}", String::from_utf8_lossy(&h));
+    assert_eq!(r2.cmd(&[b"GET", b"a"]).await, b"$1\r\n1\r\n");
+    let _r3 = Raw::connect(env.addr()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut r4 = Raw::connect(env.addr()).await;
+    assert_eq!(r4.read_replies(1).await, vec![b"-ERR max number of clients reached\r\n".to_vec()]);
+    assert!(r4.closed().await);
+    drop(r);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut r5 = Raw::connect(env.addr()).await;
+    assert_eq!(r5.cmd(&[b"AUTH", b"s3cret"]).await, b"+OK\r\n", "a freed slot is reusable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_protected_cluster() {
+    let spec = clusterless::cluster::ClusterSpec { password: Some("nodepass".into()), ..small() };
+    let env = start(spec).await;
+    let mut c = env.conn().await;
+    let _: () = c.set("pk", "v").await.unwrap();
+    let v: String = c.get("pk").await.unwrap();
+    assert_eq!(v, "v");
+    let pairs: Vec<(String, i32)> = (0..50).map(|i| (format!("pk{i}"), i)).collect();
+    let _: () = c.mset(&pairs).await.unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 51);
+}
