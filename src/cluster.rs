@@ -282,6 +282,19 @@ impl LocalCluster {
             .unwrap_or_default()
     }
 
+    /// For every slot, the port of the master owning it (one CLUSTER NODES call).
+    pub fn slot_map(&self) -> Vec<Option<u16>> {
+        let mut map = vec![None; 16384];
+        for n in self.nodes_view().unwrap_or_default().into_iter().filter(|n| n.master) {
+            for s in n.slots {
+                if let Some(e) = map.get_mut(s as usize) {
+                    *e = Some(n.port);
+                }
+            }
+        }
+        map
+    }
+
     /// The port of the master owning `slot`, as the cluster reports it.
     pub fn slot_owner(&self, slot: u16) -> Option<u16> {
         self.nodes_view().ok()?.into_iter().find(|n| n.master && n.slots.binary_search(&slot).is_ok()).map(|n| n.port)
