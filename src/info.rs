@@ -126,8 +126,8 @@ pub async fn info(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
             }
             // RESP3 verbatim string: `=len\r\ntxt:...`.
             if f.first() == Some(&b'=') {
-                if let Some(pos) = f.iter().position(|&c| c == b'\n') {
-                    let body = &f[pos + 1..f.len().saturating_sub(2)];
+                let body = f.iter().position(|&c| c == b'\n').and_then(|pos| f.get(pos + 1..f.len().saturating_sub(2)));
+                if let Some(body) = body {
                     texts.push(String::from_utf8_lossy(body.get(4..).unwrap_or_default()).into_owned());
                 }
             }

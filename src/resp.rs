@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline() {
-        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n\r\n*0\r\nset a \"b c\"\n").unwrap();
+        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n\r\n*0\r\nset a \"b c\"\n").unwrap(); // ok: test
         assert_eq!(
             got,
             vec![
@@ -682,7 +682,8 @@ mod tests {
             let mut buf = BytesMut::from(&input[..cut]);
             let mut got = Vec::new();
             loop {
-                match p.next(&mut buf).unwrap() {
+                let parsed = p.next(&mut buf).unwrap(); // ok: test
+                match parsed {
                     Parsed::Request(r) => got.push(r.args),
                     Parsed::Empty => {}
                     Parsed::Incomplete => break,
@@ -690,7 +691,8 @@ mod tests {
             }
             buf.extend_from_slice(&input[cut..]);
             loop {
-                match p.next(&mut buf).unwrap() {
+                let parsed = p.next(&mut buf).unwrap(); // ok: test
+                match parsed {
                     Parsed::Request(r) => got.push(r.args),
                     Parsed::Empty => {}
                     Parsed::Incomplete => break,
@@ -727,12 +729,12 @@ mod tests {
     #[test]
     fn inline_quotes() {
         assert_eq!(
-            split_inline(b"a \"\\x41\\n\" 'it\\'s'").unwrap(),
+            split_inline(b"a \"\\x41\\n\" 'it\\'s'").unwrap(), // ok: test
             vec![b"a".to_vec(), b"A\n".to_vec(), b"it's".to_vec()]
         );
         assert!(split_inline(b"\"a\"b").is_none());
         assert!(split_inline(b"'abc").is_none());
-        assert_eq!(split_inline(b"   ").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(split_inline(b"   ").unwrap(), Vec::<Vec<u8>>::new()); // ok: test
     }
 
     #[test]
@@ -754,8 +756,8 @@ mod tests {
         for f in frames {
             for cut in 0..f.len() {
                 let mut s = ReplyScanner::default();
-                assert_eq!(s.scan(&f[..cut]).unwrap(), None, "{:?} cut {cut}", String::from_utf8_lossy(f));
-                assert_eq!(s.scan(f).unwrap(), Some(f.len()));
+                assert_eq!(s.scan(&f[..cut]).unwrap(), None, "{:?} cut {cut}", String::from_utf8_lossy(f)); // ok: test
+                assert_eq!(s.scan(f).unwrap(), Some(f.len())); // ok: test
             }
         }
         let mut deep = Vec::new();
@@ -763,16 +765,16 @@ mod tests {
             deep.extend_from_slice(b"*1\r\n");
         }
         deep.extend_from_slice(b":1\r\n");
-        assert_eq!(reply_len(&deep).unwrap(), Some(deep.len()));
+        assert_eq!(reply_len(&deep).unwrap(), Some(deep.len())); // ok: test
     }
 
     #[test]
     fn elements_and_scalars() {
         let f = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n:4\r\n");
-        let el = aggregate_elements(&f).unwrap();
+        let el = aggregate_elements(&f).unwrap(); // ok: test
         assert_eq!(el.len(), 3);
-        assert_eq!(as_bulk(&el[0]).unwrap().unwrap(), Bytes::from_static(b"a"));
-        assert_eq!(as_bulk(&el[1]).unwrap(), None);
+        assert_eq!(as_bulk(&el[0]).unwrap().unwrap(), Bytes::from_static(b"a")); // ok: test
+        assert_eq!(as_bulk(&el[1]).unwrap(), None); // ok: test
         assert_eq!(as_int(&el[2]), Some(4));
         assert_eq!(reply::int(-42), Bytes::from_static(b":-42\r\n"));
         assert_eq!(parse_int(b"007"), None);

@@ -188,6 +188,8 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
                         asking = Some(to);
                     }
                     Redirect::Retry => {
+                        // CLUSTERDOWN may mean our map is stale (a failover we have not seen yet).
+                        p.topology.request_refresh();
                         if !budget.wait(p).await {
                             return r;
                         }
