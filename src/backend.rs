@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
 use crate::config::BackendConfig;
+use crate::metrics::{Metrics, NodeMetrics};
 use crate::resp::{self, ReplyScanner};
 
 /// How a request to a node failed.
@@ -64,6 +65,7 @@ const MAX_WRITE_BATCH: usize = 1 << 20;
 pub struct Backend {
     cfg: BackendConfig,
     auth: Auth,
+    metrics: Arc<Metrics>,
     pools: RwLock<HashMap<(String, u8), Arc<NodePool>>>,
 }
 
@@ -79,8 +81,8 @@ pub struct Cx {
 }
 
 impl Backend {
-    pub fn new(cfg: BackendConfig) -> Arc<Backend> {
-        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, pools: RwLock::new(HashMap::new()) })
+    pub fn new(cfg: BackendConfig, metrics: Arc<Metrics>) -> Arc<Backend> {
+        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, metrics, pools: RwLock::new(HashMap::new()) })
     }
 
     pub fn auth(&self) -> &Auth {
@@ -125,7 +127,8 @@ impl Backend {
             let conns = (0..self.cfg.connections_per_node)
                 .map(|_| {
                     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-                    tokio::spawn(connection_task(addr.to_string(), proto, self.cfg.clone(), self.auth.clone(), rx));
+                    let nm = self.metrics.node(addr);
+                    tokio::spawn(connection_task(addr.to_string(), proto, self.cfg.clone(), self.auth.clone(), nm, rx));
                     tx
                 })
                 .collect();
@@ -137,7 +140,13 @@ impl Backend {
     /// Drops the pools of nodes that left the cluster; their tasks end once their queues drain.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         if let Ok(mut pools) = self.pools.write() {
-            pools.retain(|(addr, _), _| keep(addr));
+            pools.retain(|(addr, _), _| {
+                let k = keep(addr);
+                if !k {
+                    self.metrics.forget_node(addr);
+                }
+                k
+            });
         }
     }
 }
@@ -150,20 +159,46 @@ impl NodePool {
 
 /// Owns one logical connection to a node: connects lazily, reconnects with backoff, and while a
 /// connect is failing answers queued jobs at once with `NotSent` so that no client hangs.
-async fn connection_task(addr: String, proto: u8, cfg: BackendConfig, auth: Auth, mut rx: mpsc::Receiver<Job>) {
+async fn connection_task(
+    addr: String,
+    proto: u8,
+    cfg: BackendConfig,
+    auth: Auth,
+    nm: NodeMetrics,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let mut backoff = Duration::from_millis(20);
+    // Logged once per transition, not per attempt.
+    let mut down = false;
     loop {
         let Some(first) = rx.recv().await else { return };
         match connect(&addr, proto, &auth, cfg.connect_timeout).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(20);
-                tracing::debug!(node = %addr, "backend connected");
-                if !run(stream, &addr, &cfg, first, &mut rx).await {
+                if down {
+                    tracing::info!(node = %addr, "node reachable again");
+                    down = false;
+                }
+                nm.connections.inc();
+                let (pool_open, failure) = run(stream, &addr, &cfg, &nm, first, &mut rx).await;
+                nm.connections.dec();
+                if let Some(f) = failure {
+                    match f {
+                        BackendError::Timeout(_) => nm.timeout.inc(),
+                        _ => nm.lost.inc(),
+                    }
+                    tracing::info!(node = %addr, error = %f, "connection to node lost");
+                }
+                if !pool_open {
                     return;
                 }
             }
             Err(e) => {
-                tracing::debug!(node = %addr, error = %e, "backend connect failed");
+                nm.connect.inc();
+                if !down {
+                    tracing::warn!(node = %addr, error = %e, "node unreachable");
+                    down = true;
+                }
                 let _ = first.tx.send(Err(BackendError::NotSent(e.clone())));
                 let until = Instant::now() + backoff;
                 loop {
@@ -263,9 +298,16 @@ struct Pending {
     sent_at: Instant,
 }
 
-/// Drives one established connection. Returns false when the pool was dropped (stop for good),
-/// true when the connection failed and should be re-established.
-async fn run(mut stream: TcpStream, addr: &str, cfg: &BackendConfig, first: Job, rx: &mut mpsc::Receiver<Job>) -> bool {
+/// Drives one established connection. Returns whether the pool is still open (false: stop for
+/// good) and the failure that ended the connection, if one did.
+async fn run(
+    mut stream: TcpStream,
+    addr: &str,
+    cfg: &BackendConfig,
+    nm: &NodeMetrics,
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
+) -> (bool, Option<BackendError>) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
@@ -304,7 +346,7 @@ async fn run(mut stream: TcpStream, addr: &str, cfg: &BackendConfig, first: Job,
             wbuf.clear();
         }
         if !pool_open && pending.is_empty() {
-            return false;
+            return (false, None);
         }
         tokio::select! {
             r = stream.read_buf(&mut rbuf) => {
@@ -325,6 +367,9 @@ async fn run(mut stream: TcpStream, addr: &str, cfg: &BackendConfig, first: Job,
                             p.got.push(frame);
                             if p.got.len() == p.want {
                                 if let Some(p) = pending.pop_front() {
+                                    if nm.enabled {
+                                        nm.latency.observe(p.sent_at.elapsed().as_secs_f64());
+                                    }
                                     let _ = p.tx.send(Ok(p.got));
                                 }
                             }
@@ -357,5 +402,5 @@ async fn run(mut stream: TcpStream, addr: &str, cfg: &BackendConfig, first: Job,
     for p in pending.drain(..) {
         let _ = p.tx.send(Err(failure.clone()));
     }
-    pool_open
+    (pool_open, Some(failure))
 }

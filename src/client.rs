@@ -14,11 +14,14 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::backend::Cx;
 use crate::command::{self, Class, Lookup};
+use crate::metrics::Outcome;
 use crate::proxy::Proxy;
-use crate::resp::{reply, Limits, Parsed, Request, RequestParser};
+use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
+use crate::router::Trace;
 use crate::session::{self, Session};
 
 /// A reply that is either known now or still being routed; avoids boxing local answers.
@@ -57,6 +60,8 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
 
     // Set when the parser needs more bytes; cleared whenever new bytes arrive.
     let mut need_bytes = true;
+    let mut shutdown = p.shutdown.clone();
+    let mut draining = *shutdown.borrow();
     loop {
         // Requests already buffered are parsed before reading more, as soon as there is room:
         // a client that sent a deep pipeline and now only waits must not stall.
@@ -73,6 +78,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 Ok(Parsed::Incomplete) => need_bytes = true,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "closing client after protocol error");
+                    p.metrics.clients_protocol_errors.inc();
                     inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
                     closing = true;
                 }
@@ -80,6 +86,20 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         }
         if closing && inflight.is_empty() {
             break;
+        }
+        // Draining: leave once everything received is answered and nothing more is waiting.
+        if draining && inflight.is_empty() && need_bytes {
+            match rd.try_read_buf(&mut rbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    count_in(&p, n);
+                    need_bytes = false;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && rbuf.is_empty() => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
         }
         tokio::select! {
             biased;
@@ -91,6 +111,9 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 if wr.write_all(&wbuf).await.is_err() {
                     break;
                 }
+                if p.metrics.enabled {
+                    p.metrics.bytes_out.inc_by(wbuf.len() as u64);
+                }
                 wbuf.clear();
                 if wbuf.capacity() > 4 * 1024 * 1024 {
                     wbuf = BytesMut::with_capacity(16 * 1024);
@@ -100,45 +123,83 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 match r {
                     // The client closed its side: answer what it already sent, then close.
                     Ok(0) | Err(_) => closing = true,
-                    Ok(_) => need_bytes = false,
+                    Ok(n) => {
+                        count_in(&p, n);
+                        need_bytes = false;
+                    }
                 }
                 if rbuf.capacity() - rbuf.len() < 1024 {
                     rbuf.reserve(16 * 1024);
                 }
             }
+            _ = shutdown.changed(), if !draining => draining = true,
         }
     }
     let _ = wr.shutdown().await;
     p.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
+#[inline]
+fn count_in(p: &Proxy, n: usize) {
+    if p.metrics.enabled {
+        p.metrics.bytes_in.inc_by(n as u64);
+    }
+}
+
 /// Decides what answers `req`: the session (local commands), a refusal, or the router.
 fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
     p.stats.total_commands.fetch_add(1, Ordering::Relaxed);
-    let ready = |b: Bytes| ReplyFut::Ready(Some(b));
+    let m = &p.metrics;
+    let started = m.enabled.then(Instant::now);
     let spec = match p.table.lookup(&req.args) {
         Lookup::Found(spec) => spec.clone(),
         Lookup::Unknown(e) | Lookup::WrongArity(e) => {
-            if !s.authenticated {
-                return ready(reply::error(NOAUTH));
+            let reply = if s.authenticated { e } else { reply::error(NOAUTH) };
+            if m.enabled {
+                m.command("other").record(Outcome::Error);
             }
-            return ready(e);
+            return ReplyFut::Ready(Some(reply));
         }
     };
-    if !s.authenticated && !matches!(spec.name.as_str(), "auth" | "hello" | "quit") {
-        return ready(reply::error(NOAUTH));
-    }
-    match spec.class {
-        Class::Local => ready(session::handle(p, s, &spec.name, &req.args)),
-        Class::Refused(why) => ready(reply::error(why)),
-        _ if spec.blocking && command::asks_to_block(&spec, &req.args) => {
-            ready(reply::error("ERR blocking commands are not supported by clusterless yet"))
+    let local = |reply: Bytes, class: &str| {
+        if let Some(t) = started {
+            m.command(&spec.name).record(if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok });
+            m.latency(class).observe(t.elapsed().as_secs_f64());
         }
-        _ => ReplyFut::Routed(Box::pin(crate::router::route(
-            p.clone(),
-            spec,
-            req,
-            Cx { proto: s.proto, lane: s.id as u32 },
-        ))),
+        ReplyFut::Ready(Some(reply))
+    };
+    if !s.authenticated && !matches!(spec.name.as_str(), "auth" | "hello" | "quit") {
+        return local(reply::error(NOAUTH), "refused");
     }
+    let class = match spec.class {
+        Class::Local => return local(session::handle(p, s, &spec.name, &req.args), "local"),
+        Class::Refused(why) => return local(reply::error(why), "refused"),
+        _ if spec.blocking && command::asks_to_block(&spec, &req.args) => {
+            return local(reply::error("ERR blocking commands are not supported by clusterless yet"), "refused")
+        }
+        Class::Keyed => "keyed",
+        Class::MGet | Class::MSet | Class::SumKeys => "fanout",
+        Class::AllMasters(_) | Class::RandomKey => "all_masters",
+        Class::AnyMaster => "any_master",
+        Class::Scan => "scan",
+        Class::Info => "info",
+    };
+    let cx = Cx { proto: s.proto, lane: s.id as u32 };
+    let p = p.clone();
+    ReplyFut::Routed(Box::pin(async move {
+        let trace = Trace::default();
+        let reply = crate::router::route(p.clone(), spec.clone(), req, cx, &trace).await;
+        if let Some(t) = started {
+            let outcome = if resp::is_error(&reply) {
+                Outcome::Error
+            } else if trace.redirected() {
+                Outcome::Redirect
+            } else {
+                Outcome::Ok
+            };
+            p.metrics.command(&spec.name).record(outcome);
+            p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
+        }
+        reply
+    }))
 }

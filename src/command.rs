@@ -242,6 +242,13 @@ impl CommandTable {
         CommandTable { map }
     }
 
+    /// Top-level command names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        v.sort();
+        v
+    }
+
     /// Number of top-level commands.
     pub fn len(&self) -> usize {
         self.map.len()

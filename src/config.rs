@@ -80,6 +80,9 @@ pub struct ProxyArgs {
     /// Log format: plain or json.
     #[arg(long, env = "CLUSTERLESS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
+    #[arg(long = "metrics", env = "CLUSTERLESS_METRICS")]
+    pub metrics: Option<String>,
 }
 
 // === file schema (every field optional so that "not set" can fall through) ===
@@ -99,6 +102,22 @@ struct FileConfig {
     topology: FileTopology,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default)]
+    lifecycle: FileLifecycle,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLifecycle {
+    drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -155,6 +174,10 @@ pub struct Config {
     pub backend: BackendConfig,
     pub topology: TopologyConfig,
     pub log: LogConfig,
+    /// Admin HTTP address; `None` turns the endpoint (and metric recording) off.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +247,8 @@ impl Config {
                 min_refresh_gap: Duration::from_millis(100),
             },
             log: LogConfig { level: "info".into(), json: false },
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
+            drain_timeout: Duration::from_millis(10_000),
         }
     }
 
@@ -303,6 +328,15 @@ impl Config {
             "json" => true,
             other => return Err(bad("log.format", format!("`{other}` is not plain or json"))),
         };
+        match args.metrics.as_ref().or(file.admin.listen.as_ref()) {
+            Some(a) if a.is_empty() => c.admin_listen = None,
+            Some(a) => {
+                c.admin_listen =
+                    Some(a.parse().map_err(|_| bad("admin.listen", format!("`{a}` is not an IP:PORT address")))?)
+            }
+            None => {}
+        }
+        c.drain_timeout = millis("lifecycle.drain_timeout_ms", file.lifecycle.drain_timeout_ms, c.drain_timeout)?;
         if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
             return Err(bad("log.level", format!("`{}` is not a level or filter", c.log.level)));
         }
@@ -361,6 +395,8 @@ mod tests {
         assert_eq!(c.limits.max_clients, d.limits.max_clients);
         assert_eq!(c.backend.request_timeout, d.backend.request_timeout);
         assert_eq!(c.topology.refresh_interval, d.topology.refresh_interval);
+        assert_eq!(c.admin_listen, d.admin_listen);
+        assert_eq!(c.drain_timeout, d.drain_timeout);
     }
 
     #[test]

@@ -14,18 +14,22 @@
 //! - [`info`]: INFO merged over the masters.
 //! - [`backend`]: multiplexed, pipelined node connections.
 //! - [`topology`]: the slot map snapshot (arc-swap), its subscription and its refresher.
-//! - [`proxy`]: start-up, shared state and the accept loop.
+//! - [`proxy`]: start-up, shared state, the accept loop and graceful drain.
+//! - [`metrics`]: the Prometheus registry and hot-path handles.
+//! - [`admin`]: HTTP /metrics, /healthz, /readyz, /topology.
 //! - [`cluster`]: throw-away local clusters for `clusterless dev` and the tests.
 // Unsafe code is denied everywhere; the test-cluster harness alone allows the two libc calls it
 // needs (PDEATHSIG before exec, kill(2) of its own children).
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod info;
+pub mod metrics;
 pub mod proxy;
 pub mod resp;
 pub mod router;

@@ -54,10 +54,21 @@ fn run(cfg: Config) -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         };
         wait_for_signal().await;
-        tracing::info!("shutting down");
-        running.stop();
+        drain(&running).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Graceful shutdown: stop taking clients, answer what was received, then stop.
+async fn drain(running: &clusterless::proxy::Running) {
+    let limit = running.proxy.cfg.drain_timeout;
+    tracing::info!(timeout_ms = limit.as_millis() as u64, "draining: no new clients; finishing requests in flight");
+    if running.drain(limit).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain timeout reached with clients still connected; exiting");
+    }
+    running.stop();
 }
 
 /// Starts a local cluster, then the proxy in front of it; on Ctrl-C stops both and removes files.
@@ -87,7 +98,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
                 running.addr.port()
             );
             wait_for_signal().await;
-            running.stop();
+            drain(&running).await;
             ExitCode::SUCCESS
         }),
         Err(e) => fail(&format!("cannot start the runtime: {e}")),

@@ -3,8 +3,9 @@
 //! own task. [`Proxy`] is the read-mostly state every client task shares.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 use crate::backend::{self, Backend};
 use crate::command::CommandTable;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::topology::{self, TopologyStore};
 
 /// State shared by every client task.
@@ -28,7 +30,14 @@ pub struct Proxy {
     pub local_addr: SocketAddr,
     /// `redis_version` the masters report, shown in HELLO and INFO.
     pub redis_version: String,
+    pub metrics: Arc<Metrics>,
+    /// Set at the start of a graceful shutdown: /readyz says 503, clients close once idle.
+    pub draining: AtomicBool,
+    /// Flips to true when draining starts; client tasks watch it.
+    pub shutdown: watch::Receiver<bool>,
     any_rr: AtomicUsize,
+    /// Last topology version reflected in the metrics (to advance the changes counter).
+    seen_version: AtomicU64,
 }
 
 /// Counters the proxy keeps for INFO (Prometheus metrics build on them later).
@@ -46,6 +55,29 @@ impl Proxy {
     pub fn next_any(&self) -> usize {
         self.any_rr.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Brings the gauges that mirror other state up to date; called before each scrape.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        let t = self.topology.load();
+        m.topology_version.set(t.version as i64);
+        let seen = self.seen_version.swap(t.version, Ordering::Relaxed);
+        if t.version > seen {
+            m.topology_changes.inc_by(t.version - seen);
+        }
+        m.topology_age.set(t.learned_at.elapsed().as_secs_f64());
+        m.slots_uncovered.set(t.uncovered() as i64);
+        m.masters.set(t.slot_owners().len() as i64);
+        m.clients_connected.set(self.stats.connected_clients.load(Ordering::Relaxed) as i64);
+        let sync = |c: &prometheus::IntCounter, v: u64| {
+            if v > c.get() {
+                c.inc_by(v - c.get());
+            }
+        };
+        sync(&m.clients_accepted, self.stats.total_connections.load(Ordering::Relaxed));
+        sync(&m.clients_rejected, self.stats.rejected_connections.load(Ordering::Relaxed));
+        m.draining.set(self.draining.load(Ordering::Relaxed) as i64);
+    }
 }
 
 /// Why the proxy could not start; `main` prints it on one line and exits with code 2.
@@ -57,17 +89,37 @@ pub enum StartError {
     Unreachable(String),
     #[error("cannot listen on {addr}: {err}")]
     Listen { addr: SocketAddr, err: std::io::Error },
+    #[error("{0}")]
+    Admin(String),
 }
 
 /// A started proxy: its address, and the switch that stops it.
 pub struct Running {
     pub proxy: Arc<Proxy>,
     pub addr: SocketAddr,
+    /// Where the admin HTTP endpoint listens, when it is on.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// Graceful shutdown: /readyz turns 503, the listener closes, and every client connection is
+    /// closed once the requests it already sent are answered, or when `limit` runs out. Returns
+    /// true when every client finished in time.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.proxy.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + limit;
+        while self.proxy.stats.connected_clients.load(Ordering::Relaxed) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Stops accepting and stops the background tasks (client tasks end with their connections).
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
@@ -88,7 +140,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
-    let backend = Backend::new(cfg.backend.clone());
+    let metrics_on = cfg.admin_listen.is_some();
+    // Names for the per-command series come from the built-in table, so that they do not depend
+    // on which node answered COMMAND.
+    let names = CommandTable::builtin().names();
+    let metrics = Metrics::new(&names, metrics_on).map_err(|e| StartError::Admin(format!("metrics: {e}")))?;
+    let backend = Backend::new(cfg.backend.clone(), metrics.clone());
     let store = TopologyStore::new();
     let limit = cfg.backend.connect_timeout;
     let (nodes, slots) =
@@ -106,6 +163,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
     let listener = TcpListener::bind(cfg.listen).await.map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
     let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
+    let admin = match cfg.admin_listen {
+        Some(a) => Some(crate::admin::bind(a).await.map_err(StartError::Admin)?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy = Arc::new(Proxy {
         table,
         topology: store.clone(),
@@ -114,10 +177,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         local_addr: addr,
         redis_version,
+        metrics,
+        draining: AtomicBool::new(false),
+        shutdown: shutdown_rx.clone(),
         any_rr: AtomicUsize::new(0),
+        seen_version: AtomicU64::new(0),
         cfg,
     });
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let refresher = tokio::spawn(topology::run_refresher(
         store,
         proxy.cfg.seeds.clone(),
@@ -127,8 +193,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         proxy.cfg.topology.min_refresh_gap,
     ));
     let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, shutdown_rx));
-    tracing::info!(listen = %addr, masters = topo.slot_owners().len(), commands = proxy.table.len(), "clusterless is serving");
-    Ok(Running { proxy, addr, shutdown, tasks: vec![refresher, acceptor] })
+    let mut tasks = vec![refresher, acceptor];
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
+    }
+    tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = proxy.table.len(), "clusterless is serving");
+    Ok(Running { proxy, addr, admin_addr, shutdown, tasks })
 }
 
 async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
@@ -162,6 +232,7 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut shutdown: wat
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
+            // Returning drops the listener: new connections are refused from here on.
             _ = shutdown.changed() => return,
         };
         let (mut stream, peer) = match accepted {

@@ -5,6 +5,7 @@
 //! that broke is retried only when it is read-only.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +21,27 @@ use crate::slot;
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
 
+/// What happened to one request on its way, for the metrics.
+#[derive(Default)]
+pub struct Trace {
+    redirected: AtomicBool,
+}
+
+impl Trace {
+    pub fn redirected(&self) -> bool {
+        self.redirected.load(Ordering::Relaxed)
+    }
+}
+
 /// Routes a request whose class is not answered locally.
-pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx) -> Bytes {
+pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let readonly = spec.readonly;
     match spec.class {
         Class::Keyed => {
             let keys = spec.key_positions(&req.args);
             match keys {
                 Some(k) if !k.is_empty() => match common_slot(&req.args, &k) {
-                    Some(s) => send_to_slot(&p, s, req.raw, readonly, cx).await,
+                    Some(s) => send_to_slot(&p, s, req.raw, readonly, cx, trace).await,
                     None => reply::error(CROSSSLOT),
                 },
                 // No keys, or arguments that do not say where they are: any master answers, and
@@ -36,7 +49,7 @@ pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx) 
                 _ => send_to_any(&p, req.raw, readonly, cx).await,
             }
         }
-        Class::MGet | Class::MSet | Class::SumKeys => fan_out(&p, &spec, req, cx).await,
+        Class::MGet | Class::MSet | Class::SumKeys => fan_out(&p, &spec, req, cx, trace).await,
         Class::AllMasters(m) => all_masters(&p, req.raw, m, cx).await,
         Class::AnyMaster => send_to_any(&p, req.raw, readonly, cx).await,
         Class::RandomKey => random_key(&p, cx).await,
@@ -67,8 +80,8 @@ enum Redirect {
     Ask {
         addr: String,
     },
-    /// TRYAGAIN, CLUSTERDOWN, LOADING: the same request may succeed shortly.
-    Retry,
+    /// TRYAGAIN, CLUSTERDOWN, LOADING: the same request may succeed shortly (metric label given).
+    Retry(&'static str),
     None,
 }
 
@@ -96,20 +109,38 @@ fn classify(reply: &[u8], from: &str) -> Redirect {
                 Redirect::Ask { addr }
             }
         }
-        b"TRYAGAIN" | b"CLUSTERDOWN" | b"LOADING" => Redirect::Retry,
+        b"TRYAGAIN" => Redirect::Retry("tryagain"),
+        b"CLUSTERDOWN" => Redirect::Retry("clusterdown"),
+        b"LOADING" => Redirect::Retry("loading"),
         _ => Redirect::None,
     }
 }
 
-/// Retry pacing within a request's budget; wakes early when a new topology is published.
-struct Budget {
+/// Retry pacing within a request's budget; wakes early when a new topology is published. A
+/// request that waits at least once counts as held; its total wait is recorded when it is done.
+struct Budget<'a> {
+    p: &'a Proxy,
     deadline: Instant,
     backoff: Duration,
+    held_since: Option<Instant>,
 }
 
-impl Budget {
-    fn new(p: &Proxy) -> Budget {
-        Budget { deadline: Instant::now() + p.backend.config().retry_budget, backoff: Duration::from_millis(5) }
+impl Drop for Budget<'_> {
+    fn drop(&mut self) {
+        if let (Some(t), true) = (self.held_since, self.p.metrics.enabled) {
+            self.p.metrics.hold_seconds.observe(t.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl<'a> Budget<'a> {
+    fn new(p: &'a Proxy) -> Budget<'a> {
+        Budget {
+            p,
+            deadline: Instant::now() + p.backend.config().retry_budget,
+            backoff: Duration::from_millis(5),
+            held_since: None,
+        }
     }
 
     /// Waits before the next attempt; false when the budget is spent.
@@ -117,6 +148,15 @@ impl Budget {
         let now = Instant::now();
         if now >= self.deadline {
             return false;
+        }
+        if self.held_since.is_none() {
+            self.held_since = Some(now);
+            if p.metrics.enabled {
+                p.metrics.held.inc();
+            }
+        }
+        if p.metrics.enabled {
+            p.metrics.retries.inc();
         }
         let pause = self.backoff.min(self.deadline - now);
         let mut changes = p.topology.subscribe();
@@ -144,7 +184,7 @@ fn lost_error(e: &BackendError) -> Bytes {
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// Sends one command for `slot` to its master, following redirects and retrying within budget.
-pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
+pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: Cx, trace: &Trace) -> Bytes {
     let mut budget = Budget::new(p);
     let mut redirects = 0;
     let mut asking: Option<String> = None;
@@ -173,6 +213,11 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
                 match classify(&r, &addr) {
                     Redirect::None => return r,
                     Redirect::Moved { slot: s, addr: to } => {
+                        p.metrics.redirect("moved");
+                        trace.redirected.store(true, Ordering::Relaxed);
+                        if p.metrics.enabled {
+                            p.metrics.retries.inc();
+                        }
                         p.topology.patch_slot(s, &to);
                         p.topology.request_refresh();
                         redirects += 1;
@@ -181,13 +226,20 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
                         }
                     }
                     Redirect::Ask { addr: to } => {
+                        p.metrics.redirect("ask");
+                        trace.redirected.store(true, Ordering::Relaxed);
+                        if p.metrics.enabled {
+                            p.metrics.retries.inc();
+                        }
                         redirects += 1;
                         if redirects > p.backend.config().max_redirects {
                             return r;
                         }
                         asking = Some(to);
                     }
-                    Redirect::Retry => {
+                    Redirect::Retry(kind) => {
+                        p.metrics.redirect(kind);
+                        trace.redirected.store(true, Ordering::Relaxed);
                         // CLUSTERDOWN may mean our map is stale (a failover we have not seen yet).
                         p.topology.request_refresh();
                         if !budget.wait(p).await {
@@ -235,7 +287,7 @@ async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
         match p.backend.send(&addr, cx, cmd.clone(), 1).await {
             Ok(mut r) => match r.pop() {
                 Some(reply) => {
-                    if matches!(classify(&reply, &addr), Redirect::Retry) && budget.wait(p).await {
+                    if matches!(classify(&reply, &addr), Redirect::Retry(_)) && budget.wait(p).await {
                         continue;
                     }
                     return reply;
@@ -266,7 +318,7 @@ struct Part {
 }
 
 /// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
-async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
+async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let args = &req.args;
     let step = if spec.class == Class::MSet { 2 } else { 1 };
     if step == 2 && (args.len() - 1) % 2 != 0 {
@@ -279,7 +331,7 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
     if by_slot.len() == 1 {
         // All keys in one slot: forward the request untouched.
         let s = by_slot.keys().next().copied().unwrap_or(0);
-        return send_to_slot(p, s, req.raw, spec.readonly, cx).await;
+        return send_to_slot(p, s, req.raw, spec.readonly, cx, trace).await;
     }
     let name = &args[0];
     let parts: Vec<Part> = by_slot
@@ -296,13 +348,13 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
             Part { slot: s, keys, cmd: resp::encode_command(&sub) }
         })
         .collect();
-    let replies = send_parts(p, &parts, spec.readonly, cx).await;
+    let replies = send_parts(p, &parts, spec.readonly, cx, trace).await;
     merge_fan_out(spec.class, args.len(), &parts, replies, cx.proto)
 }
 
 /// Sends every part, pipelining all parts owned by one node into one write, then repairs the parts
 /// that came back redirected or failed by sending them alone through [`send_to_slot`].
-async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx) -> Vec<Bytes> {
+async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &Trace) -> Vec<Bytes> {
     let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut unowned = Vec::new();
     {
@@ -349,7 +401,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx) -> Vec<By
     }
     if !again.is_empty() {
         let retried = futures_util::future::join_all(
-            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, cx)),
+            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, cx, trace)),
         )
         .await;
         for (&i, r) in again.iter().zip(retried) {
@@ -532,9 +584,9 @@ mod tests {
         );
         assert!(matches!(
             classify(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", "x:1"),
-            Redirect::Retry
+            Redirect::Retry("tryagain")
         ));
-        assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry));
+        assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry("clusterdown")));
         assert!(matches!(classify(b"-ERR MOVED\r\n", "x:1"), Redirect::None));
         assert!(matches!(classify(b"-MOVED 99999 a:1\r\n", "x:1"), Redirect::None));
         assert!(matches!(classify(b"$1\r\nx\r\n", "x:1"), Redirect::None));

@@ -61,6 +61,8 @@ pub fn test_config(seed: String) -> Config {
     cfg.backend.request_timeout = Duration::from_millis(3000);
     cfg.backend.retry_budget = Duration::from_millis(8000);
     cfg.topology.refresh_interval = Duration::from_millis(1000);
+    // Parallel tests must not fight over the default admin port; tests that scrape turn it on.
+    cfg.admin_listen = None;
     cfg
 }
 

@@ -1,0 +1,142 @@
+//! The admin HTTP endpoint (hyper 1.x): `/metrics` (Prometheus text), `/healthz` (the process is
+//! alive), `/readyz` (200 only with a usable slot map while accepting clients; 503 and a one-line
+//! reason otherwise, and while draining) and `/topology` (the current snapshot as JSON, the schema
+//! the shared observer serves at `/v1/topology`). Anything else is 404, a non-GET 405.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+use crate::topology::{Role, Topology};
+
+/// Binds the admin listener; errors name the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))
+}
+
+/// Serves until the task is stopped. It keeps answering during a drain, so that /readyz can say
+/// 503 while in-flight requests finish.
+pub async fn serve(p: Arc<Proxy>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let p = p.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let p = p.clone();
+                async move { Ok::<_, Infallible>(handle(&p, req)) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn handle(p: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/topology");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => {
+            p.refresh_gauges();
+            let mut r = text(StatusCode::OK, p.metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match not_ready(p) {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        _ => {
+            let mut r = text(StatusCode::OK, topology_json(&p.topology.load_full()));
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            r
+        }
+    }
+}
+
+/// Why the proxy should not get traffic now, if it should not.
+pub fn not_ready(p: &Proxy) -> Option<String> {
+    if p.draining.load(Ordering::Relaxed) {
+        return Some("draining: shutting down".into());
+    }
+    let t = p.topology.load();
+    if t.version == 0 {
+        return Some("no topology loaded yet".into());
+    }
+    let uncovered = t.uncovered();
+    if uncovered > 0 {
+        return Some(format!("{uncovered} slots have no master"));
+    }
+    None
+}
+
+/// The snapshot as JSON: version, and per node id, address, role, master, health, configEpoch
+/// (null when the source does not report it) and slot ranges.
+pub fn topology_json(t: &Topology) -> String {
+    let ranges = t.ranges();
+    let nodes: Vec<serde_json::Value> = t
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let slots: Vec<[u16; 2]> =
+                ranges.get(&i).map(|r| r.iter().map(|&(a, b)| [a, b]).collect()).unwrap_or_default();
+            serde_json::json!({
+                "id": n.id,
+                "address": n.addr,
+                "role": if n.role == Role::Master { "master" } else { "replica" },
+                "master": n.master_id,
+                "health": if n.failed { "fail" } else { "up" },
+                "configEpoch": serde_json::Value::Null,
+                "slots": slots,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "version": t.version,
+        "age_seconds": t.learned_at.elapsed().as_secs_f64(),
+        "uncovered_slots": t.uncovered(),
+        "nodes": nodes,
+    });
+    v.to_string()
+}

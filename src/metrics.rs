@@ -1,0 +1,291 @@
+//! Prometheus metrics: one registry per proxy and the handles the hot path uses. Every labelled
+//! child that a request touches is resolved once (per command name, per class, per node
+//! connection) so recording is an atomic add, never a label hash; label values are bounded
+//! (command names come from the command table, everything else is `other`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+/// Result label of `clusterless_commands_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    Ok = 0,
+    Error = 1,
+    Redirect = 2,
+}
+
+/// The three counters of one command name.
+pub struct CommandCounters([IntCounter; 3]);
+
+impl CommandCounters {
+    #[inline]
+    pub fn record(&self, o: Outcome) {
+        self.0[o as usize].inc();
+    }
+}
+
+/// Latency buckets from 50 µs to about 1.6 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.00005, 2.0, 16).unwrap_or_default()
+}
+
+/// Every metric of the proxy.
+pub struct Metrics {
+    pub registry: Registry,
+    /// When false nothing is recorded (admin endpoint off), to measure what recording costs.
+    pub enabled: bool,
+    commands: HashMap<String, CommandCounters>,
+    other: CommandCounters,
+    latency: HistogramVec,
+    pub clients_connected: IntGauge,
+    pub clients_accepted: IntCounter,
+    pub clients_rejected: IntCounter,
+    pub clients_protocol_errors: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    backend_connections: IntGaugeVec,
+    backend_latency: HistogramVec,
+    backend_errors: IntCounterVec,
+    redirects: IntCounterVec,
+    pub retries: IntCounter,
+    pub held: IntCounter,
+    pub hold_seconds: Histogram,
+    pub topology_version: IntGauge,
+    pub topology_changes: IntCounter,
+    pub topology_age: prometheus::Gauge,
+    pub topology_source: IntGaugeVec,
+    pub slots_uncovered: IntGauge,
+    pub masters: IntGauge,
+    pub draining: IntGauge,
+}
+
+/// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
+pub const CLASSES: [&str; 8] = ["keyed", "fanout", "all_masters", "any_master", "scan", "info", "local", "refused"];
+
+macro_rules! reg {
+    ($r:expr, $m:expr) => {{
+        let m = $m;
+        // ok: names are static and unique, so registration cannot clash
+        $r.register(Box::new(m.clone())).map(|_| m)
+    }};
+}
+
+impl Metrics {
+    /// Builds the registry with a counter set for each of `command_names`.
+    pub fn new(command_names: &[String], enabled: bool) -> Result<Arc<Metrics>, prometheus::Error> {
+        let r = Registry::new();
+        let cmds = reg!(
+            r,
+            IntCounterVec::new(
+                Opts::new("clusterless_commands_total", "Commands answered, by command and result"),
+                &["command", "result"]
+            )?
+        )?;
+        let counters = |name: &str| {
+            CommandCounters([
+                cmds.with_label_values(&[name, "ok"]),
+                cmds.with_label_values(&[name, "error"]),
+                cmds.with_label_values(&[name, "redirect"]),
+            ])
+        };
+        let commands = command_names.iter().map(|n| (n.clone(), counters(n))).collect();
+        let other = counters("other");
+        let latency = reg!(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new("clusterless_command_duration_seconds", "Time from request parsed to reply ready")
+                    .buckets(latency_buckets()),
+                &["class"]
+            )?
+        )?;
+        for c in CLASSES {
+            latency.with_label_values(&[c]);
+        }
+        let topology_source = reg!(
+            r,
+            IntGaugeVec::new(
+                Opts::new("clusterless_topology_source", "Where the slot map comes from (1 = active)"),
+                &["source"]
+            )?
+        )?;
+        topology_source.with_label_values(&["poll"]).set(1);
+        topology_source.with_label_values(&["bus"]).set(0);
+        let redirects = reg!(
+            r,
+            IntCounterVec::new(
+                Opts::new("clusterless_redirects_total", "Redirect and retry replies from nodes"),
+                &["kind"]
+            )?
+        )?;
+        for k in ["moved", "ask", "tryagain", "clusterdown"] {
+            redirects.with_label_values(&[k]);
+        }
+        Ok(Arc::new(Metrics {
+            enabled,
+            commands,
+            other,
+            latency,
+            clients_connected: reg!(
+                r,
+                IntGauge::new("clusterless_client_connections", "Client connections open now")?
+            )?,
+            clients_accepted: reg!(
+                r,
+                IntCounter::new("clusterless_client_connections_accepted_total", "Client connections accepted")?
+            )?,
+            clients_rejected: reg!(
+                r,
+                IntCounter::new(
+                    "clusterless_client_connections_rejected_total",
+                    "Client connections refused (max clients, draining)"
+                )?
+            )?,
+            clients_protocol_errors: reg!(
+                r,
+                IntCounter::new(
+                    "clusterless_client_protocol_errors_total",
+                    "Client connections closed after a protocol error"
+                )?
+            )?,
+            bytes_in: reg!(r, IntCounter::new("clusterless_client_bytes_received_total", "Bytes read from clients")?)?,
+            bytes_out: reg!(r, IntCounter::new("clusterless_client_bytes_sent_total", "Bytes written to clients")?)?,
+            backend_connections: reg!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("clusterless_backend_connections", "Open connections to each node"),
+                    &["node"]
+                )?
+            )?,
+            backend_latency: reg!(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "clusterless_backend_request_duration_seconds",
+                        "Node round trip, write to reply"
+                    )
+                    .buckets(latency_buckets()),
+                    &["node"]
+                )?
+            )?,
+            backend_errors: reg!(
+                r,
+                IntCounterVec::new(
+                    Opts::new("clusterless_backend_errors_total", "Node connections that failed, by kind"),
+                    &["node", "kind"]
+                )?
+            )?,
+            redirects,
+            retries: reg!(
+                r,
+                IntCounter::new("clusterless_retries_total", "Requests sent again after a redirect or failure")?
+            )?,
+            held: reg!(
+                r,
+                IntCounter::new(
+                    "clusterless_requests_held_total",
+                    "Requests that waited for the cluster (TRYAGAIN, CLUSTERDOWN, owner unreachable or failing over)"
+                )?
+            )?,
+            hold_seconds: reg!(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("clusterless_request_hold_seconds", "Time held requests waited")
+                        .buckets(exponential_buckets(0.001, 2.0, 14).unwrap_or_default())
+                )?
+            )?,
+            topology_version: reg!(
+                r,
+                IntGauge::new("clusterless_topology_version", "Version of the slot map in use")?
+            )?,
+            topology_changes: reg!(
+                r,
+                IntCounter::new("clusterless_topology_changes_total", "Slot map changes published")?
+            )?,
+            topology_age: reg!(
+                r,
+                prometheus::Gauge::new(
+                    "clusterless_topology_age_seconds",
+                    "Seconds since the slot map in use was learned"
+                )?
+            )?,
+            topology_source,
+            slots_uncovered: reg!(r, IntGauge::new("clusterless_slots_uncovered", "Slots no master serves")?)?,
+            masters: reg!(r, IntGauge::new("clusterless_masters", "Masters that own slots")?)?,
+            draining: reg!(r, IntGauge::new("clusterless_draining", "1 while shutting down")?)?,
+            registry: r,
+        }))
+    }
+
+    /// A registry that records nothing and registers nothing of note (tests, metrics off).
+    pub fn disabled() -> Arc<Metrics> {
+        match Metrics::new(&[], false) {
+            Ok(m) => m,
+            // ok: only static metric definitions are involved; this cannot fail at run time
+            Err(e) => panic!("static metric definitions are invalid: {e}"),
+        }
+    }
+
+    /// Counters for a command name (subcommands count under their container).
+    #[inline]
+    pub fn command(&self, name: &str) -> &CommandCounters {
+        let top = name.split('|').next().unwrap_or(name);
+        self.commands.get(top).unwrap_or(&self.other)
+    }
+
+    #[inline]
+    pub fn latency(&self, class: &str) -> Histogram {
+        self.latency.with_label_values(&[class])
+    }
+
+    /// Per-node handles, resolved once per backend connection.
+    pub fn node(&self, node: &str) -> NodeMetrics {
+        NodeMetrics {
+            enabled: self.enabled,
+            connections: self.backend_connections.with_label_values(&[node]),
+            latency: self.backend_latency.with_label_values(&[node]),
+            lost: self.backend_errors.with_label_values(&[node, "lost"]),
+            timeout: self.backend_errors.with_label_values(&[node, "timeout"]),
+            connect: self.backend_errors.with_label_values(&[node, "connect"]),
+        }
+    }
+
+    /// Counts a redirect-like reply (`moved`, `ask`, `tryagain`, `clusterdown`).
+    pub fn redirect(&self, kind: &str) {
+        if self.enabled {
+            self.redirects.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// Forgets per-node series of nodes that left the cluster.
+    pub fn forget_node(&self, node: &str) {
+        let _ = self.backend_connections.remove_label_values(&[node]);
+        let _ = self.backend_latency.remove_label_values(&[node]);
+        for k in ["lost", "timeout", "connect"] {
+            let _ = self.backend_errors.remove_label_values(&[node, k]);
+        }
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn render(&self) -> Vec<u8> {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+/// Metrics of one backend connection.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    pub enabled: bool,
+    pub connections: IntGauge,
+    pub latency: Histogram,
+    pub lost: IntCounter,
+    pub timeout: IntCounter,
+    pub connect: IntCounter,
+}
