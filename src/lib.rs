@@ -13,6 +13,7 @@
 //! - [`router`]: split, route, merge; redirects and retries.
 //! - [`info`]: INFO merged over the masters.
 //! - [`backend`]: multiplexed, pipelined node connections.
+//! - [`gossip`]: the cluster-bus codec and observer.
 //! - [`topology`]: the slot map snapshot (arc-swap), its subscription and its refresher.
 //! - [`proxy`]: start-up, shared state, the accept loop and graceful drain.
 //! - [`metrics`]: the Prometheus registry and hot-path handles.
@@ -28,6 +29,7 @@ pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod gossip;
 pub mod info;
 pub mod metrics;
 pub mod proxy;
