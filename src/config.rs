@@ -80,6 +80,9 @@ pub struct ProxyArgs {
     /// Log format: plain or json.
     #[arg(long, env = "CLUSTERLESS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Where the slot map comes from: bus (gossip observer) or poll.
+    #[arg(long = "topology-source", env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
+    pub topology_source: Option<String>,
     /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
     #[arg(long = "metrics", env = "CLUSTERLESS_METRICS")]
     pub metrics: Option<String>,
@@ -151,8 +154,12 @@ struct FileBackend {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileTopology {
+    source: Option<String>,
     refresh_interval_ms: Option<u64>,
     min_refresh_gap_ms: Option<u64>,
+    bus_ping_interval_ms: Option<u64>,
+    reconcile_interval_ms: Option<u64>,
+    failover_hold_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -208,10 +215,24 @@ pub struct BackendConfig {
     pub max_redirects: u32,
 }
 
+/// Where the slot map comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The gossip observer on the nodes' cluster bus (falls back to polling on its own).
+    Bus,
+    /// `CLUSTER SHARDS` polling only.
+    Poll,
+}
+
 #[derive(Clone, Debug)]
 pub struct TopologyConfig {
+    pub source: Source,
     pub refresh_interval: Duration,
     pub min_refresh_gap: Duration,
+    pub bus_ping_interval: Duration,
+    pub reconcile_interval: Duration,
+    /// How long requests for a slot whose master is failing are held for the new owner.
+    pub failover_hold: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -243,8 +264,12 @@ impl Config {
                 max_redirects: 5,
             },
             topology: TopologyConfig {
+                source: Source::Bus,
                 refresh_interval: Duration::from_millis(10_000),
                 min_refresh_gap: Duration::from_millis(100),
+                bus_ping_interval: Duration::from_millis(250),
+                reconcile_interval: Duration::from_millis(30_000),
+                failover_hold: Duration::from_millis(5000),
             },
             log: LogConfig { level: "info".into(), json: false },
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
@@ -320,6 +345,16 @@ impl Config {
             millis("topology.refresh_interval_ms", t.refresh_interval_ms, c.topology.refresh_interval)?;
         c.topology.min_refresh_gap =
             millis("topology.min_refresh_gap_ms", t.min_refresh_gap_ms, c.topology.min_refresh_gap)?;
+        c.topology.bus_ping_interval =
+            millis("topology.bus_ping_interval_ms", t.bus_ping_interval_ms, c.topology.bus_ping_interval)?;
+        c.topology.reconcile_interval =
+            millis("topology.reconcile_interval_ms", t.reconcile_interval_ms, c.topology.reconcile_interval)?;
+        c.topology.failover_hold = millis("topology.failover_hold_ms", t.failover_hold_ms, c.topology.failover_hold)?;
+        c.topology.source = match args.topology_source.clone().or(t.source).as_deref() {
+            None | Some("bus") => Source::Bus,
+            Some("poll") => Source::Poll,
+            Some(other) => return Err(bad("topology.source", format!("`{other}` is not bus or poll"))),
+        };
 
         c.log.level = args.log_level.clone().or(file.log.level).unwrap_or(c.log.level);
         let format = args.log_format.clone().or(file.log.format).unwrap_or_else(|| "plain".into());
@@ -396,6 +431,9 @@ mod tests {
         assert_eq!(c.backend.request_timeout, d.backend.request_timeout);
         assert_eq!(c.topology.refresh_interval, d.topology.refresh_interval);
         assert_eq!(c.admin_listen, d.admin_listen);
+        assert_eq!(c.topology.source, d.topology.source);
+        assert_eq!(c.topology.failover_hold, d.topology.failover_hold);
+        assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
         assert_eq!(c.drain_timeout, d.drain_timeout);
     }
 

@@ -62,6 +62,11 @@ pub struct Metrics {
     pub slots_uncovered: IntGauge,
     pub masters: IntGauge,
     pub draining: IntGauge,
+    pub bus_pings: IntCounter,
+    pub bus_pongs: IntCounter,
+    pub bus_rtt: HistogramVec,
+    /// Per node: 0 up, 1 suspected (PFAIL reports), 2 failed (FAIL), 3 unreachable from here.
+    pub node_health: IntGaugeVec,
 }
 
 /// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
@@ -217,6 +222,29 @@ impl Metrics {
             slots_uncovered: reg!(r, IntGauge::new("clusterless_slots_uncovered", "Slots no master serves")?)?,
             masters: reg!(r, IntGauge::new("clusterless_masters", "Masters that own slots")?)?,
             draining: reg!(r, IntGauge::new("clusterless_draining", "1 while shutting down")?)?,
+            bus_pings: reg!(r, IntCounter::new("clusterless_observer_pings_total", "PINGs sent on the cluster bus")?)?,
+            bus_pongs: reg!(
+                r,
+                IntCounter::new("clusterless_observer_pongs_total", "PONGs received on the cluster bus")?
+            )?,
+            bus_rtt: reg!(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("clusterless_observer_pong_seconds", "Bus PING to PONG round trip")
+                        .buckets(latency_buckets()),
+                    &["bus"]
+                )?
+            )?,
+            node_health: reg!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "clusterless_node_health",
+                        "Node health seen by the observer: 0 up, 1 suspected, 2 failed, 3 unreachable"
+                    ),
+                    &["node"]
+                )?
+            )?,
             registry: r,
         }))
     }

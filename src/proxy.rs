@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use crate::backend::{self, Backend};
 use crate::command::CommandTable;
-use crate::config::Config;
+use crate::config::{Config, Source};
+use crate::gossip::observer::{self, ObserverConfig};
 use crate::metrics::Metrics;
 use crate::topology::{self, TopologyStore};
 
@@ -184,16 +185,36 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         seen_version: AtomicU64::new(0),
         cfg,
     });
+    let tc = &proxy.cfg.topology;
+    // MOVED, lost connections and CLUSTERDOWN ask for a CLUSTER SHARDS refresh in either mode;
+    // with the bus observer the periodic part is its reconciliation interval.
+    let poll_every = if tc.source == Source::Bus { tc.reconcile_interval } else { tc.refresh_interval };
     let refresher = tokio::spawn(topology::run_refresher(
-        store,
+        store.clone(),
         proxy.cfg.seeds.clone(),
         backend.auth().clone(),
         limit,
-        proxy.cfg.topology.refresh_interval,
-        proxy.cfg.topology.min_refresh_gap,
+        poll_every,
+        tc.min_refresh_gap,
     ));
+    let mut tasks = vec![refresher];
+    if tc.source == Source::Bus {
+        let ocfg = ObserverConfig {
+            interval: tc.bus_ping_interval,
+            reconcile: tc.reconcile_interval,
+            poll: tc.refresh_interval.min(Duration::from_secs(1)),
+            connect_timeout: limit,
+        };
+        tasks.push(tokio::spawn(observer::run(
+            store,
+            proxy.cfg.seeds.clone(),
+            backend.auth().clone(),
+            ocfg,
+            proxy.metrics.clone(),
+        )));
+    }
     let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, shutdown_rx));
-    let mut tasks = vec![refresher, acceptor];
+    tasks.push(acceptor);
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
     }

@@ -121,6 +121,8 @@ fn classify(reply: &[u8], from: &str) -> Redirect {
 struct Budget<'a> {
     p: &'a Proxy,
     deadline: Instant,
+    /// Until when a request for a failing master waits for the new owner's claim.
+    hold_until: Instant,
     backoff: Duration,
     held_since: Option<Instant>,
 }
@@ -135,18 +137,35 @@ impl Drop for Budget<'_> {
 
 impl<'a> Budget<'a> {
     fn new(p: &'a Proxy) -> Budget<'a> {
+        let now = Instant::now();
         Budget {
             p,
-            deadline: Instant::now() + p.backend.config().retry_budget,
+            deadline: now + p.backend.config().retry_budget,
+            hold_until: now + p.cfg.topology.failover_hold,
             backoff: Duration::from_millis(5),
             held_since: None,
         }
     }
 
+    /// Holds a request whose master is failing until the map changes (the new owner's claim
+    /// lands) or the hold runs out; false once it ran out, and the request then goes ahead.
+    async fn hold(&mut self, p: &Proxy) -> bool {
+        if Instant::now() >= self.hold_until {
+            return false;
+        }
+        let until = self.hold_until;
+        self.pause(p, until).await
+    }
+
     /// Waits before the next attempt; false when the budget is spent.
     async fn wait(&mut self, p: &Proxy) -> bool {
+        let until = self.deadline;
+        self.pause(p, until).await
+    }
+
+    async fn pause(&mut self, p: &Proxy, deadline: Instant) -> bool {
         let now = Instant::now();
-        if now >= self.deadline {
+        if now >= deadline {
             return false;
         }
         if self.held_since.is_none() {
@@ -158,7 +177,7 @@ impl<'a> Budget<'a> {
         if p.metrics.enabled {
             p.metrics.retries.inc();
         }
-        let pause = self.backoff.min(self.deadline - now);
+        let pause = self.backoff.min(deadline - now);
         let mut changes = p.topology.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -189,6 +208,8 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
     let mut redirects = 0;
     let mut asking: Option<String> = None;
     loop {
+        // Read the snapshot into owned values first: its guard must not live across a wait.
+        let owner = p.topology.load().master_node(slot).map(|n| (n.addr.clone(), n.failed));
         let (addr, payload, n) = match asking.take() {
             Some(a) => {
                 let mut b = BytesMut::with_capacity(ASKING.len() + cmd.len());
@@ -196,8 +217,9 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
                 b.put_slice(&cmd);
                 (a, b.freeze(), 2)
             }
-            None => match p.topology.load().master_for(slot) {
-                Some(a) => (a.to_string(), cmd.clone(), 1),
+            None => match owner {
+                Some((_, true)) if budget.hold(p).await => continue,
+                Some((a, _)) => (a, cmd.clone(), 1),
                 None => {
                     p.topology.request_refresh();
                     if budget.wait(p).await {

@@ -84,6 +84,13 @@ impl Topology {
         self.nodes.get(i as usize).map(|n| n.addr.as_str())
     }
 
+    /// The master node serving `slot`.
+    #[inline]
+    pub fn master_node(&self, slot: u16) -> Option<&Node> {
+        let i = *self.slots.get(slot as usize)?;
+        self.nodes.get(i as usize)
+    }
+
     /// Addresses of the masters that own slots, in slot order.
     pub fn slot_owners(&self) -> Vec<&str> {
         self.owners.iter().filter_map(|&i| self.nodes.get(i as usize)).map(|n| n.addr.as_str()).collect()

@@ -89,7 +89,12 @@ async fn metrics_and_endpoints_after_traffic() {
     assert!(get(&after, "clusterless_topology_version") >= 2.0, "bootstrap + MOVED patch");
     assert_eq!(get(&after, "clusterless_slots_uncovered"), 0.0);
     assert_eq!(get(&after, "clusterless_masters"), 3.0);
-    assert_eq!(get(&after, r#"clusterless_topology_source{source="poll"}"#), 1.0);
+    assert_eq!(
+        get(&after, r#"clusterless_topology_source{source="bus"}"#),
+        1.0,
+        "the bus observer is the default source"
+    );
+    assert!(delta("clusterless_observer_pongs_total") > 0.0);
     let backend_conns: f64 =
         after.iter().filter(|(k, _)| k.starts_with("clusterless_backend_connections{")).map(|(_, v)| v).sum();
     assert!(backend_conns >= 3.0, "connections to every master: {backend_conns}");

@@ -2,3 +2,4 @@
 //! port and settles slot ownership from their PONGs.
 
 pub mod codec;
+pub mod observer;
