@@ -46,6 +46,8 @@ type Result<T> = std::result::Result<T, HarnessError>;
 struct NodeProc {
     port: u16,
     child: Option<Child>,
+    /// SIGSTOPped: alive, but every query to it would hang until its timeout.
+    stopped: bool,
 }
 
 /// A running local cluster; stopped on drop.
@@ -144,7 +146,7 @@ impl LocalCluster {
         // them (the test's own thread, or main).
         set_pdeathsig(&mut cmd);
         let child = cmd.spawn()?;
-        self.nodes.push(NodeProc { port, child: Some(child) });
+        self.nodes.push(NodeProc { port, child: Some(child), stopped: false });
         Ok(())
     }
 
@@ -176,8 +178,9 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
+    /// Nodes that are running and not stopped: the ones worth asking.
     fn live_ports(&self) -> Vec<u16> {
-        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
+        self.nodes.iter().filter(|n| n.child.is_some() && !n.stopped).map(|n| n.port).collect()
     }
 
     /// `127.0.0.1:PORT` of a live node.
@@ -209,30 +212,43 @@ impl LocalCluster {
         if let Some(p) = &self.spec.password {
             cmd.args(["-a", p, "--no-auth-warning"]);
         }
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let start = Instant::now();
-        // A SIGSTOPped node would make redis-cli wait forever: poll with a deadline.
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
+        // Output goes to files, not pipes: a long reshard prints more than a pipe holds, and
+        // redis-cli would block writing while we wait for it to exit.
+        let tag = format!("cli-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let out_path = std::env::temp_dir().join(format!("{tag}.out"));
+        let err_path = std::env::temp_dir().join(format!("{tag}.err"));
+        let result = (|| {
+            let out_file = std::fs::File::create(&out_path)?;
+            let err_file = std::fs::File::create(&err_path)?;
+            cmd.args(args).stdin(Stdio::null()).stdout(out_file).stderr(err_file);
+            let mut child = cmd.spawn()?;
+            let start = Instant::now();
+            // A SIGSTOPped node would make redis-cli wait forever: poll with a deadline.
+            let status = loop {
+                if let Some(st) = child.try_wait()? {
+                    break st;
+                }
+                if start.elapsed() > limit {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(HarnessError::Timeout {
+                        what: format!("redis-cli {}", args.join(" ")),
+                        secs: limit.as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+            let text = format!("{stdout}{stderr}");
+            if !status.success() || text.starts_with("ERR") || text.contains("[ERR]") {
+                return Err(HarnessError::Cli { args: args.join(" "), out: text.trim().to_string() });
             }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HarnessError::Timeout {
-                    what: format!("redis-cli {}", args.join(" ")),
-                    secs: limit.as_secs(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let out = child.wait_with_output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if !out.status.success() || text.starts_with("ERR") || text.contains("[ERR]") {
-            return Err(HarnessError::Cli { args: args.join(" "), out: text.trim().to_string() });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            Ok(stdout.trim().to_string())
+        })();
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        result
     }
 
     /// CLUSTER NODES from the first live node that answers, parsed.
@@ -361,11 +377,15 @@ impl LocalCluster {
 
     /// SIGSTOP: the node hangs without closing its sockets.
     pub fn sigstop(&mut self, port: u16) -> Result<()> {
-        self.signal(port, libc::SIGSTOP)
+        self.signal(port, libc::SIGSTOP)?;
+        self.node_mut(port)?.stopped = true;
+        Ok(())
     }
 
     pub fn sigcont(&mut self, port: u16) -> Result<()> {
-        self.signal(port, libc::SIGCONT)
+        self.signal(port, libc::SIGCONT)?;
+        self.node_mut(port)?.stopped = false;
+        Ok(())
     }
 
     /// `CLUSTER FAILOVER` on a replica; waits until it is a master and the cluster is healthy.

@@ -1,0 +1,222 @@
+//! The gossip observer on real 3-master + 3-replica clusters (node timeout 2000 ms): its map equals
+//! the cluster's own after every fault, clients see no errors except for commands already written
+//! to a killed node, and the nodes never learn of the observer.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clusterless::cluster::LocalCluster;
+use common::*;
+use redis::AsyncCommands;
+
+/// Waits until the proxy's map (fed by the observer) equals the cluster's own CLUSTER NODES view.
+async fn converges(env: &Env, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let want = tokio::task::block_in_place(|| env.cluster.slot_map());
+        let t = env.proxy.proxy.topology.load_full();
+        let mismatched = (0..16384u16)
+            .filter(|&s| t.master_for(s).map(|a| a.to_string()) != want[s as usize].map(|p| format!("127.0.0.1:{p}")))
+            .count();
+        if mismatched == 0 && want.iter().all(Option::is_some) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {what}: {mismatched} slots differ from the cluster's map");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Loop {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<(u64, Vec<String>, Vec<(String, u64)>)>,
+}
+
+/// Writes and reads keys spread over every slot range through the proxy.
+fn client_loop(env: &Env) -> Loop {
+    let url = env.url();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = tokio::spawn(async move {
+        let mut c = client_conn(&url).await;
+        let mut ok = 0u64;
+        let mut errors = Vec::new();
+        let mut acked: std::collections::HashMap<String, u64> = Default::default();
+        let mut i = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let k = format!("obs:{}", i % 300);
+            match c.set::<_, _, ()>(&k, i).await {
+                Ok(()) => {
+                    acked.insert(k.clone(), i);
+                    ok += 1;
+                }
+                Err(e) => errors.push(format!("SET {k}: {e}")),
+            }
+            match c.get::<_, Option<u64>>(&k).await {
+                Ok(v) => {
+                    if acked.get(&k).is_some_and(|&w| v != Some(w)) {
+                        errors.push(format!("GET {k}: {v:?} != {:?}", acked.get(&k)));
+                    }
+                    ok += 1
+                }
+                Err(e) => errors.push(format!("GET {k}: {e}")),
+            }
+            i += 1;
+        }
+        (ok, errors, acked.into_iter().collect())
+    });
+    Loop { stop, handle }
+}
+
+impl Loop {
+    async fn finish(self, env: &Env) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ok, errors, acked) = self.handle.await.unwrap();
+        let mut c = env.conn().await;
+        for (k, v) in acked {
+            let got: Option<u64> = c.get(&k).await.unwrap();
+            assert_eq!(got, Some(v), "acked write of {k} lost");
+        }
+        (ok, errors)
+    }
+}
+
+/// How many warning lines each node had logged (cluster creation logs some of its own).
+fn warnings_so_far(cluster: &LocalCluster) -> std::collections::HashMap<u16, usize> {
+    cluster.ports().into_iter().map(|p| (p, cluster.warnings(p).len())).collect()
+}
+
+/// The nodes' own tables list only the cluster's nodes, and none logged anything about us since
+/// `before` was taken.
+fn nodes_never_saw_the_observer(
+    cluster: &LocalCluster,
+    members: &HashSet<String>,
+    before: &std::collections::HashMap<u16, usize>,
+) {
+    for port in cluster.masters().into_iter().chain(cluster.masters().into_iter().flat_map(|m| cluster.replicas_of(m)))
+    {
+        let nodes = cluster.cli(port, &["CLUSTER", "NODES"]).unwrap();
+        for line in nodes.lines() {
+            let id = line.split_whitespace().next().unwrap();
+            assert!(members.contains(id), "node {port} lists a stranger: {line}");
+            assert!(!line.contains("handshake"), "{line}");
+        }
+    }
+    for port in cluster.ports() {
+        for w in cluster.warnings(port).into_iter().skip(before.get(&port).copied().unwrap_or(0)) {
+            for bad in [
+                "Bad message",
+                "invalid ping",
+                "unknown packet",
+                "proper padding",
+                "from unknown node",
+                "IP address for this node updated",
+                "exceeds total packet",
+            ] {
+                assert!(!w.contains(bad), "node {port} logged about the observer: {w}");
+            }
+        }
+    }
+}
+
+fn members(cluster: &LocalCluster) -> HashSet<String> {
+    cluster.ids().into_values().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_kill_and_manual_failover_with_no_client_errors() {
+    let mut env = start(with_replicas()).await;
+    let ids = members(&env.cluster);
+    let logged = warnings_so_far(&env.cluster);
+    converges(&env, "start").await;
+
+    // CLUSTER FAILOVER: no errors at all.
+    let l = client_loop(&env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = env.cluster.masters()[0];
+    let r = env.cluster.replicas_of(m)[0];
+    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
+    converges(&env, "CLUSTER FAILOVER").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, errors) = l.finish(&env).await;
+    assert!(errors.is_empty(), "CLUSTER FAILOVER: {errors:?}");
+    assert!(ok > 50);
+
+    // kill -9 of a master: only commands already written to it may fail, and say so.
+    let l = client_loop(&env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = env.cluster.masters()[1];
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).unwrap();
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
+    converges(&env, "kill -9").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, errors) = l.finish(&env).await;
+    for e in &errors {
+        assert!(e.contains("may or may not have been executed"), "an error for a command not in flight: {e}");
+    }
+    assert!(errors.len() <= 2, "one client, one command in flight at a time: {errors:?}");
+    let t = env.proxy.proxy.topology.load_full();
+    assert!(
+        t.nodes.iter().any(|n| n.addr.ends_with(&format!(":{victim}")) && n.failed),
+        "the dead node is marked failed"
+    );
+    tokio::task::block_in_place(|| nodes_never_saw_the_observer(&env.cluster, &ids, &logged));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_of_a_master_is_held_not_failed() {
+    let mut env = start(with_replicas()).await;
+    converges(&env, "start").await;
+    let l = client_loop(&env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = env.cluster.masters()[2];
+    tokio::task::block_in_place(|| env.cluster.sigstop(victim)).unwrap();
+    // The replica takes over after the node timeout; the stopped master is then resumed.
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
+    tokio::task::block_in_place(|| env.cluster.sigcont(victim)).unwrap();
+    tokio::task::block_in_place(|| env.cluster.wait_ok(Duration::from_secs(30))).unwrap();
+    converges(&env, "SIGSTOP + failover + SIGCONT").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, errors) = l.finish(&env).await;
+    // A command written to the master in the moment before it was seen to stop waits for the
+    // request timeout and says it may have run; everything after that is held, not failed.
+    for e in &errors {
+        assert!(e.contains("may or may not have been executed"), "SIGSTOP: an error for a command not in flight: {e}");
+    }
+    assert!(errors.len() <= 1, "one client, one command in flight: {errors:?}");
+    assert!(ok > 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_reshard_add_and_remove_with_no_client_errors() {
+    let mut env = start(with_replicas()).await;
+    let ids = members(&env.cluster);
+    converges(&env, "start").await;
+    let l = client_loop(&env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ms = env.cluster.masters();
+    tokio::task::block_in_place(|| env.cluster.reshard(ms[0], ms[1], 1000)).unwrap();
+    converges(&env, "reshard of 1000 slots").await;
+
+    // A new master joins and gets slots.
+    let new = tokio::task::block_in_place(|| env.cluster.add_master()).unwrap();
+    tokio::task::block_in_place(|| env.cluster.reshard(ms[1], new, 500)).unwrap();
+    converges(&env, "adding a master").await;
+    let t = env.proxy.proxy.topology.load_full();
+    assert!(t.slot_owners().contains(&format!("127.0.0.1:{new}").as_str()));
+
+    // And leaves again: slots moved away, node removed and shut down.
+    tokio::task::block_in_place(|| env.cluster.reshard(new, ms[2], 500)).unwrap();
+    tokio::task::block_in_place(|| env.cluster.remove_node(new)).unwrap();
+    converges(&env, "removing a master").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, errors) = l.finish(&env).await;
+    assert!(errors.is_empty(), "reshard/add/remove: {errors:?}");
+    assert!(ok > 100);
+    // The removed node leaves the observer's node set at the next reconciliation.
+    let _ = ids;
+}
