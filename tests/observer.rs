@@ -30,9 +30,12 @@ async fn converges(env: &Env, what: &str) {
     }
 }
 
+/// Successful commands, error texts, and the last acknowledged value per key.
+type LoopReport = (u64, Vec<String>, Vec<(String, u64)>);
+
 struct Loop {
     stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>, Vec<(String, u64)>)>,
+    handle: tokio::task::JoinHandle<LoopReport>,
 }
 
 /// Writes and reads keys spread over every slot range through the proxy.
