@@ -127,7 +127,7 @@ pub fn topology_json(t: &Topology) -> String {
                 "role": if n.role == Role::Master { "master" } else { "replica" },
                 "master": n.master_id,
                 "health": if n.failed { "fail" } else { "up" },
-                "configEpoch": serde_json::Value::Null,
+                "configEpoch": n.config_epoch,
                 "slots": slots,
             })
         })

@@ -32,6 +32,15 @@ pub struct Cli {
 pub enum Command {
     /// Start a throw-away local Redis Cluster (3 masters + 3 replicas) and the proxy in front of it.
     Dev(DevArgs),
+    /// Run a standalone shared observer serving /v1/topology and /v1/topology/watch.
+    Observe(ObserveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ObserveArgs {
+    /// HTTP address to serve the topology on.
+    #[arg(long, default_value = "127.0.0.1:9737")]
+    pub http: SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -54,37 +63,40 @@ pub struct ProxyArgs {
     #[arg(long, env = "CLUSTERLESS_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Address clients connect to.
-    #[arg(long, env = "CLUSTERLESS_LISTEN")]
+    #[arg(long, global = true, env = "CLUSTERLESS_LISTEN")]
     pub listen: Option<String>,
     /// A cluster node to bootstrap from (repeat, or separate with commas).
-    #[arg(long = "seed", env = "CLUSTERLESS_SEEDS", value_delimiter = ',')]
+    #[arg(long = "seed", global = true, env = "CLUSTERLESS_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
     /// Password clients must AUTH with.
-    #[arg(long, env = "CLUSTERLESS_REQUIREPASS")]
+    #[arg(long, global = true, env = "CLUSTERLESS_REQUIREPASS")]
     pub requirepass: Option<String>,
     /// User name clients AUTH as (with requirepass).
-    #[arg(long, env = "CLUSTERLESS_USER")]
+    #[arg(long, global = true, env = "CLUSTERLESS_USER")]
     pub user: Option<String>,
     /// User name for the backend nodes.
-    #[arg(long, env = "CLUSTERLESS_BACKEND_USER")]
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_USER")]
     pub backend_user: Option<String>,
     /// Password for the backend nodes.
-    #[arg(long, env = "CLUSTERLESS_BACKEND_PASSWORD")]
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_PASSWORD")]
     pub backend_password: Option<String>,
     /// Maximum number of client connections.
-    #[arg(long, env = "CLUSTERLESS_MAX_CLIENTS")]
+    #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
-    #[arg(long, env = "CLUSTERLESS_LOG_LEVEL")]
+    #[arg(long, global = true, env = "CLUSTERLESS_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Log format: plain or json.
-    #[arg(long, env = "CLUSTERLESS_LOG_FORMAT")]
+    #[arg(long, global = true, env = "CLUSTERLESS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Follow a shared observer (`http://HOST:PORT`) instead of watching the cluster itself.
+    #[arg(long, global = true, env = "CLUSTERLESS_OBSERVER")]
+    pub observer: Option<String>,
     /// Where the slot map comes from: bus (gossip observer) or poll.
-    #[arg(long = "topology-source", env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
+    #[arg(long = "topology-source", global = true, env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
     pub topology_source: Option<String>,
     /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
-    #[arg(long = "metrics", env = "CLUSTERLESS_METRICS")]
+    #[arg(long = "metrics", global = true, env = "CLUSTERLESS_METRICS")]
     pub metrics: Option<String>,
 }
 
@@ -160,6 +172,7 @@ struct FileTopology {
     bus_ping_interval_ms: Option<u64>,
     reconcile_interval_ms: Option<u64>,
     failover_hold_ms: Option<u64>,
+    observer: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -233,6 +246,8 @@ pub struct TopologyConfig {
     pub reconcile_interval: Duration,
     /// How long requests for a slot whose master is failing are held for the new owner.
     pub failover_hold: Duration,
+    /// A shared observer to follow instead of the proxy's own (`http://HOST:PORT`).
+    pub observer: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -270,6 +285,7 @@ impl Config {
                 bus_ping_interval: Duration::from_millis(250),
                 reconcile_interval: Duration::from_millis(30_000),
                 failover_hold: Duration::from_millis(5000),
+                observer: None,
             },
             log: LogConfig { level: "info".into(), json: false },
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
@@ -350,6 +366,14 @@ impl Config {
         c.topology.reconcile_interval =
             millis("topology.reconcile_interval_ms", t.reconcile_interval_ms, c.topology.reconcile_interval)?;
         c.topology.failover_hold = millis("topology.failover_hold_ms", t.failover_hold_ms, c.topology.failover_hold)?;
+        c.topology.observer = args.observer.clone().or(t.observer).filter(|o| !o.is_empty());
+        if let Some(o) = &c.topology.observer {
+            let hp = o
+                .strip_prefix("http://")
+                .ok_or_else(|| bad("topology.observer", format!("`{o}` is not http://HOST:PORT")))?;
+            validate_hostport(hp.trim_end_matches('/'))
+                .map_err(|why| bad("topology.observer", format!("`{o}`: {why}")))?;
+        }
         c.topology.source = match args.topology_source.clone().or(t.source).as_deref() {
             None | Some("bus") => Source::Bus,
             Some("poll") => Source::Poll,

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     init_logs(&cfg);
     match cli.command {
         Some(Command::Dev(args)) => dev(cfg, args),
+        Some(Command::Observe(args)) => observe(cfg, args.http),
         None => run(cfg),
     }
 }
@@ -69,6 +70,23 @@ async fn drain(running: &clusterless::proxy::Running) {
         tracing::warn!("drain timeout reached with clients still connected; exiting");
     }
     running.stop();
+}
+
+/// Runs a standalone shared observer until SIGTERM/SIGINT.
+fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async {
+        let service = match clusterless::gossip::shared::start_service(&cfg, http).await {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        wait_for_signal().await;
+        drop(service);
+        ExitCode::SUCCESS
+    })
 }
 
 /// Starts a local cluster, then the proxy in front of it; on Ctrl-C stops both and removes files.

@@ -120,6 +120,7 @@ impl Metrics {
         )?;
         topology_source.with_label_values(&["poll"]).set(1);
         topology_source.with_label_values(&["bus"]).set(0);
+        topology_source.with_label_values(&["observer"]).set(0);
         let redirects = reg!(
             r,
             IntCounterVec::new(

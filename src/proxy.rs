@@ -198,7 +198,16 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tc.min_refresh_gap,
     ));
     let mut tasks = vec![refresher];
-    if tc.source == Source::Bus {
+    if let Some(url) = tc.observer.clone() {
+        tasks.push(tokio::spawn(crate::gossip::shared::subscribe(
+            url,
+            store,
+            proxy.cfg.seeds.clone(),
+            backend.auth().clone(),
+            proxy.metrics.clone(),
+            limit,
+        )));
+    } else if tc.source == Source::Bus {
         let ocfg = ObserverConfig {
             interval: tc.bus_ping_interval,
             reconcile: tc.reconcile_interval,

@@ -38,6 +38,8 @@ pub struct Node {
     pub master_id: Option<String>,
     /// The node reports itself or is reported failed.
     pub failed: bool,
+    /// The node's configEpoch, when the source reports it (the bus does; CLUSTER SHARDS does not).
+    pub config_epoch: Option<u64>,
 }
 
 /// One consistent view of the cluster.
@@ -132,8 +134,8 @@ impl Topology {
 
     fn same_map(&self, other: &Topology) -> bool {
         let addr = |t: &Topology, i: u16| t.nodes.get(i as usize).map(|n| n.addr.clone());
-        let mut a: Vec<_> = self.nodes.iter().map(|n| (&n.addr, n.role, n.failed)).collect();
-        let mut b: Vec<_> = other.nodes.iter().map(|n| (&n.addr, n.role, n.failed)).collect();
+        let mut a: Vec<_> = self.nodes.iter().map(|n| (&n.addr, n.role, n.failed, n.config_epoch)).collect();
+        let mut b: Vec<_> = other.nodes.iter().map(|n| (&n.addr, n.role, n.failed, n.config_epoch)).collect();
         a.sort();
         b.sort();
         a == b && (0..SLOTS).all(|s| addr(self, self.slots[s]) == addr(other, other.slots[s]))
@@ -178,8 +180,12 @@ impl TopologyStore {
     }
 
     /// Publishes a map learned elsewhere if it differs from the current one. Returns true if published.
-    pub fn publish(&self, nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
+    pub fn publish(&self, mut nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
         let cur = self.current.load_full();
+        // Sources that do not know epochs (CLUSTER SHARDS) keep the ones the bus reported.
+        for n in nodes.iter_mut().filter(|n| n.config_epoch.is_none()) {
+            n.config_epoch = cur.nodes.iter().find(|c| c.addr == n.addr).and_then(|c| c.config_epoch);
+        }
         let next = Topology::build(cur.version + 1, nodes, slots);
         if cur.same_map(&next) {
             return false;
@@ -206,6 +212,7 @@ impl TopologyStore {
                     role: Role::Master,
                     master_id: None,
                     failed: false,
+                    config_epoch: None,
                 });
                 nodes.len() - 1
             }
@@ -313,7 +320,7 @@ fn parse_shards(reply: &[u8]) -> Option<Reported> {
                             if role == Role::Master && (master_addr.is_none() || !failed) {
                                 master_addr = Some((addr.clone(), id.clone()));
                             }
-                            members.push(Node { id, addr, role, master_id: None, failed });
+                            members.push(Node { id, addr, role, master_id: None, failed, config_epoch: None });
                         }
                     }
                 }
@@ -365,7 +372,7 @@ fn parse_slots(reply: &[u8]) -> Option<Reported> {
             if seen.insert(addr.clone()) {
                 let role = if i == 0 { Role::Master } else { Role::Replica };
                 let mid = if i == 0 { None } else { master_id.clone() };
-                out.nodes.push(Node { id, addr, role, master_id: mid, failed: false });
+                out.nodes.push(Node { id, addr, role, master_id: mid, failed: false, config_epoch: None });
             }
         }
     }
@@ -455,6 +462,7 @@ pub async fn fetch(
                         role: Role::Master,
                         master_id: None,
                         failed: false,
+                        config_epoch: None,
                     });
                     nodes.len() - 1
                 }
@@ -523,8 +531,22 @@ mod tests {
     fn patch_changes_exactly_one_slot() {
         let store = TopologyStore::new();
         let nodes = vec![
-            Node { id: "a".into(), addr: "127.0.0.1:1".into(), role: Role::Master, master_id: None, failed: false },
-            Node { id: "b".into(), addr: "127.0.0.1:2".into(), role: Role::Master, master_id: None, failed: false },
+            Node {
+                id: "a".into(),
+                addr: "127.0.0.1:1".into(),
+                role: Role::Master,
+                master_id: None,
+                failed: false,
+                config_epoch: None,
+            },
+            Node {
+                id: "b".into(),
+                addr: "127.0.0.1:2".into(),
+                role: Role::Master,
+                master_id: None,
+                failed: false,
+                config_epoch: None,
+            },
         ];
         let mut slots = vec![0u16; SLOTS].into_boxed_slice();
         for s in 8192..SLOTS {

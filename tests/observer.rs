@@ -223,3 +223,55 @@ async fn follows_reshard_add_and_remove_with_no_client_errors() {
     // The removed node leaves the observer's node set at the next reconciliation.
     let _ = ids;
 }
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
+    init_logs();
+    let cluster = tokio::task::block_in_place(|| LocalCluster::start(&with_replicas())).unwrap();
+    let mut ocfg = test_config(cluster.seed());
+    ocfg.admin_listen = None;
+    let service = clusterless::gossip::shared::start_service(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", service.addr);
+    let proxy = clusterless::proxy::start({
+        let mut c = test_config(cluster.seed());
+        c.topology.observer = Some(url.clone());
+        c
+    })
+    .await
+    .unwrap();
+    let mut env = Env { proxy, cluster };
+    let source = |env: &Env, s: &str| env.proxy.proxy.metrics.topology_source.with_label_values(&[s]).get();
+    eventually("the proxy follows the observer", || source(&env, "observer") == 1).await;
+    converges(&env, "start").await;
+    // The observer's JSON carries what the bus says: every master's configEpoch.
+    let t = service.store.load_full();
+    assert!(t.nodes.iter().filter(|n| n.role == clusterless::topology::Role::Master).all(|n| n.config_epoch.is_some()));
+
+    let l = client_loop(&env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = env.cluster.masters()[0];
+    let r = env.cluster.replicas_of(m)[0];
+    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
+    converges(&env, "CLUSTER FAILOVER seen through the shared observer").await;
+
+    // The observer dies: the proxy polls on its own and keeps following the cluster.
+    drop(service);
+    eventually("the proxy falls back to polling", || source(&env, "poll") == 1).await;
+    let m = env.cluster.masters()[1];
+    let r = env.cluster.replicas_of(m)[0];
+    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
+    converges(&env, "CLUSTER FAILOVER while polling").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, errors) = l.finish(&env).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(ok > 100);
+    let _ = &mut env;
+}

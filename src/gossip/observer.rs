@@ -515,6 +515,7 @@ impl Observer {
                 role: p.role,
                 master_id: p.master_id.clone(),
                 failed: p.fail || (p.header.is_some() && !p.reachable),
+                config_epoch: p.header.as_ref().map(|h| h.config_epoch),
             })
             .collect();
         nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
