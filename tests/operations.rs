@@ -232,7 +232,7 @@ fn deploy_files_parse_and_name_what_the_binary_serves() {
             let v = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(v.get("kind").is_some(), "{} has a kind", path.display());
         }
-        if text.contains("readinessProbe") {
+        if text.contains("readinessProbe") && text.contains("--listen") {
             saw_probe = true;
             assert!(text.contains("/readyz") && text.contains("/healthz"), "{}", path.display());
             assert!(text.contains(&admin_port.to_string()), "{} uses the admin port", path.display());
@@ -240,6 +240,10 @@ fn deploy_files_parse_and_name_what_the_binary_serves() {
         }
     }
     assert!(saw_probe);
+    let shared = std::fs::read_to_string(root.join("kubernetes/shared-observer.yaml")).unwrap();
+    assert!(shared.contains("\"observe\"") && shared.contains("/v1/topology") && shared.contains("9737"));
+    let sub = std::fs::read_to_string(root.join("kubernetes/app-with-subscribing-sidecar.yaml")).unwrap();
+    assert!(sub.contains("--observer") && sub.contains("http://clusterless-observer:9737"));
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("grafana/clusterless.json")).unwrap()).unwrap();
     let exprs = dash.to_string();
