@@ -255,10 +255,7 @@ pub fn split_inline(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
+                    i = after_closing_quote(line, i)?;
                     break;
                 } else {
                     cur.push(c);
@@ -273,10 +270,7 @@ pub fn split_inline(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     cur.push(b'\'');
                     i += 1;
                 } else if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
+                    i = after_closing_quote(line, i)?;
                     break;
                 } else {
                     cur.push(c);
@@ -299,6 +293,15 @@ pub fn split_inline(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             }
         }
         out.push(cur);
+    }
+}
+
+/// Position after a closing quote at `i`; `None` when it is glued to the next argument, which
+/// Redis treats as unbalanced quotes.
+fn after_closing_quote(line: &[u8], i: usize) -> Option<usize> {
+    match line.get(i + 1) {
+        Some(c) if !c.is_ascii_whitespace() => None,
+        _ => Some(i + 1),
     }
 }
 

@@ -33,6 +33,14 @@ async fn converges(env: &Env, what: &str) {
 /// Successful commands, error texts, and the last acknowledged value per key.
 type LoopReport = (u64, Vec<String>, Vec<(String, u64)>);
 
+/// CLUSTER FAILOVER on a replica of the `i`-th master, then waits for the proxy's map to follow.
+async fn fail_over(env: &Env, i: usize, what: &str) {
+    let m = env.cluster.masters()[i];
+    let r = env.cluster.replicas_of(m)[0];
+    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
+    converges(env, what).await;
+}
+
 struct Loop {
     stop: Arc<AtomicBool>,
     handle: tokio::task::JoinHandle<LoopReport>,
@@ -139,10 +147,7 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
     // CLUSTER FAILOVER: no errors at all.
     let l = client_loop(&env);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = env.cluster.masters()[0];
-    let r = env.cluster.replicas_of(m)[0];
-    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
-    converges(&env, "CLUSTER FAILOVER").await;
+    fail_over(&env, 0, "CLUSTER FAILOVER").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, errors) = l.finish(&env).await;
     assert!(errors.is_empty(), "CLUSTER FAILOVER: {errors:?}");
@@ -247,7 +252,7 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     })
     .await
     .unwrap();
-    let mut env = Env { proxy, cluster };
+    let env = Env { proxy, cluster };
     let source = |env: &Env, s: &str| env.proxy.proxy.metrics.topology_source.with_label_values(&[s]).get();
     eventually("the proxy follows the observer", || source(&env, "observer") == 1).await;
     converges(&env, "start").await;
@@ -257,21 +262,14 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
 
     let l = client_loop(&env);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = env.cluster.masters()[0];
-    let r = env.cluster.replicas_of(m)[0];
-    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
-    converges(&env, "CLUSTER FAILOVER seen through the shared observer").await;
+    fail_over(&env, 0, "CLUSTER FAILOVER seen through the shared observer").await;
 
     // The observer dies: the proxy polls on its own and keeps following the cluster.
     drop(service);
     eventually("the proxy falls back to polling", || source(&env, "poll") == 1).await;
-    let m = env.cluster.masters()[1];
-    let r = env.cluster.replicas_of(m)[0];
-    tokio::task::block_in_place(|| env.cluster.failover(r)).unwrap();
-    converges(&env, "CLUSTER FAILOVER while polling").await;
+    fail_over(&env, 1, "CLUSTER FAILOVER while polling").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, errors) = l.finish(&env).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(ok > 100);
-    let _ = &mut env;
 }
