@@ -257,8 +257,11 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     eventually("the proxy follows the observer", || source(&env, "observer") == 1).await;
     converges(&env, "start").await;
     // The observer's JSON carries what the bus says: every master's configEpoch.
-    let t = service.store.load_full();
-    assert!(t.nodes.iter().filter(|n| n.role == clusterless::topology::Role::Master).all(|n| n.config_epoch.is_some()));
+    eventually("every master's configEpoch in the observer's snapshot", || {
+        let t = service.store.load_full();
+        t.nodes.iter().filter(|n| n.role == clusterless::topology::Role::Master).all(|n| n.config_epoch.is_some())
+    })
+    .await;
 
     let l = client_loop(&env);
     tokio::time::sleep(Duration::from_millis(300)).await;
