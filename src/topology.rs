@@ -147,6 +147,11 @@ pub struct TopologyStore {
     current: ArcSwap<Topology>,
     version_tx: watch::Sender<u64>,
     refresh: Notify,
+    /// Set while the bus observer settles ownership by configEpoch. CLUSTER SHARDS carries no
+    /// epochs, so its majority vote must not override the bus then: right after a SIGSTOPped
+    /// master resumes it still claims its old slots, and a write sent to it is acknowledged and
+    /// then lost when it learns it was replaced.
+    pub bus_authoritative: std::sync::atomic::AtomicBool,
 }
 
 impl TopologyStore {
@@ -156,6 +161,7 @@ impl TopologyStore {
             current: ArcSwap::from_pointee(Topology::empty()),
             version_tx,
             refresh: Notify::new(),
+            bus_authoritative: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -514,6 +520,9 @@ pub async fn run_refresher(
             tokio::time::sleep(min_gap - since).await;
         }
         last = Instant::now();
+        if store.bus_authoritative.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         match fetch(&store, &seeds, &auth, limit).await {
             Ok((nodes, slots)) => {
                 store.publish(nodes, slots, "refresh");

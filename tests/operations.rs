@@ -187,6 +187,9 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut raw = raw.expect("proxy listening");
+    // A reply proves the proxy accepted this connection (the kernel completes the handshake from
+    // its backlog before that, and a connection never accepted is not one in flight).
+    assert_eq!(raw.cmd(&[b"PING"]).await, b"+PONG\r\n");
     let n = 20_000;
     let mut batch = Vec::new();
     for _ in 0..n {

@@ -163,6 +163,8 @@ pub async fn run(
         reconcile_asked: false,
         last: None,
         last_version: 0,
+        gap_since: None,
+        gap_checked: None,
     };
     o.main(rx).await;
 }
@@ -186,6 +188,9 @@ struct Observer {
     /// What this observer last computed, and the store version it published (or saw) then.
     last: Option<(Vec<Node>, Box<[u16]>)>,
     last_version: u64,
+    /// Since when some slot has had no claimant on the bus, and when we last asked about it.
+    gap_since: Option<Instant>,
+    gap_checked: Option<Instant>,
 }
 
 /// True when `t` maps every slot to the same address as `slots` over `nodes` does.
@@ -220,6 +225,16 @@ impl Observer {
                         last_poll = Instant::now();
                         self.poll().await;
                     }
+                    let gap_old = self.gap_since.is_some_and(|t| t.elapsed() > Duration::from_millis(300));
+                    let checked_recently = self.gap_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                    if gap_old && !checked_recently && !self.polling {
+                        // The map keeps unclaimed slots with their last owner; CLUSTER SHARDS says
+                        // where the cluster itself now sends them, and the bus view then builds
+                        // on that (an unclaimed slot keeps whatever owner is current).
+                        self.gap_checked = Some(Instant::now());
+                        self.poll().await;
+                        self.publish();
+                    }
                     if self.reconcile_asked {
                         self.reconcile_asked = false;
                         self.reconcile().await;
@@ -241,6 +256,7 @@ impl Observer {
             }
         }
         self.polling = polling;
+        self.store.bus_authoritative.store(!polling, std::sync::atomic::Ordering::Relaxed);
         self.metrics.topology_source.with_label_values(&["bus"]).set(!polling as i64);
         self.metrics.topology_source.with_label_values(&["poll"]).set(polling as i64);
     }
@@ -434,7 +450,13 @@ impl Observer {
         if self.polling || self.peers.is_empty() {
             return;
         }
-        let (nodes, slots, tie) = self.settle();
+        let (nodes, slots, tie, gaps) = self.settle();
+        // A slot no master claims keeps its last owner for now; if that lasts, ask the client port.
+        self.gap_since = match (gaps, self.gap_since) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(Instant::now()),
+        };
         if tie {
             // Equal epochs: Redis resolves the collision shortly; meanwhile ask the client port.
             self.reconcile_asked = true;
@@ -468,7 +490,7 @@ impl Observer {
 
     /// The map the claims give: highest configEpoch per slot, sticky when unclaimed. Returns the
     /// nodes, the slot table and whether two masters claimed a slot with the same epoch.
-    fn settle(&self) -> (Vec<Node>, Box<[u16]>, bool) {
+    fn settle(&self) -> (Vec<Node>, Box<[u16]>, bool, usize) {
         let cur = self.store.load_full();
         let mut best: Vec<Option<(u64, &str)>> = vec![None; SLOTS];
         let mut tie = false;
@@ -521,6 +543,7 @@ impl Observer {
         nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
         let index: HashMap<&str, u16> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i as u16)).collect();
         let by_addr: HashMap<&str, u16> = nodes.iter().enumerate().map(|(i, n)| (n.addr.as_str(), i as u16)).collect();
+        let gaps = best.iter().filter(|b| b.is_none()).count();
         let mut slots = vec![u16::MAX; SLOTS].into_boxed_slice();
         for (s, owner) in slots.iter_mut().enumerate() {
             *owner = match best[s] {
@@ -538,7 +561,7 @@ impl Observer {
                 n.role = Role::Master;
             }
         }
-        (nodes, slots, tie)
+        (nodes, slots, tie, gaps)
     }
 }
 

@@ -168,6 +168,7 @@ pub async fn subscribe(
     let mut backoff = Duration::from_millis(200);
     loop {
         let why = follow(&addr, &store, &metrics, limit).await;
+        store.bus_authoritative.store(false, std::sync::atomic::Ordering::Relaxed);
         metrics.topology_source.with_label_values(&["observer"]).set(0);
         metrics.topology_source.with_label_values(&["poll"]).set(1);
         tracing::warn!(observer = %addr, error = %why, "shared observer unreachable: polling the cluster until it is back");
@@ -211,6 +212,8 @@ async fn follow(addr: &str, store: &TopologyStore, metrics: &Metrics, limit: Dur
         }
     }
     tracing::info!(observer = %addr, "following the shared observer");
+    // The observer's stream is settled by configEpoch; the epoch-less refresh stands aside.
+    store.bus_authoritative.store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.topology_source.with_label_values(&["observer"]).set(1);
     metrics.topology_source.with_label_values(&["poll"]).set(0);
     metrics.topology_source.with_label_values(&["bus"]).set(0);
