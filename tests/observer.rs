@@ -57,7 +57,9 @@ fn client_loop(env: &Env) -> Loop {
         let mut errors = Vec::new();
         let mut acked: std::collections::HashMap<String, u64> = Default::default();
         let mut i = 0u64;
-        while !s.load(Ordering::Relaxed) {
+        // Bounded in time even if the test never says stop.
+        let until = Instant::now() + Duration::from_secs(180);
+        while !s.load(Ordering::Relaxed) && Instant::now() < until && errors.len() < 100 {
             let k = format!("obs:{}", i % 300);
             match c.set::<_, _, ()>(&k, i).await {
                 Ok(()) => {

@@ -90,7 +90,8 @@ async fn garbage_closes_only_the_offending_connection() {
         tokio::spawn(async move {
             let mut c = client_conn(&url).await;
             let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            let until = std::time::Instant::now() + Duration::from_secs(180);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
                 let k = format!("loop:{}", i % 100);
                 let _: () = c.set(&k, i).await.expect("loop SET must not fail");
                 let v: u64 = c.get(&k).await.expect("loop GET must not fail");

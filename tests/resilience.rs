@@ -35,7 +35,9 @@ fn workload(url: String, keys: Vec<String>) -> Workload {
         let mut c = client_conn(&url).await;
         let mut rep = Report::default();
         let mut i = 0u64;
-        while !s.load(Ordering::Relaxed) {
+        // Bounded in time and in collected errors even if the test never says stop.
+        let until = Instant::now() + Duration::from_secs(180);
+        while !s.load(Ordering::Relaxed) && Instant::now() < until && rep.errors.len() < 100 {
             let k = &keys[(i as usize) % keys.len()];
             let t = Instant::now();
             let w: redis::RedisResult<()> = c.set(k, i).await;
