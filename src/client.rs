@@ -148,7 +148,6 @@ fn count_in(p: &Proxy, n: usize) {
 
 /// Decides what answers `req`: the session (local commands), a refusal, or the router.
 fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
-    p.stats.total_commands.fetch_add(1, Ordering::Relaxed);
     let m = &p.metrics;
     let started = m.enabled.then(Instant::now);
     let spec = match p.table.lookup(&req.args) {

@@ -47,7 +47,6 @@ pub struct Stats {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
-    pub total_commands: AtomicU64,
     pub next_client_id: AtomicU64,
 }
 
@@ -224,11 +223,21 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, shutdown_rx));
     tasks.push(acceptor);
+    tasks.push(tokio::spawn(drop_departed_pools(proxy.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
     }
     tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = proxy.table.len(), "clusterless is serving");
     Ok(Running { proxy, addr, admin_addr, shutdown, tasks })
+}
+
+/// Closes the connection pools of nodes that left the cluster, as each new map is published.
+async fn drop_departed_pools(p: Arc<Proxy>) {
+    let mut changes = p.topology.subscribe();
+    while changes.changed().await.is_ok() {
+        let t = p.topology.load_full();
+        p.backend.retain(&|addr| t.nodes.iter().any(|n| n.addr == addr));
+    }
 }
 
 async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
