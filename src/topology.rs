@@ -152,6 +152,11 @@ pub struct TopologyStore {
     /// master resumes it still claims its old slots, and a write sent to it is acknowledged and
     /// then lost when it learns it was replaced.
     pub bus_authoritative: std::sync::atomic::AtomicBool,
+    /// Serializes writers. Every write reads the current snapshot and builds the next from it;
+    /// without this, a MOVED patch built from an older snapshot could overwrite a newer map
+    /// published in between (seen: an observer update lost to a concurrent patch). Readers never
+    /// take it.
+    write: std::sync::Mutex<()>,
 }
 
 impl TopologyStore {
@@ -162,6 +167,7 @@ impl TopologyStore {
             version_tx,
             refresh: Notify::new(),
             bus_authoritative: std::sync::atomic::AtomicBool::new(false),
+            write: std::sync::Mutex::new(()),
         })
     }
 
@@ -186,7 +192,13 @@ impl TopologyStore {
     }
 
     /// Publishes a map learned elsewhere if it differs from the current one. Returns true if published.
-    pub fn publish(&self, mut nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
+    pub fn publish(&self, nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
+        let _writer = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.publish_locked(nodes, slots, why)
+    }
+
+    /// `publish` with the writer lock already held.
+    fn publish_locked(&self, mut nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
         let cur = self.current.load_full();
         // Sources that do not know epochs (CLUSTER SHARDS) keep the ones the bus reported.
         for n in nodes.iter_mut().filter(|n| n.config_epoch.is_none()) {
@@ -204,6 +216,7 @@ impl TopologyStore {
 
     /// Points one slot at `addr` after a MOVED, at once and without touching any other slot.
     pub fn patch_slot(&self, slot: u16, addr: &str) {
+        let _writer = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cur = self.current.load_full();
         if cur.master_for(slot) == Some(addr) {
             return;
@@ -229,7 +242,7 @@ impl TopologyStore {
             n.role = Role::Master;
             n.failed = false;
         }
-        self.publish(nodes, slots, "MOVED");
+        self.publish_locked(nodes, slots, "MOVED");
     }
 }
 
