@@ -256,7 +256,7 @@ impl LocalCluster {
         let mut last = None;
         for p in self.live_ports() {
             match self.cli(p, &["CLUSTER", "NODES"]) {
-                Ok(out) => return Ok(out.lines().filter_map(NodeLine::parse).collect()),
+                Ok(out) => return Ok(node_lines(&out)),
                 Err(e) => last = Some(e),
             }
         }
@@ -338,7 +338,7 @@ impl LocalCluster {
             return false;
         }
         let Ok(nodes) = self.cli(port, &["CLUSTER", "NODES"]) else { return false };
-        let view: Vec<NodeLine> = nodes.lines().filter_map(NodeLine::parse).collect();
+        let view = node_lines(&nodes);
         if live.iter().any(|p| !view.iter().any(|n| n.port == *p && !n.failed && !n.handshake)) {
             return false;
         }
@@ -414,7 +414,7 @@ impl LocalCluster {
                 let info = self.cli(p, &["CLUSTER", "INFO"]).unwrap_or_default();
                 let nodes = self.cli(p, &["CLUSTER", "NODES"]).unwrap_or_default();
                 info.contains("cluster_state:ok")
-                    && nodes.lines().filter_map(NodeLine::parse).all(|n| n.port != dead || n.slots.is_empty())
+                    && node_lines(&nodes).iter().all(|n| n.port != dead || n.slots.is_empty())
             });
             if done {
                 return Ok(());
@@ -581,7 +581,7 @@ impl Drop for LocalCluster {
     }
 }
 
-/// One line of CLUSTER NODES.
+/// One node of CLUSTER NODES, in the shape the harness queries it: client port and every slot.
 #[derive(Debug, Clone)]
 struct NodeLine {
     id: String,
@@ -593,39 +593,25 @@ struct NodeLine {
     slots: Vec<u16>,
 }
 
-impl NodeLine {
-    fn parse(line: &str) -> Option<NodeLine> {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
-            return None;
-        }
-        let addr = f[1].split('@').next()?;
-        let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
-        let flags = f[2];
-        let mut slots = Vec::new();
-        for r in &f[8..] {
-            if r.starts_with('[') {
-                continue; // migration markers
-            }
-            match r.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
-                    slots.extend(a..=b);
-                }
-                None => slots.push(r.parse().ok()?),
-            }
-        }
-        slots.sort_unstable();
-        Some(NodeLine {
-            id: f[0].to_string(),
-            port,
-            master: flags.contains("master"),
-            failed: flags.contains("fail") && !flags.contains("fail?"),
-            handshake: flags.contains("handshake"),
-            master_id: (f[3] != "-").then(|| f[3].to_string()),
-            slots,
+/// Parses CLUSTER NODES with the observer's parser (one parser for the format in the crate).
+fn node_lines(text: &str) -> Vec<NodeLine> {
+    crate::gossip::observer::parse_cluster_nodes(text)
+        .into_iter()
+        .filter_map(|l| {
+            let port = l.addr.rsplit_once(':')?.1.parse().ok()?;
+            let mut slots: Vec<u16> = l.slots.iter().flat_map(|&(a, b)| a..=b).collect();
+            slots.sort_unstable();
+            Some(NodeLine {
+                id: l.id,
+                port,
+                master: l.master,
+                failed: l.fail,
+                handshake: l.handshake,
+                master_id: l.master_id,
+                slots,
+            })
         })
-    }
+        .collect()
 }
 
 /// Asks the kernel to SIGKILL the child when the spawning thread exits.
