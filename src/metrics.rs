@@ -75,7 +75,7 @@ pub const CLASSES: [&str; 8] = ["keyed", "fanout", "all_masters", "any_master", 
 macro_rules! reg {
     ($r:expr, $m:expr) => {{
         let m = $m;
-        // ok: names are static and unique, so registration cannot clash
+        // Registration fails only on a duplicate name, which the caller reports as an error.
         $r.register(Box::new(m.clone())).map(|_| m)
     }};
 }

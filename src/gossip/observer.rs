@@ -426,20 +426,15 @@ impl Observer {
     }
 
     async fn fill_gaps(&mut self) {
-        if self.store.load().uncovered() == 0 {
-            return;
-        }
-        if let Ok((nodes, slots)) =
-            topology::fetch(&self.store, &self.seeds, &self.auth, self.cfg.connect_timeout).await
-        {
-            self.store.publish(nodes, slots, "CLUSTER SHARDS");
+        if self.store.load().uncovered() > 0 {
+            self.poll().await;
         }
     }
 
     async fn poll(&mut self) {
         match topology::fetch(&self.store, &self.seeds, &self.auth, self.cfg.connect_timeout).await {
             Ok((nodes, slots)) => {
-                self.store.publish(nodes, slots, "poll");
+                self.store.publish(nodes, slots, "CLUSTER SHARDS");
             }
             Err(e) => tracing::warn!(error = %e, "topology poll failed"),
         }
