@@ -1,6 +1,11 @@
 //! One task per client connection: reads and parses everything in the read buffer, dispatches each
 //! request (local answer, refusal, or a routing future), and writes replies back strictly in request
 //! order, batching every reply that is ready into one write.
+//!
+//! Commands that change or depend on the connection's state (MULTI/EXEC/WATCH, blocking commands,
+//! subscriptions, WAIT, RESET) are barriers: the task first answers everything before them, then
+//! runs them alone, watching the client's socket so that a client that leaves mid-block releases
+//! its node connection at once. Subscription messages are written as they arrive.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,12 +22,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backend::Cx;
-use crate::command::{self, Class, Lookup};
-use crate::metrics::Outcome;
+use crate::command::{self, Class, CommandSpec, Lookup};
+use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
+use crate::pubsub::{self, Event, Kind, PubSub};
 use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
 use crate::router::Trace;
 use crate::session::{self, Session};
+use crate::transaction::TxState;
 
 /// A reply that is either known now or still being routed; avoids boxing local answers.
 enum ReplyFut {
@@ -42,35 +49,66 @@ impl Future for ReplyFut {
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
 
+/// Bytes a client may send ahead while one of its commands blocks, before we stop reading.
+const MAX_READ_AHEAD: usize = 1 << 20;
+
+/// One connection's state beyond the session: its transaction and its subscriptions.
+struct Conn {
+    session: Session,
+    tx: TxState,
+    pubsub: Option<PubSub>,
+}
+
+impl Conn {
+    /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.
+    fn subscribed_resp2(&self) -> bool {
+        self.session.proto < 3 && self.pubsub.as_ref().is_some_and(|ps| ps.active())
+    }
+}
+
+/// What to do with one parsed request.
+enum Plan {
+    Now(ReplyFut),
+    /// Run alone, once everything before it is answered.
+    Barrier(Arc<CommandSpec>, Request, Option<Instant>),
+}
+
 /// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
 pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let id = p.stats.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
     p.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
     p.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-    let mut session = Session::new(&p, id, peer.to_string());
+    let mut c = Conn { session: Session::new(&p, id, peer.to_string()), tx: TxState::default(), pubsub: None };
     let (mut rd, mut wr) = stream.into_split();
     let limits = Limits { max_bulk_len: p.cfg.limits.max_bulk_len, max_inline_len: p.cfg.limits.max_inline_len };
-    let mut parser = RequestParser::new(limits, session.authenticated);
+    let mut parser = RequestParser::new(limits, c.session.authenticated);
     let max_pipeline = p.cfg.limits.max_pipeline;
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut inflight: FuturesOrdered<ReplyFut> = FuturesOrdered::new();
+    let mut barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)> = None;
     // Once set we read no more: remaining replies are flushed, then the connection closes.
     let mut closing = false;
-
     // Set when the parser needs more bytes; cleared whenever new bytes arrive.
     let mut need_bytes = true;
     let mut shutdown = p.shutdown.clone();
     let mut draining = *shutdown.borrow();
-    loop {
+    let mut changes = p.topology.subscribe();
+    'conn: loop {
         // Requests already buffered are parsed before reading more, as soon as there is room:
         // a client that sent a deep pipeline and now only waits must not stall.
-        while !closing && !need_bytes && inflight.len() < max_pipeline {
+        // One clock read per batch of requests parsed from the buffer, not one per request.
+        let mut batch_clock = None;
+        while barrier.is_none() && !closing && !need_bytes && inflight.len() < max_pipeline {
             match parser.next(&mut rbuf) {
                 Ok(Parsed::Request(req)) => {
-                    inflight.push_back(dispatch(&p, &mut session, req));
-                    parser.authenticated = session.authenticated;
-                    if session.quit {
+                    let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
+                    match plan(&p, &mut c, req, started) {
+                        Plan::Now(f) => inflight.push_back(f),
+                        Plan::Barrier(spec, req, t) => barrier = Some((spec, req, t)),
+                    }
+                    parser.authenticated = c.session.authenticated;
+                    if c.session.quit {
                         closing = true;
                     }
                 }
@@ -82,6 +120,32 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
                     closing = true;
                 }
+            }
+        }
+        if inflight.is_empty() {
+            if let Some((spec, req, started)) = barrier.take() {
+                let out = tokio::select! {
+                    out = run_barrier(&p, &mut c, &spec, req, started) => out,
+                    gone = client_gone(&mut rd, &mut rbuf, &p) => {
+                        if gone {
+                            // Dropping the command's future closes its node connection.
+                            break 'conn;
+                        }
+                        continue 'conn;
+                    }
+                };
+                need_bytes = false;
+                for f in &out {
+                    wbuf.extend_from_slice(f);
+                }
+                if write_out(&p, &mut wr, &mut wbuf).await.is_err() {
+                    break;
+                }
+                parser.authenticated = c.session.authenticated;
+                if c.session.quit {
+                    closing = true;
+                }
+                continue;
             }
         }
         if closing && inflight.is_empty() {
@@ -101,6 +165,8 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 Err(_) => break,
             }
         }
+        let subscribed = c.pubsub.as_ref().is_some_and(|ps| ps.active());
+        let repair = c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
         tokio::select! {
             biased;
             Some(first) = inflight.next(), if !inflight.is_empty() => {
@@ -108,15 +174,36 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 while let Some(Some(r)) = inflight.next().now_or_never() {
                     wbuf.extend_from_slice(&r);
                 }
-                if wr.write_all(&wbuf).await.is_err() {
+                if write_out(&p, &mut wr, &mut wbuf).await.is_err() {
                     break;
                 }
-                if p.metrics.enabled {
-                    p.metrics.bytes_out.inc_by(wbuf.len() as u64);
+            }
+            Some(ev) = next_event(&mut c.pubsub), if subscribed => {
+                if let Some(ps) = c.pubsub.as_mut() {
+                    match ev {
+                        Event::Frame(id, f) => {
+                            if let Some(m) = ps.on_frame(id, f) {
+                                wbuf.extend_from_slice(&m);
+                            }
+                        }
+                        Event::Closed(id) => ps.on_closed(id),
+                    }
+                    if ps.needs_repair {
+                        ps.repair(&p).await;
+                    }
                 }
-                wbuf.clear();
-                if wbuf.capacity() > 4 * 1024 * 1024 {
-                    wbuf = BytesMut::with_capacity(16 * 1024);
+                if !wbuf.is_empty() && write_out(&p, &mut wr, &mut wbuf).await.is_err() {
+                    break;
+                }
+            }
+            _ = changes.changed(), if subscribed => {
+                if let Some(ps) = c.pubsub.as_mut() {
+                    ps.repair(&p).await;
+                }
+            }
+            _ = tokio::time::sleep(pubsub::REPAIR_EVERY), if repair => {
+                if let Some(ps) = c.pubsub.as_mut() {
+                    ps.repair(&p).await;
                 }
             }
             r = rd.read_buf(&mut rbuf), if !closing && need_bytes && inflight.len() < max_pipeline => {
@@ -135,8 +222,47 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
             _ = shutdown.changed(), if !draining => draining = true,
         }
     }
+    // Watches, subscriptions and blocked pops end with their connections.
+    drop(c);
     let _ = wr.shutdown().await;
     p.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
+    match ps.as_mut() {
+        Some(ps) => ps.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_out(p: &Proxy, wr: &mut tokio::net::tcp::OwnedWriteHalf, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    wr.write_all(wbuf).await?;
+    if p.metrics.enabled {
+        p.metrics.bytes_out.inc_by(wbuf.len() as u64);
+    }
+    wbuf.clear();
+    if wbuf.capacity() > 4 * 1024 * 1024 {
+        *wbuf = BytesMut::with_capacity(16 * 1024);
+    }
+    Ok(())
+}
+
+/// Resolves when the client has gone away (true), or sent more bytes (false, to be parsed once
+/// the running command is done). Stops reading once enough is buffered; then only the command's
+/// own end, or the connection's, ends the wait.
+async fn client_gone(rd: &mut tokio::net::tcp::OwnedReadHalf, rbuf: &mut BytesMut, p: &Proxy) -> bool {
+    if rbuf.len() >= MAX_READ_AHEAD {
+        return std::future::pending().await;
+    }
+    rbuf.reserve(4096);
+    match rd.read_buf(rbuf).await {
+        Ok(0) | Err(_) => true,
+        Ok(n) => {
+            count_in(p, n);
+            // More requests behind the blocking one: keep waiting for it (the caller loops).
+            false
+        }
+    }
 }
 
 #[inline]
@@ -146,44 +272,93 @@ fn count_in(p: &Proxy, n: usize) {
     }
 }
 
-/// Decides what answers `req`: the session (local commands), a refusal, or the router.
-fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
+const SUBSCRIBED_ONLY: &str =
+    "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+
+/// Decides what answers `req`: the session (local commands), a refusal, the router, or the
+/// connection itself in order (a barrier).
+fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
     let m = &p.metrics;
-    let started = m.enabled.then(Instant::now);
     let spec = match p.table.lookup(&req.args) {
         Lookup::Found(spec) => spec.clone(),
         Lookup::Unknown(e) | Lookup::WrongArity(e) => {
-            let reply = if s.authenticated { e } else { reply::error(NOAUTH) };
+            let reply = if c.session.authenticated {
+                c.tx.flag();
+                e
+            } else {
+                reply::error(NOAUTH)
+            };
             if m.enabled {
                 m.command("other").record(Outcome::Error);
             }
-            return ReplyFut::Ready(Some(reply));
+            return Plan::Now(ReplyFut::Ready(Some(reply)));
         }
     };
-    let local = |reply: Bytes, class: &str| {
+    let local = |reply: Bytes, class: Timed| {
         if let Some(t) = started {
-            m.command(&spec.name).record(if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok });
+            m.command_by_id(spec.metric_id).record(if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok });
             m.latency(class).observe(t.elapsed().as_secs_f64());
         }
-        ReplyFut::Ready(Some(reply))
+        Plan::Now(ReplyFut::Ready(Some(reply)))
     };
-    if !s.authenticated && !matches!(spec.name.as_str(), "auth" | "hello" | "quit") {
-        return local(reply::error(NOAUTH), "refused");
+    let name = spec.name.as_str();
+    if !c.session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
+        return local(reply::error(NOAUTH), Timed::Refused);
+    }
+    if c.subscribed_resp2()
+        && !matches!(
+            name,
+            "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        )
+    {
+        let e = format!("ERR Can't execute '{name}': {SUBSCRIBED_ONLY}");
+        return local(reply::error(&e), Timed::Refused);
+    }
+    if c.tx.in_multi() {
+        return match name {
+            "exec" | "discard" | "reset" => Plan::Barrier(spec, req, started),
+            "multi" => local(c.tx.begin(), Timed::Transaction),
+            "watch" => local(reply::error("ERR WATCH inside MULTI is not allowed"), Timed::Transaction),
+            "quit" => local(session::handle(p, &mut c.session, name, &req.args), Timed::Local),
+            _ => {
+                let r = c.tx.queue(p, &spec, req);
+                local(r, Timed::Transaction)
+            }
+        };
+    }
+    if c.subscribed_resp2() && name == "ping" {
+        // In subscribed mode Redis answers PING with a push-style array.
+        let msg = req.args.get(1).cloned().unwrap_or_default();
+        return local(reply::array(&[reply::bulk(b"pong"), reply::bulk(&msg)]), Timed::Local);
     }
     let class = match spec.class {
-        Class::Local => return local(session::handle(p, s, &spec.name, &req.args), "local"),
-        Class::Refused(why) => return local(reply::error(why), "refused"),
-        _ if spec.blocking && command::asks_to_block(&spec, &req.args) => {
-            return local(reply::error("ERR blocking commands are not supported by clusterless yet"), "refused")
+        Class::Stateful => match name {
+            "multi" => return local(c.tx.begin(), Timed::Transaction),
+            "unwatch" if !c.tx.watching() => return local(reply::ok(), Timed::Transaction),
+            _ => return Plan::Barrier(spec, req, started),
+        },
+        Class::Local if name == "reset" => return Plan::Barrier(spec, req, started),
+        Class::Local => return local(session::handle(p, &mut c.session, name, &req.args), Timed::Local),
+        Class::Refused(why) => return local(reply::error(why), Timed::Refused),
+        _ if spec.blocking && (!matches!(name, "xread" | "xreadgroup") || command::asks_to_block(&spec, &req.args)) => {
+            return Plan::Barrier(spec, req, started)
         }
-        Class::Keyed => "keyed",
-        Class::MGet | Class::MSet | Class::SumKeys => "fanout",
-        Class::AllMasters(_) | Class::RandomKey => "all_masters",
-        Class::AnyMaster => "any_master",
-        Class::Scan => "scan",
-        Class::Info => "info",
+        Class::Keyed => Timed::Keyed,
+        Class::MGet | Class::MSet | Class::SumKeys => Timed::Fanout,
+        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo => Timed::AllMasters,
+        Class::AnyMaster => Timed::AnyMaster,
+        Class::Scan => Timed::Scan,
+        Class::Info => Timed::Info,
     };
-    let cx = Cx { proto: s.proto, lane: s.id as u32 };
+    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
     let p = p.clone();
     ReplyFut::Routed(Box::pin(async move {
         let trace = Trace::default();
@@ -196,9 +371,76 @@ fn dispatch(p: &Arc<Proxy>, s: &mut Session, req: Request) -> ReplyFut {
             } else {
                 Outcome::Ok
             };
-            p.metrics.command(&spec.name).record(outcome);
+            p.metrics.command_by_id(spec.metric_id).record(outcome);
             p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
         }
         reply
     }))
+    .into()
+}
+
+impl From<ReplyFut> for Plan {
+    fn from(f: ReplyFut) -> Plan {
+        Plan::Now(f)
+    }
+}
+
+fn sub_kind(name: &str) -> Option<(Kind, bool)> {
+    Some(match name {
+        "subscribe" => (Kind::Channel, true),
+        "psubscribe" => (Kind::Pattern, true),
+        "ssubscribe" => (Kind::Shard, true),
+        "unsubscribe" => (Kind::Channel, false),
+        "punsubscribe" => (Kind::Pattern, false),
+        "sunsubscribe" => (Kind::Shard, false),
+        _ => return None,
+    })
+}
+
+/// Runs a barrier command; returns the frames to write.
+async fn run_barrier(
+    p: &Arc<Proxy>,
+    c: &mut Conn,
+    spec: &Arc<CommandSpec>,
+    req: Request,
+    started: Option<Instant>,
+) -> Vec<Bytes> {
+    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
+    let name = spec.name.as_str();
+    let (out, class): (Vec<Bytes>, Timed) = match name {
+        "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
+        "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
+        "watch" => (vec![c.tx.watch(p, &req.args, cx.proto).await], Timed::Transaction),
+        "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),
+        "reset" => {
+            c.tx.discard(p).await;
+            c.tx.unwatch(p).await;
+            c.pubsub = None;
+            (vec![session::handle(p, &mut c.session, name, &req.args)], Timed::Local)
+        }
+        "wait" => (vec![crate::blocking::wait(p, &req.args, cx).await], Timed::Blocking),
+        _ => match sub_kind(name) {
+            Some((kind, true)) => {
+                let proto = c.session.proto;
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
+            }
+            Some((kind, false)) => {
+                let proto = c.session.proto;
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                let out = ps.unsubscribe(kind, &req.args[1..]).await;
+                if !ps.active() {
+                    c.pubsub = None;
+                }
+                (out, Timed::Local)
+            }
+            None => (vec![crate::blocking::run(p, spec, req, cx).await], Timed::Blocking),
+        },
+    };
+    if let Some(t) = started {
+        let failed = out.first().is_some_and(|r| resp::is_error(r));
+        p.metrics.command_by_id(spec.metric_id).record(if failed { Outcome::Error } else { Outcome::Ok });
+        p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
+    }
+    out
 }

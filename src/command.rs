@@ -35,6 +35,11 @@ pub enum Class {
     Local,
     /// Refused with the given reason.
     Refused(&'static str),
+    /// Changes or depends on the client connection's state (MULTI/EXEC/WATCH, subscriptions,
+    /// WAIT): run by the client task in order, after everything before it was answered.
+    Stateful,
+    /// PUBSUB CHANNELS/NUMSUB/NUMPAT...: asked of every node and merged.
+    PubSubInfo,
 }
 
 /// How the replies of an all-masters command become one.
@@ -85,6 +90,9 @@ pub struct CommandSpec {
     pub keys: KeyRule,
     pub class: Class,
     pub subcommands: HashMap<Box<[u8]>, Arc<CommandSpec>>,
+    /// Where this command's counters sit in the metrics (subcommands share their container's);
+    /// `u32::MAX` counts as `other`. Set once by [`CommandTable::bind_metrics`].
+    pub metric_id: u32,
 }
 
 impl CommandSpec {
@@ -249,6 +257,22 @@ impl CommandTable {
         v
     }
 
+    /// Resolves each command's metric counters once, so that a request finds them by index.
+    /// Runs before the table is shared, while every spec has a single owner.
+    pub fn bind_metrics(&mut self, m: &crate::metrics::Metrics) {
+        for spec in self.map.values_mut() {
+            let id = m.command_id(&spec.name).unwrap_or(u32::MAX);
+            if let Some(s) = Arc::get_mut(spec) {
+                s.metric_id = id;
+                for sub in s.subcommands.values_mut() {
+                    if let Some(sub) = Arc::get_mut(sub) {
+                        sub.metric_id = id;
+                    }
+                }
+            }
+        }
+    }
+
     /// Number of top-level commands.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -350,6 +374,7 @@ impl Row {
             keys,
             class,
             subcommands: HashMap::new(),
+            metric_id: u32::MAX,
             name: self.name,
         }
     }
@@ -372,9 +397,6 @@ fn key_rule(name: &str) -> Option<KeyRule> {
     })
 }
 
-const TX_LATER: &str = "ERR MULTI/EXEC/WATCH are not supported by clusterless yet";
-const BLOCKING_LATER: &str = "ERR blocking commands are not supported by clusterless yet";
-const PUBSUB_LATER: &str = "ERR pub/sub subscriptions are not supported by clusterless yet";
 const NODE_ADMIN: &str =
     "ERR this command acts on one server and is not available through clusterless; run it on the cluster's nodes";
 
@@ -397,13 +419,13 @@ fn class_of(name: &str, keys: KeyRule) -> Class {
         "ping" | "echo" | "select" | "quit" | "auth" | "hello" | "reset" | "cluster" | "readonly" | "readwrite"
         | "asking" => Class::Local,
         n if n == "client" || n.starts_with("client|") || n.starts_with("cluster|") => Class::Local,
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => Class::Refused(TX_LATER),
-        "blpop" | "brpop" | "brpoplpush" | "blmove" | "blmpop" | "bzpopmin" | "bzpopmax" | "bzmpop" | "wait"
-        | "waitaof" => Class::Refused(BLOCKING_LATER),
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => {
-            Class::Refused(PUBSUB_LATER)
-        }
-        n if n == "pubsub" || n.starts_with("pubsub|") => Class::Refused(PUBSUB_LATER),
+        // Connection-state commands: the client task runs them in order, one at a time.
+        "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "psubscribe" | "unsubscribe"
+        | "punsubscribe" | "ssubscribe" | "sunsubscribe" | "wait" => Class::Stateful,
+        n if n == "pubsub" || n.starts_with("pubsub|") => Class::PubSubInfo,
+        "waitaof" => Class::Refused(
+            "ERR WAITAOF is not supported through clusterless: it refers to one connection's writes on one node",
+        ),
         "migrate" => {
             Class::Refused("ERR MIGRATE is not supported through clusterless: it moves keys behind the proxy's back")
         }
@@ -493,7 +515,9 @@ mod tests {
         assert_eq!(class("cluster slots"), Class::Local);
         assert_eq!(class("config get maxmemory"), Class::AnyMaster);
         assert!(matches!(class("config set maxmemory 1"), Class::Refused(_)));
-        assert!(matches!(class("blpop a 0"), Class::Refused(_)));
+        assert_eq!(class("blpop a 0"), Class::Keyed);
+        assert_eq!(class("multi"), Class::Stateful);
+        assert_eq!(class("pubsub numsub a"), Class::PubSubInfo);
         assert_eq!(class("time"), Class::AnyMaster);
     }
 }

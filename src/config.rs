@@ -121,6 +121,21 @@ struct FileConfig {
     admin: FileAdmin,
     #[serde(default)]
     lifecycle: FileLifecycle,
+    #[serde(default)]
+    transactions: FileTransactions,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTransactions {
+    cross_slot: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: String,
+    password: String,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -149,6 +164,8 @@ struct FileLimits {
 struct FileAuth {
     requirepass: Option<String>,
     user: Option<String>,
+    #[serde(default)]
+    users: Vec<FileUser>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -161,6 +178,7 @@ struct FileBackend {
     request_timeout_ms: Option<u64>,
     retry_budget_ms: Option<u64>,
     max_redirects: Option<u32>,
+    dedicated_per_node: Option<usize>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -198,6 +216,22 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    pub transactions: TransactionsConfig,
+}
+
+/// What MULTI ... EXEC does when its commands touch several slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CrossSlot {
+    /// `-CROSSSLOT` at queue time and `-EXECABORT` at EXEC, as Redis Cluster does.
+    #[default]
+    Refuse,
+    /// One MULTI/EXEC per node at EXEC, replies merged in order: atomic per shard only.
+    PerShard,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TransactionsConfig {
+    pub cross_slot: CrossSlot,
 }
 
 #[derive(Clone, Debug)]
@@ -215,6 +249,15 @@ pub struct AuthConfig {
     pub requirepass: Option<String>,
     /// The user name accepted with the password (`default` when unset).
     pub user: Option<String>,
+    /// Further ACL-style users (`AUTH name password`), besides `user`/`requirepass`.
+    pub users: Vec<(String, String)>,
+}
+
+impl AuthConfig {
+    /// Whether clients must authenticate at all.
+    pub fn required(&self) -> bool {
+        self.requirepass.is_some() || !self.users.is_empty()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -226,6 +269,8 @@ pub struct BackendConfig {
     pub request_timeout: Duration,
     pub retry_budget: Duration,
     pub max_redirects: u32,
+    /// Exclusive connections (blocking commands, WATCH, subscriptions) allowed per node.
+    pub dedicated_per_node: usize,
 }
 
 /// Where the slot map comes from.
@@ -277,6 +322,7 @@ impl Config {
                 request_timeout: Duration::from_millis(5000),
                 retry_budget: Duration::from_millis(3000),
                 max_redirects: 5,
+                dedicated_per_node: 256,
             },
             topology: TopologyConfig {
                 source: Source::Bus,
@@ -290,6 +336,7 @@ impl Config {
             log: LogConfig { level: "info".into(), json: false },
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
             drain_timeout: Duration::from_millis(10_000),
+            transactions: TransactionsConfig::default(),
         }
     }
 
@@ -335,6 +382,15 @@ impl Config {
         if c.auth.user.is_some() && c.auth.requirepass.is_none() {
             return Err(bad("auth.user", "set together with auth.requirepass"));
         }
+        for u in &file.auth.users {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                return Err(bad("auth.users", format!("`{}` is not a valid user name", u.name)));
+            }
+            if u.password.is_empty() {
+                return Err(bad("auth.users", format!("user `{}` needs a password", u.name)));
+            }
+            c.auth.users.push((u.name.clone(), u.password.clone()));
+        }
 
         let b = file.backend;
         c.backend.user = args.backend_user.clone().or(b.user).filter(|u| !u.is_empty());
@@ -355,6 +411,17 @@ impl Config {
         if c.backend.max_redirects == 0 || c.backend.max_redirects > 16 {
             return Err(bad("backend.max_redirects", "must be between 1 and 16"));
         }
+        c.backend.dedicated_per_node = b.dedicated_per_node.unwrap_or(c.backend.dedicated_per_node);
+        if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
+            return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));
+        }
+        c.transactions.cross_slot = match file.transactions.cross_slot.as_deref() {
+            None | Some("refuse") => CrossSlot::Refuse,
+            Some("per-shard") => CrossSlot::PerShard,
+            Some(other) => {
+                return Err(bad("transactions.cross_slot", format!("`{other}` is not \"refuse\" or \"per-shard\"")))
+            }
+        };
 
         let t = file.topology;
         c.topology.refresh_interval =

@@ -13,6 +13,11 @@
 //! - [`router`]: split, route, merge; redirects and retries.
 //! - [`info`]: INFO merged over the masters.
 //! - [`backend`]: multiplexed, pipelined node connections.
+//! - [`dedicated`]: exclusive node connections (blocking, WATCH, subscriptions), bounded per node.
+//! - [`transaction`]: MULTI/EXEC/WATCH, same-slot and per-shard.
+//! - [`blocking`]: blocking commands, including pops over keys in several slots.
+//! - [`pubsub`]: subscriptions that survive failovers and slot moves.
+//! - [`scripts`]: the scripts the proxy has seen, to reload them on NOSCRIPT.
 //! - [`gossip`]: the cluster-bus codec and observer.
 //! - [`topology`]: the slot map snapshot (arc-swap), its subscription and its refresher.
 //! - [`proxy`]: start-up, shared state, the accept loop and graceful drain.
@@ -25,16 +30,21 @@
 
 pub mod admin;
 pub mod backend;
+pub mod blocking;
 pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod dedicated;
 pub mod gossip;
 pub mod info;
 pub mod metrics;
 pub mod proxy;
+pub mod pubsub;
 pub mod resp;
 pub mod router;
+pub mod scripts;
 pub mod session;
 pub mod slot;
 pub mod topology;
+pub mod transaction;

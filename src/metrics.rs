@@ -39,9 +39,12 @@ pub struct Metrics {
     pub registry: Registry,
     /// When false nothing is recorded (admin endpoint off), to measure what recording costs.
     pub enabled: bool,
-    commands: HashMap<String, CommandCounters>,
+    /// Indexed by [`crate::command::CommandSpec::metric_id`] (the order of the names given to `new`).
+    commands: Vec<CommandCounters>,
+    by_name: HashMap<String, usize>,
     other: CommandCounters,
-    latency: HistogramVec,
+    /// Indexed by [`Timed`].
+    latency: Vec<Histogram>,
     pub clients_connected: IntGauge,
     pub clients_accepted: IntCounter,
     pub clients_rejected: IntCounter,
@@ -70,7 +73,23 @@ pub struct Metrics {
 }
 
 /// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
-pub const CLASSES: [&str; 8] = ["keyed", "fanout", "all_masters", "any_master", "scan", "info", "local", "refused"];
+pub const CLASSES: [&str; 10] =
+    ["keyed", "fanout", "all_masters", "any_master", "scan", "info", "local", "refused", "blocking", "transaction"];
+
+/// Index into [`CLASSES`]: the hot path picks its histogram by position, never by label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timed {
+    Keyed = 0,
+    Fanout,
+    AllMasters,
+    AnyMaster,
+    Scan,
+    Info,
+    Local,
+    Refused,
+    Blocking,
+    Transaction,
+}
 
 macro_rules! reg {
     ($r:expr, $m:expr) => {{
@@ -98,9 +117,10 @@ impl Metrics {
                 cmds.with_label_values(&[name, "redirect"]),
             ])
         };
-        let commands = command_names.iter().map(|n| (n.clone(), counters(n))).collect();
+        let commands = command_names.iter().map(|n| counters(n)).collect();
+        let by_name = command_names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let other = counters("other");
-        let latency = reg!(
+        let latency_vec = reg!(
             r,
             HistogramVec::new(
                 HistogramOpts::new("clusterless_command_duration_seconds", "Time from request parsed to reply ready")
@@ -108,9 +128,7 @@ impl Metrics {
                 &["class"]
             )?
         )?;
-        for c in CLASSES {
-            latency.with_label_values(&[c]);
-        }
+        let latency = CLASSES.iter().map(|c| latency_vec.with_label_values(&[c])).collect();
         let topology_source = reg!(
             r,
             IntGaugeVec::new(
@@ -134,6 +152,7 @@ impl Metrics {
         Ok(Arc::new(Metrics {
             enabled,
             commands,
+            by_name,
             other,
             latency,
             clients_connected: reg!(
@@ -259,16 +278,27 @@ impl Metrics {
         }
     }
 
-    /// Counters for a command name (subcommands count under their container).
-    #[inline]
+    /// Counters for a command name (subcommands count under their container). Off the hot path:
+    /// requests use [`Metrics::command_by_id`].
     pub fn command(&self, name: &str) -> &CommandCounters {
         let top = name.split('|').next().unwrap_or(name);
-        self.commands.get(top).unwrap_or(&self.other)
+        self.by_name.get(top).and_then(|&i| self.commands.get(i)).unwrap_or(&self.other)
+    }
+
+    /// Position of a command name's counters, for [`crate::command::CommandTable::bind_metrics`].
+    pub fn command_id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).map(|&i| i as u32)
+    }
+
+    /// Counters by position: an index, not a hash, per request.
+    #[inline]
+    pub fn command_by_id(&self, id: u32) -> &CommandCounters {
+        self.commands.get(id as usize).unwrap_or(&self.other)
     }
 
     #[inline]
-    pub fn latency(&self, class: &str) -> Histogram {
-        self.latency.with_label_values(&[class])
+    pub fn latency(&self, class: Timed) -> &Histogram {
+        &self.latency[class as usize]
     }
 
     /// Per-node handles, resolved once per backend connection.

@@ -25,6 +25,10 @@ pub struct Proxy {
     pub table: CommandTable,
     pub topology: Arc<TopologyStore>,
     pub backend: Arc<Backend>,
+    /// Exclusive connections: blocking commands, WATCH, subscriptions.
+    pub dedicated: crate::dedicated::DedicatedPool,
+    /// Scripts seen, for reloading on NOSCRIPT.
+    pub scripts: crate::scripts::Scripts,
     pub stats: Stats,
     pub started: Instant,
     /// The address actually bound (the configured port may be 0).
@@ -156,10 +160,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tracing::warn!(uncovered = topo.uncovered(), "some slots are not served by any master");
     }
     let first_master = topo.slot_owners().first().map(|s| s.to_string());
-    let (table, redis_version) = match &first_master {
+    let (mut table, redis_version) = match &first_master {
         Some(m) => load_table(m, &backend).await,
         None => (CommandTable::builtin(), String::new()),
     };
+    table.bind_metrics(&metrics);
 
     let listener = TcpListener::bind(cfg.listen).await.map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
     let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
@@ -173,6 +178,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         table,
         topology: store.clone(),
         backend: backend.clone(),
+        dedicated: crate::dedicated::DedicatedPool::new(
+            backend.auth().clone(),
+            cfg.backend.connect_timeout,
+            cfg.backend.dedicated_per_node,
+        ),
+        scripts: crate::scripts::Scripts::default(),
         stats: Stats::default(),
         started: Instant::now(),
         local_addr: addr,
@@ -237,6 +248,7 @@ async fn drop_departed_pools(p: Arc<Proxy>) {
     while changes.changed().await.is_ok() {
         let t = p.topology.load_full();
         p.backend.retain(&|addr| t.nodes.iter().any(|n| n.addr == addr));
+        p.dedicated.retain(&|addr| t.nodes.iter().any(|n| n.addr == addr));
     }
 }
 

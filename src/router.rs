@@ -19,7 +19,7 @@ use crate::resp::{self, reply, Request};
 use crate::slot;
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
+pub(crate) const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
 
 /// What happened to one request on its way, for the metrics.
 #[derive(Default)]
@@ -36,6 +36,42 @@ impl Trace {
 /// Routes a request whose class is not answered locally.
 pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let readonly = spec.readonly;
+    match spec.name.as_str() {
+        "eval" | "eval_ro" | "script|load" => {
+            let body = if spec.name == "script|load" { req.args.get(2) } else { req.args.get(1) };
+            if let Some(b) = body {
+                p.scripts.remember(b);
+            }
+        }
+        "evalsha" | "evalsha_ro" => return evalsha(p, spec, req, cx, trace).await,
+        _ => {}
+    }
+    route_class(p, spec, req, cx, trace, readonly).await
+}
+
+/// EVALSHA; on NOSCRIPT for a script the proxy has seen, loads it on every master and retries once
+/// (the node may be a master added or promoted after the load, or one whose cache was flushed).
+async fn evalsha(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, trace: &Trace) -> Bytes {
+    let readonly = spec.readonly;
+    let first = route_class(p.clone(), spec.clone(), req.clone(), cx, trace, readonly).await;
+    let noscript = resp::error_text(&first).is_some_and(|t| t.starts_with(b"NOSCRIPT"));
+    let Some(body) = req.args.get(1).filter(|_| noscript).and_then(|sha| p.scripts.get(sha)) else { return first };
+    let load = resp::encode_command(&[b"SCRIPT".as_ref(), b"LOAD", &body]);
+    let loaded = all_masters(&p, load, Merge::First, cx).await;
+    if resp::is_error(&loaded) {
+        return first;
+    }
+    route_class(p, spec, req, cx, trace, readonly).await
+}
+
+async fn route_class(
+    p: Arc<Proxy>,
+    spec: Arc<CommandSpec>,
+    req: Request,
+    cx: Cx,
+    trace: &Trace,
+    readonly: bool,
+) -> Bytes {
     match spec.class {
         Class::Keyed => {
             let keys = spec.key_positions(&req.args);
@@ -55,7 +91,8 @@ pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, 
         Class::RandomKey => random_key(&p, cx).await,
         Class::Scan => scan(&p, req, cx).await,
         Class::Info => crate::info::info(&p, &req.args, cx).await,
-        Class::Local | Class::Refused(_) => reply::error("ERR internal routing error"),
+        Class::PubSubInfo => crate::pubsub::pubsub_command(&p, &req.args, cx).await,
+        Class::Local | Class::Refused(_) | Class::Stateful => reply::error("ERR internal routing error"),
     }
 }
 
@@ -72,7 +109,7 @@ pub fn common_slot(args: &[Bytes], keys: &[usize]) -> Option<u16> {
 }
 
 /// What an error reply asks us to do.
-enum Redirect {
+pub(crate) enum Redirect {
     Moved {
         slot: u16,
         addr: String,
@@ -85,7 +122,7 @@ enum Redirect {
     None,
 }
 
-fn classify(reply: &[u8], from: &str) -> Redirect {
+pub(crate) fn classify(reply: &[u8], from: &str) -> Redirect {
     let Some(text) = resp::error_text(reply) else { return Redirect::None };
     let mut parts = text.split(|&b| b == b' ');
     let code = parts.next().unwrap_or_default();
@@ -118,7 +155,7 @@ fn classify(reply: &[u8], from: &str) -> Redirect {
 
 /// Retry pacing within a request's budget; wakes early when a new topology is published. A
 /// request that waits at least once counts as held; its total wait is recorded when it is done.
-struct Budget<'a> {
+pub(crate) struct Budget<'a> {
     p: &'a Proxy,
     deadline: Instant,
     /// Until when a request for a failing master waits for the new owner's claim.
@@ -136,7 +173,7 @@ impl Drop for Budget<'_> {
 }
 
 impl<'a> Budget<'a> {
-    fn new(p: &'a Proxy) -> Budget<'a> {
+    pub(crate) fn new(p: &'a Proxy) -> Budget<'a> {
         let now = Instant::now();
         Budget {
             p,
@@ -149,7 +186,7 @@ impl<'a> Budget<'a> {
 
     /// Holds a request whose master is failing until the map changes (the new owner's claim
     /// lands) or the hold runs out; false once it ran out, and the request then goes ahead.
-    async fn hold(&mut self, p: &Proxy) -> bool {
+    pub(crate) async fn hold(&mut self, p: &Proxy) -> bool {
         if Instant::now() >= self.hold_until {
             return false;
         }
@@ -158,7 +195,7 @@ impl<'a> Budget<'a> {
     }
 
     /// Waits before the next attempt; false when the budget is spent.
-    async fn wait(&mut self, p: &Proxy) -> bool {
+    pub(crate) async fn wait(&mut self, p: &Proxy) -> bool {
         let until = self.deadline;
         self.pause(p, until).await
     }
@@ -188,7 +225,7 @@ impl<'a> Budget<'a> {
     }
 }
 
-fn lost_error(e: &BackendError) -> Bytes {
+pub(crate) fn lost_error(e: &BackendError) -> Bytes {
     match e {
         BackendError::Timeout(m) => {
             reply::error(&format!("ERR clusterless: {m}; the command may or may not have been executed"))

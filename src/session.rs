@@ -22,7 +22,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(p: &Proxy, id: u64, peer: String) -> Session {
-        Session { id, peer, name: None, authenticated: p.cfg.auth.requirepass.is_none(), proto: 2, quit: false }
+        Session { id, peer, name: None, authenticated: !p.cfg.auth.required(), proto: 2, quit: false }
     }
 }
 
@@ -61,7 +61,7 @@ pub fn handle(p: &Proxy, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
         "reset" => {
             s.name = None;
             s.proto = 2;
-            s.authenticated = p.cfg.auth.requirepass.is_none();
+            s.authenticated = !p.cfg.auth.required();
             Bytes::from_static(b"+RESET\r\n")
         }
         "cluster" | "readonly" | "readwrite" | "asking" => reply::error(NOT_CLUSTER),
@@ -72,7 +72,22 @@ pub fn handle(p: &Proxy, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
 }
 
 fn auth(p: &Proxy, s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
+    if let Some(u) = user {
+        let listed = p.cfg.auth.users.iter().find(|(name, _)| name.as_bytes() == u);
+        if let Some((_, want)) = listed {
+            return if constant_time_eq(pass, want.as_bytes()) {
+                s.authenticated = true;
+                reply::ok()
+            } else {
+                reply::error(WRONGPASS)
+            };
+        }
+    }
     let Some(required) = &p.cfg.auth.requirepass else {
+        if p.cfg.auth.required() {
+            // Only the listed users exist; the default user is off, as with `user default off`.
+            return reply::error(WRONGPASS);
+        }
         // Redis without a password: the default user is "nopass", so AUTH default <anything> is OK.
         return match user {
             None => reply::error(NO_PASSWORD),

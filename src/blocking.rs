@@ -1,0 +1,563 @@
+//! Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN/MAX, BZMPOP, XREAD and
+//! XREADGROUP with BLOCK): each runs on an exclusive connection, never on a shared one, so a
+//! blocked client delays nobody. The node honours the timeout; when the client goes away the
+//! future is dropped and with it the connection (closed, never pooled with a pop pending).
+//!
+//! Pops over keys in several slots (Celery's queue plus its priority sub-queues) keep Redis's
+//! semantics without losing or duplicating an element: non-blocking pops in key order first (the
+//! first non-empty key wins); if all are empty, one blocking pop per slot, all at once; the first
+//! element that arrives is delivered, the other pops are cancelled with CLIENT UNBLOCK, and an
+//! element one of them took in the meantime is pushed back to the end it came from.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+
+use crate::backend::{BackendError, Cx};
+use crate::command::CommandSpec;
+use crate::dedicated::Dedicated;
+use crate::proxy::Proxy;
+use crate::resp::{self, reply, Request};
+use crate::router::{self, Budget, Redirect, Trace, CROSSSLOT};
+use crate::slot;
+
+/// Pops the proxy can spread over several slots.
+fn splittable(name: &str) -> bool {
+    matches!(name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop")
+}
+
+/// True for a null reply in either protocol.
+fn is_nil(r: &[u8]) -> bool {
+    matches!(r, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
+}
+
+/// Runs a blocking command for a client.
+pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
+    let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
+        // Bad numkeys and the like: any master produces Redis's own error, without blocking.
+        return single(p, None, &req.raw, cx).await;
+    };
+    match router::common_slot(&req.args, &keys) {
+        Some(s) => single(p, Some(s), &req.raw, cx).await,
+        None if splittable(&spec.name) => match Pop::parse(&spec.name, &req.args, &keys) {
+            Some(pop) => pop.run(p, cx).await,
+            None => single(p, None, &req.raw, cx).await,
+        },
+        None => reply::error(CROSSSLOT),
+    }
+}
+
+/// A blocking command whose keys share one slot, on an exclusive connection to its master.
+async fn single(p: &Proxy, slot: Option<u16>, cmd: &[u8], cx: Cx) -> Bytes {
+    let mut budget = Budget::new(p);
+    let mut redirects = 0;
+    let mut asking: Option<String> = None;
+    loop {
+        let owner = match slot {
+            Some(s) => p.topology.load().master_node(s).map(|n| (n.addr.clone(), n.failed)),
+            None => p.topology.load().masters().first().map(|a| (a.to_string(), false)),
+        };
+        let addr = match (asking.take(), owner) {
+            (Some(a), _) => {
+                let mut conn = match p.dedicated.get(&a, cx.proto).await {
+                    Ok(c) => c,
+                    Err(e) => return router::lost_error(&e),
+                };
+                let mut payload = b"*1\r\n$6\r\nASKING\r\n".to_vec();
+                payload.extend_from_slice(cmd);
+                return match conn.request(&payload, 2).await {
+                    Ok(mut r) => {
+                        p.dedicated.put(conn);
+                        r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply"))
+                    }
+                    Err(e) => router::lost_error(&e),
+                };
+            }
+            (None, Some((_, true))) if budget.hold(p).await => continue,
+            (None, Some((a, _))) => a,
+            (None, None) => {
+                p.topology.request_refresh();
+                if budget.wait(p).await {
+                    continue;
+                }
+                return reply::error(router::SLOT_NOT_SERVED);
+            }
+        };
+        let mut conn = match p.dedicated.get(&addr, cx.proto).await {
+            Ok(c) => c,
+            Err(e) => {
+                p.topology.request_refresh();
+                if budget.wait(p).await {
+                    continue;
+                }
+                return router::lost_error(&e);
+            }
+        };
+        let r = match conn.request(cmd, 1).await {
+            Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
+            Err(e) => return router::lost_error(&e),
+        };
+        p.dedicated.put(conn);
+        match router::classify(&r, &addr) {
+            Redirect::None => return r,
+            Redirect::Moved { slot: s, addr: to } => {
+                p.metrics.redirect("moved");
+                p.topology.patch_slot(s, &to);
+                p.topology.request_refresh();
+            }
+            Redirect::Ask { addr: to } => {
+                p.metrics.redirect("ask");
+                asking = Some(to);
+            }
+            Redirect::Retry(kind) => {
+                p.metrics.redirect(kind);
+                p.topology.request_refresh();
+                if !budget.wait(p).await {
+                    return r;
+                }
+            }
+        }
+        redirects += 1;
+        if redirects > p.backend.config().max_redirects {
+            return r;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Left,
+    Right,
+    Min,
+    Max,
+}
+
+/// A multi-slot blocking pop, taken apart.
+struct Pop<'a> {
+    /// Command name as the client sent it (BLPOP, BZMPOP...), reused for the per-slot pops.
+    name: &'a Bytes,
+    kind: &'static str,
+    keys: Vec<&'a Bytes>,
+    /// Seconds, as sent (0 = forever).
+    timeout: f64,
+    end: End,
+    /// COUNT for BLMPOP/BZMPOP.
+    count: Option<&'a Bytes>,
+}
+
+impl<'a> Pop<'a> {
+    fn parse(name: &str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
+        let seconds =
+            |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<f64>().ok().filter(|t| *t >= 0.0 && t.is_finite());
+        let ks: Vec<&Bytes> = keys.iter().filter_map(|&i| args.get(i)).collect();
+        match name {
+            "blpop" | "brpop" | "bzpopmin" | "bzpopmax" => {
+                let end = match name {
+                    "blpop" => End::Left,
+                    "brpop" => End::Right,
+                    "bzpopmin" => End::Min,
+                    _ => End::Max,
+                };
+                let kind = match name {
+                    "blpop" => "blpop",
+                    "brpop" => "brpop",
+                    "bzpopmin" => "bzpopmin",
+                    _ => "bzpopmax",
+                };
+                Some(Pop { name: &args[0], kind, keys: ks, timeout: seconds(args.last()?)?, end, count: None })
+            }
+            "blmpop" | "bzmpop" => {
+                // BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]
+                let after = keys.last()? + 1;
+                let dir = args.get(after)?;
+                let end = if dir.eq_ignore_ascii_case(b"left") {
+                    End::Left
+                } else if dir.eq_ignore_ascii_case(b"right") {
+                    End::Right
+                } else if dir.eq_ignore_ascii_case(b"min") {
+                    End::Min
+                } else if dir.eq_ignore_ascii_case(b"max") {
+                    End::Max
+                } else {
+                    return None;
+                };
+                let count = match args.get(after + 1) {
+                    Some(c) if c.eq_ignore_ascii_case(b"count") && args.len() == after + 3 => Some(&args[after + 2]),
+                    None => None,
+                    _ => return None,
+                };
+                let kind = if name == "blmpop" { "blmpop" } else { "bzmpop" };
+                Some(Pop { name: &args[0], kind, keys: ks, timeout: seconds(args.get(1)?)?, end, count })
+            }
+            _ => None,
+        }
+    }
+
+    fn end_word(&self) -> &'static str {
+        match self.end {
+            End::Left => "LEFT",
+            End::Right => "RIGHT",
+            End::Min => "MIN",
+            End::Max => "MAX",
+        }
+    }
+
+    /// The non-blocking form for one key, and whether its reply must be reshaped into the
+    /// blocking command's (`LPOP` answers the element, `BLPOP` answers key and element).
+    fn nonblocking(&self, key: &[u8]) -> Bytes {
+        let mut a: Vec<&[u8]> = Vec::new();
+        match self.kind {
+            "blpop" => a.extend([b"LPOP".as_ref(), key]),
+            "brpop" => a.extend([b"RPOP".as_ref(), key]),
+            "bzpopmin" => a.extend([b"ZPOPMIN".as_ref(), key]),
+            "bzpopmax" => a.extend([b"ZPOPMAX".as_ref(), key]),
+            _ => {
+                a.push(if self.kind == "blmpop" { b"LMPOP" } else { b"ZMPOP" });
+                a.extend([b"1".as_ref(), key, self.end_word().as_bytes()]);
+                if let Some(c) = self.count {
+                    a.extend([b"COUNT".as_ref(), c]);
+                }
+            }
+        }
+        resp::encode_command(&a)
+    }
+
+    /// The non-blocking reply in the blocking command's shape, or `None` when the key was empty.
+    fn reshape(&self, key: &[u8], r: &Bytes) -> Option<Bytes> {
+        if is_nil(r) {
+            return None;
+        }
+        match self.kind {
+            "blpop" | "brpop" => Some(reply::array(&[reply::bulk(key), r.clone()])),
+            "bzpopmin" | "bzpopmax" => {
+                let el = resp::aggregate_elements(r)?;
+                if el.len() < 2 {
+                    return None;
+                }
+                Some(reply::array(&[reply::bulk(key), el[0].clone(), el[1].clone()]))
+            }
+            _ => Some(r.clone()),
+        }
+    }
+
+    /// The per-slot blocking pop over `keys` with `secs` left.
+    fn blocking(&self, keys: &[&Bytes], secs: f64) -> Bytes {
+        let t = format_secs(secs);
+        let n = keys.len().to_string();
+        let mut a: Vec<&[u8]> = vec![self.name];
+        match self.kind {
+            "blmpop" | "bzmpop" => {
+                a.extend([t.as_bytes(), n.as_bytes()]);
+                a.extend(keys.iter().map(|k| k.as_ref()));
+                a.push(self.end_word().as_bytes());
+                if let Some(c) = self.count {
+                    a.extend([b"COUNT".as_ref(), c]);
+                }
+            }
+            _ => {
+                a.extend(keys.iter().map(|k| k.as_ref()));
+                a.push(t.as_bytes());
+            }
+        }
+        resp::encode_command(&a)
+    }
+
+    /// Commands that put back what a cancelled pop took: to the end it came from, in order.
+    fn push_back(&self, r: &Bytes) -> Option<(Bytes, Bytes)> {
+        let el = resp::aggregate_elements(r)?;
+        let key = resp::as_bulk(el.first()?)??;
+        let mut a: Vec<Bytes> = Vec::new();
+        match self.kind {
+            "blpop" | "brpop" => {
+                a.push(Bytes::from_static(if self.end == End::Left { b"LPUSH" } else { b"RPUSH" }));
+                a.push(key.clone());
+                a.push(resp::as_bulk(el.get(1)?)??);
+            }
+            "bzpopmin" | "bzpopmax" => {
+                a.extend([Bytes::from_static(b"ZADD"), key.clone(), score(el.get(2)?)?, resp::as_bulk(el.get(1)?)??]);
+            }
+            "blmpop" => {
+                a.push(Bytes::from_static(if self.end == End::Left { b"LPUSH" } else { b"RPUSH" }));
+                a.push(key.clone());
+                let items = resp::aggregate_elements(el.get(1)?)?;
+                for it in items.iter().rev() {
+                    a.push(resp::as_bulk(it)??);
+                }
+            }
+            _ => {
+                a.extend([Bytes::from_static(b"ZADD"), key.clone()]);
+                for pair in resp::aggregate_elements(el.get(1)?)? {
+                    let pe = resp::aggregate_elements(&pair)?;
+                    a.push(score(pe.get(1)?)?);
+                    a.push(resp::as_bulk(pe.first()?)??);
+                }
+            }
+        }
+        Some((key, resp::encode_command(&a)))
+    }
+
+    async fn run(self, p: &Proxy, cx: Cx) -> Bytes {
+        let deadline = (self.timeout > 0.0).then(|| Instant::now() + Duration::from_secs_f64(self.timeout));
+        let trace = Trace::default();
+        let mut budget = Budget::new(p);
+        loop {
+            // 1. The first non-empty key in argument order wins, as on one server.
+            for k in &self.keys {
+                let r = router::send_to_slot(p, slot::slot(k), self.nonblocking(k), false, cx, &trace).await;
+                if resp::is_error(&r) {
+                    return r;
+                }
+                if let Some(out) = self.reshape(k, &r) {
+                    return out;
+                }
+            }
+            let secs = match deadline {
+                None => 0.0,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
+                    if left < 0.001 {
+                        return nil(cx.proto);
+                    }
+                    left
+                }
+            };
+            // 2. Everything empty: block on every slot at once.
+            match self.block_all(p, cx, secs).await {
+                Some(r) => return r,
+                None => {
+                    // A slot moved or a node failed under us: look again with a fresh map.
+                    p.topology.request_refresh();
+                    if !budget.wait(p).await {
+                        return reply::error("ERR clusterless: the keys' slots kept moving while blocked");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One blocking pop per slot, all at once. `Some(reply)`: deliver it (an element, nil after the
+    /// timeout, or an error); `None`: a redirect or failure; try again from the start.
+    async fn block_all(&self, p: &Proxy, cx: Cx, secs: f64) -> Option<Bytes> {
+        let mut by_slot: Vec<(u16, Vec<&Bytes>)> = Vec::new();
+        for k in &self.keys {
+            let s = slot::slot(k);
+            match by_slot.iter_mut().find(|(x, _)| *x == s) {
+                Some((_, v)) => v.push(k),
+                None => by_slot.push((s, vec![k])),
+            }
+        }
+        let mut conns: Vec<(Dedicated, Bytes)> = Vec::new();
+        for (s, keys) in &by_slot {
+            let addr = p.topology.load().master_for(*s).map(str::to_string);
+            let got = match addr {
+                Some(a) => p.dedicated.get(&a, cx.proto).await.ok(),
+                None => None,
+            };
+            match got {
+                Some(c) => conns.push((c, self.blocking(keys, secs))),
+                None => {
+                    // Nothing was sent yet: the connections go back clean.
+                    conns.into_iter().for_each(|(c, _)| p.dedicated.put(c));
+                    return None;
+                }
+            }
+        }
+        // The node's own timeout ends each pop; past it plus the request timeout, a node that says
+        // nothing (stopped) is given up on.
+        let guard = (secs > 0.0).then(|| Duration::from_secs_f64(secs) + p.backend.config().request_timeout);
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let mut running: FuturesUnordered<_> = conns
+            .into_iter()
+            .map(|(mut c, cmd)| {
+                let mut cancel = cancel_rx.clone();
+                async move {
+                    let r = pop_once(p, cx, &mut c, &cmd, guard, &mut cancel).await;
+                    (c, r)
+                }
+            })
+            .collect();
+        let mut winner: Option<Bytes> = None;
+        let mut retry = false;
+        while let Some((c, r)) = running.next().await {
+            match r {
+                Ok(r) if is_nil(&r) => p.dedicated.put(c),
+                Ok(r) if resp::is_error(&r) => {
+                    p.dedicated.put(c);
+                    match router::classify(&r, "") {
+                        Redirect::Moved { slot, addr } => {
+                            p.topology.patch_slot(slot, &addr);
+                            retry = true;
+                        }
+                        Redirect::None if winner.is_none() => winner = Some(r),
+                        Redirect::None => {}
+                        _ => retry = true,
+                    }
+                }
+                Ok(r) => {
+                    p.dedicated.put(c);
+                    if winner.is_none() && !retry {
+                        winner = Some(r);
+                    } else {
+                        // Taken by a pop we were cancelling: back where it came from.
+                        self.restore(p, cx, &r).await;
+                    }
+                }
+                // The connection is dropped (closed) with the failure.
+                Err(_) => retry = true,
+            }
+            if winner.is_some() || retry {
+                let _ = cancel_tx.send(true);
+            }
+        }
+        match (winner, retry) {
+            (Some(w), _) => Some(w),
+            (None, true) => None,
+            (None, false) => Some(nil(cx.proto)),
+        }
+    }
+
+    /// Puts back what a cancelled pop took.
+    async fn restore(&self, p: &Proxy, cx: Cx, r: &Bytes) {
+        let Some((key, cmd)) = self.push_back(r) else {
+            tracing::error!("could not read a cancelled pop's reply; an element may be lost");
+            return;
+        };
+        let trace = Trace::default();
+        let out = router::send_to_slot(p, slot::slot(&key), cmd, false, cx, &trace).await;
+        if resp::is_error(&out) {
+            tracing::error!(key = %String::from_utf8_lossy(&key), error = %String::from_utf8_lossy(&out).trim_end(),
+                "could not push back an element taken by a cancelled pop");
+        }
+    }
+}
+
+/// Sends one blocking pop and waits for its reply. Once `cancel` fires, the node is asked to end
+/// the pop (CLIENT UNBLOCK, from a shared connection), again every 20 ms in case the pop had not
+/// reached the node yet; a pop that already took something still answers with it.
+async fn pop_once(
+    p: &Proxy,
+    cx: Cx,
+    c: &mut Dedicated,
+    cmd: &[u8],
+    guard: Option<Duration>,
+    cancel: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Bytes, BackendError> {
+    c.send(cmd).await?;
+    let give_up = guard.map(|g| Instant::now() + g);
+    let mut cancelled = *cancel.borrow();
+    loop {
+        if cancelled {
+            let id = c.node_client_id.to_string();
+            let unblock = resp::encode_command(&["CLIENT", "UNBLOCK", id.as_str()]);
+            let _ = p.backend.send(&c.addr, cx, unblock, 1).await;
+        }
+        let tick = if cancelled { Some(Instant::now() + Duration::from_millis(20)) } else { give_up };
+        tokio::select! {
+            r = c.read() => return r,
+            _ = cancel.changed(), if !cancelled => cancelled = true,
+            _ = sleep_until_opt(tick) => {
+                if !cancelled {
+                    return Err(BackendError::Timeout(format!("{} did not end a blocking pop in time", c.addr)));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn nil(proto: u8) -> Bytes {
+    if proto >= 3 {
+        Bytes::from_static(b"_\r\n")
+    } else {
+        Bytes::from_static(b"*-1\r\n")
+    }
+}
+
+/// A score as text from a RESP2 bulk or a RESP3 double.
+fn score(f: &Bytes) -> Option<Bytes> {
+    match f.first()? {
+        b',' => {
+            let end = f.iter().position(|&b| b == b'\r')?;
+            Some(f.slice(1..end))
+        }
+        _ => resp::as_bulk(f)?,
+    }
+}
+
+fn format_secs(s: f64) -> String {
+    if s == 0.0 {
+        "0".into()
+    } else {
+        format!("{:.3}", s.max(0.001))
+    }
+}
+
+/// A key name whose slot is `slot`, reserved for the proxy (WAIT's marker write).
+fn marker_key(slot: u16) -> Vec<u8> {
+    let mut i: u32 = 0;
+    loop {
+        let tag = format!("w{i}");
+        if slot::slot(tag.as_bytes()) == slot {
+            return format!("__clusterless_wait__{{{tag}}}").into_bytes();
+        }
+        i += 1;
+    }
+}
+
+/// Makes a propagated write that changes nothing (the key exists only inside the script), so
+/// that WAIT on a fresh connection waits for everything the master had before it.
+const MARKER: &str = "if redis.call('set', KEYS[1], '1', 'NX') then redis.call('del', KEYS[1]) end return 0";
+
+/// WAIT numreplicas timeout: on an exclusive connection per master, after a marker write there,
+/// so each master's WAIT covers every write it acknowledged before (this client's included).
+/// Answers the smallest count over the masters: how many replicas of every shard caught up.
+pub async fn wait(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
+    let (Some(n), Some(t)) = (args.get(1), args.get(2)) else { return crate::command::wrong_arity("wait") };
+    if resp::parse_int(n).is_none() || resp::parse_int(t).is_none_or(|t| t < 0) {
+        return reply::error("ERR timeout is not an integer or out of range");
+    }
+    let targets: Vec<(String, u16)> = {
+        let topo = p.topology.load();
+        let mut seen: Vec<(String, u16)> = Vec::new();
+        for s in 0..slot::SLOTS as u16 {
+            if let Some(a) = topo.master_for(s) {
+                if !seen.iter().any(|(x, _)| x == a) {
+                    seen.push((a.to_string(), s));
+                }
+            }
+        }
+        seen
+    };
+    if targets.is_empty() {
+        return reply::error(router::SLOT_NOT_SERVED);
+    }
+    let runs = targets.iter().map(|(addr, s)| async move {
+        let mut c = p.dedicated.get(addr, cx.proto).await?;
+        let key = marker_key(*s);
+        let mut payload = resp::encode_command(&[b"EVAL".as_ref(), MARKER.as_bytes(), b"1", &key]).to_vec();
+        payload.extend_from_slice(&resp::encode_command(&[b"WAIT".as_ref(), n, t]));
+        let r = c.request(&payload, 2).await?;
+        p.dedicated.put(c);
+        Ok::<Bytes, BackendError>(r.last().cloned().unwrap_or_default())
+    });
+    let mut min: Option<i64> = None;
+    for r in futures_util::future::join_all(runs).await {
+        match r {
+            Ok(f) if resp::is_error(&f) => return f,
+            Ok(f) => match resp::as_int(&f) {
+                Some(v) => min = Some(min.map_or(v, |m| m.min(v))),
+                None => return reply::error("ERR clusterless: unexpected WAIT reply"),
+            },
+            Err(e) => return router::lost_error(&e),
+        }
+    }
+    reply::int(min.unwrap_or(0))
+}

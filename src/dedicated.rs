@@ -1,0 +1,161 @@
+//! Exclusive node connections, for requests that hold connection state or block: blocking
+//! commands, WATCH ... EXEC and subscriptions. They never carry another client's traffic. Bounded
+//! per node (a semaphore, so a flood of blocked clients cannot exhaust a node's connections); a
+//! connection goes back to a small idle pool only when its request ended cleanly, and is closed
+//! otherwise (a client that disconnects mid-block must not leave a pending pop on a pooled one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::backend::{self, Auth, BackendError};
+use crate::resp::{self, ReplyScanner};
+
+/// Idle connections kept per (node, protocol).
+const MAX_IDLE: usize = 8;
+
+/// The exclusive connections of the proxy, per node.
+pub struct DedicatedPool {
+    auth: Auth,
+    connect_timeout: Duration,
+    per_node: usize,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    idle: Mutex<HashMap<(String, u8), Vec<Dedicated>>>,
+}
+
+/// One exclusive connection to a node.
+pub struct Dedicated {
+    pub addr: String,
+    pub proto: u8,
+    /// The node's own id for this connection (`CLIENT ID`), to unblock it from elsewhere.
+    pub node_client_id: i64,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    scanner: ReplyScanner,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl DedicatedPool {
+    pub fn new(auth: Auth, connect_timeout: Duration, per_node: usize) -> DedicatedPool {
+        DedicatedPool {
+            auth,
+            connect_timeout,
+            per_node: per_node.max(1),
+            limits: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An idle connection to `addr`, or a new one when the node's bound allows it. Waits up to the
+    /// connect timeout for a slot under the bound; never sends anything that could run twice.
+    pub async fn get(&self, addr: &str, proto: u8) -> Result<Dedicated, BackendError> {
+        if let Some(d) = self.idle.lock().ok().and_then(|mut m| m.get_mut(&(addr.to_string(), proto))?.pop()) {
+            return Ok(d);
+        }
+        let sem = {
+            let mut l = self.limits.lock().map_err(|_| BackendError::NotSent("dedicated pool poisoned".into()))?;
+            l.entry(addr.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_node))).clone()
+        };
+        let permit = match tokio::time::timeout(self.connect_timeout, sem.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(BackendError::NotSent(format!(
+                    "all {} dedicated connections to {addr} are busy (backend.dedicated_per_node)",
+                    self.per_node
+                )))
+            }
+        };
+        let mut stream =
+            backend::connect(addr, proto, &self.auth, self.connect_timeout).await.map_err(BackendError::NotSent)?;
+        let id = match tokio::time::timeout(
+            self.connect_timeout,
+            backend::exchange(&mut stream, &resp::encode_command(&["CLIENT", "ID"]), 1),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r.first().and_then(|f| resp::as_int(f)).unwrap_or(-1),
+            Ok(Err(e)) => return Err(BackendError::NotSent(format!("{addr}: {e}"))),
+            Err(_) => return Err(BackendError::NotSent(format!("{addr}: no answer to CLIENT ID"))),
+        };
+        Ok(Dedicated {
+            addr: addr.to_string(),
+            proto,
+            node_client_id: id,
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            scanner: ReplyScanner::default(),
+            _permit: permit,
+        })
+    }
+
+    /// Returns a connection whose last request was fully answered; it is closed instead when the
+    /// idle pool is full or it still holds unread bytes.
+    pub fn put(&self, d: Dedicated) {
+        if !d.rbuf.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.idle.lock() {
+            let v = m.entry((d.addr.clone(), d.proto)).or_default();
+            if v.len() < MAX_IDLE {
+                v.push(d);
+            }
+        }
+    }
+
+    /// Closes idle connections to nodes that `keep` rejects.
+    pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        if let Ok(mut m) = self.idle.lock() {
+            m.retain(|(addr, _), _| keep(addr));
+        }
+    }
+}
+
+impl Dedicated {
+    /// Writes a request (one or several commands).
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(payload)
+            .await
+            .map_err(|e| BackendError::NotSent(format!("connection to {} lost while sending: {e}", self.addr)))
+    }
+
+    /// The next complete frame. Cancel-safe: a partial frame stays buffered for the next call.
+    pub async fn read(&mut self) -> Result<Bytes, BackendError> {
+        loop {
+            match self.scanner.scan(&self.rbuf) {
+                Ok(Some(n)) => return Ok(self.rbuf.split_to(n).freeze()),
+                Ok(None) => {}
+                Err(e) => return Err(BackendError::Lost(format!("{}: {e}", self.addr))),
+            }
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) => return Err(BackendError::Lost(format!("connection to {} closed by the node", self.addr))),
+                Ok(_) => {}
+                Err(e) => return Err(BackendError::Lost(format!("connection to {} lost: {e}", self.addr))),
+            }
+        }
+    }
+
+    /// Sends `payload` holding `n` commands and reads their `n` replies (no time limit: blocking
+    /// commands bound themselves; callers wrap others in a timeout).
+    pub async fn request(&mut self, payload: &[u8], n: usize) -> Result<Vec<Bytes>, BackendError> {
+        self.send(payload).await?;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.read().await?);
+        }
+        Ok(out)
+    }
+
+    /// Splits into halves for a subscription: the reader task owns one, the client task the other.
+    /// Bytes already buffered come along.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf, BytesMut, OwnedSemaphorePermit) {
+        let (r, w) = self.stream.into_split();
+        (r, w, self.rbuf, self._permit)
+    }
+}

@@ -1,0 +1,524 @@
+//! Pub/Sub for one client: SUBSCRIBE / PSUBSCRIBE on one exclusive connection to a master (the
+//! cluster broadcasts PUBLISH to every node, so any node sees every message), SSUBSCRIBE on one
+//! exclusive connection per node owning the channels' slots. The proxy keeps the client's
+//! subscription sets itself, answers the confirmations with the client's own counts, and repairs
+//! subscriptions without the client noticing: when the node behind them dies, leaves the map, or
+//! (shard channels) gives up the slot, they are made again on the new node. Messages published
+//! during the gap may be missed, as with pub/sub anywhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+
+use crate::proxy::Proxy;
+use crate::resp::{self, reply, ReplyScanner};
+use crate::slot;
+
+/// What a subscription connection's reader reports.
+pub enum Event {
+    Frame(u64, Bytes),
+    Closed(u64),
+}
+
+struct SubConn {
+    id: u64,
+    addr: String,
+    wr: OwnedWriteHalf,
+    reader: JoinHandle<()>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for SubConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The kinds of subscription.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+impl Kind {
+    fn sub_word(self) -> &'static str {
+        match self {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+            Kind::Shard => "ssubscribe",
+        }
+    }
+    fn unsub_word(self) -> &'static str {
+        match self {
+            Kind::Channel => "unsubscribe",
+            Kind::Pattern => "punsubscribe",
+            Kind::Shard => "sunsubscribe",
+        }
+    }
+}
+
+/// One client's subscriptions.
+pub struct PubSub {
+    proto: u8,
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    /// Shard channel -> the node it is subscribed on.
+    shard: BTreeMap<Bytes, String>,
+    main: Option<SubConn>,
+    shard_conns: HashMap<String, SubConn>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    next_id: u64,
+    /// Something must be subscribed again (a connection died, a slot moved).
+    pub needs_repair: bool,
+}
+
+impl PubSub {
+    pub fn new(proto: u8) -> PubSub {
+        let (tx, rx) = mpsc::unbounded_channel();
+        PubSub {
+            proto,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            shard: BTreeMap::new(),
+            main: None,
+            shard_conns: HashMap::new(),
+            tx,
+            rx,
+            next_id: 0,
+            needs_repair: false,
+        }
+    }
+
+    /// True while the client holds any subscription (RESP2 clients are then in subscribed mode).
+    pub fn active(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
+    }
+
+    /// The next event from any subscription connection.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    fn confirm(&self, word: &str, name: Option<&[u8]>, count: usize) -> Bytes {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(if self.proto >= 3 { b">3\r\n" } else { b"*3\r\n" });
+        out.extend_from_slice(&reply::bulk(word.as_bytes()));
+        match name {
+            Some(n) => out.extend_from_slice(&reply::bulk(n)),
+            None => out.extend_from_slice(&reply::null(self.proto)),
+        }
+        out.extend_from_slice(&reply::int(count as i64));
+        out.freeze()
+    }
+
+    fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.shard.len(),
+            _ => self.channels.len() + self.patterns.len(),
+        }
+    }
+
+    async fn open(&mut self, p: &Proxy, addr: &str) -> Result<SubConn, String> {
+        let d = p.dedicated.get(addr, self.proto).await.map_err(|e| e.to_string())?;
+        let (rd, wr, buf, permit) = d.into_split();
+        self.next_id += 1;
+        let id = self.next_id;
+        let reader = tokio::spawn(read_loop(id, rd, buf, self.tx.clone()));
+        Ok(SubConn { id, addr: addr.to_string(), wr, reader, _permit: permit })
+    }
+
+    /// The connection for channels and patterns, opened on a live master when there is none.
+    async fn main_conn(&mut self, p: &Proxy) -> Result<&mut SubConn, String> {
+        if self.main.is_none() {
+            let masters: Vec<String> = {
+                let t = p.topology.load();
+                let mut m: Vec<(bool, String)> = t
+                    .masters()
+                    .into_iter()
+                    .map(|a| (t.nodes.iter().any(|n| n.addr == a && n.failed), a.to_string()))
+                    .collect();
+                m.sort_by_key(|(failed, _)| *failed);
+                let start = p.next_any();
+                let n = m.len().max(1);
+                (0..m.len()).map(|i| m[(start + i) % n].1.clone()).collect()
+            };
+            let mut last = "no master known".to_string();
+            for a in masters {
+                match self.open(p, &a).await {
+                    Ok(c) => {
+                        self.main = Some(c);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if self.main.is_none() {
+                return Err(last);
+            }
+        }
+        self.main.as_mut().ok_or_else(|| "no connection".to_string())
+    }
+
+    async fn shard_conn(&mut self, p: &Proxy, addr: &str) -> Result<&mut SubConn, String> {
+        if !self.shard_conns.contains_key(addr) {
+            let c = self.open(p, addr).await?;
+            self.shard_conns.insert(addr.to_string(), c);
+        }
+        self.shard_conns.get_mut(addr).ok_or_else(|| "no connection".to_string())
+    }
+
+    /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: returns what to write to the client, in order (the
+    /// confirmations, after any message that arrived while the nodes confirmed).
+    pub async fn subscribe(&mut self, p: &Proxy, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut fresh: Vec<Bytes> = Vec::new();
+        for n in names {
+            let known = match kind {
+                Kind::Channel => self.channels.contains(n),
+                Kind::Pattern => self.patterns.contains(n),
+                Kind::Shard => self.shard.contains_key(n),
+            };
+            if !known && !fresh.contains(n) {
+                fresh.push(n.clone());
+            }
+        }
+        if !fresh.is_empty() {
+            // Wait for the nodes' own confirmations: a message published after the client saw its
+            // confirmation must reach it.
+            let mut waiting: Vec<(u64, Bytes)> = Vec::new();
+            let sent = if kind == Kind::Shard {
+                let mut by_node: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
+                {
+                    let t = p.topology.load();
+                    for c in &fresh {
+                        match t.master_for(slot::slot(c)) {
+                            Some(a) => by_node.entry(a.to_string()).or_default().push(c.clone()),
+                            None => return vec![reply::error(crate::router::SLOT_NOT_SERVED)],
+                        }
+                    }
+                }
+                let mut r = Ok(());
+                for (addr, chans) in by_node {
+                    match self.send_sub(p, kind, Some(&addr), &chans).await {
+                        Ok(id) => {
+                            waiting.extend(chans.iter().map(|c| (id, c.clone())));
+                            for c in chans {
+                                self.shard.insert(c, addr.clone());
+                            }
+                        }
+                        Err(e) => r = Err(e),
+                    }
+                }
+                r
+            } else {
+                match self.send_sub(p, kind, None, &fresh).await {
+                    Ok(id) => {
+                        waiting.extend(fresh.iter().map(|c| (id, c.clone())));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = sent {
+                return vec![reply::error(&format!("ERR clusterless: cannot subscribe: {e}"))];
+            }
+            let deadline = tokio::time::Instant::now() + p.backend.config().request_timeout;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(Event::Frame(id, f))) => {
+                        let el = resp::aggregate_elements(&f).unwrap_or_default();
+                        let word = el.first().and_then(|w| resp::as_bulk(w).flatten());
+                        let name = el.get(1).and_then(|w| resp::as_bulk(w).flatten());
+                        if word.as_deref() == Some(kind.sub_word().as_bytes()) {
+                            waiting.retain(|(i, c)| !(*i == id && Some(c) == name.as_ref()));
+                        } else if let Some(m) = self.on_frame(id, f) {
+                            out.push(m);
+                        }
+                    }
+                    Ok(Some(Event::Closed(id))) => {
+                        self.on_closed(id);
+                        waiting.retain(|(i, _)| *i != id);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        for n in names {
+            match kind {
+                Kind::Channel => self.channels.insert(n.clone()),
+                Kind::Pattern => self.patterns.insert(n.clone()),
+                Kind::Shard => false,
+            };
+            out.push(self.confirm(kind.sub_word(), Some(n), self.count(kind)));
+        }
+        out
+    }
+
+    async fn send_sub(&mut self, p: &Proxy, kind: Kind, addr: Option<&str>, names: &[Bytes]) -> Result<u64, String> {
+        let mut cmd: Vec<&[u8]> = vec![kind.sub_word().as_bytes()];
+        cmd.extend(names.iter().map(|n| n.as_ref()));
+        let payload = resp::encode_command(&cmd);
+        let conn = match addr {
+            Some(a) => self.shard_conn(p, a).await?,
+            None => self.main_conn(p).await?,
+        };
+        conn.wr.write_all(&payload).await.map_err(|e| format!("{}: {e}", conn.addr))?;
+        Ok(conn.id)
+    }
+
+    /// UNSUBSCRIBE / PUNSUBSCRIBE / SUNSUBSCRIBE (no names: all of that kind).
+    pub async fn unsubscribe(&mut self, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
+        let targets: Vec<Bytes> = if names.is_empty() {
+            match kind {
+                Kind::Channel => self.channels.iter().cloned().collect(),
+                Kind::Pattern => self.patterns.iter().cloned().collect(),
+                Kind::Shard => self.shard.keys().cloned().collect(),
+            }
+        } else {
+            names.to_vec()
+        };
+        if targets.is_empty() {
+            return vec![self.confirm(kind.unsub_word(), None, self.count(kind))];
+        }
+        let mut out = Vec::new();
+        let mut by_node: BTreeMap<Option<String>, Vec<Bytes>> = BTreeMap::new();
+        for n in &targets {
+            let removed = match kind {
+                Kind::Channel => self.channels.remove(n).then_some(None),
+                Kind::Pattern => self.patterns.remove(n).then_some(None),
+                Kind::Shard => self.shard.remove(n).map(Some),
+            };
+            if let Some(node) = removed {
+                by_node.entry(node).or_default().push(n.clone());
+            }
+            out.push(self.confirm(kind.unsub_word(), Some(n), self.count(kind)));
+        }
+        for (node, chans) in by_node {
+            let mut cmd: Vec<&[u8]> = vec![kind.unsub_word().as_bytes()];
+            cmd.extend(chans.iter().map(|c| c.as_ref()));
+            let payload = resp::encode_command(&cmd);
+            let conn = match &node {
+                Some(a) => self.shard_conns.get_mut(a),
+                None => self.main.as_mut(),
+            };
+            if let Some(c) = conn {
+                // A failed write shows up as the connection closing; its repair skips these.
+                let _ = c.wr.write_all(&payload).await;
+            }
+        }
+        self.close_unused();
+        out
+    }
+
+    /// Closes connections that no longer carry a subscription.
+    fn close_unused(&mut self) {
+        if self.channels.is_empty() && self.patterns.is_empty() {
+            self.main = None;
+        }
+        let used: BTreeSet<&String> = self.shard.values().collect();
+        self.shard_conns.retain(|a, _| used.contains(a));
+    }
+
+    /// A frame from a subscription connection: a message to forward, or `None` (confirmations,
+    /// which the proxy answers itself, and frames of connections it already dropped).
+    pub fn on_frame(&mut self, id: u64, f: Bytes) -> Option<Bytes> {
+        let current = self.main.as_ref().is_some_and(|c| c.id == id) || self.shard_conns.values().any(|c| c.id == id);
+        if !current {
+            return None;
+        }
+        let el = resp::aggregate_elements(&f)?;
+        let word = resp::as_bulk(el.first()?)??;
+        match &word[..] {
+            b"message" | b"pmessage" | b"smessage" => Some(f),
+            b"sunsubscribe" => {
+                // Unasked for: the node gave up the channel's slot. Subscribe again where it went.
+                if let Some(ch) = el.get(1).and_then(|c| resp::as_bulk(c).flatten()) {
+                    let node = self.shard_conns.values().find(|c| c.id == id).map(|c| c.addr.clone());
+                    if node.is_some() && self.shard.get(&ch) == node.as_ref() {
+                        self.needs_repair = true;
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    pub fn on_closed(&mut self, id: u64) {
+        if self.main.as_ref().is_some_and(|c| c.id == id) {
+            self.main = None;
+            self.needs_repair = true;
+        }
+        let before = self.shard_conns.len();
+        self.shard_conns.retain(|_, c| c.id != id);
+        if self.shard_conns.len() != before {
+            self.needs_repair = true;
+        }
+    }
+
+    /// Makes the subscriptions match the current map: channels and patterns on a live master,
+    /// each shard channel on its slot's owner. Returns false when something could not be done yet
+    /// (call again later).
+    pub async fn repair(&mut self, p: &Proxy) -> bool {
+        let mut ok = true;
+        // The main connection's node failed or left the map: move before it goes silent for good.
+        if let Some(c) = &self.main {
+            let t = p.topology.load();
+            let gone = !t.masters().contains(&c.addr.as_str()) || t.nodes.iter().any(|n| n.addr == c.addr && n.failed);
+            if gone {
+                self.main = None;
+            }
+        }
+        if self.main.is_none() && !(self.channels.is_empty() && self.patterns.is_empty()) {
+            let chans: Vec<Bytes> = self.channels.iter().cloned().collect();
+            let pats: Vec<Bytes> = self.patterns.iter().cloned().collect();
+            let mut r = Ok(0);
+            if !chans.is_empty() {
+                r = self.send_sub(p, Kind::Channel, None, &chans).await;
+            }
+            if r.is_ok() && !pats.is_empty() {
+                r = self.send_sub(p, Kind::Pattern, None, &pats).await;
+            }
+            match r {
+                Ok(_) => {
+                    tracing::info!(node = ?self.main.as_ref().map(|c| c.addr.clone()), "subscriptions moved to another node")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot resubscribe yet");
+                    self.main = None;
+                    ok = false;
+                }
+            }
+        }
+        // Shard channels whose slot owner changed or whose connection died.
+        let moves: Vec<(Bytes, String)> = {
+            let t = p.topology.load();
+            self.shard
+                .iter()
+                .filter_map(|(ch, node)| {
+                    let owner = t.master_for(slot::slot(ch))?;
+                    (owner != node || !self.shard_conns.contains_key(node)).then(|| (ch.clone(), owner.to_string()))
+                })
+                .collect()
+        };
+        for (ch, owner) in moves {
+            if let Some(old) = self.shard.get(&ch).cloned() {
+                if let Some(c) = self.shard_conns.get_mut(&old) {
+                    let _ = c.wr.write_all(&resp::encode_command(&[b"SUNSUBSCRIBE".as_ref(), &ch])).await;
+                }
+            }
+            match self.send_sub(p, Kind::Shard, Some(&owner), std::slice::from_ref(&ch)).await {
+                Ok(_) => {
+                    self.shard.insert(ch, owner);
+                }
+                Err(_) => ok = false,
+            }
+        }
+        self.close_unused();
+        self.needs_repair = !ok;
+        ok
+    }
+}
+
+/// Forwards every frame of a subscription connection to its client task.
+async fn read_loop(id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut, tx: mpsc::UnboundedSender<Event>) {
+    let mut scanner = ReplyScanner::default();
+    loop {
+        loop {
+            match scanner.scan(&buf) {
+                Ok(Some(n)) => {
+                    if tx.send(Event::Frame(id, buf.split_to(n).freeze())).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = tx.send(Event::Closed(id));
+                    return;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Event::Closed(id));
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// How often a client whose subscriptions need repair tries again.
+pub const REPAIR_EVERY: Duration = Duration::from_millis(100);
+
+/// PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARDCHANNELS / SHARDNUMSUB across every node.
+pub async fn pubsub_command(p: &Proxy, args: &[Bytes], cx: crate::backend::Cx) -> Bytes {
+    let Some(sub) = args.get(1) else { return crate::command::wrong_arity("pubsub") };
+    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    let nodes: Vec<String> = p.topology.load().nodes.iter().filter(|n| !n.failed).map(|n| n.addr.clone()).collect();
+    let cmd = resp::encode_command(args);
+    let replies = futures_util::future::join_all(nodes.iter().map(|n| p.backend.send(n, cx, cmd.clone(), 1))).await;
+    let mut frames = Vec::new();
+    // A node that cannot answer is left out (as if it had no subscribers).
+    for mut v in replies.into_iter().flatten() {
+        let f = v.pop().unwrap_or_default();
+        if resp::is_error(&f) {
+            return f;
+        }
+        frames.push(f);
+    }
+    match sub.as_str() {
+        "channels" | "shardchannels" => {
+            let mut all: BTreeSet<Bytes> = BTreeSet::new();
+            for f in &frames {
+                for e in resp::aggregate_elements(f).unwrap_or_default() {
+                    if let Some(Some(b)) = resp::as_bulk(&e) {
+                        all.insert(b);
+                    }
+                }
+            }
+            let el: Vec<Bytes> = all.iter().map(|c| reply::bulk(c)).collect();
+            reply::array(&el)
+        }
+        "numsub" | "shardnumsub" => {
+            let names = &args[2..];
+            let mut sums = vec![0i64; names.len()];
+            for f in &frames {
+                // Flat [name, count, ...] in RESP2; a map in RESP3.
+                let el = map_or_array_elements(f);
+                for (i, pair) in el.chunks(2).enumerate() {
+                    if let (Some(s), Some(c)) = (sums.get_mut(i), pair.get(1)) {
+                        *s += resp::as_int(c).unwrap_or(0);
+                    }
+                }
+            }
+            let pairs: Vec<(Bytes, Bytes)> =
+                names.iter().zip(sums).map(|(n, c)| (reply::bulk(n), reply::int(c))).collect();
+            reply::map(cx.proto, &pairs)
+        }
+        "numpat" => reply::int(frames.iter().filter_map(|f| resp::as_int(f)).sum()),
+        _ => frames.into_iter().next().unwrap_or_else(|| reply::error("ERR clusterless: no node answered")),
+    }
+}
+
+/// Elements of an array or (RESP3) map reply, flattened.
+fn map_or_array_elements(f: &Bytes) -> Vec<Bytes> {
+    if f.first() == Some(&b'%') {
+        // Re-read the map as an array of twice as many elements.
+        let Some(eol) = f.iter().position(|&b| b == b'\r') else { return Vec::new() };
+        let Some(n) = resp::parse_int(&f[1..eol]) else { return Vec::new() };
+        let mut as_array = BytesMut::new();
+        as_array.extend_from_slice(format!("*{}\r\n", n * 2).as_bytes());
+        as_array.extend_from_slice(&f[eol + 2..]);
+        return resp::aggregate_elements(&as_array.freeze()).unwrap_or_default();
+    }
+    resp::aggregate_elements(f).unwrap_or_default()
+}

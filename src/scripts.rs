@@ -1,0 +1,58 @@
+//! The Lua scripts the proxy has seen (SCRIPT LOAD, EVAL), by SHA1, so that an EVALSHA a node
+//! answers with NOSCRIPT (a master added or promoted after the load, a SCRIPT FLUSH on one node)
+//! can be loaded there and retried once. Bounded: past the cap, the oldest half is forgotten.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+/// Scripts remembered at most.
+const CAP: usize = 10_000;
+
+#[derive(Default)]
+pub struct Scripts {
+    /// Lower-case hex SHA1 -> body, with an insertion counter for eviction.
+    map: Mutex<HashMap<String, (u64, Bytes)>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+/// Lower-case hex SHA1 of a script body, as Redis names it.
+pub fn sha1_hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+impl Scripts {
+    pub fn remember(&self, body: &Bytes) {
+        let sha = sha1_hex(body);
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= CAP && !m.contains_key(&sha) {
+                let mut ages: Vec<u64> = m.values().map(|(a, _)| *a).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                m.retain(|_, (a, _)| *a > cut);
+            }
+            m.insert(sha, (n, body.clone()));
+        }
+    }
+
+    pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
+        let key = String::from_utf8_lossy(sha).to_ascii_lowercase();
+        self.map.lock().ok()?.get(&key).map(|(_, b)| b.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha_matches_redis() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        let s = Scripts::default();
+        s.remember(&Bytes::from_static(b"return 1"));
+        assert!(s.get(b"E0E1F9FABFC9D4800C877A703B823AC0578FF8DB").is_some());
+    }
+}
