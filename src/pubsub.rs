@@ -500,9 +500,9 @@ pub async fn pubsub_command(p: &Proxy, args: &[Bytes], cx: crate::backend::Cx) -
                     }
                 }
             }
-            let pairs: Vec<(Bytes, Bytes)> =
-                names.iter().zip(sums).map(|(n, c)| (reply::bulk(n), reply::int(c))).collect();
-            reply::map(cx.proto, &pairs)
+            // A flat array in both protocols, as Redis answers it.
+            let flat: Vec<Bytes> = names.iter().zip(sums).flat_map(|(n, c)| [reply::bulk(n), reply::int(c)]).collect();
+            reply::array(&flat)
         }
         "numpat" => reply::int(frames.iter().filter_map(|f| resp::as_int(f)).sum()),
         _ => frames.into_iter().next().unwrap_or_else(|| reply::error("ERR clusterless: no node answered")),

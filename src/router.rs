@@ -44,6 +44,13 @@ pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, 
             }
         }
         "evalsha" | "evalsha_ro" => return evalsha(p, spec, req, cx, trace).await,
+        "script|flush" => p.scripts.forget_all(),
+        // Every node hears every PUBLISH over the cluster bus, but messages sent to different
+        // nodes can overtake each other: one node per channel keeps a publisher's order.
+        "publish" if req.args.len() == 3 => {
+            let s = slot::slot(&req.args[1]);
+            return send_to_slot(&p, s, req.raw, false, cx, trace).await;
+        }
         _ => {}
     }
     route_class(p, spec, req, cx, trace, readonly).await

@@ -37,6 +37,13 @@ impl Scripts {
         }
     }
 
+    /// SCRIPT FLUSH through the proxy: a flushed script must not come back by itself.
+    pub fn forget_all(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
+
     pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
         let key = String::from_utf8_lossy(sha).to_ascii_lowercase();
         self.map.lock().ok()?.get(&key).map(|(_, b)| b.clone())
