@@ -538,6 +538,20 @@ mod tests {
         assert!(e.contains("bogus") && !e.contains('\n'), "{e}");
         let e = with_file("seeds = [\"host-without-port\"]\n").unwrap_err().0;
         assert!(e.contains("seeds"), "{e}");
+        let e = with_file("[transactions]\ncross_slot = \"yes\"\n").unwrap_err().0;
+        assert!(e.contains("transactions.cross_slot") && e.contains("per-shard"), "{e}");
+        let e = with_file("[[auth.users]]\nname = \"app\"\npassword = \"\"\n").unwrap_err().0;
+        assert!(e.contains("auth.users"), "{e}");
+    }
+
+    #[test]
+    fn stateful_settings() {
+        let c = with_file("[transactions]\ncross_slot = \"per-shard\"\n[[auth.users]]\nname = \"app\"\npassword = \"pw\"\n[backend]\ndedicated_per_node = 4\n").unwrap(); // ok: test
+        assert_eq!(c.transactions.cross_slot, CrossSlot::PerShard);
+        assert_eq!(c.auth.users, vec![("app".to_string(), "pw".to_string())]);
+        assert!(c.auth.required());
+        assert_eq!(c.backend.dedicated_per_node, 4);
+        assert_eq!(Config::defaults().transactions.cross_slot, CrossSlot::Refuse);
     }
 
     #[test]

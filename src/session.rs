@@ -202,10 +202,16 @@ fn client(p: &Proxy, s: &mut Session, args: &[Bytes]) -> Bytes {
         "info" if args.len() == 2 => reply::bulk(client_line(p, s).as_bytes()),
         "list" => reply::bulk(client_line(p, s).as_bytes()),
         "setname" | "getname" | "id" | "setinfo" | "info" => crate::command::wrong_arity(&format!("client|{sub_l}")),
-        "kill" | "pause" | "unpause" | "tracking" | "trackinginfo" | "caching" | "getredir" | "reply" | "no-evict"
-        | "no-touch" | "unblock" => {
-            reply::error(&format!("ERR CLIENT {} is not supported by clusterless yet", sub_l.to_ascii_uppercase()))
-        }
+        // The proxy's own connections to the nodes are never evicted for a client's sake.
+        "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
+        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => reply::error(&format!(
+            "ERR CLIENT {} is not supported through clusterless: it acts on one node's connections, and the proxy's clients are not the nodes' clients",
+            sub_l.to_ascii_uppercase()
+        )),
+        "tracking" | "trackinginfo" | "caching" | "getredir" => reply::error(&format!(
+            "ERR CLIENT {} is not supported through clusterless: client-side caching needs each node to send invalidations for one client connection",
+            sub_l.to_ascii_uppercase()
+        )),
         "help" => reply::array(&[reply::bulk(
             b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST are answered by clusterless.",
         )]),

@@ -49,16 +49,17 @@ async fn local_commands_and_errors_match_redis() {
             cmd.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
         );
     }
-    // Stateful commands not yet supported get a clear error and the connection stays usable.
-    for cmd in [
-        &[b"MULTI".as_ref()][..],
-        &[b"BLPOP", b"q", b"0"],
-        &[b"SUBSCRIBE", b"ch"],
-        &[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"s", b"$"],
-    ] {
+    // Commands that act on one node's connection get a clear error and the connection stays usable.
+    for cmd in [&[b"WAITAOF".as_ref(), b"0", b"0", b"0"][..], &[b"MONITOR"], &[b"MOVE", b"k", b"1"]] {
         let got = r.cmd(cmd).await;
         assert!(got.starts_with(b"-ERR"), "{}", String::from_utf8_lossy(&got));
     }
+    // Stateful commands run in order with the pipelined ones around them.
+    r.send(b"SET {p}k 1\r\nMULTI\r\nINCR {p}k\r\nEXEC\r\nBLPOP {p}empty 0.1\r\nGET {p}k\r\n").await;
+    let got = r.read_replies(6).await;
+    assert_eq!(got[3], b"*1\r\n:2\r\n");
+    assert_eq!(got[4], b"*-1\r\n");
+    assert_eq!(got[5], b"$1\r\n2\r\n");
     assert_eq!(r.cmd(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
     let id = r.cmd(&[b"CLIENT", b"ID"]).await;
     assert!(id.starts_with(b":"));

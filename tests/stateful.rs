@@ -357,3 +357,24 @@ async fn resp3_clients_get_resp3_replies_and_pushes() {
     assert_eq!(c.cmd(&[b"RESET"]).await, b"+RESET\r\n");
     assert_eq!(c.cmd(&[b"GET", b"missing"]).await, b"$-1\r\n", "RESET returns to RESP2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_style_users_from_config() {
+    let env = start_with(small(), |cfg| cfg.auth.users = vec![("app".into(), "s3cret".into())]).await;
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.cmd(&[b"GET", b"k"]).await, b"-NOAUTH Authentication required.\r\n");
+    assert_eq!(
+        c.cmd(&[b"AUTH", b"s3cret"]).await,
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        c.cmd(&[b"AUTH", b"app", b"nope"]).await,
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    let hello = c.cmd(&[b"HELLO", b"3", b"AUTH", b"app", b"s3cret", b"SETNAME", b"worker"]).await;
+    assert!(hello.starts_with(b"%7\r\n"), "{}", String::from_utf8_lossy(&hello));
+    assert_eq!(c.cmd(&[b"CLIENT", b"GETNAME"]).await, b"$6\r\nworker\r\n");
+    assert_eq!(c.cmd(&[b"GET", b"k"]).await, b"_\r\n");
+    assert_eq!(c.cmd(&[b"CLIENT", b"NO-EVICT", b"on"]).await, b"+OK\r\n");
+    assert!(c.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await.starts_with(b"-ERR CLIENT TRACKING is not supported"));
+}
