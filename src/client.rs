@@ -124,17 +124,27 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         }
         if inflight.is_empty() {
             if let Some((spec, req, started)) = barrier.take() {
-                let out = tokio::select! {
-                    out = run_barrier(&p, &mut c, &spec, req, started) => out,
-                    gone = client_gone(&mut rd, &mut rbuf, &p) => {
-                        if gone {
-                            // Dropping the command's future closes its node connection.
-                            break 'conn;
+                let mut more = false;
+                let out = {
+                    let run = run_barrier(&p, &mut c, &spec, req, started);
+                    tokio::pin!(run);
+                    loop {
+                        tokio::select! {
+                            out = &mut run => break out,
+                            gone = client_gone(&mut rd, &mut rbuf, &p) => {
+                                if gone {
+                                    // Dropping the command's future closes its node connection.
+                                    break 'conn;
+                                }
+                                // More requests behind this one: parsed once it is answered.
+                                more = true;
+                            }
                         }
-                        continue 'conn;
                     }
                 };
-                need_bytes = false;
+                if more {
+                    need_bytes = false;
+                }
                 for f in &out {
                     wbuf.extend_from_slice(f);
                 }
@@ -259,7 +269,6 @@ async fn client_gone(rd: &mut tokio::net::tcp::OwnedReadHalf, rbuf: &mut BytesMu
         Ok(0) | Err(_) => true,
         Ok(n) => {
             count_in(p, n);
-            // More requests behind the blocking one: keep waiting for it (the caller loops).
             false
         }
     }

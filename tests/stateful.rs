@@ -233,6 +233,15 @@ async fn blocking_pops_honour_timeouts_order_and_disconnects() {
         redis::cmd("BZPOPMIN").arg("z{0}").arg("z{1}").arg(1).query_async(&mut c).await.unwrap();
     assert_eq!(r, ("z{1}".to_string(), "m".to_string(), 2.5));
 
+    // Requests sent while a pop blocks wait their turn; the pop is not cut short by them.
+    let mut raw = Raw::connect(env.addr()).await;
+    let t = std::time::Instant::now();
+    raw.send(b"BLPOP {p}q 1\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.send(b"PING\r\n").await;
+    assert_eq!(raw.read_replies(2).await, vec![b"*-1\r\n".to_vec(), b"+PONG\r\n".to_vec()]);
+    assert!(t.elapsed() >= Duration::from_millis(950));
+
     // A client that leaves mid-block frees its node connection and pops nothing afterwards.
     let mut raw = Raw::connect(env.addr()).await;
     raw.send(&clusterless::resp::encode_command(&[b"BLPOP".as_ref(), b"gone{x}", b"0"])).await;
