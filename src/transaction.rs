@@ -7,8 +7,8 @@
 //! EXECABORT and nothing ran) is sent again where the slot now lives.
 //!
 //! Across slots: by default `-CROSSSLOT` at queue time and `-EXECABORT` at EXEC, as Redis Cluster;
-//! with `transactions.cross_slot = "per-shard"` one block per node, replies merged in queue order,
-//! atomic per shard only.
+//! with `transactions.cross_slot = "per-shard"` one block per slot (a node refuses a block over two
+//! of its slots), the blocks of a node pipelined, replies merged in queue order: atomic per slot.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -258,8 +258,10 @@ fn is_null(r: &[u8]) -> bool {
     r == b"*-1\r\n" || r == b"_\r\n"
 }
 
-/// Runs the queued commands as one block per node; `watches` are used for their nodes' blocks and
-/// the connections that failed are dropped from it.
+/// Runs the queued commands as one block per slot (a node runs `MULTI ... EXEC` only over one
+/// slot's keys), the blocks of one node pipelined on the client's lane. A watched node's first
+/// block runs on its watch connection, where the node checks the watch; its other blocks follow
+/// once that one ran. `watches` keep the connections that are still clean.
 async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>) -> Bytes {
     let mut results: Vec<Option<Bytes>> = vec![None; queued.len()];
     let mut pending: Vec<usize> = (0..queued.len()).collect();
@@ -268,17 +270,14 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
     let mut budget = Budget::new(p);
     let mut first_round = true;
     loop {
-        // Group by the node that owns each command's slot; keyless commands join the first group.
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        // Node -> slot -> commands; keyless commands join the first block.
+        let mut groups: BTreeMap<String, BTreeMap<Option<u16>, Vec<usize>>> = BTreeMap::new();
         let mut keyless = Vec::new();
         {
             let t = p.topology.load();
             for &i in &pending {
-                match queued[i].slot {
-                    Some(s) => match t.master_for(s) {
-                        Some(a) => groups.entry(a.to_string()).or_default().push(i),
-                        None => keyless.push(i),
-                    },
+                match queued[i].slot.and_then(|s| Some((s, t.master_for(s)?))) {
+                    Some((s, a)) => groups.entry(a.to_string()).or_default().entry(Some(s)).or_default().push(i),
                     None => keyless.push(i),
                 }
             }
@@ -289,32 +288,23 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
                     .cloned()
                     .or_else(|| watches.first().map(|w| w.addr.clone()))
                     .or_else(|| t.masters().first().map(|a| a.to_string()));
-                match target {
-                    Some(a) => {
-                        let g = groups.entry(a).or_default();
-                        g.extend(keyless);
-                        g.sort_unstable();
-                    }
-                    None => return reply::error(router::SLOT_NOT_SERVED),
-                }
+                let Some(a) = target else { return reply::error(router::SLOT_NOT_SERVED) };
+                let node = groups.entry(a).or_default();
+                let first = node.keys().next().copied().unwrap_or(None);
+                let b = node.entry(first).or_default();
+                b.extend(keyless);
+                b.sort_unstable();
             }
         }
         if first_round {
             first_round = false;
             // A watched node with no command of ours still decides: a changed key aborts all.
-            let mut checks = Vec::new();
-            for (i, w) in watches.iter().enumerate() {
-                if !groups.contains_key(&w.addr) {
-                    checks.push(i);
-                }
-            }
-            for i in checks.into_iter().rev() {
+            let checks: Vec<usize> =
+                (0..watches.len()).filter(|&i| !groups.contains_key(&watches[i].addr)).rev().collect();
+            for i in checks {
                 let mut w = watches.remove(i);
-                let payload = resp::encode_command(&["MULTI"]);
-                let mut b = BytesMut::from(&payload[..]);
-                b.put_slice(&resp::encode_command(&["EXEC"]));
                 let limit = p.backend.config().request_timeout;
-                match tokio::time::timeout(limit, w.request(&b, 2)).await {
+                match tokio::time::timeout(limit, w.request(b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n", 2)).await {
                     Ok(Ok(r)) if r.last().is_some_and(|r| !is_null(r) && !resp::is_error(r)) => p.dedicated.put(w),
                     // Changed (nil), or the node cannot confirm: do not run anything.
                     _ => return null(cx.proto),
@@ -322,54 +312,53 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
             }
         }
         let mut runs = Vec::new();
-        for (addr, idx) in groups {
+        for (addr, blocks) in groups {
             let conn = watches.iter().position(|w| w.addr == addr).map(|i| watches.remove(i));
-            runs.push(async move {
-                let (b, conn) = block(p, cx, &addr, &idx, queued, conn).await;
-                (idx, b, conn)
-            });
+            runs.push(node_blocks(p, cx, addr, blocks.into_values().collect(), queued, conn));
         }
         let outcomes = futures_util::future::join_all(runs).await;
         pending.clear();
-        let mut again_kinds = false;
-        for (idx, b, conn) in outcomes {
+        let mut again = false;
+        for (done, conn) in outcomes {
             if let Some(c) = conn {
                 watches.push(c);
             }
-            match b {
-                Block::Done(r) => {
-                    let el = resp::aggregate_elements(&r).unwrap_or_default();
-                    if el.len() != idx.len() {
-                        let e = reply::error("ERR clusterless: unexpected EXEC reply from a node");
-                        idx.iter().for_each(|&i| results[i] = Some(e.clone()));
-                    } else {
-                        for (&i, v) in idx.iter().zip(el) {
-                            results[i] = Some(v);
+            for (idx, b) in done {
+                match b {
+                    Block::Done(r) => {
+                        let el = resp::aggregate_elements(&r).unwrap_or_default();
+                        if el.len() != idx.len() {
+                            let e = reply::error("ERR clusterless: unexpected EXEC reply from a node");
+                            idx.iter().for_each(|&i| results[i] = Some(e.clone()));
+                        } else {
+                            for (&i, v) in idx.iter().zip(el) {
+                                results[i] = Some(v);
+                            }
                         }
+                        done_any = true;
                     }
-                    done_any = true;
-                }
-                Block::Aborted => {
-                    aborted_any = true;
-                    let e = reply::error(
-                        "EXECABORT clusterless: a WATCHed key changed on this command's node; its part did not run",
-                    );
-                    idx.iter().for_each(|&i| results[i] = Some(e.clone()));
-                }
-                Block::Again => {
-                    again_kinds = true;
-                    pending.extend(idx);
-                }
-                Block::Failed(e) => {
-                    done_any = true;
-                    idx.iter().for_each(|&i| results[i] = Some(e.clone()));
+                    Block::Aborted => {
+                        aborted_any = true;
+                        let e = reply::error(
+                            "EXECABORT clusterless: a WATCHed key changed on this command's node; its part did not run",
+                        );
+                        idx.iter().for_each(|&i| results[i] = Some(e.clone()));
+                    }
+                    Block::Again => {
+                        again = true;
+                        pending.extend(idx);
+                    }
+                    Block::Failed(e) => {
+                        done_any = true;
+                        idx.iter().for_each(|&i| results[i] = Some(e.clone()));
+                    }
                 }
             }
         }
         if pending.is_empty() {
             break;
         }
-        if again_kinds && !budget.wait(p).await {
+        if again && !budget.wait(p).await {
             let e = reply::error("ERR clusterless: the transaction's slots kept moving; it did not run");
             if !done_any && !aborted_any {
                 return e;
@@ -385,6 +374,34 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
     let all: Vec<Bytes> =
         results.into_iter().map(|r| r.unwrap_or_else(|| reply::error("ERR clusterless: missing reply"))).collect();
     reply::array(&all)
+}
+
+/// One node's blocks: on the watch connection first when there is one (if it aborts, the
+/// node's other blocks do not run), the rest pipelined on the client's lane.
+async fn node_blocks(
+    p: &Proxy,
+    cx: Cx,
+    addr: String,
+    mut blocks: Vec<Vec<usize>>,
+    queued: &[Queued],
+    conn: Option<Dedicated>,
+) -> (Vec<(Vec<usize>, Block)>, Option<Dedicated>) {
+    let mut out = Vec::new();
+    let mut conn = conn;
+    if conn.is_some() && !blocks.is_empty() {
+        let first = blocks.remove(0);
+        let (b, c) = block(p, cx, &addr, &first, queued, conn.take()).await;
+        conn = c;
+        let aborted = matches!(b, Block::Aborted);
+        out.push((first, b));
+        if aborted {
+            out.extend(blocks.into_iter().map(|idx| (idx, Block::Aborted)));
+            return (out, conn);
+        }
+    }
+    let rest = futures_util::future::join_all(blocks.iter().map(|idx| block(p, cx, &addr, idx, queued, None))).await;
+    out.extend(blocks.into_iter().zip(rest.into_iter().map(|(b, _)| b)));
+    (out, conn)
 }
 
 /// Sends one node's `MULTI ... EXEC` block, on the watch connection when there is one, else on

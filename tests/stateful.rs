@@ -80,6 +80,8 @@ async fn same_slot_transactions_behave_as_on_redis() {
 async fn per_shard_transactions_run_on_every_node_in_order() {
     let env = start_with(small(), |cfg| cfg.transactions.cross_slot = CrossSlot::PerShard).await;
     let (ka, kb) = keys_on_two_masters(&env);
+    // A second slot of the first key's master: a node runs one block per slot.
+    let ka2 = key_in_slot(env.cluster.slots_of(env.cluster.masters()[0])[1], "ka2");
     let mut c = Raw::connect(env.addr()).await;
     let cmds: Vec<Vec<&[u8]>> = vec![
         vec![b"MULTI"],
@@ -88,13 +90,19 @@ async fn per_shard_transactions_run_on_every_node_in_order() {
         vec![b"INCR", b(&ka)],
         vec![b"GET", b(&kb)],
         vec![b"PING"],
+        vec![b"INCRBY", b(&ka2), b"5"],
         vec![b"EXEC"],
     ];
     for cmd in &cmds {
         c.send(&clusterless::resp::encode_command(cmd)).await;
     }
     let r = c.read_replies(cmds.len()).await;
-    assert_eq!(r[6], b"*5\r\n+OK\r\n+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n", "{}", String::from_utf8_lossy(&r[6]));
+    assert_eq!(
+        r[7],
+        b"*6\r\n+OK\r\n+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n:5\r\n",
+        "{}",
+        String::from_utf8_lossy(&r[7])
+    );
     // The writes landed on their owners.
     let mut na = env.node(env.cluster.masters()[0]).await;
     let v: String = redis::cmd("GET").arg(&ka).query_async(&mut na).await.unwrap();
