@@ -97,12 +97,7 @@ async fn per_shard_transactions_run_on_every_node_in_order() {
         c.send(&clusterless::resp::encode_command(cmd)).await;
     }
     let r = c.read_replies(cmds.len()).await;
-    assert_eq!(
-        r[7],
-        b"*6\r\n+OK\r\n+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n:5\r\n",
-        "{}",
-        String::from_utf8_lossy(&r[7])
-    );
+    assert_eq!(r[7], b"*6\r\n+OK\r\n+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n:5\r\n", "{}", String::from_utf8_lossy(&r[7]));
     // The writes landed on their owners.
     let mut na = env.node(env.cluster.masters()[0]).await;
     let v: String = redis::cmd("GET").arg(&ka).query_async(&mut na).await.unwrap();
