@@ -390,3 +390,42 @@ async fn acl_style_users_from_config() {
     assert_eq!(c.cmd(&[b"CLIENT", b"NO-EVICT", b"on"]).await, b"+OK\r\n");
     assert!(c.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await.starts_with(b"-ERR CLIENT TRACKING is not supported"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_subscriber_follows_its_channel_slot_to_a_new_master() {
+    let env = start(small()).await;
+    let ch = "orders";
+    let s = clusterless::slot::slot(ch.as_bytes());
+    let from = env.cluster.slot_owner(s).unwrap();
+    let to = env.cluster.masters().into_iter().find(|&m| m != from).unwrap();
+    let mut sub = Raw::connect(env.addr()).await;
+    assert_eq!(sub.cmd(&[b"SSUBSCRIBE", b(ch)]).await, b"*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:1\r\n");
+    let mut c = env.conn().await;
+    let _: i64 = redis::cmd("SPUBLISH").arg(ch).arg("m0").query_async(&mut c).await.unwrap();
+    assert_eq!(sub.read_replies(1).await[0], b"*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\nm0\r\n");
+
+    tokio::task::block_in_place(|| {
+        env.cluster.migrate_slot_manual_begin(s, from, to).unwrap();
+        env.cluster.migrate_slot_manual_finish(s, from, to).unwrap();
+    });
+    // Published on the new owner, the messages reach the client without it doing anything.
+    let t = std::time::Instant::now();
+    let mut received = false;
+    let mut i = 0;
+    while t.elapsed() < Duration::from_secs(20) && !received {
+        i += 1;
+        let _ = redis::cmd("SPUBLISH").arg(ch).arg(format!("m{i}")).query_async::<i64>(&mut c).await;
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut sub.stream, &mut buf))
+                .await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(!text.contains("sunsubscribe"), "the node's unsubscribe is not passed on: {text:?}");
+            received = text.contains("smessage");
+        }
+    }
+    assert!(received, "shard messages arrive from the slot's new master");
+    let on_new = env.cluster.cli(to, &["PUBSUB", "SHARDNUMSUB", ch]).unwrap();
+    assert!(on_new.lines().nth(1) == Some("1"), "subscribed on the new owner: {on_new:?}");
+}
