@@ -31,18 +31,68 @@ use crate::router::Trace;
 use crate::session::{self, Session};
 use crate::transaction::TxState;
 
+/// A reply and what to record about it once it is written.
+type Done = (Bytes, Option<Rec>);
+
 /// A reply that is either known now or still being routed; avoids boxing local answers.
 enum ReplyFut {
-    Ready(Option<Bytes>),
-    Routed(Pin<Box<dyn Future<Output = Bytes> + Send>>),
+    Ready(Option<Done>),
+    Routed(Pin<Box<dyn Future<Output = Done> + Send>>),
 }
 
 impl Future for ReplyFut {
-    type Output = Bytes;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Bytes> {
+    type Output = Done;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
         match self.get_mut() {
             ReplyFut::Ready(b) => Poll::Ready(b.take().unwrap_or_default()),
             ReplyFut::Routed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// One request's metrics, recorded by the client task when its reply is written.
+struct Rec {
+    id: u32,
+    outcome: Outcome,
+    class: Timed,
+    started: Instant,
+}
+
+/// Metric updates gathered over one batch of replies and applied once per batch: the shared
+/// counters and histograms are atomics that both cores would otherwise fight over per request.
+struct Batch {
+    latency: Vec<prometheus::local::LocalHistogram>,
+    counts: Vec<(u32, Outcome, u64)>,
+    now: Option<Instant>,
+}
+
+impl Batch {
+    fn new(p: &Proxy) -> Batch {
+        Batch { latency: p.metrics.local_latency(), counts: Vec::new(), now: None }
+    }
+
+    #[inline]
+    fn add(&mut self, r: Rec) {
+        // One clock read per batch: every reply in it is ready by the time it is written.
+        let now = *self.now.get_or_insert_with(Instant::now);
+        if let Some(h) = self.latency.get(r.class as usize) {
+            h.observe(now.saturating_duration_since(r.started).as_secs_f64());
+        }
+        match self.counts.iter_mut().find(|(id, o, _)| *id == r.id && *o == r.outcome) {
+            Some((_, _, n)) => *n += 1,
+            None => self.counts.push((r.id, r.outcome, 1)),
+        }
+    }
+
+    fn flush(&mut self, p: &Proxy) {
+        if self.now.take().is_none() {
+            return;
+        }
+        for h in &self.latency {
+            h.flush();
+        }
+        for (id, o, n) in self.counts.drain(..) {
+            p.metrics.command_by_id(id).record_n(o, n);
         }
     }
 }
@@ -94,6 +144,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let mut shutdown = p.shutdown.clone();
     let mut draining = *shutdown.borrow();
     let mut changes = p.topology.subscribe();
+    let mut batch = Batch::new(&p);
     'conn: loop {
         // Requests already buffered are parsed before reading more, as soon as there is room:
         // a client that sent a deep pipeline and now only waits must not stall.
@@ -117,7 +168,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "closing client after protocol error");
                     p.metrics.clients_protocol_errors.inc();
-                    inflight.push_back(ReplyFut::Ready(Some(reply::error(&e.0))));
+                    inflight.push_back(ReplyFut::Ready(Some((reply::error(&e.0), None))));
                     closing = true;
                 }
             }
@@ -179,11 +230,19 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         let repair = c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
         tokio::select! {
             biased;
-            Some(first) = inflight.next(), if !inflight.is_empty() => {
+            Some((first, rec)) = inflight.next(), if !inflight.is_empty() => {
                 wbuf.extend_from_slice(&first);
-                while let Some(Some(r)) = inflight.next().now_or_never() {
-                    wbuf.extend_from_slice(&r);
+                if let Some(r) = rec {
+                    batch.add(r);
                 }
+                while let Some(Some((r, rec))) = inflight.next().now_or_never() {
+                    wbuf.extend_from_slice(&r);
+                    if let Some(r) = rec {
+                        batch.add(r);
+                    }
+                }
+                // Before the write: a client that reads its reply and then scrapes sees it counted.
+                batch.flush(&p);
                 if write_out(&p, &mut wr, &mut wbuf).await.is_err() {
                     break;
                 }
@@ -300,15 +359,16 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
             if m.enabled {
                 m.command("other").record(Outcome::Error);
             }
-            return Plan::Now(ReplyFut::Ready(Some(reply)));
+            return Plan::Now(ReplyFut::Ready(Some((reply, None))));
         }
     };
+    let id = spec.metric_id;
     let local = |reply: Bytes, class: Timed| {
-        if let Some(t) = started {
-            m.command_by_id(spec.metric_id).record(if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok });
-            m.latency(class).observe(t.elapsed().as_secs_f64());
-        }
-        Plan::Now(ReplyFut::Ready(Some(reply)))
+        let rec = started.map(|started| {
+            let outcome = if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok };
+            Rec { id, outcome, class, started }
+        });
+        Plan::Now(ReplyFut::Ready(Some((reply, rec))))
     };
     let name = spec.name.as_str();
     if !c.session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
@@ -371,8 +431,8 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
     let p = p.clone();
     ReplyFut::Routed(Box::pin(async move {
         let trace = Trace::default();
-        let reply = crate::router::route(p.clone(), spec.clone(), req, cx, &trace).await;
-        if let Some(t) = started {
+        let reply = crate::router::route(p, spec, req, cx, &trace).await;
+        let rec = started.map(|started| {
             let outcome = if resp::is_error(&reply) {
                 Outcome::Error
             } else if trace.redirected() {
@@ -380,10 +440,9 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
             } else {
                 Outcome::Ok
             };
-            p.metrics.command_by_id(spec.metric_id).record(outcome);
-            p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
-        }
-        reply
+            Rec { id, outcome, class, started }
+        });
+        (reply, rec)
     }))
     .into()
 }

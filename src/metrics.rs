@@ -12,7 +12,7 @@ use prometheus::{
 };
 
 /// Result label of `clusterless_commands_total`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Ok = 0,
     Error = 1,
@@ -26,6 +26,11 @@ impl CommandCounters {
     #[inline]
     pub fn record(&self, o: Outcome) {
         self.0[o as usize].inc();
+    }
+
+    #[inline]
+    pub fn record_n(&self, o: Outcome, n: u64) {
+        self.0[o as usize].inc_by(n);
     }
 }
 
@@ -294,6 +299,11 @@ impl Metrics {
     #[inline]
     pub fn command_by_id(&self, id: u32) -> &CommandCounters {
         self.commands.get(id as usize).unwrap_or(&self.other)
+    }
+
+    /// Per-task buffers of the latency histograms (one per class), flushed by their owner.
+    pub fn local_latency(&self) -> Vec<prometheus::local::LocalHistogram> {
+        self.latency.iter().map(|h| h.local()).collect()
     }
 
     #[inline]
