@@ -55,8 +55,13 @@ impl DedicatedPool {
     /// An idle connection to `addr`, or a new one when the node's bound allows it. Waits up to the
     /// connect timeout for a slot under the bound; never sends anything that could run twice.
     pub async fn get(&self, addr: &str, proto: u8) -> Result<Dedicated, BackendError> {
-        if let Some(d) = self.idle.lock().ok().and_then(|mut m| m.get_mut(&(addr.to_string(), proto))?.pop()) {
-            return Ok(d);
+        while let Some(d) = self.idle.lock().ok().and_then(|mut m| m.get_mut(&(addr.to_string(), proto))?.pop()) {
+            // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
+            // node (restarted, failed over) and must not carry a request that would then fail.
+            let mut probe = [0u8; 1];
+            if matches!(d.stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                return Ok(d);
+            }
         }
         let sem = {
             let mut l = self.limits.lock().map_err(|_| BackendError::NotSent("dedicated pool poisoned".into()))?;
