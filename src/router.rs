@@ -376,44 +376,54 @@ async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
 }
 
 /// One per-slot part of a split command.
-struct Part {
-    slot: u16,
+pub struct Part {
+    pub slot: u16,
     /// Indices of the keys (into the original args) this part carries.
-    keys: Vec<usize>,
-    cmd: Bytes,
+    pub keys: Vec<usize>,
+    pub cmd: Bytes,
+}
+
+/// Splits an MGET/MSET/DEL-like request into one command per slot (MSET: key/value pairs).
+/// `None` when all keys share one slot: the request is then forwarded untouched.
+pub fn split(class: Class, args: &[Bytes]) -> Option<Vec<Part>> {
+    let step = if class == Class::MSet { 2 } else { 1 };
+    let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for i in (1..args.len()).step_by(step) {
+        by_slot.entry(slot::slot(&args[i])).or_default().push(i);
+    }
+    if by_slot.len() <= 1 {
+        return None;
+    }
+    let name = &args[0];
+    Some(
+        by_slot
+            .into_iter()
+            .map(|(s, keys)| {
+                let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
+                sub.push(name);
+                for &k in &keys {
+                    sub.push(&args[k]);
+                    if step == 2 {
+                        sub.push(&args[k + 1]);
+                    }
+                }
+                Part { slot: s, keys, cmd: resp::encode_command(&sub) }
+            })
+            .collect(),
+    )
 }
 
 /// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
 async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let args = &req.args;
-    let step = if spec.class == Class::MSet { 2 } else { 1 };
-    if step == 2 && (args.len() - 1) % 2 != 0 {
+    if spec.class == Class::MSet && (args.len() - 1) % 2 != 0 {
         return crate::command::wrong_arity(&spec.name);
     }
-    let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    for i in (1..args.len()).step_by(step) {
-        by_slot.entry(slot::slot(&args[i])).or_default().push(i);
-    }
-    if by_slot.len() == 1 {
+    let Some(parts) = split(spec.class, args) else {
         // All keys in one slot: forward the request untouched.
-        let s = by_slot.keys().next().copied().unwrap_or(0);
+        let s = args.get(1).map(|k| slot::slot(k)).unwrap_or(0);
         return send_to_slot(p, s, req.raw, spec.readonly, cx, trace).await;
-    }
-    let name = &args[0];
-    let parts: Vec<Part> = by_slot
-        .into_iter()
-        .map(|(s, keys)| {
-            let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * step);
-            sub.push(name);
-            for &k in &keys {
-                sub.push(&args[k]);
-                if step == 2 {
-                    sub.push(&args[k + 1]);
-                }
-            }
-            Part { slot: s, keys, cmd: resp::encode_command(&sub) }
-        })
-        .collect();
+    };
     let replies = send_parts(p, &parts, spec.readonly, cx, trace).await;
     merge_fan_out(spec.class, args.len(), &parts, replies, cx.proto)
 }
@@ -477,7 +487,9 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
     out.into_iter().map(|r| r.unwrap_or_else(|| reply::error("ERR clusterless: missing reply"))).collect()
 }
 
-fn merge_fan_out(class: Class, argc: usize, parts: &[Part], replies: Vec<Bytes>, proto: u8) -> Bytes {
+/// Merges the parts' replies into the reply one server would have given (MGET values back in
+/// request order, MSET's OK, the others' integers summed); the first error wins.
+pub fn merge_fan_out(class: Class, argc: usize, parts: &[Part], replies: Vec<Bytes>, proto: u8) -> Bytes {
     if let Some(e) = replies.iter().find(|r| resp::is_error(r)) {
         return e.clone();
     }
