@@ -61,23 +61,27 @@ struct Rec {
 /// Metric updates gathered over one batch of replies and applied once per batch: the shared
 /// counters and histograms are atomics that both cores would otherwise fight over per request.
 struct Batch {
-    latency: Vec<prometheus::local::LocalHistogram>,
+    /// Made on first use, per class: an idle client holds none.
+    latency: Vec<Option<prometheus::local::LocalHistogram>>,
     counts: Vec<(u32, Outcome, u64)>,
     now: Option<Instant>,
 }
 
 impl Batch {
-    fn new(p: &Proxy) -> Batch {
-        Batch { latency: p.metrics.local_latency(), counts: Vec::new(), now: None }
+    fn new() -> Batch {
+        Batch { latency: Vec::new(), counts: Vec::new(), now: None }
     }
 
     #[inline]
-    fn add(&mut self, r: Rec) {
+    fn add(&mut self, p: &Proxy, r: Rec) {
         // One clock read per batch: every reply in it is ready by the time it is written.
         let now = *self.now.get_or_insert_with(Instant::now);
-        if let Some(h) = self.latency.get(r.class as usize) {
-            h.observe(now.saturating_duration_since(r.started).as_secs_f64());
+        let i = r.class as usize;
+        if self.latency.len() <= i {
+            self.latency.resize_with(i + 1, || None);
         }
+        let h = self.latency[i].get_or_insert_with(|| p.metrics.latency(r.class).local());
+        h.observe(now.saturating_duration_since(r.started).as_secs_f64());
         match self.counts.iter_mut().find(|(id, o, _)| *id == r.id && *o == r.outcome) {
             Some((_, _, n)) => *n += 1,
             None => self.counts.push((r.id, r.outcome, 1)),
@@ -88,7 +92,7 @@ impl Batch {
         if self.now.take().is_none() {
             return;
         }
-        for h in &self.latency {
+        for h in self.latency.iter().flatten() {
             h.flush();
         }
         for (id, o, n) in self.counts.drain(..) {
@@ -98,6 +102,10 @@ impl Batch {
 }
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Read sizes: the first read of a connection, and the most one read asks for.
+const MIN_READ: usize = 1024;
+const MAX_READ: usize = 64 * 1024;
 
 /// Bytes a client may send ahead while one of its commands blocks, before we stop reading.
 const MAX_READ_AHEAD: usize = 1 << 20;
@@ -133,8 +141,11 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let limits = Limits { max_bulk_len: p.cfg.limits.max_bulk_len, max_inline_len: p.cfg.limits.max_inline_len };
     let mut parser = RequestParser::new(limits, c.session.authenticated);
     let max_pipeline = p.cfg.limits.max_pipeline;
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    // Buffers start small and grow with the client's bursts: ten thousand idle clients must not
+    // cost ten thousand 16 KB buffers.
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
+    let mut read_size = MIN_READ;
     let mut inflight: FuturesOrdered<ReplyFut> = FuturesOrdered::new();
     let mut barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)> = None;
     // Once set we read no more: remaining replies are flushed, then the connection closes.
@@ -144,7 +155,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let mut shutdown = p.shutdown.clone();
     let mut draining = *shutdown.borrow();
     let mut changes = p.topology.subscribe();
-    let mut batch = Batch::new(&p);
+    let mut batch = Batch::new();
     'conn: loop {
         // Requests already buffered are parsed before reading more, as soon as there is room:
         // a client that sent a deep pipeline and now only waits must not stall.
@@ -214,6 +225,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         }
         // Draining: leave once everything received is answered and nothing more is waiting.
         if draining && inflight.is_empty() && need_bytes {
+            rbuf.reserve(MIN_READ);
             match rd.try_read_buf(&mut rbuf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -226,6 +238,14 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 Err(_) => break,
             }
         }
+        if rbuf.is_empty() && rbuf.capacity() > MAX_READ {
+            // A burst is over: give its memory back.
+            rbuf = BytesMut::new();
+            read_size = MIN_READ;
+        }
+        if rbuf.capacity() - rbuf.len() < MIN_READ / 2 {
+            rbuf.reserve(read_size);
+        }
         let subscribed = c.pubsub.as_ref().is_some_and(|ps| ps.active());
         let repair = c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
         tokio::select! {
@@ -233,12 +253,12 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
             Some((first, rec)) = inflight.next(), if !inflight.is_empty() => {
                 wbuf.extend_from_slice(&first);
                 if let Some(r) = rec {
-                    batch.add(r);
+                    batch.add(&p, r);
                 }
                 while let Some(Some((r, rec))) = inflight.next().now_or_never() {
                     wbuf.extend_from_slice(&r);
                     if let Some(r) = rec {
-                        batch.add(r);
+                        batch.add(&p, r);
                     }
                 }
                 // Before the write: a client that reads its reply and then scrapes sees it counted.
@@ -282,10 +302,10 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     Ok(n) => {
                         count_in(&p, n);
                         need_bytes = false;
+                        if n >= read_size / 2 {
+                            read_size = (read_size * 2).min(MAX_READ);
+                        }
                     }
-                }
-                if rbuf.capacity() - rbuf.len() < 1024 {
-                    rbuf.reserve(16 * 1024);
                 }
             }
             _ = shutdown.changed(), if !draining => draining = true,
@@ -310,8 +330,8 @@ async fn write_out(p: &Proxy, wr: &mut tokio::net::tcp::OwnedWriteHalf, wbuf: &m
         p.metrics.bytes_out.inc_by(wbuf.len() as u64);
     }
     wbuf.clear();
-    if wbuf.capacity() > 4 * 1024 * 1024 {
-        *wbuf = BytesMut::with_capacity(16 * 1024);
+    if wbuf.capacity() > MAX_READ {
+        *wbuf = BytesMut::new();
     }
     Ok(())
 }

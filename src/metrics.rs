@@ -301,11 +301,6 @@ impl Metrics {
         self.commands.get(id as usize).unwrap_or(&self.other)
     }
 
-    /// Per-task buffers of the latency histograms (one per class), flushed by their owner.
-    pub fn local_latency(&self) -> Vec<prometheus::local::LocalHistogram> {
-        self.latency.iter().map(|h| h.local()).collect()
-    }
-
     #[inline]
     pub fn latency(&self, class: Timed) -> &Histogram {
         &self.latency[class as usize]
