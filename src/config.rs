@@ -83,6 +83,9 @@ pub struct ProxyArgs {
     /// Maximum number of client connections.
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Worker threads (0: one per CPU).
+    #[arg(long, global = true, env = "CLUSTERLESS_THREADS")]
+    pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "CLUSTERLESS_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -153,6 +156,7 @@ struct FileLifecycle {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileLimits {
+    threads: Option<usize>,
     max_clients: Option<usize>,
     max_bulk_len: Option<usize>,
     max_inline_len: Option<usize>,
@@ -236,6 +240,8 @@ pub struct TransactionsConfig {
 
 #[derive(Clone, Debug)]
 pub struct LimitsConfig {
+    /// Runtime worker threads; 0 means one per CPU.
+    pub threads: usize,
     pub max_clients: usize,
     pub max_bulk_len: usize,
     pub max_inline_len: usize,
@@ -308,6 +314,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 6379)),
             seeds: Vec::new(),
             limits: LimitsConfig {
+                threads: 0,
                 max_clients: 10_000,
                 max_bulk_len: 512 * 1024 * 1024,
                 max_inline_len: 64 * 1024,
@@ -369,6 +376,10 @@ impl Config {
 
         let l = &file.limits;
         c.limits.max_clients = args.max_clients.or(l.max_clients).unwrap_or(c.limits.max_clients);
+        c.limits.threads = args.threads.or(l.threads).unwrap_or(c.limits.threads);
+        if c.limits.threads > 1024 {
+            return Err(bad("limits.threads", "must be between 0 (one per CPU) and 1024"));
+        }
         c.limits.max_bulk_len = l.max_bulk_len.unwrap_or(c.limits.max_bulk_len);
         c.limits.max_inline_len = l.max_inline_len.unwrap_or(c.limits.max_inline_len);
         c.limits.max_pipeline = l.max_pipeline.unwrap_or(c.limits.max_pipeline);
