@@ -31,7 +31,9 @@ async fn converges(env: &Env, what: &str) {
 }
 
 /// Successful commands, error texts, and the last acknowledged value per key.
-type LoopReport = (u64, Vec<String>, Vec<(String, u64)>);
+/// Commands answered, errors, reads that missed an acknowledged write (key, when it was acked),
+/// and the last acknowledged write of each key with its time.
+type LoopReport = (u64, Vec<String>, Vec<(String, Instant)>, Vec<(String, u64, Instant)>);
 
 /// CLUSTER FAILOVER on a replica of the `i`-th master, then waits for the proxy's map to follow.
 async fn fail_over(env: &Env, i: usize, what: &str) {
@@ -55,7 +57,8 @@ fn client_loop(env: &Env) -> Loop {
         let mut c = client_conn(&url).await;
         let mut ok = 0u64;
         let mut errors = Vec::new();
-        let mut acked: std::collections::HashMap<String, u64> = Default::default();
+        let mut acked: std::collections::HashMap<String, (u64, Instant)> = Default::default();
+        let mut stale = Vec::new();
         let mut i = 0u64;
         // Bounded in time even if the test never says stop.
         let until = Instant::now() + Duration::from_secs(180);
@@ -63,15 +66,15 @@ fn client_loop(env: &Env) -> Loop {
             let k = format!("obs:{}", i % 300);
             match c.set::<_, _, ()>(&k, i).await {
                 Ok(()) => {
-                    acked.insert(k.clone(), i);
+                    acked.insert(k.clone(), (i, Instant::now()));
                     ok += 1;
                 }
                 Err(e) => errors.push(format!("SET {k}: {e}")),
             }
             match c.get::<_, Option<u64>>(&k).await {
                 Ok(v) => {
-                    if acked.get(&k).is_some_and(|&w| v != Some(w)) {
-                        errors.push(format!("GET {k}: {v:?} != {:?}", acked.get(&k)));
+                    if let Some(&(w, at)) = acked.get(&k).filter(|(w, _)| v != Some(*w)) {
+                        stale.push((format!("GET {k}: {v:?} != {w}"), at));
                     }
                     ok += 1
                 }
@@ -79,20 +82,36 @@ fn client_loop(env: &Env) -> Loop {
             }
             i += 1;
         }
-        (ok, errors, acked.into_iter().collect())
+        (ok, errors, stale, acked.into_iter().map(|(k, (v, at))| (k, v, at)).collect())
     });
     Loop { stop, handle }
 }
 
 impl Loop {
-    async fn finish(self, env: &Env) -> (u64, Vec<String>) {
+    /// Stops the loop and checks that every acknowledged write reads back. `crash` is when a master
+    /// was killed or stopped: Redis replicates asynchronously, so a write that master acknowledged
+    /// just before (not yet sent to its replica) can be gone after the promotion; that is the
+    /// cluster's loss, not the proxy's, and is excused for writes acked in the second before the
+    /// crash. A write acknowledged after it must never be lost (it would mean a command went to
+    /// the old master).
+    async fn finish(self, env: &Env, crash: Option<Instant>) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        let (ok, errors, acked) = self.handle.await.unwrap();
-        let mut c = env.conn().await;
-        for (k, v) in acked {
-            let got: Option<u64> = c.get(&k).await.unwrap();
-            assert_eq!(got, Some(v), "acked write of {k} lost");
+        let (ok, errors, stale, acked) = self.handle.await.unwrap();
+        let excused = |at: Instant| crash.is_some_and(|c| at <= c && c.duration_since(at) < Duration::from_secs(1));
+        for (what, at) in &stale {
+            assert!(excused(*at), "a read missed a write acknowledged outside the crash window: {what}");
         }
+        let mut c = env.conn().await;
+        let mut lost = 0;
+        for (k, v, at) in acked {
+            let got: Option<u64> = c.get(&k).await.unwrap();
+            if got != Some(v) {
+                assert!(excused(at), "acked write of {k} lost ({got:?} != {v})");
+                lost += 1;
+            }
+        }
+        // Only what the crashed master held unreplicated: a handful of one client's writes.
+        assert!(lost <= 5 && stale.len() <= 5, "lost {lost}, stale reads {}", stale.len());
         (ok, errors)
     }
 }
@@ -151,7 +170,7 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     fail_over(&env, 0, "CLUSTER FAILOVER").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, errors) = l.finish(&env).await;
+    let (ok, errors) = l.finish(&env, None).await;
     assert!(errors.is_empty(), "CLUSTER FAILOVER: {errors:?}");
     assert!(ok > 50);
 
@@ -159,11 +178,12 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
     let l = client_loop(&env);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let victim = env.cluster.masters()[1];
+    let crash = Instant::now();
     tokio::task::block_in_place(|| env.cluster.kill9(victim)).unwrap();
     tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
     converges(&env, "kill -9").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, errors) = l.finish(&env).await;
+    let (_, errors) = l.finish(&env, Some(crash)).await;
     for e in &errors {
         assert!(e.contains("may or may not have been executed"), "an error for a command not in flight: {e}");
     }
@@ -183,6 +203,7 @@ async fn sigstop_of_a_master_is_held_not_failed() {
     let l = client_loop(&env);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let victim = env.cluster.masters()[2];
+    let crash = Instant::now();
     tokio::task::block_in_place(|| env.cluster.sigstop(victim)).unwrap();
     // The replica takes over after the node timeout; the stopped master is then resumed.
     tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
@@ -190,7 +211,7 @@ async fn sigstop_of_a_master_is_held_not_failed() {
     tokio::task::block_in_place(|| env.cluster.wait_ok(Duration::from_secs(30))).unwrap();
     converges(&env, "SIGSTOP + failover + SIGCONT").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, errors) = l.finish(&env).await;
+    let (ok, errors) = l.finish(&env, Some(crash)).await;
     // A command written to the master in the moment before it was seen to stop waits for the
     // request timeout and says it may have run; everything after that is held, not failed.
     for e in &errors {
@@ -225,7 +246,7 @@ async fn follows_reshard_add_and_remove_with_no_client_errors() {
     tokio::task::block_in_place(|| env.cluster.remove_node(new)).unwrap();
     converges(&env, "removing a master").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, errors) = l.finish(&env).await;
+    let (ok, errors) = l.finish(&env, None).await;
     assert!(errors.is_empty(), "reshard/add/remove: {errors:?}");
     assert!(ok > 100);
     // The removed node leaves the observer's node set at the next reconciliation.
@@ -275,7 +296,7 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     eventually("the proxy falls back to polling", || source(&env, "poll") == 1).await;
     fail_over(&env, 1, "CLUSTER FAILOVER while polling").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, errors) = l.finish(&env).await;
+    let (ok, errors) = l.finish(&env, None).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(ok > 100);
 }
