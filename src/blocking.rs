@@ -539,12 +539,22 @@ pub async fn wait(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
     if targets.is_empty() {
         return reply::error(router::SLOT_NOT_SERVED);
     }
+    // WAIT 0 blocks until enough replicas ack, as on one server; otherwise a master that says
+    // nothing past its own timeout (stopped) is given up on.
+    let guard = resp::parse_int(t)
+        .filter(|&ms| ms > 0)
+        .map(|ms| std::time::Duration::from_millis(ms as u64) + p.backend.config().request_timeout);
     let runs = targets.iter().map(|(addr, s)| async move {
         let mut c = p.dedicated.get(addr, cx.proto).await?;
         let key = marker_key(*s);
         let mut payload = resp::encode_command(&[b"EVAL".as_ref(), MARKER.as_bytes(), b"1", &key]).to_vec();
         payload.extend_from_slice(&resp::encode_command(&[b"WAIT".as_ref(), n, t]));
-        let r = c.request(&payload, 2).await?;
+        let r = match guard {
+            Some(g) => tokio::time::timeout(g, c.request(&payload, 2))
+                .await
+                .map_err(|_| BackendError::Timeout(format!("{addr} did not answer WAIT in time")))??,
+            None => c.request(&payload, 2).await?,
+        };
         p.dedicated.put(c);
         Ok::<Bytes, BackendError>(r.last().cloned().unwrap_or_default())
     });
