@@ -28,11 +28,6 @@ fn splittable(name: &str) -> bool {
     matches!(name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop")
 }
 
-/// True for a null reply in either protocol.
-fn is_nil(r: &[u8]) -> bool {
-    matches!(r, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
-}
-
 /// Runs a blocking command for a client.
 pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
     let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
@@ -138,7 +133,8 @@ enum End {
 struct Pop<'a> {
     /// Command name as the client sent it (BLPOP, BZMPOP...), reused for the per-slot pops.
     name: &'a Bytes,
-    kind: &'static str,
+    /// The command's lower-case name (blpop, bzmpop...).
+    kind: &'a str,
     keys: Vec<&'a Bytes>,
     /// Seconds, as sent (0 = forever).
     timeout: f64,
@@ -148,7 +144,7 @@ struct Pop<'a> {
 }
 
 impl<'a> Pop<'a> {
-    fn parse(name: &str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
+    fn parse(name: &'a str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
         let seconds =
             |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<f64>().ok().filter(|t| *t >= 0.0 && t.is_finite());
         let ks: Vec<&Bytes> = keys.iter().filter_map(|&i| args.get(i)).collect();
@@ -160,13 +156,7 @@ impl<'a> Pop<'a> {
                     "bzpopmin" => End::Min,
                     _ => End::Max,
                 };
-                let kind = match name {
-                    "blpop" => "blpop",
-                    "brpop" => "brpop",
-                    "bzpopmin" => "bzpopmin",
-                    _ => "bzpopmax",
-                };
-                Some(Pop { name: &args[0], kind, keys: ks, timeout: seconds(args.last()?)?, end, count: None })
+                Some(Pop { name: &args[0], kind: name, keys: ks, timeout: seconds(args.last()?)?, end, count: None })
             }
             "blmpop" | "bzmpop" => {
                 // BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]
@@ -188,8 +178,7 @@ impl<'a> Pop<'a> {
                     None => None,
                     _ => return None,
                 };
-                let kind = if name == "blmpop" { "blmpop" } else { "bzmpop" };
-                Some(Pop { name: &args[0], kind, keys: ks, timeout: seconds(args.get(1)?)?, end, count })
+                Some(Pop { name: &args[0], kind: name, keys: ks, timeout: seconds(args.get(1)?)?, end, count })
             }
             _ => None,
         }
@@ -226,7 +215,7 @@ impl<'a> Pop<'a> {
 
     /// The non-blocking reply in the blocking command's shape, or `None` when the key was empty.
     fn reshape(&self, key: &[u8], r: &Bytes) -> Option<Bytes> {
-        if is_nil(r) {
+        if resp::is_null(r) {
             return None;
         }
         match self.kind {
@@ -318,7 +307,7 @@ impl<'a> Pop<'a> {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
                     if left < 0.001 {
-                        return nil(cx.proto);
+                        return reply::null_array(cx.proto);
                     }
                     left
                 }
@@ -382,7 +371,7 @@ impl<'a> Pop<'a> {
         let mut retry = false;
         while let Some((c, r)) = running.next().await {
             match r {
-                Ok(r) if is_nil(&r) => p.dedicated.put(c),
+                Ok(r) if resp::is_null(&r) => p.dedicated.put(c),
                 Ok(r) if resp::is_error(&r) => {
                     p.dedicated.put(c);
                     match router::classify(&r, "") {
@@ -414,7 +403,7 @@ impl<'a> Pop<'a> {
         match (winner, retry) {
             (Some(w), _) => Some(w),
             (None, true) => None,
-            (None, false) => Some(nil(cx.proto)),
+            (None, false) => Some(reply::null_array(cx.proto)),
         }
     }
 
@@ -470,14 +459,6 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-fn nil(proto: u8) -> Bytes {
-    if proto >= 3 {
-        Bytes::from_static(b"_\r\n")
-    } else {
-        Bytes::from_static(b"*-1\r\n")
     }
 }
 

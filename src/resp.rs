@@ -496,6 +496,11 @@ pub fn as_bulk(frame: &Bytes) -> Option<Option<Bytes>> {
     }
 }
 
+/// True for a null reply in either protocol: RESP2's null bulk and null array, RESP3's `_`.
+pub fn is_null(frame: &[u8]) -> bool {
+    matches!(frame, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
+}
+
 /// True for an error reply (`-` or RESP3 `!`).
 #[inline]
 pub fn is_error(frame: &[u8]) -> bool {
@@ -616,6 +621,15 @@ pub mod reply {
             Bytes::from_static(b"_\r\n")
         } else {
             Bytes::from_static(b"$-1\r\n")
+        }
+    }
+
+    /// The null array in the client's protocol (a timed-out blocking pop, an aborted EXEC).
+    pub fn null_array(proto: u8) -> Bytes {
+        if proto >= 3 {
+            Bytes::from_static(b"_\r\n")
+        } else {
+            Bytes::from_static(b"*-1\r\n")
         }
     }
 

@@ -246,18 +246,6 @@ impl TxState {
     }
 }
 
-fn null(proto: u8) -> Bytes {
-    if proto >= 3 {
-        Bytes::from_static(b"_\r\n")
-    } else {
-        Bytes::from_static(b"*-1\r\n")
-    }
-}
-
-fn is_null(r: &[u8]) -> bool {
-    r == b"*-1\r\n" || r == b"_\r\n"
-}
-
 /// Runs the queued commands as one block per slot (a node runs `MULTI ... EXEC` only over one
 /// slot's keys), the blocks of one node pipelined on the client's lane. A watched node's first
 /// block runs on its watch connection, where the node checks the watch; its other blocks follow
@@ -305,9 +293,11 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
                 let mut w = watches.remove(i);
                 let limit = p.backend.config().request_timeout;
                 match tokio::time::timeout(limit, w.request(b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n", 2)).await {
-                    Ok(Ok(r)) if r.last().is_some_and(|r| !is_null(r) && !resp::is_error(r)) => p.dedicated.put(w),
+                    Ok(Ok(r)) if r.last().is_some_and(|r| !resp::is_null(r) && !resp::is_error(r)) => {
+                        p.dedicated.put(w)
+                    }
                     // Changed (nil), or the node cannot confirm: do not run anything.
-                    _ => return null(cx.proto),
+                    _ => return reply::null_array(cx.proto),
                 }
             }
         }
@@ -369,7 +359,7 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
         pending.sort_unstable();
     }
     if aborted_any && !done_any {
-        return null(cx.proto);
+        return reply::null_array(cx.proto);
     }
     let all: Vec<Bytes> =
         results.into_iter().map(|r| r.unwrap_or_else(|| reply::error("ERR clusterless: missing reply"))).collect();
@@ -448,7 +438,7 @@ async fn block(
         let Some(exec) = replies.last() else {
             return (Block::Failed(reply::error("ERR clusterless: empty reply")), conn);
         };
-        if is_null(exec) {
+        if resp::is_null(exec) {
             return (Block::Aborted, conn);
         }
         if !resp::is_error(exec) {
