@@ -492,8 +492,8 @@ pub async fn pubsub_command(p: &Proxy, args: &[Bytes], cx: crate::backend::Cx) -
             let names = &args[2..];
             let mut sums = vec![0i64; names.len()];
             for f in &frames {
-                // Flat [name, count, ...] in RESP2; a map in RESP3.
-                let el = map_or_array_elements(f);
+                // A flat [name, count, ...] array in either protocol.
+                let el = resp::aggregate_elements(f).unwrap_or_default();
                 for (i, pair) in el.chunks(2).enumerate() {
                     if let (Some(s), Some(c)) = (sums.get_mut(i), pair.get(1)) {
                         *s += resp::as_int(c).unwrap_or(0);
@@ -507,18 +507,4 @@ pub async fn pubsub_command(p: &Proxy, args: &[Bytes], cx: crate::backend::Cx) -
         "numpat" => reply::int(frames.iter().filter_map(|f| resp::as_int(f)).sum()),
         _ => frames.into_iter().next().unwrap_or_else(|| reply::error("ERR clusterless: no node answered")),
     }
-}
-
-/// Elements of an array or (RESP3) map reply, flattened.
-fn map_or_array_elements(f: &Bytes) -> Vec<Bytes> {
-    if f.first() == Some(&b'%') {
-        // Re-read the map as an array of twice as many elements.
-        let Some(eol) = f.iter().position(|&b| b == b'\r') else { return Vec::new() };
-        let Some(n) = resp::parse_int(&f[1..eol]) else { return Vec::new() };
-        let mut as_array = BytesMut::new();
-        as_array.extend_from_slice(format!("*{}\r\n", n * 2).as_bytes());
-        as_array.extend_from_slice(&f[eol + 2..]);
-        return resp::aggregate_elements(&as_array.freeze()).unwrap_or_default();
-    }
-    resp::aggregate_elements(f).unwrap_or_default()
 }
