@@ -394,20 +394,7 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
     if !c.session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
         return local(reply::error(NOAUTH), Timed::Refused);
     }
-    if c.subscribed_resp2()
-        && !matches!(
-            name,
-            "subscribe"
-                | "psubscribe"
-                | "ssubscribe"
-                | "unsubscribe"
-                | "punsubscribe"
-                | "sunsubscribe"
-                | "ping"
-                | "quit"
-                | "reset"
-        )
-    {
+    if c.subscribed_resp2() && sub_kind(name).is_none() && !matches!(name, "ping" | "quit" | "reset") {
         let e = format!("ERR Can't execute '{name}': {SUBSCRIBED_ONLY}");
         return local(reply::error(&e), Timed::Refused);
     }
@@ -449,7 +436,7 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
     };
     let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
     let p = p.clone();
-    ReplyFut::Routed(Box::pin(async move {
+    Plan::Now(ReplyFut::Routed(Box::pin(async move {
         let trace = Trace::default();
         let reply = crate::router::route(p, spec, req, cx, &trace).await;
         let rec = started.map(|started| {
@@ -463,14 +450,7 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
             Rec { id, outcome, class, started }
         });
         (reply, rec)
-    }))
-    .into()
-}
-
-impl From<ReplyFut> for Plan {
-    fn from(f: ReplyFut) -> Plan {
-        Plan::Now(f)
-    }
+    })))
 }
 
 fn sub_kind(name: &str) -> Option<(Kind, bool)> {
