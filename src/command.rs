@@ -57,6 +57,32 @@ pub enum Merge {
     And,
 }
 
+/// What the router does for a command besides its class, resolved once from the name so that a
+/// request never compares names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    None,
+    /// EVAL, EVAL_RO, SCRIPT LOAD: remember the script at this argument (for NOSCRIPT reloads).
+    RememberScript(usize),
+    /// EVALSHA, EVALSHA_RO: on NOSCRIPT for a known script, load it and retry once.
+    EvalSha,
+    /// SCRIPT FLUSH: forget the scripts seen.
+    ScriptFlush,
+    /// PUBLISH: sent to the channel slot's master, so one publisher's messages keep their order.
+    Publish,
+}
+
+fn special_of(name: &str) -> Special {
+    match name {
+        "eval" | "eval_ro" => Special::RememberScript(1),
+        "script|load" => Special::RememberScript(2),
+        "evalsha" | "evalsha_ro" => Special::EvalSha,
+        "script|flush" => Special::ScriptFlush,
+        "publish" => Special::Publish,
+        _ => Special::None,
+    }
+}
+
 /// Where a command's keys are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRule {
@@ -89,6 +115,7 @@ pub struct CommandSpec {
     pub blocking: bool,
     pub keys: KeyRule,
     pub class: Class,
+    pub special: Special,
     pub subcommands: HashMap<Box<[u8]>, Arc<CommandSpec>>,
     /// Where this command's counters sit in the metrics (subcommands share their container's);
     /// `u32::MAX` counts as `other`. Set once by [`CommandTable::bind_metrics`].
@@ -373,6 +400,7 @@ impl Row {
             blocking: has("blocking"),
             keys,
             class,
+            special: special_of(&self.name),
             subcommands: HashMap::new(),
             metric_id: u32::MAX,
             name: self.name,
@@ -518,6 +546,15 @@ mod tests {
         assert_eq!(class("blpop a 0"), Class::Keyed);
         assert_eq!(class("multi"), Class::Stateful);
         assert_eq!(class("pubsub numsub a"), Class::PubSubInfo);
+        let special = |x: &str| match t.lookup(&args(x)) {
+            Lookup::Found(spec) => spec.special,
+            _ => panic!(),
+        };
+        assert_eq!(special("script load x"), Special::RememberScript(2));
+        assert_eq!(special("eval s 0"), Special::RememberScript(1));
+        assert_eq!(special("evalsha abc 0"), Special::EvalSha);
+        assert_eq!(special("publish ch m"), Special::Publish);
+        assert_eq!(special("get k"), Special::None);
         assert_eq!(class("time"), Class::AnyMaster);
     }
 }

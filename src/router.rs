@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::backend::{BackendError, Cx};
-use crate::command::{Class, CommandSpec, Merge};
+use crate::command::{Class, CommandSpec, Merge, Special};
 use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
 use crate::slot;
@@ -36,22 +36,22 @@ impl Trace {
 /// Routes a request whose class is not answered locally.
 pub async fn route(p: Arc<Proxy>, spec: Arc<CommandSpec>, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let readonly = spec.readonly;
-    match spec.name.as_str() {
-        "eval" | "eval_ro" | "script|load" => {
-            let body = if spec.name == "script|load" { req.args.get(2) } else { req.args.get(1) };
-            if let Some(b) = body {
+    match spec.special {
+        Special::None => {}
+        Special::RememberScript(at) => {
+            if let Some(b) = req.args.get(at) {
                 p.scripts.remember(b);
             }
         }
-        "evalsha" | "evalsha_ro" => return evalsha(p, spec, req, cx, trace).await,
-        "script|flush" => p.scripts.forget_all(),
+        Special::EvalSha => return evalsha(p, spec, req, cx, trace).await,
+        Special::ScriptFlush => p.scripts.forget_all(),
         // Every node hears every PUBLISH over the cluster bus, but messages sent to different
         // nodes can overtake each other: one node per channel keeps a publisher's order.
-        "publish" if req.args.len() == 3 => {
+        Special::Publish if req.args.len() == 3 => {
             let s = slot::slot(&req.args[1]);
             return send_to_slot(&p, s, req.raw, false, cx, trace).await;
         }
-        _ => {}
+        Special::Publish => {}
     }
     route_class(p, spec, req, cx, trace, readonly).await
 }
