@@ -35,15 +35,5 @@ async fn redis_benchmark_runs_without_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_works_as_with_one_server() {
     let env = start(small()).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_py_smoke.py");
-    let port = env.addr().port().to_string();
-    let out =
-        tokio::task::block_in_place(|| Command::new("python3").args([script, &port]).output()).expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "redis-py smoke failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("redis-py ok"));
+    expect_ok(&env, "redis_py_smoke.py", &[], "redis-py ok");
 }
