@@ -116,6 +116,17 @@ def proc_field(path, prefix, missing):
     return missing
 
 
+def read_line(s):
+    """Bytes from socket s up to the first CRLF (a one-line reply), or what came before EOF."""
+    buf = b""
+    while b"\r\n" not in buf:
+        d = s.recv(512)
+        if not d:
+            break
+        buf += d
+    return buf
+
+
 def vmrss_kb(pid):
     return proc_field("/proc/%s/status" % pid, "VmRSS:", -1)
 
@@ -205,12 +216,7 @@ def cmd_churn(port, n, seed_port="-"):
             s = socket.create_connection((HOST, int(port)), timeout=5)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.sendall(req)
-            buf = b""
-            while b"\r\n" not in buf:
-                d = s.recv(512)
-                if not d:
-                    break
-                buf += d
+            buf = read_line(s)
             if not buf.startswith(b"+OK"):
                 errors += 1
             s.close()
@@ -242,12 +248,7 @@ def cmd_idle(port, pid, n):
     answered = 0
     for s in socks:
         try:
-            buf = b""
-            while b"\r\n" not in buf:
-                d = s.recv(256)
-                if not d:
-                    break
-                buf += d
+            buf = read_line(s)
             if buf.startswith(b"+PONG"):
                 answered += 1
             elif not first_err:
