@@ -5,7 +5,7 @@
 //! decides whether the router may retry (never sent: always; sent: only reads).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -63,13 +63,17 @@ const YIELD_BELOW: usize = 8;
 /// Upper bound of one coalesced write.
 const MAX_WRITE_BATCH: usize = 1 << 20;
 
-/// All node connections of the proxy, keyed by node address and protocol version.
+/// All node connections of the proxy. Each worker thread has its own connections (a client's
+/// requests then never leave its thread); slot 0 serves callers outside the workers.
 pub struct Backend {
     cfg: BackendConfig,
     auth: Auth,
     metrics: Arc<Metrics>,
-    pools: RwLock<HashMap<(String, u8), Arc<NodePool>>>,
+    pools: Vec<Mutex<Pools>>,
 }
+
+/// One worker's connections, by node address; RESP2 and RESP3 connections apart.
+type Pools = HashMap<String, [Option<NodePool>; 2]>;
 
 struct NodePool {
     conns: Vec<mpsc::Sender<Job>>,
@@ -83,8 +87,10 @@ pub struct Cx {
 }
 
 impl Backend {
-    pub fn new(cfg: BackendConfig, metrics: Arc<Metrics>) -> Arc<Backend> {
-        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, metrics, pools: RwLock::new(HashMap::new()) })
+    /// Connections for `workers` worker threads (and the control plane).
+    pub fn new(cfg: BackendConfig, metrics: Arc<Metrics>, workers: usize) -> Arc<Backend> {
+        let pools = (0..=workers).map(|_| Mutex::new(HashMap::new())).collect();
+        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, metrics, pools })
     }
 
     pub fn auth(&self) -> &Auth {
@@ -114,41 +120,50 @@ impl Backend {
     }
 
     fn pick(&self, addr: &str, cx: Cx) -> mpsc::Sender<Job> {
-        let proto = cx.proto;
-        let key = (addr.to_string(), proto);
-        if let Ok(pools) = self.pools.read() {
-            if let Some(p) = pools.get(&key) {
-                return p.pick(cx.lane);
-            }
-        }
-        let mut pools = match self.pools.write() {
+        let w = crate::workers::current().min(self.pools.len() - 1);
+        // Only this worker's own tasks (and the retain sweep) take this lock: uncontended.
+        let mut pools = match self.pools[w].lock() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let pool = pools.entry(key).or_insert_with(|| {
+        let v = usize::from(cx.proto >= 3);
+        if let Some(Some(p)) = pools.get(addr).map(|e| &e[v]) {
+            return p.pick(cx.lane);
+        }
+        let entry = pools.entry(addr.to_string()).or_default();
+        let pool = entry[v].get_or_insert_with(|| {
             let conns = (0..self.cfg.connections_per_node)
                 .map(|_| {
                     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
                     let nm = self.metrics.node(addr);
+                    let proto = if v == 1 { 3 } else { 2 };
                     tokio::spawn(connection_task(addr.to_string(), proto, self.cfg.clone(), self.auth.clone(), nm, rx));
                     tx
                 })
                 .collect();
-            Arc::new(NodePool { conns })
+            NodePool { conns }
         });
         pool.pick(cx.lane)
     }
 
     /// Drops the pools of nodes that left the cluster; their tasks end once their queues drain.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        if let Ok(mut pools) = self.pools.write() {
-            pools.retain(|(addr, _), _| {
-                let k = keep(addr);
-                if !k {
-                    self.metrics.forget_node(addr);
-                }
-                k
-            });
+        let mut gone = Vec::new();
+        for w in &self.pools {
+            if let Ok(mut pools) = w.lock() {
+                pools.retain(|addr, _| {
+                    let k = keep(addr);
+                    if !k {
+                        gone.push(addr.clone());
+                    }
+                    k
+                });
+            }
+        }
+        gone.sort();
+        gone.dedup();
+        for addr in gone {
+            self.metrics.forget_node(&addr);
         }
     }
 }

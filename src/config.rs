@@ -83,7 +83,7 @@ pub struct ProxyArgs {
     /// Maximum number of client connections.
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
-    /// Worker threads (0: one per CPU).
+    /// Client threads, each with its own node connections (0: one per CPU).
     #[arg(long, global = true, env = "CLUSTERLESS_THREADS")]
     pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
@@ -240,7 +240,7 @@ pub struct TransactionsConfig {
 
 #[derive(Clone, Debug)]
 pub struct LimitsConfig {
-    /// Runtime worker threads; 0 means one per CPU.
+    /// Client threads, each with its own node connections; 0 means one per CPU.
     pub threads: usize,
     pub max_clients: usize,
     pub max_bulk_len: usize,

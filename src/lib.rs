@@ -49,3 +49,4 @@ pub mod session;
 pub mod slot;
 pub mod topology;
 pub mod transaction;
+pub mod workers;

@@ -40,16 +40,14 @@ fn init_logs(cfg: &Config) {
     }
 }
 
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    b.enable_all().build()
+/// The control plane's runtime (accepting, topology, observer, admin HTTP): light work that one
+/// thread carries; clients are served on the proxy's own worker threads (`limits.threads`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 fn run(cfg: Config) -> ExitCode {
-    let rt = match runtime(cfg.limits.threads) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -78,7 +76,7 @@ async fn drain(running: &clusterless::proxy::Running) {
 
 /// Runs a standalone shared observer until SIGTERM/SIGINT.
 fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
-    let rt = match runtime(cfg.limits.threads) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -107,7 +105,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
     };
     cfg.seeds = vec![cluster.seed()];
     cfg.listen.set_port(args.port);
-    let code = match runtime(cfg.limits.threads) {
+    let code = match runtime() {
         Ok(rt) => rt.block_on(async {
             let running = match clusterless::proxy::start(cfg).await {
                 Ok(r) => r,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
@@ -105,6 +105,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Held only: the client threads stop when the last handle is dropped.
+    _workers: Arc<crate::workers::Workers>,
 }
 
 impl Running {
@@ -149,7 +151,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // on which node answered COMMAND.
     let names = CommandTable::builtin().names();
     let metrics = Metrics::new(&names, metrics_on).map_err(|e| StartError::Admin(format!("metrics: {e}")))?;
-    let backend = Backend::new(cfg.backend.clone(), metrics.clone());
+    let workers = crate::workers::Workers::start(crate::workers::count(cfg.limits.threads))
+        .map_err(|e| StartError::Admin(format!("cannot start the worker threads: {e}")))?;
+    let backend = Backend::new(cfg.backend.clone(), metrics.clone(), workers.len());
     let store = TopologyStore::new();
     let limit = cfg.backend.connect_timeout;
     let (nodes, slots) =
@@ -232,7 +236,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             proxy.metrics.clone(),
         )));
     }
-    let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, shutdown_rx));
+    let workers = Arc::new(workers);
+    let acceptor = tokio::spawn(accept_loop(proxy.clone(), listener, workers.clone(), shutdown_rx));
     tasks.push(acceptor);
     tasks.push(tokio::spawn(drop_departed_pools(proxy.clone())));
     tasks.push(tokio::spawn(release_memory_after_bursts(proxy.clone())));
@@ -240,7 +245,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
     }
     tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = proxy.table.len(), "clusterless is serving");
-    Ok(Running { proxy, addr, admin_addr, shutdown, tasks })
+    Ok(Running { proxy, addr, admin_addr, shutdown, tasks, _workers: workers })
 }
 
 /// Closes the connection pools of nodes that left the cluster, as each new map is published.
@@ -307,7 +312,12 @@ async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
     (CommandTable::builtin(), version)
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    workers: Arc<crate::workers::Workers>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(proxy.cfg.limits.max_clients));
     let mut backoff = std::time::Duration::from_millis(5);
     loop {
@@ -342,9 +352,20 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, mut shutdown: wat
             }
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to the worker's own reactor.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand the client to a worker");
+                continue;
+            }
+        };
         let p = proxy.clone();
-        tokio::spawn(async move {
-            crate::client::serve(p, stream, peer).await;
+        workers.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => crate::client::serve(p, stream, peer).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot register the client with its worker"),
+            }
             drop(permit);
         });
     }

@@ -1,0 +1,86 @@
+//! Worker threads, each running its own single-threaded runtime: a client's task and the node
+//! connections it feeds live on one thread, so a request is never handed to another core and back
+//! (cross-thread wake-ups were the largest item of the proxy's profile: bench/RESULTS.md). The
+//! control plane (accepting, topology, observer, admin HTTP) stays on the caller's runtime.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+thread_local! {
+    /// 1-based index of the worker running on this thread; 0 on any other thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker this code runs on (1..=n), or 0 outside the workers: per-worker state is indexed
+/// by it, with slot 0 for callers on the control plane.
+pub fn current() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// Resolves the configured thread count: 0 means one per CPU.
+pub fn count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// The running workers; dropping this stops them, cancelling whatever they still run.
+pub struct Workers {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads (n >= 1).
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let (stop, stopped) = watch::channel(false);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let mut stopped = stopped.clone();
+            std::thread::Builder::new().name(format!("clusterless-w{}", i + 1)).spawn(move || {
+                WORKER.with(|w| w.set(i + 1));
+                rt.block_on(async move {
+                    // An error means the sender is gone: stop as well.
+                    while !*stopped.borrow() {
+                        if stopped.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            })?;
+        }
+        Ok(Workers { handles, next: AtomicUsize::new(0), stop })
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Runs `f` on the next worker, round robin.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(f);
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
