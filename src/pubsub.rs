@@ -337,7 +337,17 @@ impl PubSub {
         let el = resp::aggregate_elements(&f)?;
         let word = resp::as_bulk(el.first()?)??;
         match &word[..] {
-            b"message" | b"pmessage" | b"smessage" => Some(f),
+            // Only for what the client is subscribed to now: the node may still deliver a message
+            // published before it read our UNSUBSCRIBE, which the client has already seen confirmed.
+            b"message" | b"pmessage" | b"smessage" => {
+                let name = resp::as_bulk(el.get(1)?)??;
+                let wanted = match &word[..] {
+                    b"message" => self.channels.contains(&name),
+                    b"pmessage" => self.patterns.contains(&name),
+                    _ => self.shard.contains_key(&name),
+                };
+                wanted.then_some(f)
+            }
             b"sunsubscribe" => {
                 // Unasked for: the node gave up the channel's slot. Subscribe again where it went.
                 if let Some(ch) = el.get(1).and_then(|c| resp::as_bulk(c).flatten()) {
