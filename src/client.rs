@@ -7,22 +7,22 @@
 //! runs them alone, watching the client's socket so that a client that leaves mid-block releases
 //! its node connection at once. Subscription messages are written as they arrive.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backend::Cx;
-use crate::command::{self, Class, CommandSpec, Lookup};
+use crate::command::{self, Class, CommandSpec, Lookup, Special};
 use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
 use crate::pubsub::{self, Event, Kind, PubSub};
@@ -34,20 +34,204 @@ use crate::transaction::TxState;
 /// A reply and what to record about it once it is written.
 type Done = (Bytes, Option<Rec>);
 
-/// A reply that is either known now or still being routed; avoids boxing local answers.
-enum ReplyFut {
-    Ready(Option<Done>),
-    Routed(Pin<Box<dyn Future<Output = Done> + Send>>),
+type Running = Pin<Box<dyn Future<Output = Filled> + Send>>;
+
+/// What a running future answers: one request, or a batch sent to one node.
+enum Filled {
+    One(u64, Done),
+    Many(Vec<(u64, Done)>),
 }
 
-impl Future for ReplyFut {
-    type Output = Done;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
-        match self.get_mut() {
-            ReplyFut::Ready(b) => Poll::Ready(b.take().unwrap_or_default()),
-            ReplyFut::Routed(f) => f.as_mut().poll(cx),
+/// The client's requests in flight, in the order they arrived: one slot per request, filled as
+/// its reply comes from whichever future produces it, written strictly from the front.
+struct Inflight {
+    /// Sequence number of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Option<Done>>,
+    running: FuturesUnordered<Running>,
+}
+
+impl Inflight {
+    fn new() -> Inflight {
+        Inflight { base: 0, slots: VecDeque::new(), running: FuturesUnordered::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn ready(&mut self, done: Done) {
+        self.slots.push_back(Some(done));
+    }
+
+    /// A place for a reply that will come later; returns its sequence number.
+    fn reserve(&mut self) -> u64 {
+        self.slots.push_back(None);
+        self.base + self.slots.len() as u64 - 1
+    }
+
+    fn start(&mut self, f: Running) {
+        self.running.push(f);
+    }
+
+    fn place(&mut self, filled: Filled) {
+        let mut put = |seq: u64, done: Done| {
+            if let Some(s) = seq.checked_sub(self.base).and_then(|i| self.slots.get_mut(i as usize)) {
+                *s = Some(done);
+            }
+        };
+        match filled {
+            Filled::One(seq, done) => put(seq, done),
+            Filled::Many(all) => all.into_iter().for_each(|(seq, done)| put(seq, done)),
         }
     }
+
+    /// Resolves once the oldest request has its reply. Cancel-safe: whatever arrives is placed.
+    async fn front_ready(&mut self) {
+        while matches!(self.slots.front(), Some(None)) {
+            match self.running.next().await {
+                Some(f) => self.place(f),
+                // Nothing could fill it (cannot happen: every reserved slot has a future).
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Places every reply that is already there, without waiting.
+    fn collect(&mut self) {
+        while let Some(Some(f)) = self.running.next().now_or_never() {
+            self.place(f);
+        }
+    }
+
+    /// The oldest request's reply, if it has come.
+    fn pop(&mut self) -> Option<Done> {
+        if !matches!(self.slots.front(), Some(Some(_))) {
+            return None;
+        }
+        self.base += 1;
+        self.slots.pop_front().flatten()
+    }
+}
+
+/// A single-slot keyed command on its way to the slot's master, in its client's batch.
+struct Keyed {
+    spec: Arc<CommandSpec>,
+    req: Request,
+    slot: u16,
+    started: Option<Instant>,
+}
+
+/// Keyed commands parsed from one read, gathered per node: each node gets one request carrying
+/// all of them (one channel send, one reply wait, one future), instead of one per command.
+#[derive(Default)]
+struct Gather {
+    groups: Vec<(String, Vec<(u64, Keyed)>)>,
+}
+
+impl Gather {
+    /// Adds `k` to its node's batch; false when its slot has no healthy master in the map (the
+    /// router then waits for one).
+    fn add(&mut self, p: &Proxy, k: Keyed, inflight: &mut Inflight) -> Result<(), Keyed> {
+        let topo = p.topology.load();
+        let addr = match topo.master_node(k.slot) {
+            Some(n) if !n.failed => n.addr.as_str(),
+            _ => return Err(k),
+        };
+        let seq = inflight.reserve();
+        match self.groups.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, items)) => items.push((seq, k)),
+            None => self.groups.push((addr.to_string(), vec![(seq, k)])),
+        }
+        Ok(())
+    }
+
+    /// Starts every batch gathered so far. Called before anything else is started, so that a
+    /// client's commands reach each node in the order it sent them.
+    fn flush(&mut self, p: &Arc<Proxy>, cx: Cx, inflight: &mut Inflight) {
+        for (addr, items) in self.groups.drain(..) {
+            inflight.start(Box::pin(send_batch(p.clone(), addr, cx, items)));
+        }
+    }
+}
+
+/// Sends one node's batch in one write and answers each command from its reply; a command
+/// redirected, refused or lost goes on through the router's own retry loop, as if sent there.
+async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)>) -> Filled {
+    let n = items.len();
+    let payload = match &items[..] {
+        [(_, one)] => one.req.raw.clone(),
+        all => {
+            let mut b = BytesMut::with_capacity(all.iter().map(|(_, k)| k.req.raw.len()).sum());
+            all.iter().for_each(|(_, k)| b.extend_from_slice(&k.req.raw));
+            b.freeze()
+        }
+    };
+    let result = p.backend.send(&addr, cx, payload, n).await;
+    let mut out = Vec::with_capacity(n);
+    match result {
+        Ok(frames) if frames.len() == n => {
+            let answered = |k: &Keyed, frame: Bytes| {
+                let outcome = if resp::is_error(&frame) { Outcome::Error } else { Outcome::Ok };
+                let rec = k.started.map(|t| Rec::new(&k.spec, outcome, Timed::Keyed, t));
+                (frame, rec)
+            };
+            let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
+            if !frames.iter().any(redirected) {
+                out.extend(items.into_iter().zip(frames).map(|((seq, k), f)| (seq, answered(&k, f))));
+            } else {
+                // Resent concurrently and started in order, like commands sent one by one: a
+                // client's SET and GET of one key, both redirected, reach the new owner in the
+                // order it sent them (the test of pipelines through ASK and MOVED found this).
+                let all = items.into_iter().zip(frames).map(|((seq, k), f)| {
+                    let (p, addr) = (&p, &addr);
+                    async move {
+                        if redirected(&f) {
+                            (seq, carry_on(p, k, cx, (addr.clone(), Ok(vec![f]))).await)
+                        } else {
+                            (seq, answered(&k, f))
+                        }
+                    }
+                });
+                out = futures_util::future::join_all(all).await;
+            }
+        }
+        Ok(_) => {
+            let e = reply::error("ERR clusterless: reply count mismatch from node");
+            out.extend(items.into_iter().map(|(seq, k)| {
+                (seq, (e.clone(), k.started.map(|t| Rec::new(&k.spec, Outcome::Error, Timed::Keyed, t))))
+            }));
+        }
+        Err(e) => {
+            // Each command decides alone (retry a read, report a write as possibly executed);
+            // concurrently, as they would have been sent one by one.
+            let all = items.into_iter().map(|(seq, k)| {
+                let first = (addr.clone(), Err(e.clone()));
+                let p = &p;
+                async move { (seq, carry_on(p, k, cx, first).await) }
+            });
+            out = futures_util::future::join_all(all).await;
+        }
+    }
+    Filled::Many(out)
+}
+
+/// Hands a command whose first attempt did not simply succeed to the router's retry loop.
+async fn carry_on(p: &Proxy, k: Keyed, cx: Cx, first: crate::router::FirstTry) -> Done {
+    let trace = Trace::default();
+    let reply = crate::router::continue_slot(p, k.slot, k.req.raw, k.spec.readonly, cx, &trace, Some(first)).await;
+    let outcome = if resp::is_error(&reply) {
+        Outcome::Error
+    } else if trace.redirected() {
+        Outcome::Redirect
+    } else {
+        Outcome::Ok
+    };
+    (reply, k.started.map(|t| Rec::new(&k.spec, outcome, Timed::Keyed, t)))
 }
 
 /// One request's metrics, recorded by the client task when its reply is written.
@@ -56,6 +240,12 @@ struct Rec {
     outcome: Outcome,
     class: Timed,
     started: Instant,
+}
+
+impl Rec {
+    fn new(spec: &CommandSpec, outcome: Outcome, class: Timed, started: Instant) -> Rec {
+        Rec { id: spec.metric_id, outcome, class, started }
+    }
 }
 
 /// Metric updates gathered over one batch of replies and applied once per batch: the shared
@@ -126,9 +316,38 @@ impl Conn {
 
 /// What to do with one parsed request.
 enum Plan {
-    Now(ReplyFut),
+    /// Answered already (locally, or refused).
+    Ready(Done),
+    /// A single-slot keyed command: joins its node's batch.
+    Keyed(Keyed),
+    /// Everything else the router answers.
+    Routed(Routed),
     /// Run alone, once everything before it is answered.
     Barrier(Arc<CommandSpec>, Request, Option<Instant>),
+}
+
+/// A request for the router, with what its metrics need.
+struct Routed {
+    spec: Arc<CommandSpec>,
+    req: Request,
+    class: Timed,
+    started: Option<Instant>,
+}
+
+async fn route(p: Arc<Proxy>, r: Routed, cx: Cx) -> Done {
+    let trace = Trace::default();
+    let reply = crate::router::route(p, r.spec.clone(), r.req, cx, &trace).await;
+    let rec = r.started.map(|started| {
+        let outcome = if resp::is_error(&reply) {
+            Outcome::Error
+        } else if trace.redirected() {
+            Outcome::Redirect
+        } else {
+            Outcome::Ok
+        };
+        Rec::new(&r.spec, outcome, r.class, started)
+    });
+    (reply, rec)
 }
 
 /// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
@@ -146,7 +365,8 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let mut rbuf = BytesMut::new();
     let mut wbuf = BytesMut::new();
     let mut read_size = MIN_READ;
-    let mut inflight: FuturesOrdered<ReplyFut> = FuturesOrdered::new();
+    let mut inflight = Inflight::new();
+    let mut gather = Gather::default();
     let mut barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)> = None;
     // Once set we read no more: remaining replies are flushed, then the connection closes.
     let mut closing = false;
@@ -165,8 +385,26 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
             match parser.next(&mut rbuf) {
                 Ok(Parsed::Request(req)) => {
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
+                    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
                     match plan(&p, &mut c, req, started) {
-                        Plan::Now(f) => inflight.push_back(f),
+                        Plan::Keyed(k) => {
+                            if let Err(k) = gather.add(&p, k, &mut inflight) {
+                                gather.flush(&p, cx, &mut inflight);
+                                let r = Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started };
+                                let seq = inflight.reserve();
+                                inflight.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+                            }
+                        }
+                        Plan::Ready(done) => {
+                            // Before anything that may change the session (HELLO 3, AUTH).
+                            gather.flush(&p, cx, &mut inflight);
+                            inflight.ready(done);
+                        }
+                        Plan::Routed(r) => {
+                            gather.flush(&p, cx, &mut inflight);
+                            let seq = inflight.reserve();
+                            inflight.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+                        }
                         Plan::Barrier(spec, req, t) => barrier = Some((spec, req, t)),
                     }
                     parser.authenticated = c.session.authenticated;
@@ -179,11 +417,12 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "closing client after protocol error");
                     p.metrics.clients_protocol_errors.inc();
-                    inflight.push_back(ReplyFut::Ready(Some((reply::error(&e.0), None))));
+                    inflight.ready((reply::error(&e.0), None));
                     closing = true;
                 }
             }
         }
+        gather.flush(&p, Cx { proto: c.session.proto, lane: c.session.id as u32 }, &mut inflight);
         if inflight.is_empty() {
             if let Some((spec, req, started)) = barrier.take() {
                 let mut more = false;
@@ -250,12 +489,9 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         let repair = c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
         tokio::select! {
             biased;
-            Some((first, rec)) = inflight.next(), if !inflight.is_empty() => {
-                wbuf.extend_from_slice(&first);
-                if let Some(r) = rec {
-                    batch.add(&p, r);
-                }
-                while let Some(Some((r, rec))) = inflight.next().now_or_never() {
+            _ = inflight.front_ready(), if !inflight.is_empty() => {
+                inflight.collect();
+                while let Some((r, rec)) = inflight.pop() {
                     wbuf.extend_from_slice(&r);
                     if let Some(r) = rec {
                         batch.add(&p, r);
@@ -365,7 +601,7 @@ const SUBSCRIBED_ONLY: &str =
 
 /// Decides what answers `req`: the session (local commands), a refusal, the router, or the
 /// connection itself in order (a barrier).
-fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
+fn plan(p: &Proxy, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
     let m = &p.metrics;
     let spec = match p.table.lookup(&req.args) {
         Lookup::Found(spec) => spec.clone(),
@@ -379,7 +615,7 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
             if m.enabled {
                 m.command("other").record(Outcome::Error);
             }
-            return Plan::Now(ReplyFut::Ready(Some((reply, None))));
+            return Plan::Ready((reply, None));
         }
     };
     let id = spec.metric_id;
@@ -388,7 +624,7 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
             let outcome = if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok };
             Rec { id, outcome, class, started }
         });
-        Plan::Now(ReplyFut::Ready(Some((reply, rec))))
+        Plan::Ready((reply, rec))
     };
     let name = spec.name.as_str();
     if !c.session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
@@ -434,23 +670,12 @@ fn plan(p: &Arc<Proxy>, c: &mut Conn, req: Request, started: Option<Instant>) ->
         Class::Scan => Timed::Scan,
         Class::Info => Timed::Info,
     };
-    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
-    let p = p.clone();
-    Plan::Now(ReplyFut::Routed(Box::pin(async move {
-        let trace = Trace::default();
-        let reply = crate::router::route(p, spec, req, cx, &trace).await;
-        let rec = started.map(|started| {
-            let outcome = if resp::is_error(&reply) {
-                Outcome::Error
-            } else if trace.redirected() {
-                Outcome::Redirect
-            } else {
-                Outcome::Ok
-            };
-            Rec { id, outcome, class, started }
-        });
-        (reply, rec)
-    })))
+    if matches!(spec.class, Class::Keyed) && matches!(spec.special, Special::None) {
+        if let Some(slot) = spec.single_slot(&req.args) {
+            return Plan::Keyed(Keyed { spec, req, slot, started });
+        }
+    }
+    Plan::Routed(Routed { spec, req, class, started })
 }
 
 fn sub_kind(name: &str) -> Option<(Kind, bool)> {

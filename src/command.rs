@@ -129,6 +129,21 @@ impl CommandSpec {
         (a > 0 && argc == a as usize) || (a < 0 && argc >= (-a) as usize)
     }
 
+    /// The one slot all of the command's keys hash to; `None` when it has no keys, its arguments
+    /// do not say where they are, or they span several slots. Allocates nothing for the common
+    /// single-key commands.
+    pub fn single_slot(&self, args: &[Bytes]) -> Option<u16> {
+        if let KeyRule::Range { first, last, .. } = self.keys {
+            if first > 0 && (first == last || (last < 0 && args.len() as i32 + last == first)) {
+                return args.get(first as usize).map(|k| crate::slot::slot(k));
+            }
+        }
+        let keys = self.key_positions(args)?;
+        let mut slots = keys.iter().filter_map(|&i| args.get(i)).map(|k| crate::slot::slot(k));
+        let first = slots.next()?;
+        slots.all(|s| s == first).then_some(first)
+    }
+
     /// Positions of the keys in `args`, or `None` when the arguments do not say (a bad numkeys):
     /// the caller then lets a master produce the proper error.
     pub fn key_positions(&self, args: &[Bytes]) -> Option<Vec<usize>> {
@@ -512,6 +527,30 @@ mod tests {
         assert_eq!(keys(&t, "SORT k BY x STORE d"), Some(vec![1, 5]));
         assert_eq!(keys(&t, "object encoding k"), Some(vec![2]));
         assert_eq!(keys(&t, "lmpop 2 a b LEFT"), Some(vec![2, 3]));
+    }
+
+    #[test]
+    fn single_slot_agrees_with_key_positions() {
+        let t = CommandTable::builtin();
+        let slot_of = |s: &str| {
+            let a = args(s);
+            match t.lookup(&a) {
+                Lookup::Found(spec) => spec.single_slot(&a),
+                _ => panic!("lookup failed for {s}"),
+            }
+        };
+        let k = |key: &str| Some(crate::slot::slot(key.as_bytes()));
+        assert_eq!(slot_of("GET a"), k("a"));
+        assert_eq!(slot_of("SET {u}x 1"), k("u"));
+        assert_eq!(slot_of("DEL a"), k("a"));
+        assert_eq!(slot_of("DEL {t}a {t}b"), k("t"));
+        assert_eq!(slot_of("DEL a b"), None);
+        assert_eq!(slot_of("RENAME {t}a {t}b"), k("t"));
+        assert_eq!(slot_of("RENAME a b"), None);
+        assert_eq!(slot_of("EVAL s 1 k"), k("k"));
+        assert_eq!(slot_of("EVAL s 0"), None);
+        assert_eq!(slot_of("EVAL s 3 k1"), None);
+        assert_eq!(slot_of("PING"), None);
     }
 
     #[test]

@@ -325,6 +325,11 @@ impl Metrics {
         }
     }
 
+    /// Redirect replies of one kind seen so far (0 when metrics are off).
+    pub fn redirects_seen(&self, kind: &str) -> u64 {
+        self.redirects.get_metric_with_label_values(&[kind]).map(|c| c.get()).unwrap_or(0)
+    }
+
     /// Forgets per-node series of nodes that left the cluster.
     pub fn forget_node(&self, node: &str) {
         let _ = self.backend_connections.remove_label_values(&[node]);

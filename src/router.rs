@@ -248,32 +248,57 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// Sends one command for `slot` to its master, following redirects and retrying within budget.
 pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: Cx, trace: &Trace) -> Bytes {
+    continue_slot(p, slot, cmd, readonly, cx, trace, None).await
+}
+
+/// The outcome of one command's first attempt, made elsewhere (the client's batch to one node):
+/// the node it went to and its reply, or how sending failed.
+pub(crate) type FirstTry = (String, Result<Vec<Bytes>, BackendError>);
+
+/// [`send_to_slot`], taking over after a first attempt made elsewhere: a redirect, a refusal or a
+/// lost connection is handled exactly as if this loop had sent the command itself.
+pub(crate) async fn continue_slot(
+    p: &Proxy,
+    slot: u16,
+    cmd: Bytes,
+    readonly: bool,
+    cx: Cx,
+    trace: &Trace,
+    mut first: Option<FirstTry>,
+) -> Bytes {
     let mut budget = Budget::new(p);
     let mut redirects = 0;
     let mut asking: Option<String> = None;
     loop {
-        // Read the snapshot into owned values first: its guard must not live across a wait.
-        let owner = p.topology.load().master_node(slot).map(|n| (n.addr.clone(), n.failed));
-        let (addr, payload, n) = match asking.take() {
-            Some(a) => {
-                let mut b = BytesMut::with_capacity(ASKING.len() + cmd.len());
-                b.put_slice(ASKING);
-                b.put_slice(&cmd);
-                (a, b.freeze(), 2)
-            }
-            None => match owner {
-                Some((_, true)) if budget.hold(p).await => continue,
-                Some((a, _)) => (a, cmd.clone(), 1),
-                None => {
-                    p.topology.request_refresh();
-                    if budget.wait(p).await {
-                        continue;
+        let (addr, result) = match first.take() {
+            Some(tried) => tried,
+            None => {
+                // Read the snapshot into owned values first: its guard must not live across a wait.
+                let owner = p.topology.load().master_node(slot).map(|n| (n.addr.clone(), n.failed));
+                let (addr, payload, n) = match asking.take() {
+                    Some(a) => {
+                        let mut b = BytesMut::with_capacity(ASKING.len() + cmd.len());
+                        b.put_slice(ASKING);
+                        b.put_slice(&cmd);
+                        (a, b.freeze(), 2)
                     }
-                    return reply::error(SLOT_NOT_SERVED);
-                }
-            },
+                    None => match owner {
+                        Some((_, true)) if budget.hold(p).await => continue,
+                        Some((a, _)) => (a, cmd.clone(), 1),
+                        None => {
+                            p.topology.request_refresh();
+                            if budget.wait(p).await {
+                                continue;
+                            }
+                            return reply::error(SLOT_NOT_SERVED);
+                        }
+                    },
+                };
+                let result = p.backend.send(&addr, cx, payload, n).await;
+                (addr, result)
+            }
         };
-        match p.backend.send(&addr, cx, payload, n).await {
+        match result {
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
                 match classify(&r, &addr) {

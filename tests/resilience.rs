@@ -160,6 +160,66 @@ async fn manual_migration_in_ask_state_has_no_errors() {
     }
 }
 
+/// Pipelines of SET k v / GET k over keys of a migrating slot and of other slots: the proxy sends
+/// each node's share of a pipeline as one batch, and the commands of a batch that come back ASK or
+/// MOVED go on one by one. Every GET must see the SET before it, and replies must stay in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_through_ask_and_moved_keep_order() {
+    let env = start_with(small(), |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await; // ok: test
+    let masters = env.cluster.masters();
+    let (from, to) = (masters[0], masters[2]);
+    let slots = env.cluster.slots_of(from);
+    let slot = slots[10];
+    let mut keys = keys_for_slots(&[slot], 20);
+    // Batch-mates on the same source node, and keys on the other masters.
+    keys.extend(keys_for_slots(&slots[11..14], 2));
+    for m in &masters[1..] {
+        keys.extend(keys_for_slots(&env.cluster.slots_of(*m)[..2], 2));
+    }
+    {
+        let mut c = env.conn().await;
+        for k in &keys[..10] {
+            let _: () = c.set(k, "old").await.unwrap(); // ok: test
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, url, ks) = (stop.clone(), env.url(), keys.clone());
+    let looped = tokio::spawn(async move {
+        let mut c = client_conn(&url).await;
+        let (mut rounds, mut errors) = (0u64, Vec::new());
+        let until = Instant::now() + Duration::from_secs(120);
+        while !s.load(Ordering::Relaxed) && Instant::now() < until && errors.len() < 20 {
+            let mut pipe = redis::pipe();
+            for (i, k) in ks.iter().enumerate() {
+                pipe.set(k, format!("{rounds}:{i}")).ignore().get(k);
+            }
+            match pipe.query_async::<Vec<String>>(&mut c).await {
+                Ok(got) => {
+                    let want: Vec<String> = (0..ks.len()).map(|i| format!("{rounds}:{i}")).collect();
+                    if got != want {
+                        errors.push(format!("round {rounds}: got {got:?}"));
+                    }
+                }
+                Err(e) => errors.push(format!("round {rounds}: {e}")),
+            }
+            rounds += 1;
+        }
+        (rounds, errors)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_begin(slot, from, to)).expect("begin");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slot, from, to)).expect("finish");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, errors) = looped.await.expect("pipeline loop");
+    assert!(errors.is_empty(), "pipelines went wrong: {:?}", &errors[..errors.len().min(3)]);
+    assert!(rounds > 20, "the loop made progress: {rounds} rounds");
+    let m = &env.proxy.proxy.metrics;
+    assert!(m.redirects_seen("ask") > 0, "the migration sent some commands through ASK");
+    assert!(m.redirects_seen("moved") > 0, "and some through MOVED once it finished");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_under_writes_has_no_errors() {
     let env = start(with_replicas()).await;
