@@ -374,6 +374,12 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let mut need_bytes = true;
     let mut shutdown = p.shutdown.clone();
     let mut draining = *shutdown.borrow();
+    // One wait for the whole connection: a fresh `changed()` per loop turn registered and dropped
+    // a waiter every request (2 % of the proxy's CPU at pipeline 1).
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    tokio::pin!(stop);
     let mut changes = p.topology.subscribe();
     let mut batch = Batch::new();
     'conn: loop {
@@ -544,7 +550,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     }
                 }
             }
-            _ = shutdown.changed(), if !draining => draining = true,
+            _ = &mut stop, if !draining => draining = true,
         }
     }
     // Watches, subscriptions and blocked pops end with their connections.
