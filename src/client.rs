@@ -172,7 +172,10 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
             b.freeze()
         }
     };
+    let sent = Instant::now();
     let result = p.backend.send(&addr, cx, payload, n).await;
+    // A late answer is checked command by command: it may come from a deposed master.
+    let late = sent.elapsed() >= crate::router::LATE_REPLY;
     let mut out = Vec::with_capacity(n);
     match result {
         Ok(frames) if frames.len() == n => {
@@ -182,7 +185,7 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
                 (frame, rec)
             };
             let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
-            if !frames.iter().any(redirected) {
+            if !late && !frames.iter().any(redirected) {
                 out.extend(items.into_iter().zip(frames).map(|((seq, k), f)| (seq, answered(&k, f))));
             } else {
                 // Resent concurrently and started in order, like commands sent one by one: a
@@ -191,8 +194,8 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
                 let all = items.into_iter().zip(frames).map(|((seq, k), f)| {
                     let (p, addr) = (&p, &addr);
                     async move {
-                        if redirected(&f) {
-                            (seq, carry_on(p, k, cx, (addr.clone(), Ok(vec![f]))).await)
+                        if late || redirected(&f) {
+                            (seq, carry_on(p, k, cx, (addr.clone(), Ok(vec![f]), sent)).await)
                         } else {
                             (seq, answered(&k, f))
                         }
@@ -211,7 +214,7 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
             // Each command decides alone (retry a read, report a write as possibly executed);
             // concurrently, as they would have been sent one by one.
             let all = items.into_iter().map(|(seq, k)| {
-                let first = (addr.clone(), Err(e.clone()));
+                let first = (addr.clone(), Err(e.clone()), sent);
                 let p = &p;
                 async move { (seq, carry_on(p, k, cx, first).await) }
             });

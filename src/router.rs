@@ -252,8 +252,26 @@ pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: 
 }
 
 /// The outcome of one command's first attempt, made elsewhere (the client's batch to one node):
-/// the node it went to and its reply, or how sending failed.
-pub(crate) type FirstTry = (String, Result<Vec<Bytes>, BackendError>);
+/// the node it went to, its reply or how sending failed, and when it was sent.
+pub(crate) type FirstTry = (String, Result<Vec<Bytes>, BackendError>, Instant);
+
+/// A node that answers a command this long after it was sent, and meanwhile lost the command's
+/// slot, may have been a master that hung (SIGSTOP, a stall) while its replica was promoted: it
+/// runs what was queued on resuming, before it learns it was deposed, and its data is then
+/// discarded when it rejoins as a replica.
+pub(crate) const LATE_REPLY: Duration = Duration::from_millis(500);
+
+/// Whether a late reply from `addr` may come from a deposed master (see [`LATE_REPLY`]): the slot
+/// has another owner now, or its owner is flagged failed. Returns the owner now.
+fn deposed(p: &Proxy, slot: u16, addr: &str, sent: Instant) -> Option<String> {
+    if sent.elapsed() < LATE_REPLY {
+        return None;
+    }
+    let t = p.topology.load();
+    let owner = t.master_node(slot)?;
+    // Flagged failed and still the owner: the promotion has not reached our map yet.
+    (owner.addr != addr || owner.failed).then(|| owner.addr.clone())
+}
 
 /// [`send_to_slot`], taking over after a first attempt made elsewhere: a redirect, a refusal or a
 /// lost connection is handled exactly as if this loop had sent the command itself.
@@ -270,7 +288,7 @@ pub(crate) async fn continue_slot(
     let mut redirects = 0;
     let mut asking: Option<String> = None;
     loop {
-        let (addr, result) = match first.take() {
+        let (addr, result, sent) = match first.take() {
             Some(tried) => tried,
             None => {
                 // Read the snapshot into owned values first: its guard must not live across a wait.
@@ -294,15 +312,33 @@ pub(crate) async fn continue_slot(
                         }
                     },
                 };
+                let sent = Instant::now();
                 let result = p.backend.send(&addr, cx, payload, n).await;
-                (addr, result)
+                (addr, result, sent)
             }
         };
         match result {
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
                 match classify(&r, &addr) {
-                    Redirect::None => return r,
+                    Redirect::None => match deposed(p, slot, &addr, sent) {
+                        None => return r,
+                        // A write's effect may be lost: say so rather than acknowledge it.
+                        Some(now) if !readonly => {
+                            return reply::error(&format!(
+                                "ERR clusterless: {addr} answered after {} ms, when slot {slot} was failing over \
+                                 (owner now {now}); the command may or may not have been executed",
+                                sent.elapsed().as_millis()
+                            ))
+                        }
+                        // A read may be stale: ask the new owner.
+                        Some(_) => {
+                            redirects += 1;
+                            if redirects > p.backend.config().max_redirects {
+                                return r;
+                            }
+                        }
+                    },
                     Redirect::Moved { slot: s, addr: to } => {
                         p.metrics.redirect("moved");
                         trace.redirected.store(true, Ordering::Relaxed);
