@@ -1,8 +1,9 @@
 //! Connections to cluster nodes: per worker thread and node a few long-lived connections shared
-//! by that worker's clients, pipelined (replies matched to requests in FIFO order), with writes coalesced, connect and request
-//! timeouts, AUTH/HELLO on connect and reconnection with backoff. This module knows nothing of
-//! slots; it moves bytes to an address and says precisely how a failure happened, because that
-//! decides whether the router may retry (never sent: always; sent: only reads).
+//! by that worker's clients, pipelined (replies matched to requests in FIFO order), with writes
+//! coalesced, connect and request timeouts, AUTH/HELLO on connect and reconnection with backoff.
+//! This module knows nothing of slots; it moves bytes to an address and says precisely how a
+//! failure happened, because that decides whether the router may retry (never sent: always;
+//! sent: only reads).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -79,6 +79,12 @@ impl Inflight {
         self.running.push(f);
     }
 
+    /// A request for the router, answered in its place.
+    fn route(&mut self, p: &Arc<Proxy>, r: Routed, cx: Cx) {
+        let seq = self.reserve();
+        self.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+    }
+
     fn place(&mut self, filled: Filled) {
         let mut put = |seq: u64, done: Done| {
             if let Some(s) = seq.checked_sub(self.base).and_then(|i| self.slots.get_mut(i as usize)) {
@@ -180,8 +186,7 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
     match result {
         Ok(frames) if frames.len() == n => {
             let answered = |k: &Keyed, frame: Bytes| {
-                let outcome = if resp::is_error(&frame) { Outcome::Error } else { Outcome::Ok };
-                let rec = k.started.map(|t| Rec::new(&k.spec, outcome, Timed::Keyed, t));
+                let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&frame, false), Timed::Keyed, t));
                 (frame, rec)
             };
             let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
@@ -228,14 +233,8 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
 async fn carry_on(p: &Proxy, k: Keyed, cx: Cx, first: crate::router::FirstTry) -> Done {
     let trace = Trace::default();
     let reply = crate::router::continue_slot(p, k.slot, k.req.raw, k.spec.readonly, cx, &trace, Some(first)).await;
-    let outcome = if resp::is_error(&reply) {
-        Outcome::Error
-    } else if trace.redirected() {
-        Outcome::Redirect
-    } else {
-        Outcome::Ok
-    };
-    (reply, k.started.map(|t| Rec::new(&k.spec, outcome, Timed::Keyed, t)))
+    let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
+    (reply, rec)
 }
 
 /// One request's metrics, recorded by the client task when its reply is written.
@@ -249,6 +248,17 @@ struct Rec {
 impl Rec {
     fn new(spec: &CommandSpec, outcome: Outcome, class: Timed, started: Instant) -> Rec {
         Rec { id: spec.metric_id, outcome, class, started }
+    }
+}
+
+/// How a reply counts in the metrics; `redirected` when the router followed a redirect for it.
+fn outcome(reply: &[u8], redirected: bool) -> Outcome {
+    if resp::is_error(reply) {
+        Outcome::Error
+    } else if redirected {
+        Outcome::Redirect
+    } else {
+        Outcome::Ok
     }
 }
 
@@ -312,6 +322,11 @@ struct Conn {
 }
 
 impl Conn {
+    /// Who is asking, for the backend: the protocol now, and this client's lane.
+    fn cx(&self) -> Cx {
+        Cx { proto: self.session.proto, lane: self.session.id as u32 }
+    }
+
     /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.
     fn subscribed_resp2(&self) -> bool {
         self.session.proto < 3 && self.pubsub.as_ref().is_some_and(|ps| ps.active())
@@ -341,16 +356,7 @@ struct Routed {
 async fn route(p: Arc<Proxy>, r: Routed, cx: Cx) -> Done {
     let trace = Trace::default();
     let reply = crate::router::route(p, r.spec.clone(), r.req, cx, &trace).await;
-    let rec = r.started.map(|started| {
-        let outcome = if resp::is_error(&reply) {
-            Outcome::Error
-        } else if trace.redirected() {
-            Outcome::Redirect
-        } else {
-            Outcome::Ok
-        };
-        Rec::new(&r.spec, outcome, r.class, started)
-    });
+    let rec = r.started.map(|t| Rec::new(&r.spec, outcome(&reply, trace.redirected()), r.class, t));
     (reply, rec)
 }
 
@@ -395,14 +401,13 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
             match parser.next(&mut rbuf) {
                 Ok(Parsed::Request(req)) => {
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
-                    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
+                    let cx = c.cx();
                     match plan(&p, &mut c, req, started) {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(&p, k, &mut inflight) {
                                 gather.flush(&p, cx, &mut inflight);
                                 let r = Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started };
-                                let seq = inflight.reserve();
-                                inflight.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+                                inflight.route(&p, r, cx);
                             }
                         }
                         Plan::Ready(done) => {
@@ -412,8 +417,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                         }
                         Plan::Routed(r) => {
                             gather.flush(&p, cx, &mut inflight);
-                            let seq = inflight.reserve();
-                            inflight.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+                            inflight.route(&p, r, cx);
                         }
                         Plan::Barrier(spec, req, t) => barrier = Some((spec, req, t)),
                     }
@@ -432,7 +436,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 }
             }
         }
-        gather.flush(&p, Cx { proto: c.session.proto, lane: c.session.id as u32 }, &mut inflight);
+        gather.flush(&p, c.cx(), &mut inflight);
         if inflight.is_empty() {
             if let Some((spec, req, started)) = barrier.take() {
                 let mut more = false;
@@ -630,10 +634,7 @@ fn plan(p: &Proxy, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan
     };
     let id = spec.metric_id;
     let local = |reply: Bytes, class: Timed| {
-        let rec = started.map(|started| {
-            let outcome = if resp::is_error(&reply) { Outcome::Error } else { Outcome::Ok };
-            Rec { id, outcome, class, started }
-        });
+        let rec = started.map(|started| Rec { id, outcome: outcome(&reply, false), class, started });
         Plan::Ready((reply, rec))
     };
     let name = spec.name.as_str();
@@ -708,7 +709,7 @@ async fn run_barrier(
     req: Request,
     started: Option<Instant>,
 ) -> Vec<Bytes> {
-    let cx = Cx { proto: c.session.proto, lane: c.session.id as u32 };
+    let cx = c.cx();
     let name = spec.name.as_str();
     let (out, class): (Vec<Bytes>, Timed) = match name {
         "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
@@ -741,8 +742,8 @@ async fn run_barrier(
         },
     };
     if let Some(t) = started {
-        let failed = out.first().is_some_and(|r| resp::is_error(r));
-        p.metrics.command_by_id(spec.metric_id).record(if failed { Outcome::Error } else { Outcome::Ok });
+        let first = out.first().map(|r| &r[..]).unwrap_or_default();
+        p.metrics.command_by_id(spec.metric_id).record(outcome(first, false));
         p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
     }
     out
