@@ -20,7 +20,7 @@ use crate::command::CommandSpec;
 use crate::dedicated::Dedicated;
 use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
-use crate::router::{self, Budget, Redirect, Trace, CROSSSLOT};
+use crate::router::{self, Budget, How, Redirect, Trace, CROSSSLOT};
 use crate::slot;
 
 /// Pops the proxy can spread over several slots.
@@ -32,93 +32,24 @@ fn splittable(name: &str) -> bool {
 pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
     let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
         // Bad numkeys and the like: any master produces Redis's own error, without blocking.
-        return single(p, None, &req.raw, cx).await;
+        return single(p, spec, None, req.raw, cx).await;
     };
     match router::common_slot(&req.args, &keys) {
-        Some(s) => single(p, Some(s), &req.raw, cx).await,
+        Some(s) => single(p, spec, Some(s), req.raw, cx).await,
         None if splittable(&spec.name) => match Pop::parse(&spec.name, &req.args, &keys) {
             Some(pop) => pop.run(p, cx).await,
-            None => single(p, None, &req.raw, cx).await,
+            None => single(p, spec, None, req.raw, cx).await,
         },
         None => reply::error(CROSSSLOT),
     }
 }
 
-/// A blocking command whose keys share one slot, on an exclusive connection to its master.
-async fn single(p: &Proxy, slot: Option<u16>, cmd: &[u8], cx: Cx) -> Bytes {
-    let mut budget = Budget::new(p);
-    let mut redirects = 0;
-    let mut asking: Option<String> = None;
-    loop {
-        let owner = match slot {
-            Some(s) => p.topology.load().master_node(s).map(|n| (n.addr.clone(), n.failed)),
-            None => p.topology.load().masters().first().map(|a| (a.to_string(), false)),
-        };
-        let addr = match (asking.take(), owner) {
-            (Some(a), _) => {
-                let mut conn = match p.dedicated.get(&a, cx.proto).await {
-                    Ok(c) => c,
-                    Err(e) => return router::lost_error(&e),
-                };
-                let mut payload = b"*1\r\n$6\r\nASKING\r\n".to_vec();
-                payload.extend_from_slice(cmd);
-                return match conn.request(&payload, 2).await {
-                    Ok(mut r) => {
-                        p.dedicated.put(conn);
-                        r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply"))
-                    }
-                    Err(e) => router::lost_error(&e),
-                };
-            }
-            (None, Some((_, true))) if budget.hold(p).await => continue,
-            (None, Some((a, _))) => a,
-            (None, None) => {
-                p.topology.request_refresh();
-                if budget.wait(p).await {
-                    continue;
-                }
-                return reply::error(router::SLOT_NOT_SERVED);
-            }
-        };
-        let mut conn = match p.dedicated.get(&addr, cx.proto).await {
-            Ok(c) => c,
-            Err(e) => {
-                p.topology.request_refresh();
-                if budget.wait(p).await {
-                    continue;
-                }
-                return router::lost_error(&e);
-            }
-        };
-        let r = match conn.request(cmd, 1).await {
-            Ok(mut r) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
-            Err(e) => return router::lost_error(&e),
-        };
-        p.dedicated.put(conn);
-        match router::classify(&r, &addr) {
-            Redirect::None => return r,
-            Redirect::Moved { slot: s, addr: to } => {
-                p.metrics.redirect("moved");
-                p.topology.patch_slot(s, &to);
-                p.topology.request_refresh();
-            }
-            Redirect::Ask { addr: to } => {
-                p.metrics.redirect("ask");
-                asking = Some(to);
-            }
-            Redirect::Retry(kind) => {
-                p.metrics.redirect(kind);
-                p.topology.request_refresh();
-                if !budget.wait(p).await {
-                    return r;
-                }
-            }
-        }
-        redirects += 1;
-        if redirects > p.backend.config().max_redirects {
-            return r;
-        }
-    }
+/// A blocking command whose keys share one slot, on an exclusive connection to its master, with
+/// the router's redirect and retry rules. Without a slot (arguments that do not say where the keys
+/// are), any master answers with Redis's own error; slot 0's is as good as any.
+async fn single(p: &Proxy, spec: &CommandSpec, slot: Option<u16>, cmd: Bytes, cx: Cx) -> Bytes {
+    let how = How::exclusive(spec.readonly);
+    router::continue_slot(p, slot.unwrap_or(0), cmd, how, cx, &Trace::default(), None).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
 use crate::pubsub::{self, Event, Kind, PubSub};
 use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
-use crate::router::Trace;
+use crate::router::{How, Trace};
 use crate::session::{self, Session};
 use crate::transaction::TxState;
 
@@ -232,7 +232,8 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
 /// Hands a command whose first attempt did not simply succeed to the router's retry loop.
 async fn carry_on(p: &Proxy, k: Keyed, cx: Cx, first: crate::router::FirstTry) -> Done {
     let trace = Trace::default();
-    let reply = crate::router::continue_slot(p, k.slot, k.req.raw, k.spec.readonly, cx, &trace, Some(first)).await;
+    let reply =
+        crate::router::continue_slot(p, k.slot, k.req.raw, How::shared(k.spec.readonly), cx, &trace, Some(first)).await;
     let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
     (reply, rec)
 }

@@ -248,7 +248,7 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 /// Sends one command for `slot` to its master, following redirects and retrying within budget.
 pub async fn send_to_slot(p: &Proxy, slot: u16, cmd: Bytes, readonly: bool, cx: Cx, trace: &Trace) -> Bytes {
-    continue_slot(p, slot, cmd, readonly, cx, trace, None).await
+    continue_slot(p, slot, cmd, How::shared(readonly), cx, trace, None).await
 }
 
 /// The outcome of one command's first attempt, made elsewhere (the client's batch to one node):
@@ -263,7 +263,7 @@ pub(crate) const LATE_REPLY: Duration = Duration::from_millis(500);
 
 /// Whether a late reply from `addr` may come from a deposed master (see [`LATE_REPLY`]): the slot
 /// has another owner now, or its owner is flagged failed. Returns the owner now.
-fn deposed(p: &Proxy, slot: u16, addr: &str, sent: Instant) -> Option<String> {
+pub(crate) fn deposed(p: &Proxy, slot: u16, addr: &str, sent: Instant) -> Option<String> {
     if sent.elapsed() < LATE_REPLY {
         return None;
     }
@@ -273,17 +273,67 @@ fn deposed(p: &Proxy, slot: u16, addr: &str, sent: Instant) -> Option<String> {
     (owner.addr != addr || owner.failed).then(|| owner.addr.clone())
 }
 
+/// The error for a write whose acknowledgement came late from a master that has since been
+/// deposed (see [`LATE_REPLY`]): its effect may be discarded with the old master's data.
+pub(crate) fn deposed_error(addr: &str, slot: u16, owner: &str, sent: Instant) -> Bytes {
+    reply::error(&format!(
+        "ERR clusterless: {addr} answered after {} ms, when slot {slot} was failing over (owner now {owner}); \
+         the command may or may not have been executed",
+        sent.elapsed().as_millis()
+    ))
+}
+
+/// How a command travels to a slot's master.
+#[derive(Clone, Copy)]
+pub(crate) struct How {
+    /// Whether it may be sent again after its connection broke (it changes nothing).
+    pub readonly: bool,
+    /// On a connection of its own (blocking commands) instead of the client's shared lane: taken
+    /// from the dedicated pool and given back only once fully answered, so that a client leaving
+    /// mid-block closes it. Its replies may come any time later, so they are not held late.
+    pub exclusive: bool,
+}
+
+impl How {
+    pub(crate) fn shared(readonly: bool) -> How {
+        How { readonly, exclusive: false }
+    }
+
+    pub(crate) fn exclusive(readonly: bool) -> How {
+        How { readonly, exclusive: true }
+    }
+}
+
+/// One attempt: `payload` holding `n` commands to `addr`, their `n` replies.
+async fn attempt(
+    p: &Proxy,
+    how: How,
+    addr: &str,
+    cx: Cx,
+    payload: Bytes,
+    n: usize,
+) -> Result<Vec<Bytes>, BackendError> {
+    if !how.exclusive {
+        return p.backend.send(addr, cx, payload, n).await;
+    }
+    let mut conn = p.dedicated.get(addr, cx.proto).await?;
+    let replies = conn.request(&payload, n).await?;
+    p.dedicated.put(conn);
+    Ok(replies)
+}
+
 /// [`send_to_slot`], taking over after a first attempt made elsewhere: a redirect, a refusal or a
 /// lost connection is handled exactly as if this loop had sent the command itself.
 pub(crate) async fn continue_slot(
     p: &Proxy,
     slot: u16,
     cmd: Bytes,
-    readonly: bool,
+    how: How,
     cx: Cx,
     trace: &Trace,
     mut first: Option<FirstTry>,
 ) -> Bytes {
+    let readonly = how.readonly;
     let mut budget = Budget::new(p);
     let mut redirects = 0;
     let mut asking: Option<String> = None;
@@ -313,7 +363,7 @@ pub(crate) async fn continue_slot(
                     },
                 };
                 let sent = Instant::now();
-                let result = p.backend.send(&addr, cx, payload, n).await;
+                let result = attempt(p, how, &addr, cx, payload, n).await;
                 (addr, result, sent)
             }
         };
@@ -321,16 +371,10 @@ pub(crate) async fn continue_slot(
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
                 match classify(&r, &addr) {
-                    Redirect::None => match deposed(p, slot, &addr, sent) {
+                    Redirect::None => match deposed(p, slot, &addr, sent).filter(|_| !how.exclusive) {
                         None => return r,
                         // A write's effect may be lost: say so rather than acknowledge it.
-                        Some(now) if !readonly => {
-                            return reply::error(&format!(
-                                "ERR clusterless: {addr} answered after {} ms, when slot {slot} was failing over \
-                                 (owner now {now}); the command may or may not have been executed",
-                                sent.elapsed().as_millis()
-                            ))
-                        }
+                        Some(now) if !readonly => return deposed_error(&addr, slot, &now, sent),
                         // A read may be stale: ask the new owner.
                         Some(_) => {
                             redirects += 1;
@@ -489,8 +533,9 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx, trace: &Tr
     merge_fan_out(spec.class, args.len(), &parts, replies, cx.proto)
 }
 
-/// Sends every part, pipelining all parts owned by one node into one write, then repairs the parts
-/// that came back redirected or failed by sending them alone through [`send_to_slot`].
+/// Sends every part, pipelining all parts owned by one node into one write; a part redirected,
+/// refused, lost or answered late goes on alone through the retry loop of [`continue_slot`], as if
+/// sent there.
 async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &Trace) -> Vec<Bytes> {
     let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut unowned = Vec::new();
@@ -503,6 +548,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
             }
         }
     }
+    let sent = Instant::now();
     let sends = by_node.iter().map(|(addr, idx)| {
         let mut payload = BytesMut::with_capacity(idx.iter().map(|&i| parts[i].cmd.len()).sum());
         for &i in idx {
@@ -511,37 +557,34 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
         p.backend.send(addr, cx, payload.freeze(), idx.len())
     });
     let results = futures_util::future::join_all(sends).await;
+    let late = sent.elapsed() >= LATE_REPLY;
     let mut out: Vec<Option<Bytes>> = vec![None; parts.len()];
-    let mut again: Vec<usize> = unowned;
-    for ((addr, idx), res) in by_node.iter().zip(results) {
+    let mut again: Vec<(usize, Option<FirstTry>)> = unowned.into_iter().map(|i| (i, None)).collect();
+    for ((addr, idx), res) in by_node.into_iter().zip(results) {
         match res {
-            Ok(replies) => {
-                for (&i, r) in idx.iter().zip(replies) {
-                    match classify(&r, addr) {
-                        Redirect::None => out[i] = Some(r),
-                        _ => again.push(i),
+            Ok(replies) if replies.len() == idx.len() => {
+                for (i, r) in idx.into_iter().zip(replies) {
+                    if !late && matches!(classify(&r, &addr), Redirect::None) {
+                        out[i] = Some(r);
+                    } else {
+                        again.push((i, Some((addr.clone(), Ok(vec![r]), sent))));
                     }
                 }
             }
-            Err(BackendError::NotSent(_)) => again.extend(idx),
-            Err(e) if readonly => {
-                let _ = e;
-                again.extend(idx)
+            Ok(_) => {
+                let e = reply::error("ERR clusterless: reply count mismatch from node");
+                idx.into_iter().for_each(|i| out[i] = Some(e.clone()));
             }
-            Err(e) => {
-                let err = lost_error(&e);
-                for &i in idx {
-                    out[i] = Some(err.clone());
-                }
-            }
+            Err(e) => again.extend(idx.into_iter().map(|i| (i, Some((addr.clone(), Err(e.clone()), sent))))),
         }
     }
     if !again.is_empty() {
-        let retried = futures_util::future::join_all(
-            again.iter().map(|&i| send_to_slot(p, parts[i].slot, parts[i].cmd.clone(), readonly, cx, trace)),
-        )
+        let how = How::shared(readonly);
+        let retried = futures_util::future::join_all(again.into_iter().map(|(i, first)| async move {
+            (i, continue_slot(p, parts[i].slot, parts[i].cmd.clone(), how, cx, trace, first).await)
+        }))
         .await;
-        for (&i, r) in again.iter().zip(retried) {
+        for (i, r) in retried {
             out[i] = Some(r);
         }
     }

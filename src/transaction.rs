@@ -12,6 +12,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::BTreeMap;
+use tokio::time::Instant;
 
 use crate::backend::{BackendError, Cx};
 use crate::command::{Class, CommandSpec};
@@ -417,6 +418,7 @@ async fn block(
         }
         payload.put_slice(b"*1\r\n$4\r\nEXEC\r\n");
         let n = idx.len() + 2 + asking as usize;
+        let started = Instant::now();
         let sent = match conn.as_mut() {
             Some(c) => {
                 let limit = p.backend.config().request_timeout;
@@ -442,6 +444,11 @@ async fn block(
             return (Block::Aborted, conn);
         }
         if !resp::is_error(exec) {
+            // Answered late by a master deposed meanwhile: what ran may be discarded with its data.
+            let slots = idx.iter().filter_map(|&i| queued[i].slot);
+            if let Some((s, owner)) = slots.filter_map(|s| Some((s, router::deposed(p, s, &target, started)?))).next() {
+                return (Block::Failed(router::deposed_error(&target, s, &owner, started)), None);
+            }
             return (Block::Done(exec.clone()), conn);
         }
         // EXECABORT: find out why from the queued commands' own replies.
