@@ -5,13 +5,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clusterless::cluster::LocalCluster;
 use common::*;
-use redis::AsyncCommands;
 
 /// Waits until the proxy's map (fed by the observer) equals the cluster's own CLUSTER NODES view.
 async fn converges(env: &Env, what: &str) {
@@ -30,10 +27,6 @@ async fn converges(env: &Env, what: &str) {
     }
 }
 
-/// Commands answered, errors, reads that missed an acknowledged write (what, when that write was
-/// sent), and the last acknowledged write of each key with the time it was sent.
-type LoopReport = (u64, Vec<String>, Vec<(String, Instant)>, Vec<(String, u64, Instant)>);
-
 /// CLUSTER FAILOVER on a replica of the `i`-th master, then waits for the proxy's map to follow.
 async fn fail_over(env: &Env, i: usize, what: &str) {
     let m = env.cluster.masters()[i];
@@ -42,87 +35,18 @@ async fn fail_over(env: &Env, i: usize, what: &str) {
     converges(env, what).await;
 }
 
-struct Loop {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<LoopReport>,
+/// The shared client loop (tests/common/load.rs) over keys spread over every slot range, MSET and
+/// MGET across nodes included.
+fn client_loop(env: &Env) -> WriteLoop {
+    write_loop(env.url(), spread_keys("obs", 300), true)
 }
 
-/// Writes and reads keys spread over every slot range through the proxy.
-fn client_loop(env: &Env) -> Loop {
-    let url = env.url();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let handle = tokio::spawn(async move {
-        let mut c = client_conn(&url).await;
-        let mut ok = 0u64;
-        let mut errors = Vec::new();
-        let mut acked: std::collections::HashMap<String, (u64, Instant)> = Default::default();
-        let mut stale = Vec::new();
-        let mut i = 0u64;
-        // Bounded in time even if the test never says stop.
-        let until = Instant::now() + Duration::from_secs(180);
-        while !s.load(Ordering::Relaxed) && Instant::now() < until && errors.len() < 100 {
-            let k = format!("obs:{}", i % 300);
-            // The send time decides: a write sent before the crash may have run on the old master
-            // even though its acknowledgement is only read after the crash instant.
-            let sent = Instant::now();
-            match c.set::<_, _, ()>(&k, i).await {
-                Ok(()) => {
-                    acked.insert(k.clone(), (i, sent));
-                    ok += 1;
-                }
-                Err(e) => errors.push(format!("SET {k}: {e}")),
-            }
-            match c.get::<_, Option<u64>>(&k).await {
-                Ok(v) => {
-                    if let Some(&(w, at)) = acked.get(&k).filter(|(w, _)| v != Some(*w)) {
-                        stale.push((format!("GET {k}: {v:?} != {w}"), at));
-                    }
-                    ok += 1
-                }
-                Err(e) => errors.push(format!("GET {k}: {e}")),
-            }
-            i += 1;
-        }
-        (ok, errors, stale, acked.into_iter().map(|(k, (v, at))| (k, v, at)).collect())
-    });
-    Loop { stop, handle }
-}
-
-impl Loop {
-    /// Stops the loop and checks that every acknowledged write reads back. `crash` is when a master
-    /// was killed or stopped: Redis replicates asynchronously, so a write that master acknowledged
-    /// just before (not yet sent to its replica) can be gone after the promotion; that is the
-    /// cluster's loss, not the proxy's, and is excused for acknowledged writes sent in the second
-    /// before the crash. A write sent after it must never be lost (it would mean a command went to
-    /// the old master).
-    async fn finish(self, env: &Env, crash: Option<Instant>) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let (ok, errors, stale, acked) = self.handle.await.unwrap();
-        let excused =
-            |sent: Instant| crash.is_some_and(|c| sent <= c && c.duration_since(sent) < Duration::from_secs(1));
-        for (what, at) in &stale {
-            let when =
-                crash.map(|c| format!("; its write was sent {:?} after the crash", at.saturating_duration_since(c)));
-            assert!(
-                excused(*at),
-                "a read missed an acknowledged write sent outside the crash window: {what}{}",
-                when.unwrap_or_default()
-            );
-        }
-        let mut c = env.conn().await;
-        let mut lost = 0;
-        for (k, v, at) in acked {
-            let got: Option<u64> = c.get(&k).await.unwrap();
-            if got != Some(v) {
-                assert!(excused(at), "acked write of {k} lost ({got:?} != {v})");
-                lost += 1;
-            }
-        }
-        // Only what the crashed master held unreplicated: a handful of one client's writes.
-        assert!(lost <= 5 && stale.len() <= 5, "lost {lost}, stale reads {}", stale.len());
-        (ok, errors)
-    }
+/// Stops the loop, verifies what it wrote (see [`LoopReport::verify`] for `crash`), and returns
+/// how many commands were answered and the errors.
+async fn finish(l: WriteLoop, env: &Env, crash: Option<Instant>) -> (u64, Vec<String>) {
+    let rep = l.finish().await;
+    rep.verify(env, crash).await;
+    (rep.ok, rep.errors)
 }
 
 /// How many warning lines each node had logged (cluster creation logs some of its own).
@@ -179,7 +103,7 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     fail_over(&env, 0, "CLUSTER FAILOVER").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, errors) = l.finish(&env, None).await;
+    let (ok, errors) = finish(l, &env, None).await;
     assert!(errors.is_empty(), "CLUSTER FAILOVER: {errors:?}");
     assert!(ok > 50);
 
@@ -194,7 +118,7 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
     tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
     converges(&env, "kill -9").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, errors) = l.finish(&env, Some(crash)).await;
+    let (_, errors) = finish(l, &env, Some(crash)).await;
     for e in &errors {
         assert!(e.contains("may or may not have been executed"), "an error for a command not in flight: {e}");
     }
@@ -223,7 +147,7 @@ async fn sigstop_of_a_master_is_held_not_failed() {
     tokio::task::block_in_place(|| env.cluster.wait_ok(Duration::from_secs(30))).unwrap();
     converges(&env, "SIGSTOP + failover + SIGCONT").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, errors) = l.finish(&env, Some(crash)).await;
+    let (ok, errors) = finish(l, &env, Some(crash)).await;
     // A command written to the master in the moment before it was seen to stop waits for the
     // request timeout and says it may have run; everything after that is held, not failed.
     for e in &errors {
@@ -258,7 +182,7 @@ async fn follows_reshard_add_and_remove_with_no_client_errors() {
     tokio::task::block_in_place(|| env.cluster.remove_node(new)).unwrap();
     converges(&env, "removing a master").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, errors) = l.finish(&env, None).await;
+    let (ok, errors) = finish(l, &env, None).await;
     assert!(errors.is_empty(), "reshard/add/remove: {errors:?}");
     assert!(ok > 100);
     // The removed node leaves the observer's node set at the next reconciliation.
@@ -308,7 +232,7 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     eventually("the proxy falls back to polling", || source(&env, "poll") == 1).await;
     fail_over(&env, 1, "CLUSTER FAILOVER while polling").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, errors) = l.finish(&env, None).await;
+    let (ok, errors) = finish(l, &env, None).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(ok > 100);
 }

@@ -1,90 +1,15 @@
 //! Topology changes under load: live resharding (redis-cli and a manual SETSLOT/MIGRATE sequence
 //! that leaves keys in ASK state), CLUSTER FAILOVER and kill -9 of a master. A client loop runs
-//! through the proxy the whole time; every acknowledged write must read back.
+//! through the proxy the whole time; every acknowledged write must read back (tests/common/load.rs).
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use redis::AsyncCommands;
-
-/// A client loop writing and reading `keys` in turn through the proxy.
-struct Workload {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<Report>,
-}
-
-#[derive(Debug, Default)]
-struct Report {
-    ok: u64,
-    errors: Vec<String>,
-    /// Last acknowledged value per key.
-    acked: HashMap<String, u64>,
-    /// Slowest single request.
-    slowest: Duration,
-}
-
-fn workload(url: String, keys: Vec<String>) -> Workload {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let handle = tokio::spawn(async move {
-        let mut c = client_conn(&url).await;
-        let mut rep = Report::default();
-        let mut i = 0u64;
-        // Bounded in time and in collected errors even if the test never says stop.
-        let until = Instant::now() + Duration::from_secs(180);
-        while !s.load(Ordering::Relaxed) && Instant::now() < until && rep.errors.len() < 100 {
-            let k = &keys[(i as usize) % keys.len()];
-            let t = Instant::now();
-            let w: redis::RedisResult<()> = c.set(k, i).await;
-            rep.slowest = rep.slowest.max(t.elapsed());
-            match w {
-                Ok(()) => {
-                    rep.acked.insert(k.clone(), i);
-                    rep.ok += 1;
-                }
-                Err(e) => rep.errors.push(format!("SET {k}: {e}")),
-            }
-            let t = Instant::now();
-            let r: redis::RedisResult<Option<u64>> = c.get(k).await;
-            rep.slowest = rep.slowest.max(t.elapsed());
-            match r {
-                Ok(v) => {
-                    if let Some(&want) = rep.acked.get(k) {
-                        if v != Some(want) {
-                            rep.errors.push(format!("GET {k}: {v:?}, expected {want}"));
-                        }
-                    }
-                    rep.ok += 1;
-                }
-                Err(e) => rep.errors.push(format!("GET {k}: {e}")),
-            }
-            i += 1;
-        }
-        rep
-    });
-    Workload { stop, handle }
-}
-
-impl Workload {
-    async fn finish(self) -> Report {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.expect("workload task")
-    }
-}
-
-/// Reads back every acknowledged write through the proxy.
-async fn verify_acked(env: &Env, rep: &Report) {
-    let mut c = env.conn().await;
-    for (k, want) in &rep.acked {
-        let v: Option<u64> = c.get(k).await.expect("read back");
-        assert_eq!(v, Some(*want), "acked write of {k} lost");
-    }
-}
 
 fn keys_for_slots(slots: &[u16], per_slot: usize) -> Vec<String> {
     let mut keys = Vec::new();
@@ -104,16 +29,16 @@ async fn live_reshard_with_redis_cli_has_no_errors() {
     let before: Vec<u16> = env.cluster.slots_of(from);
     // One key in each of the source's slots, so whichever slots redis-cli picks, the loop uses them.
     let keys = keys_for_slots(&before, 1);
-    let w = workload(env.url(), keys);
+    let w = write_loop(env.url(), keys, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| env.cluster.reshard(from, to, 150)).expect("reshard");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rep = w.finish().await;
     let after = env.cluster.slots_of(from);
     assert_eq!(before.len() - after.len(), 150, "150 slots moved");
-    assert!(rep.errors.is_empty(), "errors during reshard: {:?}", &rep.errors[..rep.errors.len().min(10)]);
+    assert!(rep.errors.is_empty(), "errors during reshard: {:?}", rep.first_errors());
     assert!(rep.ok > 100);
-    verify_acked(&env, &rep).await;
+    rep.verify(&env, None).await;
     // The proxy's map follows: every moved slot now routes to the target.
     let t = env.proxy.proxy.topology.load_full();
     let moved: Vec<u16> = before.iter().filter(|s| !after.contains(s)).copied().collect();
@@ -137,7 +62,9 @@ async fn manual_migration_in_ask_state_has_no_errors() {
             let _: () = c.set(k, 0).await.unwrap();
         }
     }
-    let w = workload(env.url(), keys.clone());
+    // One key per command: Redis refuses a multi-key command (TRYAGAIN) while its slot's keys are
+    // split between the two nodes, and the proxy would retry it only within its budget.
+    let w = write_loop(env.url(), keys.clone(), false);
     tokio::time::sleep(Duration::from_millis(200)).await;
     tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_begin(slot, from, to)).expect("begin");
     // Some keys are now on the target, the rest on the source: the loop lives on ASK redirects.
@@ -145,12 +72,36 @@ async fn manual_migration_in_ask_state_has_no_errors() {
     let mut c = env.conn().await;
     // Multi-key reads inside the migrating slot are retried (TRYAGAIN) or answered, never wrong.
     let _: Vec<Option<u64>> = c.mget(&keys[..2]).await.unwrap_or_default();
+    // A blocking pop of a key the source does not have follows ASK on a connection of its own, and
+    // gets the element pushed (through ASK too) while it waits on the target.
+    let q = key_in_slot(slot, "queue-");
+    let (qq, url) = (q.clone(), env.url());
+    let popper = tokio::spawn(async move {
+        let mut c = client_conn(&url).await;
+        redis::cmd("BLPOP").arg(&qq).arg(10).query_async::<Option<(String, String)>>(&mut c).await
+    });
+    let mut target = env.node(to).await;
+    let mut blocked_on_target = false;
+    for _ in 0..50 {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut target).await.unwrap(); // ok: test
+        blocked_on_target = clients.contains("cmd=blpop");
+        if blocked_on_target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(blocked_on_target, "BLPOP followed ASK to the target and blocks there");
+    let _: () = c.rpush(&q, "job").await.unwrap(); // ok: test
+    let popped = popper.await.expect("pop task");
+    assert_eq!(popped.ok().flatten(), Some((q.clone(), "job".to_string())));
+    let left: usize = c.llen(&q).await.unwrap(); // ok: test
+    assert_eq!(left, 0, "the element was taken once");
     tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slot, from, to)).expect("finish");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let rep = w.finish().await;
-    assert!(rep.errors.is_empty(), "errors during migration: {:?}", &rep.errors[..rep.errors.len().min(10)]);
+    assert!(rep.errors.is_empty(), "errors during migration: {:?}", rep.first_errors());
     assert!(rep.ok > 100, "the loop made progress: {}", rep.ok);
-    verify_acked(&env, &rep).await;
+    rep.verify(&env, None).await;
     assert_eq!(env.cluster.slot_owner(slot), Some(to));
     // Every key of the slot now lives on the target node.
     let mut direct = env.node(to).await;
@@ -227,13 +178,13 @@ async fn manual_failover_under_writes_has_no_errors() {
     let replica = env.cluster.replicas_of(master)[0];
     let slots = env.cluster.slots_of(master);
     let keys = keys_for_slots(&slots[..200], 1);
-    let w = workload(env.url(), keys);
+    let w = write_loop(env.url(), keys, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| env.cluster.failover(replica)).expect("failover");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let rep = w.finish().await;
-    assert!(rep.errors.is_empty(), "errors during CLUSTER FAILOVER: {:?}", &rep.errors[..rep.errors.len().min(10)]);
-    verify_acked(&env, &rep).await;
+    assert!(rep.errors.is_empty(), "errors during CLUSTER FAILOVER: {:?}", rep.first_errors());
+    rep.verify(&env, None).await;
     assert_eq!(env.cluster.slot_owner(slots[0]), Some(replica));
     let t = env.proxy.proxy.topology.load_full();
     assert_eq!(t.master_for(slots[0]), Some(format!("127.0.0.1:{replica}").as_str()));
@@ -245,7 +196,7 @@ async fn killed_master_recovers_without_restart() {
     let master = env.cluster.masters()[1];
     let slots = env.cluster.slots_of(master);
     let keys = keys_for_slots(&slots[..100], 1);
-    let w = workload(env.url(), keys.clone());
+    let w = write_loop(env.url(), keys.clone(), true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| env.cluster.kill9(master)).expect("kill -9");
     let killed_at = Instant::now();

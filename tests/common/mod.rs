@@ -3,6 +3,11 @@
 //! raw-RESP and redis-rs clients. Everything started here is stopped on drop, pass or fail.
 #![allow(dead_code)]
 
+mod load;
+// Not every test file runs the loop.
+#[allow(unused_imports)]
+pub use load::{write_loop, LoopReport, WriteLoop};
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
