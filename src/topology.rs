@@ -18,7 +18,7 @@ use crate::backend::{self, Auth};
 use crate::slot::SLOTS;
 
 /// No node owns the slot.
-const UNOWNED: u16 = u16::MAX;
+pub const UNOWNED: u16 = u16::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -84,6 +84,11 @@ impl Topology {
     pub fn master_for(&self, slot: u16) -> Option<&str> {
         let i = *self.slots.get(slot as usize)?;
         self.nodes.get(i as usize).map(|n| n.addr.as_str())
+    }
+
+    /// Per slot an index into `nodes`, or [`UNOWNED`].
+    pub fn slot_table(&self) -> &[u16] {
+        &self.slots
     }
 
     /// The master node serving `slot`.

@@ -163,6 +163,7 @@ pub async fn run(
         reconcile_asked: false,
         last: None,
         last_version: 0,
+        dirty: true,
         gap_since: None,
         gap_checked: None,
     };
@@ -188,6 +189,9 @@ struct Observer {
     /// What this observer last computed, and the store version it published (or saw) then.
     last: Option<(Vec<Node>, Box<[u16]>)>,
     last_version: u64,
+    /// Whether a bus event changed anything the map or the nodes' health is made of since the
+    /// last settle. Most PONGs repeat the one before; those need no settling.
+    dirty: bool,
     /// Since when some slot has had no claimant on the bus, and when we last asked about it.
     gap_since: Option<Instant>,
     gap_checked: Option<Instant>,
@@ -217,7 +221,9 @@ impl Observer {
                     while let Ok(ev) = rx.try_recv() {
                         self.handle(ev);
                     }
-                    self.publish();
+                    if self.dirty || self.store.load().version != self.last_version {
+                        self.publish();
+                    }
                 }
                 _ = health.tick() => {
                     self.check_health();
@@ -288,6 +294,7 @@ impl Observer {
                 if let Some(p) = self.by_bus.get(&bus).and_then(|id| self.peers.get_mut(id)) {
                     if p.reachable {
                         tracing::info!(node = %p.addr, error = %why, "bus link to node lost");
+                        self.dirty = true;
                     }
                     p.reachable = false;
                 }
@@ -312,15 +319,24 @@ impl Observer {
                             self.peers.insert(id.clone(), fresh);
                         }
                         self.by_bus.insert(bus.clone(), id.clone());
+                        self.dirty = true;
                     }
                 }
                 let Some(p) = self.peers.get_mut(&id) else { return };
+                // What settling reads of a header; the rest (replication offset...) moves on every PONG.
+                let same = p.header.as_ref().is_some_and(|o| {
+                    o.config_epoch == h.config_epoch
+                        && o.flags == h.flags
+                        && o.slaveof == h.slaveof
+                        && o.myslots == h.myslots
+                });
                 p.role = if h.is_master() { Role::Master } else { Role::Replica };
                 p.master_id = h.slaveof.map(|s| s.to_string());
                 p.last_pong = Some(Instant::now());
                 if !p.reachable {
                     tracing::info!(node = %p.addr, "node answering on the bus");
                 }
+                self.dirty |= !same || !p.reachable;
                 p.reachable = true;
                 p.header = Some(h);
                 let reporter = id;
@@ -337,14 +353,17 @@ impl Observer {
                         let bus = format!("{}:{}", g.ip, g.cport);
                         tracing::info!(node = %addr, "node learned from gossip");
                         self.add_peer(about.clone(), addr, bus, None);
+                        self.dirty = true;
                     }
                     if let Some(q) = self.peers.get_mut(&about) {
-                        q.fail = g.flags & FLAG_FAIL != 0;
-                        if g.flags & FLAG_PFAIL != 0 {
-                            q.pfail_by.insert(reporter.clone());
+                        let fail = g.flags & FLAG_FAIL != 0;
+                        let flagged = if g.flags & FLAG_PFAIL != 0 {
+                            q.pfail_by.insert(reporter.clone())
                         } else {
-                            q.pfail_by.remove(&reporter);
-                        }
+                            q.pfail_by.remove(&reporter)
+                        };
+                        self.dirty |= flagged || q.fail != fail;
+                        q.fail = fail;
                     }
                 }
             }
@@ -442,6 +461,7 @@ impl Observer {
 
     /// Settles every slot from the claims and publishes if anything changed.
     fn publish(&mut self) {
+        self.dirty = false;
         if self.polling || self.peers.is_empty() {
             return;
         }
@@ -480,49 +500,18 @@ impl Observer {
             self.store.publish(nodes.clone(), slots.clone(), "bus");
             self.last_version = self.store.load().version;
             self.last = Some((nodes, slots));
+        } else {
+            // Another source's map that agrees with the bus: nothing to re-check until it changes.
+            self.last_version = cur.version;
         }
     }
 
     /// The map the claims give: highest configEpoch per slot, sticky when unclaimed. Returns the
     /// nodes, the slot table and whether two masters claimed a slot with the same epoch.
     fn settle(&self) -> (Vec<Node>, Box<[u16]>, bool, usize) {
+        // Runs on every PONG (a dozen a second on an idle proxy): slot loops work on node indices,
+        // never on hashed ids.
         let cur = self.store.load_full();
-        let mut best: Vec<Option<(u64, &str)>> = vec![None; SLOTS];
-        let mut tie = false;
-        let silent = |id: &str| self.peers.get(id).is_none_or(|p| p.header.is_none() || !p.reachable);
-        let mut claims: Vec<(&str, u64, &Header)> = Vec::new();
-        for p in self.peers.values() {
-            let Some(h) = &p.header else { continue };
-            if h.is_master() {
-                claims.push((p.id.as_str(), h.config_epoch, h));
-            } else if let Some(m) = &p.master_id {
-                // A replica speaks for its master only while the master itself is silent.
-                if silent(m) {
-                    if let Some(mp) = self.peers.get(m.as_str()) {
-                        claims.push((mp.id.as_str(), h.config_epoch, h));
-                    }
-                }
-            }
-        }
-        let current_id =
-            |s: u16| cur.master_for(s).and_then(|a| self.peers.values().find(|p| p.addr == a)).map(|p| p.id.as_str());
-        for (id, epoch, h) in &claims {
-            for (a, b) in h.myslots.ranges() {
-                for s in a..=b {
-                    let e = &mut best[s as usize];
-                    match *e {
-                        Some((be, bid)) if be > *epoch || (be == *epoch && bid == *id) => {}
-                        Some((be, _)) if be == *epoch => {
-                            tie = true;
-                            if current_id(s) == Some(*id) {
-                                *e = Some((*epoch, id));
-                            }
-                        }
-                        _ => *e = Some((*epoch, id)),
-                    }
-                }
-            }
-        }
         let mut nodes: Vec<Node> = self
             .peers
             .values()
@@ -536,23 +525,65 @@ impl Observer {
             })
             .collect();
         nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
-        let index: HashMap<&str, u16> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i as u16)).collect();
-        let by_addr: HashMap<&str, u16> = nodes.iter().enumerate().map(|(i, n)| (n.addr.as_str(), i as u16)).collect();
-        let gaps = best.iter().filter(|b| b.is_none()).count();
-        let mut slots = vec![u16::MAX; SLOTS].into_boxed_slice();
-        for (s, owner) in slots.iter_mut().enumerate() {
-            *owner = match best[s] {
-                Some((_, id)) => index.get(id).copied().unwrap_or(u16::MAX),
-                // Nobody claims it: keep the last owner (sticky, as Redis does).
-                None => cur.master_for(s as u16).and_then(|a| by_addr.get(a)).copied().unwrap_or(u16::MAX),
+        let index_of = |id: &str| nodes.iter().position(|n| n.id == id).map(|i| i as u16);
+        let silent = |id: &str| self.peers.get(id).is_none_or(|p| p.header.is_none() || !p.reachable);
+        let mut claims: Vec<(u16, u64, &Header)> = Vec::new();
+        for p in self.peers.values() {
+            let Some(h) = &p.header else { continue };
+            let claimant = if h.is_master() {
+                Some(p.id.as_str())
+            } else {
+                // A replica speaks for its master only while the master itself is silent.
+                p.master_id.as_deref().filter(|m| silent(m) && self.peers.contains_key(*m))
             };
+            if let Some(i) = claimant.and_then(index_of) {
+                claims.push((i, h.config_epoch, h));
+            }
         }
-        drop(index);
-        drop(by_addr);
+        // The owner in the published map, as an index into `nodes`.
+        let current: Vec<u16> = {
+            let by_old: Vec<Option<u16>> =
+                cur.nodes.iter().map(|o| nodes.iter().position(|n| n.addr == o.addr).map(|i| i as u16)).collect();
+            (0..SLOTS)
+                .map(|s| {
+                    cur.slot_table()
+                        .get(s)
+                        .and_then(|&o| by_old.get(o as usize).copied().flatten())
+                        .unwrap_or(topology::UNOWNED)
+                })
+                .collect()
+        };
+        let mut best: Vec<Option<(u64, u16)>> = vec![None; SLOTS];
+        let mut tie = false;
+        for &(i, epoch, h) in &claims {
+            for (a, b) in h.myslots.ranges() {
+                for s in a as usize..=b as usize {
+                    let e = &mut best[s];
+                    match *e {
+                        Some((be, bi)) if be > epoch || (be == epoch && bi == i) => {}
+                        Some((be, _)) if be == epoch => {
+                            tie = true;
+                            if current[s] == i {
+                                *e = Some((epoch, i));
+                            }
+                        }
+                        _ => *e = Some((epoch, i)),
+                    }
+                }
+            }
+        }
+        let gaps = best.iter().filter(|b| b.is_none()).count();
+        // Nobody claims it: keep the last owner (sticky, as Redis does).
+        let slots: Box<[u16]> = best.iter().zip(&current).map(|(b, &c)| b.map_or(c, |(_, i)| i)).collect();
         // A node that owns slots is a master, whatever an older report said.
-        let owners: HashSet<u16> = slots.iter().copied().collect();
-        for (i, n) in nodes.iter_mut().enumerate() {
-            if owners.contains(&(i as u16)) {
+        let mut owns = vec![false; nodes.len()];
+        for &i in slots.iter() {
+            if let Some(o) = owns.get_mut(i as usize) {
+                *o = true;
+            }
+        }
+        for (n, owns) in nodes.iter_mut().zip(owns) {
+            if owns {
                 n.role = Role::Master;
             }
         }
