@@ -497,7 +497,9 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
             rbuf = BytesMut::new();
             read_size = MIN_READ;
         }
-        if rbuf.capacity() - rbuf.len() < MIN_READ / 2 {
+        // Room for at least half a read: `read_size` grows with the requests, so that a request
+        // of 1 KB does not arrive in two reads of a buffer with 1 KB left.
+        if rbuf.capacity() - rbuf.len() < read_size / 2 {
             rbuf.reserve(read_size);
         }
         let subscribed = c.pubsub.as_ref().is_some_and(|ps| ps.active());
