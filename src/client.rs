@@ -28,7 +28,7 @@ use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
 use crate::pubsub::{self, Event, Kind, PubSub};
 use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
-use crate::router::{How, Trace};
+use crate::router::{How, Part, Trace};
 use crate::session::{self, Session};
 use crate::transaction::TxState;
 
@@ -40,7 +40,45 @@ type Running = Pin<Box<dyn Future<Output = Filled> + Send>>;
 /// What a running future answers: one request, or a batch sent to one node.
 enum Filled {
     One(u64, Done),
-    Many(Vec<(u64, Done)>),
+    Many(Vec<Answer>),
+}
+
+/// One command's answer from a node's batch.
+enum Answer {
+    /// The reply to a whole request.
+    Whole(u64, Done),
+    /// Part `idx` of split request `seq`, and whether it was redirected on its way.
+    Part(u64, usize, Bytes, bool),
+}
+
+/// A split multi-key request whose parts are out in the node batches; answered once all are in.
+struct Merge {
+    seq: u64,
+    spec: Arc<CommandSpec>,
+    argc: usize,
+    parts: Vec<Part>,
+    replies: Vec<Bytes>,
+    left: usize,
+    redirected: bool,
+    proto: u8,
+    started: Option<Instant>,
+}
+
+impl Merge {
+    /// Takes part `idx`'s reply; the merged reply once it was the last one missing.
+    fn fill(&mut self, idx: usize, reply: Bytes, redirected: bool) -> Option<Done> {
+        let slot = self.replies.get_mut(idx)?;
+        *slot = reply;
+        self.redirected |= redirected;
+        self.left -= 1;
+        if self.left > 0 {
+            return None;
+        }
+        let replies = std::mem::take(&mut self.replies);
+        let merged = crate::router::merge_fan_out(self.spec.class, self.argc, &self.parts, replies, self.proto);
+        let rec = self.started.map(|t| Rec::new(&self.spec, outcome(&merged, self.redirected), Timed::Fanout, t));
+        Some((merged, rec))
+    }
 }
 
 /// The client's requests in flight, in the order they arrived: one slot per request, filled as
@@ -50,11 +88,13 @@ struct Inflight {
     base: u64,
     slots: VecDeque<Option<Done>>,
     running: FuturesUnordered<Running>,
+    /// Split requests waiting for their parts.
+    merges: Vec<Merge>,
 }
 
 impl Inflight {
     fn new() -> Inflight {
-        Inflight { base: 0, slots: VecDeque::new(), running: FuturesUnordered::new() }
+        Inflight { base: 0, slots: VecDeque::new(), running: FuturesUnordered::new(), merges: Vec::new() }
     }
 
     fn len(&self) -> usize {
@@ -86,14 +126,28 @@ impl Inflight {
     }
 
     fn place(&mut self, filled: Filled) {
-        let mut put = |seq: u64, done: Done| {
-            if let Some(s) = seq.checked_sub(self.base).and_then(|i| self.slots.get_mut(i as usize)) {
-                *s = Some(done);
-            }
-        };
         match filled {
-            Filled::One(seq, done) => put(seq, done),
-            Filled::Many(all) => all.into_iter().for_each(|(seq, done)| put(seq, done)),
+            Filled::One(seq, done) => self.put(seq, done),
+            Filled::Many(all) => {
+                for a in all {
+                    match a {
+                        Answer::Whole(seq, done) => self.put(seq, done),
+                        Answer::Part(seq, idx, reply, redirected) => {
+                            let Some(i) = self.merges.iter().position(|m| m.seq == seq) else { continue };
+                            if let Some(done) = self.merges[i].fill(idx, reply, redirected) {
+                                self.merges.swap_remove(i);
+                                self.put(seq, done);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, seq: u64, done: Done) {
+        if let Some(s) = seq.checked_sub(self.base).and_then(|i| self.slots.get_mut(i as usize)) {
+            *s = Some(done);
         }
     }
 
@@ -133,28 +187,89 @@ struct Keyed {
     started: Option<Instant>,
 }
 
-/// Keyed commands parsed from one read, gathered per node: each node gets one request carrying
-/// all of them (one channel send, one reply wait, one future), instead of one per command.
+/// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
+struct Split {
+    spec: Arc<CommandSpec>,
+    argc: usize,
+    parts: Vec<Part>,
+    req: Request,
+    started: Option<Instant>,
+}
+
+/// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
+enum Item {
+    Whole(u64, Keyed),
+    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool },
+}
+
+impl Item {
+    fn payload(&self) -> &Bytes {
+        match self {
+            Item::Whole(_, k) => &k.req.raw,
+            Item::Part { cmd, .. } => cmd,
+        }
+    }
+}
+
+/// Commands parsed from one read, gathered per node: each node gets one request carrying all of
+/// them (one channel send, one reply wait, one future), instead of one per command or per part.
 #[derive(Default)]
 struct Gather {
-    groups: Vec<(String, Vec<(u64, Keyed)>)>,
+    groups: Vec<(String, Vec<Item>)>,
+}
+
+/// The healthy master of `slot` in `topo`, if it has one.
+fn healthy_master(topo: &crate::topology::Topology, slot: u16) -> Option<&str> {
+    topo.master_node(slot).filter(|n| !n.failed).map(|n| n.addr.as_str())
 }
 
 impl Gather {
-    /// Adds `k` to its node's batch; false when its slot has no healthy master in the map (the
-    /// router then waits for one).
+    /// Adds `k` to its node's batch; gives it back when its slot has no healthy master in the map
+    /// (the router then waits for one).
     fn add(&mut self, p: &Proxy, k: Keyed, inflight: &mut Inflight) -> Result<(), Keyed> {
         let topo = p.topology.load();
-        let addr = match topo.master_node(k.slot) {
-            Some(n) if !n.failed => n.addr.as_str(),
-            _ => return Err(k),
-        };
+        let Some(addr) = healthy_master(&topo, k.slot) else { return Err(k) };
         let seq = inflight.reserve();
-        match self.groups.iter_mut().find(|(a, _)| a == addr) {
-            Some((_, items)) => items.push((seq, k)),
-            None => self.groups.push((addr.to_string(), vec![(seq, k)])),
-        }
+        self.push(addr, Item::Whole(seq, k));
         Ok(())
+    }
+
+    /// Adds each part of a split request to its node's batch, and the request to those waiting
+    /// for their parts; gives it back when some part's slot has no healthy master.
+    fn add_split(&mut self, p: &Proxy, sp: Split, cx: Cx, inflight: &mut Inflight) -> Result<(), Split> {
+        let topo = p.topology.load();
+        let mut owners = Vec::with_capacity(sp.parts.len());
+        for part in &sp.parts {
+            match healthy_master(&topo, part.slot) {
+                Some(a) => owners.push(a),
+                None => return Err(sp),
+            }
+        }
+        let seq = inflight.reserve();
+        let readonly = sp.spec.readonly;
+        for (idx, (part, addr)) in sp.parts.iter().zip(owners).enumerate() {
+            self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: part.cmd.clone(), readonly });
+        }
+        let n = sp.parts.len();
+        inflight.merges.push(Merge {
+            seq,
+            spec: sp.spec,
+            argc: sp.argc,
+            parts: sp.parts,
+            replies: vec![Bytes::new(); n],
+            left: n,
+            redirected: false,
+            proto: cx.proto,
+            started: sp.started,
+        });
+        Ok(())
+    }
+
+    fn push(&mut self, addr: &str, item: Item) {
+        match self.groups.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, items)) => items.push(item),
+            None => self.groups.push((addr.to_string(), vec![item])),
+        }
     }
 
     /// Starts every batch gathered so far. Called before anything else is started, so that a
@@ -167,14 +282,15 @@ impl Gather {
 }
 
 /// Sends one node's batch in one write and answers each command from its reply; a command
-/// redirected, refused or lost goes on through the router's own retry loop, as if sent there.
-async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)>) -> Filled {
+/// redirected, refused, lost or answered late goes on through the router's own retry loop, as if
+/// sent there.
+async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<Item>) -> Filled {
     let n = items.len();
     let payload = match &items[..] {
-        [(_, one)] => one.req.raw.clone(),
+        [one] => one.payload().clone(),
         all => {
-            let mut b = BytesMut::with_capacity(all.iter().map(|(_, k)| k.req.raw.len()).sum());
-            all.iter().for_each(|(_, k)| b.extend_from_slice(&k.req.raw));
+            let mut b = BytesMut::with_capacity(all.iter().map(|i| i.payload().len()).sum());
+            all.iter().for_each(|i| b.extend_from_slice(i.payload()));
             b.freeze()
         }
     };
@@ -182,60 +298,74 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<(u64, Keyed)
     let result = p.backend.send(&addr, cx, payload, n).await;
     // A late answer is checked command by command: it may come from a deposed master.
     let late = sent.elapsed() >= crate::router::LATE_REPLY;
-    let mut out = Vec::with_capacity(n);
-    match result {
+    let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
+    let out = match result {
         Ok(frames) if frames.len() == n => {
-            let answered = |k: &Keyed, frame: Bytes| {
-                let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&frame, false), Timed::Keyed, t));
-                (frame, rec)
-            };
-            let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
             if !late && !frames.iter().any(redirected) {
-                out.extend(items.into_iter().zip(frames).map(|((seq, k), f)| (seq, answered(&k, f))));
+                items.into_iter().zip(frames).map(|(item, f)| answered(item, f)).collect()
             } else {
                 // Resent concurrently and started in order, like commands sent one by one: a
                 // client's SET and GET of one key, both redirected, reach the new owner in the
                 // order it sent them (the test of pipelines through ASK and MOVED found this).
-                let all = items.into_iter().zip(frames).map(|((seq, k), f)| {
+                let all = items.into_iter().zip(frames).map(|(item, f)| {
                     let (p, addr) = (&p, &addr);
+                    let again = late || redirected(&f);
                     async move {
-                        if late || redirected(&f) {
-                            (seq, carry_on(p, k, cx, (addr.clone(), Ok(vec![f]), sent)).await)
+                        if again {
+                            carry_on(p, item, cx, (addr.clone(), Ok(vec![f]), sent)).await
                         } else {
-                            (seq, answered(&k, f))
+                            answered(item, f)
                         }
                     }
                 });
-                out = futures_util::future::join_all(all).await;
+                futures_util::future::join_all(all).await
             }
         }
         Ok(_) => {
             let e = reply::error("ERR clusterless: reply count mismatch from node");
-            out.extend(items.into_iter().map(|(seq, k)| {
-                (seq, (e.clone(), k.started.map(|t| Rec::new(&k.spec, Outcome::Error, Timed::Keyed, t))))
-            }));
+            items.into_iter().map(|item| answered(item, e.clone())).collect()
         }
         Err(e) => {
             // Each command decides alone (retry a read, report a write as possibly executed);
             // concurrently, as they would have been sent one by one.
-            let all = items.into_iter().map(|(seq, k)| {
+            let all = items.into_iter().map(|item| {
                 let first = (addr.clone(), Err(e.clone()), sent);
                 let p = &p;
-                async move { (seq, carry_on(p, k, cx, first).await) }
+                async move { carry_on(p, item, cx, first).await }
             });
-            out = futures_util::future::join_all(all).await;
+            futures_util::future::join_all(all).await
         }
-    }
+    };
     Filled::Many(out)
 }
 
+/// The answer for a command whose reply came straight from its node.
+fn answered(item: Item, frame: Bytes) -> Answer {
+    match item {
+        Item::Whole(seq, k) => {
+            let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&frame, false), Timed::Keyed, t));
+            Answer::Whole(seq, (frame, rec))
+        }
+        Item::Part { seq, idx, .. } => Answer::Part(seq, idx, frame, false),
+    }
+}
+
 /// Hands a command whose first attempt did not simply succeed to the router's retry loop.
-async fn carry_on(p: &Proxy, k: Keyed, cx: Cx, first: crate::router::FirstTry) -> Done {
+async fn carry_on(p: &Proxy, item: Item, cx: Cx, first: crate::router::FirstTry) -> Answer {
     let trace = Trace::default();
-    let reply =
-        crate::router::continue_slot(p, k.slot, k.req.raw, How::shared(k.spec.readonly), cx, &trace, Some(first)).await;
-    let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
-    (reply, rec)
+    match item {
+        Item::Whole(seq, k) => {
+            let how = How::shared(k.spec.readonly);
+            let reply = crate::router::continue_slot(p, k.slot, k.req.raw, how, cx, &trace, Some(first)).await;
+            let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
+            Answer::Whole(seq, (reply, rec))
+        }
+        Item::Part { seq, idx, slot, cmd, readonly } => {
+            let reply =
+                crate::router::continue_slot(p, slot, cmd, How::shared(readonly), cx, &trace, Some(first)).await;
+            Answer::Part(seq, idx, reply, trace.redirected())
+        }
+    }
 }
 
 /// One request's metrics, recorded by the client task when its reply is written.
@@ -340,6 +470,8 @@ enum Plan {
     Ready(Done),
     /// A single-slot keyed command: joins its node's batch.
     Keyed(Keyed),
+    /// A multi-key command over several slots: its parts join their nodes' batches.
+    Split(Split),
     /// Everything else the router answers.
     Routed(Routed),
     /// Run alone, once everything before it is answered.
@@ -408,6 +540,14 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                             if let Err(k) = gather.add(&p, k, &mut inflight) {
                                 gather.flush(&p, cx, &mut inflight);
                                 let r = Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started };
+                                inflight.route(&p, r, cx);
+                            }
+                        }
+                        Plan::Split(sp) => {
+                            if let Err(sp) = gather.add_split(&p, sp, cx, &mut inflight) {
+                                gather.flush(&p, cx, &mut inflight);
+                                let r =
+                                    Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started };
                                 inflight.route(&p, r, cx);
                             }
                         }
@@ -687,6 +827,13 @@ fn plan(p: &Proxy, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan
     if matches!(spec.class, Class::Keyed) && matches!(spec.special, Special::None) {
         if let Some(slot) = spec.single_slot(&req.args) {
             return Plan::Keyed(Keyed { spec, req, slot, started });
+        }
+    }
+    // MSET with a key missing its value is left to the router, which answers Redis's error.
+    let pairs_ok = spec.class != Class::MSet || req.args.len() % 2 == 1;
+    if class == Timed::Fanout && pairs_ok && matches!(spec.special, Special::None) {
+        if let Some(parts) = crate::router::split(spec.class, &req.args) {
+            return Plan::Split(Split { argc: req.args.len(), spec, parts, req, started });
         }
     }
     Plan::Routed(Routed { spec, req, class, started })
