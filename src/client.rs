@@ -1,7 +1,8 @@
 //! One task per client connection: reads and parses everything in the read buffer, dispatches each
 //! request (local answer, refusal, a node's batch, or a routing future), and writes replies back
 //! strictly in request order, batching every reply that is ready into one write. The single-slot
-//! keyed commands of one read go to each node as one batch.
+//! keyed commands of one read, and the per-slot parts of its multi-key commands (merged once all
+//! parts are in), go to each node as one batch.
 //!
 //! Commands that change or depend on the connection's state (MULTI/EXEC/WATCH, blocking commands,
 //! subscriptions, WAIT, RESET) are barriers: the task first answers everything before them, then
