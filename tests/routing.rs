@@ -236,6 +236,23 @@ async fn deep_pipeline_and_big_values() {
         }
     }
 
+    // A deep pipeline of split commands: 1666 MGETs of three keys each (slots all over), each
+    // merged from its parts in the node batches and answered in order.
+    let mut batch = Vec::new();
+    for i in (0..4998).step_by(3) {
+        let keys: Vec<String> = (i..i + 3).map(|j| format!("p{}", 2 * j)).collect();
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        batch.extend_from_slice(&clusterless::resp::encode_command(&args));
+    }
+    raw.send(&batch).await;
+    let replies = raw.read_replies(1666).await;
+    for (n, r) in replies.iter().enumerate() {
+        let i = 3 * n;
+        let want: String = (i..i + 3).map(|j| format!("${}\r\n{}\r\n", (2 * j).to_string().len(), 2 * j)).collect();
+        assert_eq!(String::from_utf8_lossy(r), format!("*3\r\n{want}"), "MGET {n} in order");
+    }
+
     let mut c = env.conn().await;
     let big: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let _: () = c.set("big", &big).await.unwrap();
