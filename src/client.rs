@@ -303,8 +303,8 @@ impl Gather {
 }
 
 /// Sends one node's batch in one write and answers each command from its reply; a command
-/// redirected, refused, lost or answered late goes on through the router's own retry loop, as if
-/// sent there.
+/// redirected, refused, lost or answered late ([`crate::router::settle`]) goes on through the
+/// router's own retry loop, as if sent there.
 async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<Item>) -> Filled {
     let n = items.len();
     let payload = match &items[..] {
@@ -317,45 +317,22 @@ async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<Item>) -> Fi
     };
     let sent = Instant::now();
     let result = p.backend.send(&addr, cx, payload, n).await;
-    // A late answer is checked command by command: it may come from a deposed master.
-    let late = sent.elapsed() >= crate::router::LATE_REPLY;
-    let redirected = |f: &Bytes| !matches!(crate::router::classify(f, &addr), crate::router::Redirect::None);
-    let out = match result {
-        Ok(frames) if frames.len() == n => {
-            if !late && !frames.iter().any(redirected) {
-                items.into_iter().zip(frames).map(|(item, f)| answered(item, f)).collect()
-            } else {
-                // Resent concurrently and started in order, like commands sent one by one: a
-                // client's SET and GET of one key, both redirected, reach the new owner in the
-                // order it sent them (the test of pipelines through ASK and MOVED found this).
-                let all = items.into_iter().zip(frames).map(|(item, f)| {
-                    let (p, addr) = (&p, &addr);
-                    let again = late || redirected(&f);
-                    async move {
-                        if again {
-                            carry_on(p, item, cx, (addr.clone(), Ok(vec![f]), sent)).await
-                        } else {
-                            answered(item, f)
-                        }
-                    }
-                });
-                futures_util::future::join_all(all).await
+    let settled = crate::router::settle(&addr, sent, result, n);
+    let out = if settled.iter().all(Result::is_ok) {
+        items.into_iter().zip(settled).filter_map(|(item, s)| s.ok().map(|f| answered(item, f))).collect()
+    } else {
+        // Resent concurrently and started in order, like commands sent one by one: a client's
+        // SET and GET of one key, both redirected, reach the new owner in the order it sent them
+        // (the test of pipelines through ASK and MOVED found this). After a lost connection each
+        // command decides alone (retry a read, report a write as possibly executed).
+        let p = &p;
+        let all = items.into_iter().zip(settled).map(|(item, s)| async move {
+            match s {
+                Ok(f) => answered(item, f),
+                Err(first) => carry_on(p, item, cx, first).await,
             }
-        }
-        Ok(_) => {
-            let e = reply::error("ERR clusterless: reply count mismatch from node");
-            items.into_iter().map(|item| answered(item, e.clone())).collect()
-        }
-        Err(e) => {
-            // Each command decides alone (retry a read, report a write as possibly executed);
-            // concurrently, as they would have been sent one by one.
-            let all = items.into_iter().map(|item| {
-                let first = (addr.clone(), Err(e.clone()), sent);
-                let p = &p;
-                async move { carry_on(p, item, cx, first).await }
-            });
-            futures_util::future::join_all(all).await
-        }
+        });
+        futures_util::future::join_all(all).await
     };
     Filled::Many(out)
 }

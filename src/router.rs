@@ -283,6 +283,29 @@ pub(crate) fn deposed_error(addr: &str, slot: u16, owner: &str, sent: Instant) -
     ))
 }
 
+/// Each of the `n` commands of one pipelined batch sent to `addr` at `sent`, once the node
+/// answered: its reply when it stands, or its first try for [`continue_slot`] when it was
+/// redirected, refused, lost or answered late (it may come from a deposed master).
+pub(crate) fn settle(
+    addr: &str,
+    sent: Instant,
+    result: Result<Vec<Bytes>, BackendError>,
+    n: usize,
+) -> Vec<Result<Bytes, FirstTry>> {
+    let late = sent.elapsed() >= LATE_REPLY;
+    match result {
+        Ok(frames) if frames.len() == n => frames
+            .into_iter()
+            .map(|f| match classify(&f, addr) {
+                Redirect::None if !late => Ok(f),
+                _ => Err((addr.to_string(), Ok(vec![f]), sent)),
+            })
+            .collect(),
+        Ok(_) => vec![Ok(reply::error("ERR clusterless: reply count mismatch from node")); n],
+        Err(e) => (0..n).map(|_| Err((addr.to_string(), Err(e.clone()), sent))).collect(),
+    }
+}
+
 /// How a command travels to a slot's master.
 #[derive(Clone, Copy)]
 pub(crate) struct How {
@@ -565,25 +588,15 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
         p.backend.send(addr, cx, payload.freeze(), idx.len())
     });
     let results = futures_util::future::join_all(sends).await;
-    let late = sent.elapsed() >= LATE_REPLY;
     let mut out: Vec<Option<Bytes>> = vec![None; parts.len()];
     let mut again: Vec<(usize, Option<FirstTry>)> = unowned.into_iter().map(|i| (i, None)).collect();
     for ((addr, idx), res) in by_node.into_iter().zip(results) {
-        match res {
-            Ok(replies) if replies.len() == idx.len() => {
-                for (i, r) in idx.into_iter().zip(replies) {
-                    if !late && matches!(classify(&r, &addr), Redirect::None) {
-                        out[i] = Some(r);
-                    } else {
-                        again.push((i, Some((addr.clone(), Ok(vec![r]), sent))));
-                    }
-                }
+        let n = idx.len();
+        for (i, s) in idx.into_iter().zip(settle(&addr, sent, res, n)) {
+            match s {
+                Ok(r) => out[i] = Some(r),
+                Err(first) => again.push((i, Some(first))),
             }
-            Ok(_) => {
-                let e = reply::error("ERR clusterless: reply count mismatch from node");
-                idx.into_iter().for_each(|i| out[i] = Some(e.clone()));
-            }
-            Err(e) => again.extend(idx.into_iter().map(|i| (i, Some((addr.clone(), Err(e.clone()), sent))))),
         }
     }
     if !again.is_empty() {
