@@ -118,13 +118,16 @@ impl Inflight {
 
     /// A place for a reply that will come later; returns its sequence number.
     fn reserve(&mut self) -> u64 {
-        self.slots.push_back(Slot::Waiting);
-        self.base + self.slots.len() as u64 - 1
+        self.push(Slot::Waiting)
     }
 
     /// A place for a split request, answered once `merge` has all its parts.
     fn reserve_merge(&mut self, merge: Merge) -> u64 {
-        self.slots.push_back(Slot::Merging(Box::new(merge)));
+        self.push(Slot::Merging(Box::new(merge)))
+    }
+
+    fn push(&mut self, slot: Slot) -> u64 {
+        self.slots.push_back(slot);
         self.base + self.slots.len() as u64 - 1
     }
 
@@ -146,12 +149,10 @@ impl Inflight {
                     match a {
                         Answer::Whole(seq, done) => self.put(seq, done),
                         Answer::Part(seq, idx, reply, redirected) => {
-                            if let Some(s) = self.slot(seq) {
-                                if let Slot::Merging(m) = s {
-                                    if let Some(done) = m.fill(idx, reply, redirected) {
-                                        *s = Slot::Ready(done);
-                                    }
-                                }
+                            let Some(s) = self.slot(seq) else { continue };
+                            let Slot::Merging(m) = s else { continue };
+                            if let Some(done) = m.fill(idx, reply, redirected) {
+                                *s = Slot::Ready(done);
                             }
                         }
                     }
@@ -212,7 +213,6 @@ struct Keyed {
 /// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
 struct Split {
     spec: Arc<CommandSpec>,
-    argc: usize,
     parts: Vec<Part>,
     req: Request,
     started: Option<Instant>,
@@ -271,8 +271,8 @@ impl Gather {
         let sends: Vec<(u16, Bytes)> = sp.parts.iter().map(|part| (part.slot, part.cmd.clone())).collect();
         let n = sp.parts.len();
         let seq = inflight.reserve_merge(Merge {
+            argc: sp.req.args.len(),
             spec: sp.spec,
-            argc: sp.argc,
             parts: sp.parts,
             replies: vec![Bytes::new(); n],
             left: n,
@@ -831,7 +831,7 @@ fn plan(p: &Proxy, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan
     let pairs_ok = spec.class != Class::MSet || req.args.len() % 2 == 1;
     if class == Timed::Fanout && pairs_ok && matches!(spec.special, Special::None) {
         if let Some(parts) = crate::router::split(spec.class, &req.args) {
-            return Plan::Split(Split { argc: req.args.len(), spec, parts, req, started });
+            return Plan::Split(Split { spec, parts, req, started });
         }
     }
     Plan::Routed(Routed { spec, req, class, started })
