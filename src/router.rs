@@ -394,7 +394,7 @@ pub(crate) async fn continue_slot(
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return reply::error("ERR clusterless: empty reply") };
                 match classify(&r, &addr) {
-                    Redirect::None => match deposed(p, slot, &addr, sent).filter(|_| !how.exclusive) {
+                    Redirect::None => match (!how.exclusive).then(|| deposed(p, slot, &addr, sent)).flatten() {
                         None => return r,
                         // A write's effect may be lost: say so rather than acknowledge it.
                         Some(now) if !readonly => return deposed_error(&addr, slot, &now, sent),

@@ -509,8 +509,8 @@ impl Observer {
     /// The map the claims give: highest configEpoch per slot, sticky when unclaimed. Returns the
     /// nodes, the slot table and whether two masters claimed a slot with the same epoch.
     fn settle(&self) -> (Vec<Node>, Box<[u16]>, bool, usize) {
-        // Runs on every PONG (a dozen a second on an idle proxy): slot loops work on node indices,
-        // never on hashed ids.
+        // Runs whenever a bus event changes what the map is made of (at worst on every PONG, a
+        // dozen a second): slot loops work on node indices, never on hashed ids.
         let cur = self.store.load_full();
         let mut nodes: Vec<Node> = self
             .peers
