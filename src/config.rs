@@ -324,7 +324,7 @@ impl Config {
             backend: BackendConfig {
                 user: None,
                 password: None,
-                connections_per_node: 2,
+                connections_per_node: 1,
                 connect_timeout: Duration::from_millis(1000),
                 request_timeout: Duration::from_millis(5000),
                 retry_budget: Duration::from_millis(3000),
