@@ -1,12 +1,16 @@
 //! Connections to cluster nodes: per worker thread and node a few long-lived connections shared
 //! by that worker's clients, pipelined (replies matched to requests in FIFO order), with writes
 //! coalesced, connect and request timeouts, AUTH/HELLO on connect and reconnection with backoff.
+//! Replies go to a waiting future, or into a client's [`Mailbox`] (one per client connection,
+//! for all its batches: no channel and no future per batch on the hot path).
 //! This module knows nothing of slots; it moves bytes to an address and says precisely how a
 //! failure happened, because that decides whether the router may retry (never sent: always;
 //! sent: only reads).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -46,17 +50,102 @@ impl Auth {
     }
 }
 
-type Reply = Result<Vec<Bytes>, BackendError>;
+pub type Reply = Result<Vec<Bytes>, BackendError>;
 
 struct Job {
     payload: Bytes,
     /// Replies this job expects (several commands may be pipelined in one payload).
     replies: usize,
-    tx: oneshot::Sender<Reply>,
+    sink: Sink,
 }
 
-/// Requests queued per connection before senders wait: back-pressure instead of unbounded memory.
-const QUEUE_DEPTH: usize = 4096;
+/// Where a job's replies go.
+pub enum Sink {
+    /// A future waiting for this one job.
+    Once(oneshot::Sender<Reply>),
+    /// A client's mailbox, under the tag the client gave the batch.
+    Mailbox(Arc<Mailbox>, u64),
+}
+
+impl Sink {
+    /// Nobody will read the replies any more: the job need not be written.
+    fn is_closed(&self) -> bool {
+        match self {
+            Sink::Once(tx) => tx.is_closed(),
+            Sink::Mailbox(m, _) => m.closed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn deliver(self, reply: Reply) {
+        match self {
+            Sink::Once(tx) => {
+                let _ = tx.send(reply);
+            }
+            Sink::Mailbox(m, tag) => m.deliver(tag, reply),
+        }
+    }
+}
+
+/// One client connection's replies from every node, tagged by batch; the client task takes them
+/// all at once when it wakes. A client's batches are not bounded by a channel: the client itself
+/// stops reading once `limits.max_pipeline` requests are in flight.
+#[derive(Default)]
+pub struct Mailbox {
+    inner: Mutex<Delivered>,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Delivered {
+    replies: Vec<(u64, Reply)>,
+    waker: Option<Waker>,
+}
+
+impl Mailbox {
+    pub fn new() -> Arc<Mailbox> {
+        Arc::new(Mailbox::default())
+    }
+
+    /// The client is gone: batches not yet written are dropped.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn deliver(&self, tag: u64, reply: Reply) {
+        let waker = {
+            let mut d = lock(&self.inner);
+            d.replies.push((tag, reply));
+            d.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Moves every delivered reply into `into` (true if there was any); when there was none and
+    /// a `waker` is given, it is woken by the next delivery.
+    pub fn take(&self, waker: Option<&Waker>, into: &mut Vec<(u64, Reply)>) -> bool {
+        let mut d = lock(&self.inner);
+        if d.replies.is_empty() {
+            if let Some(w) = waker {
+                if !d.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                    d.waker = Some(w.clone());
+                }
+            }
+            return false;
+        }
+        into.append(&mut d.replies);
+        true
+    }
+}
+
+/// Locks `m`, also after a panic elsewhere poisoned it (the data is a queue: still consistent).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
 /// Replies awaited per connection before we stop writing more.
 const MAX_IN_FLIGHT: usize = 16384;
 /// Batches smaller than this wait one scheduler turn for more requests before being written.
@@ -77,7 +166,7 @@ pub struct Backend {
 type Pools = HashMap<String, [Option<NodePool>; 2]>;
 
 struct NodePool {
-    conns: Vec<mpsc::Sender<Job>>,
+    conns: Vec<mpsc::UnboundedSender<Job>>,
 }
 
 /// Who is asking: the client's protocol version and its lane (connection affinity).
@@ -107,12 +196,7 @@ impl Backend {
     /// client's pipelined commands to one node run in the order it sent them.
     pub async fn send(&self, addr: &str, cx: Cx, payload: Bytes, replies: usize) -> Reply {
         let (tx, rx) = oneshot::channel();
-        let conn = self.pick(addr, cx);
-        // Exempt from tokio's cooperative budget: a budget-forced yield here would let a later
-        // request of the same client overtake this one, and pipelined commands must run in order.
-        if tokio::task::unconstrained(conn.send(Job { payload, replies, tx })).await.is_err() {
-            return Err(BackendError::NotSent(format!("connection to {addr} is closed")));
-        }
+        self.submit(addr, cx, payload, replies, Sink::Once(tx));
         match rx.await {
             Ok(r) => r,
             // The connection task dropped the job before writing it.
@@ -120,22 +204,31 @@ impl Backend {
         }
     }
 
-    fn pick(&self, addr: &str, cx: Cx) -> mpsc::Sender<Job> {
+    /// Queues `payload` (holding `replies` pipelined commands) for `addr`; the replies, or how
+    /// they failed, go to `sink`. Queued at once, never waiting: a client's requests to one node
+    /// are written in the order it submitted them.
+    pub fn submit(&self, addr: &str, cx: Cx, payload: Bytes, replies: usize, sink: Sink) {
+        self.pick(addr, cx, |conn| {
+            if let Err(mpsc::error::SendError(job)) = conn.send(Job { payload, replies, sink }) {
+                job.sink.deliver(Err(BackendError::NotSent(format!("connection to {addr} is closed"))));
+            }
+        })
+    }
+
+    /// Runs `f` on the connection to `addr` that `cx`'s lane uses on this worker.
+    fn pick<R>(&self, addr: &str, cx: Cx, f: impl FnOnce(&mpsc::UnboundedSender<Job>) -> R) -> R {
         let w = crate::workers::current().min(self.pools.len() - 1);
         // Only this worker's own tasks (and the retain sweep) take this lock: uncontended.
-        let mut pools = match self.pools[w].lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut pools = lock(&self.pools[w]);
         let v = usize::from(cx.proto >= 3);
         if let Some(Some(p)) = pools.get(addr).map(|e| &e[v]) {
-            return p.pick(cx.lane);
+            return f(p.pick(cx.lane));
         }
         let entry = pools.entry(addr.to_string()).or_default();
         let pool = entry[v].get_or_insert_with(|| {
             let conns = (0..self.cfg.connections_per_node)
                 .map(|_| {
-                    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                    let (tx, rx) = mpsc::unbounded_channel();
                     let nm = self.metrics.node(addr);
                     let proto = if v == 1 { 3 } else { 2 };
                     tokio::spawn(connection_task(addr.to_string(), proto, self.cfg.clone(), self.auth.clone(), nm, rx));
@@ -144,7 +237,7 @@ impl Backend {
                 .collect();
             NodePool { conns }
         });
-        pool.pick(cx.lane)
+        f(pool.pick(cx.lane))
     }
 
     /// Drops the pools of nodes that left the cluster; their tasks end once their queues drain.
@@ -170,8 +263,8 @@ impl Backend {
 }
 
 impl NodePool {
-    fn pick(&self, lane: u32) -> mpsc::Sender<Job> {
-        self.conns[lane as usize % self.conns.len()].clone()
+    fn pick(&self, lane: u32) -> &mpsc::UnboundedSender<Job> {
+        &self.conns[lane as usize % self.conns.len()]
     }
 }
 
@@ -183,7 +276,7 @@ async fn connection_task(
     cfg: BackendConfig,
     auth: Auth,
     nm: NodeMetrics,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut backoff = Duration::from_millis(20);
     // Logged once per transition, not per attempt.
@@ -217,12 +310,12 @@ async fn connection_task(
                     tracing::warn!(node = %addr, error = %e, "node unreachable");
                     down = true;
                 }
-                let _ = first.tx.send(Err(BackendError::NotSent(e.clone())));
+                first.sink.deliver(Err(BackendError::NotSent(e.clone())));
                 let until = Instant::now() + backoff;
                 loop {
                     tokio::select! {
                         job = rx.recv() => match job {
-                            Some(j) => { let _ = j.tx.send(Err(BackendError::NotSent(e.clone()))); }
+                            Some(j) => j.sink.deliver(Err(BackendError::NotSent(e.clone()))),
                             None => return,
                         },
                         _ = tokio::time::sleep_until(until) => break,
@@ -310,7 +403,7 @@ pub async fn query(addr: &str, auth: &Auth, cmds: &[&[&str]], limit: Duration) -
 }
 
 struct Pending {
-    tx: oneshot::Sender<Reply>,
+    sink: Sink,
     want: usize,
     got: Vec<Bytes>,
     sent_at: Instant,
@@ -324,7 +417,7 @@ async fn run(
     cfg: &BackendConfig,
     nm: &NodeMetrics,
     first: Job,
-    rx: &mut mpsc::Receiver<Job>,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
 ) -> (bool, Option<BackendError>) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -345,12 +438,12 @@ async fn run(
         let mut yielded = false;
         loop {
             while let Some(job) = next_job.take() {
-                if job.tx.is_closed() {
+                if job.sink.is_closed() {
                     // The client went away before we wrote: nothing to do for it.
                 } else {
                     wbuf.extend_from_slice(&job.payload);
                     let sent_at = *batch_at.get_or_insert_with(Instant::now);
-                    pending.push_back(Pending { tx: job.tx, want: job.replies, got: Vec::new(), sent_at });
+                    pending.push_back(Pending { sink: job.sink, want: job.replies, got: Vec::new(), sent_at });
                     batched += 1;
                 }
                 if wbuf.len() < MAX_WRITE_BATCH && pending.len() < MAX_IN_FLIGHT {
@@ -412,7 +505,7 @@ async fn run(
                                         let now = *read_at.get_or_insert_with(Instant::now);
                                         latency.observe(now.saturating_duration_since(p.sent_at).as_secs_f64());
                                     }
-                                    let _ = p.tx.send(Ok(p.got));
+                                    p.sink.deliver(Ok(p.got));
                                 }
                             }
                         }
@@ -445,7 +538,7 @@ async fn run(
     };
     tracing::debug!(node = %addr, error = %failure, in_flight = pending.len(), "backend connection dropped");
     for p in pending.drain(..) {
-        let _ = p.tx.send(Err(failure.clone()));
+        p.sink.deliver(Err(failure.clone()));
     }
     (pool_open, Some(failure))
 }

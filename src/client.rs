@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -23,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::backend::Cx;
+use crate::backend::{Cx, Mailbox, Sink};
 use crate::command::{self, Class, CommandSpec, Lookup, Special};
 use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
@@ -90,18 +91,49 @@ enum Slot {
     Ready(Done),
 }
 
+/// A node batch written for this client, waiting for its replies in the mailbox.
+struct Sent {
+    addr: String,
+    cx: Cx,
+    at: Instant,
+    items: Vec<Item>,
+}
+
 /// The client's requests in flight, in the order they arrived: one slot per request, filled as
-/// its reply comes from whichever future produces it, written strictly from the front.
+/// its reply comes (from a node batch's replies in the mailbox, or from a routing future),
+/// written strictly from the front.
 struct Inflight {
+    p: Arc<Proxy>,
     /// Sequence number of `slots[0]`.
     base: u64,
     slots: VecDeque<Slot>,
     running: FuturesUnordered<Running>,
+    /// Node batches out, by tag: `sent[0]` has tag `sent_base`; answered ones are `None`.
+    sent: VecDeque<Option<Sent>>,
+    sent_base: u64,
+    mailbox: Arc<Mailbox>,
+    /// Replies taken from the mailbox, kept to reuse its allocation.
+    delivered: Vec<(u64, crate::backend::Reply)>,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 impl Inflight {
-    fn new() -> Inflight {
-        Inflight { base: 0, slots: VecDeque::new(), running: FuturesUnordered::new() }
+    fn new(p: Arc<Proxy>) -> Inflight {
+        Inflight {
+            p,
+            base: 0,
+            slots: VecDeque::new(),
+            running: FuturesUnordered::new(),
+            sent: VecDeque::new(),
+            sent_base: 0,
+            mailbox: Mailbox::new(),
+            delivered: Vec::new(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -141,21 +173,60 @@ impl Inflight {
         self.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
     }
 
+    /// Writes `items` to `addr` as one batch; its replies come back through the mailbox.
+    fn send(&mut self, addr: String, cx: Cx, items: Vec<Item>) {
+        let n = items.len();
+        let payload = match &items[..] {
+            [one] => one.payload().clone(),
+            all => {
+                let mut b = BytesMut::with_capacity(all.iter().map(|i| i.payload().len()).sum());
+                all.iter().for_each(|i| b.extend_from_slice(i.payload()));
+                b.freeze()
+            }
+        };
+        let tag = self.sent_base + self.sent.len() as u64;
+        let sink = Sink::Mailbox(self.mailbox.clone(), tag);
+        self.p.backend.submit(&addr, cx, payload, n, sink);
+        self.sent.push_back(Some(Sent { addr, cx, at: Instant::now(), items }));
+    }
+
+    /// Answers each command of batch `tag` from the node's reply; commands redirected, refused,
+    /// lost or answered late ([`crate::router::settle`]) go on through the router's own retry
+    /// loop, as if sent there.
+    fn answer_batch(&mut self, tag: u64, reply: crate::backend::Reply) {
+        let Some(sent) = tag.checked_sub(self.sent_base).and_then(|i| self.sent.get_mut(i as usize)) else { return };
+        let Some(sent) = sent.take() else { return };
+        while matches!(self.sent.front(), Some(None)) {
+            self.sent.pop_front();
+            self.sent_base += 1;
+        }
+        let settled = crate::router::settle(&sent.addr, sent.at, reply, sent.items.len());
+        if settled.iter().all(Result::is_ok) {
+            for (item, s) in sent.items.into_iter().zip(settled) {
+                if let Ok(frame) = s {
+                    self.answer(answered(item, frame));
+                }
+            }
+        } else {
+            self.start(Box::pin(carry_on_batch(self.p.clone(), sent.cx, sent.items, settled)));
+        }
+    }
+
     fn place(&mut self, filled: Filled) {
         match filled {
             Filled::One(seq, done) => self.put(seq, done),
-            Filled::Many(all) => {
-                for a in all {
-                    match a {
-                        Answer::Whole(seq, done) => self.put(seq, done),
-                        Answer::Part(seq, idx, reply, redirected) => {
-                            let Some(s) = self.slot(seq) else { continue };
-                            let Slot::Merging(m) = s else { continue };
-                            if let Some(done) = m.fill(idx, reply, redirected) {
-                                *s = Slot::Ready(done);
-                            }
-                        }
-                    }
+            Filled::Many(all) => all.into_iter().for_each(|a| self.answer(a)),
+        }
+    }
+
+    fn answer(&mut self, a: Answer) {
+        match a {
+            Answer::Whole(seq, done) => self.put(seq, done),
+            Answer::Part(seq, idx, reply, redirected) => {
+                let Some(s) = self.slot(seq) else { return };
+                let Slot::Merging(m) = s else { return };
+                if let Some(done) = m.fill(idx, reply, redirected) {
+                    *s = Slot::Ready(done);
                 }
             }
         }
@@ -173,20 +244,40 @@ impl Inflight {
 
     /// Resolves once the oldest request has its reply. Cancel-safe: whatever arrives is placed.
     async fn front_ready(&mut self) {
-        while matches!(self.slots.front(), Some(Slot::Waiting | Slot::Merging(_))) {
-            match self.running.next().await {
-                Some(f) => self.place(f),
-                // Nothing could fill it (cannot happen: every reserved slot has a future).
-                None => std::future::pending().await,
+        std::future::poll_fn(|cx| loop {
+            if !matches!(self.slots.front(), Some(Slot::Waiting | Slot::Merging(_))) {
+                return Poll::Ready(());
             }
-        }
+            if !self.progress(Some(cx.waker()), cx) {
+                return Poll::Pending;
+            }
+        })
+        .await
     }
 
     /// Places every reply that is already there, without waiting.
     fn collect(&mut self) {
-        while let Some(Some(f)) = self.running.next().now_or_never() {
-            self.place(f);
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        while self.progress(None, &mut cx) {}
+    }
+
+    /// Places the replies that have come, from the mailbox and the running futures; false when
+    /// there were none. `waker` (the mailbox's) and `cx` are woken when more come.
+    fn progress(&mut self, waker: Option<&Waker>, cx: &mut std::task::Context<'_>) -> bool {
+        let mut any = false;
+        let mut got = std::mem::take(&mut self.delivered);
+        if self.mailbox.take(waker, &mut got) {
+            any = true;
+            for (tag, reply) in got.drain(..) {
+                self.answer_batch(tag, reply);
+            }
         }
+        self.delivered = got;
+        while let Poll::Ready(Some(f)) = self.running.poll_next_unpin(cx) {
+            self.place(f);
+            any = true;
+        }
+        any
     }
 
     /// The oldest request's reply, if it has come.
@@ -234,7 +325,7 @@ impl Item {
 }
 
 /// Commands parsed from one read, gathered per node: each node gets one request carrying all of
-/// them (one channel send, one reply wait, one future), instead of one per command or per part.
+/// them (one queued job, one delivery to the mailbox), instead of one per command or per part.
 #[derive(Default)]
 struct Gather {
     groups: Vec<(String, Vec<Item>)>,
@@ -293,48 +384,35 @@ impl Gather {
         }
     }
 
-    /// Starts every batch gathered so far. Called before anything else is started, so that a
+    /// Sends every batch gathered so far. Called before anything else is started, so that a
     /// client's commands reach each node in the order it sent them.
-    fn flush(&mut self, p: &Arc<Proxy>, cx: Cx, inflight: &mut Inflight) {
+    fn flush(&mut self, cx: Cx, inflight: &mut Inflight) {
         for (addr, items) in self.groups.drain(..) {
-            inflight.start(Box::pin(send_batch(p.clone(), addr, cx, items)));
+            inflight.send(addr, cx, items);
         }
     }
 }
 
-/// Sends one node's batch in one write and answers each command from its reply; a command
-/// redirected, refused, lost or answered late ([`crate::router::settle`]) goes on through the
-/// router's own retry loop, as if sent there.
-async fn send_batch(p: Arc<Proxy>, addr: String, cx: Cx, items: Vec<Item>) -> Filled {
-    let n = items.len();
-    let payload = match &items[..] {
-        [one] => one.payload().clone(),
-        all => {
-            let mut b = BytesMut::with_capacity(all.iter().map(|i| i.payload().len()).sum());
-            all.iter().for_each(|i| b.extend_from_slice(i.payload()));
-            b.freeze()
+/// The rest of a node batch that did not simply succeed: each command redirected, refused, lost
+/// or answered late goes on through the router's retry loop. Resent concurrently and started in
+/// order, like commands sent one by one: a client's SET and GET of one key, both redirected,
+/// reach the new owner in the order it sent them (the test of pipelines through ASK and MOVED
+/// found this). After a lost connection each command decides alone (retry a read, report a
+/// write as possibly executed).
+async fn carry_on_batch(
+    p: Arc<Proxy>,
+    cx: Cx,
+    items: Vec<Item>,
+    settled: Vec<Result<Bytes, crate::router::FirstTry>>,
+) -> Filled {
+    let p = &p;
+    let all = items.into_iter().zip(settled).map(|(item, s)| async move {
+        match s {
+            Ok(f) => answered(item, f),
+            Err(first) => carry_on(p, item, cx, first).await,
         }
-    };
-    let sent = Instant::now();
-    let result = p.backend.send(&addr, cx, payload, n).await;
-    let settled = crate::router::settle(&addr, sent, result, n);
-    let out = if settled.iter().all(Result::is_ok) {
-        items.into_iter().zip(settled).filter_map(|(item, s)| s.ok().map(|f| answered(item, f))).collect()
-    } else {
-        // Resent concurrently and started in order, like commands sent one by one: a client's
-        // SET and GET of one key, both redirected, reach the new owner in the order it sent them
-        // (the test of pipelines through ASK and MOVED found this). After a lost connection each
-        // command decides alone (retry a read, report a write as possibly executed).
-        let p = &p;
-        let all = items.into_iter().zip(settled).map(|(item, s)| async move {
-            match s {
-                Ok(f) => answered(item, f),
-                Err(first) => carry_on(p, item, cx, first).await,
-            }
-        });
-        futures_util::future::join_all(all).await
-    };
-    Filled::Many(out)
+    });
+    Filled::Many(futures_util::future::join_all(all).await)
 }
 
 /// The answer for a command whose reply came straight from its node.
@@ -506,7 +584,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let mut rbuf = BytesMut::new();
     let mut wbuf = BytesMut::new();
     let mut read_size = MIN_READ;
-    let mut inflight = Inflight::new();
+    let mut inflight = Inflight::new(p.clone());
     let mut gather = Gather::default();
     let mut barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)> = None;
     // Once set we read no more: remaining replies are flushed, then the connection closes.
@@ -536,14 +614,14 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     match plan(&p, &mut c, req, started) {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(&p, k, &mut inflight) {
-                                gather.flush(&p, cx, &mut inflight);
+                                gather.flush(cx, &mut inflight);
                                 let r = Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started };
                                 inflight.route(&p, r, cx);
                             }
                         }
                         Plan::Split(sp) => {
                             if let Err(sp) = gather.add_split(&p, sp, cx, &mut inflight) {
-                                gather.flush(&p, cx, &mut inflight);
+                                gather.flush(cx, &mut inflight);
                                 let r =
                                     Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started };
                                 inflight.route(&p, r, cx);
@@ -551,11 +629,11 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                         }
                         Plan::Ready(done) => {
                             // Before anything that may change the session (HELLO 3, AUTH).
-                            gather.flush(&p, cx, &mut inflight);
+                            gather.flush(cx, &mut inflight);
                             inflight.ready(done);
                         }
                         Plan::Routed(r) => {
-                            gather.flush(&p, cx, &mut inflight);
+                            gather.flush(cx, &mut inflight);
                             inflight.route(&p, r, cx);
                         }
                         Plan::Barrier(spec, req, t) => barrier = Some((spec, req, t)),
@@ -575,7 +653,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                 }
             }
         }
-        gather.flush(&p, c.cx(), &mut inflight);
+        gather.flush(c.cx(), &mut inflight);
         if inflight.is_empty() {
             if let Some((spec, req, started)) = barrier.take() {
                 let mut more = false;
@@ -681,7 +759,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     ps.repair(&p).await;
                 }
             }
-            _ = tokio::time::sleep(pubsub::REPAIR_EVERY), if repair => {
+            _ = repair_due(repair), if repair => {
                 if let Some(ps) = c.pubsub.as_mut() {
                     ps.repair(&p).await;
                 }
@@ -706,6 +784,16 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     drop(c);
     let _ = wr.shutdown().await;
     p.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Resolves after the subscriptions' repair interval, when a repair is due. A `sleep()` built
+/// in the `select!` was made (clock read, runtime handle) and dropped on every loop turn.
+async fn repair_due(due: bool) {
+    if due {
+        tokio::time::sleep(pubsub::REPAIR_EVERY).await
+    } else {
+        std::future::pending().await
+    }
 }
 
 async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
