@@ -112,13 +112,11 @@ impl Mailbox {
     }
 
     fn deliver(&self, tag: u64, reply: Reply) {
-        let waker = {
-            let mut d = lock(&self.inner);
-            d.replies.push((tag, reply));
-            d.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
+        let mut d = lock(&self.inner);
+        d.replies.push((tag, reply));
+        // Kept, not taken: the client task registers the same waker again on its next wait.
+        if let Some(w) = &d.waker {
+            w.wake_by_ref();
         }
     }
 

@@ -273,7 +273,8 @@ impl Inflight {
             }
         }
         self.delivered = got;
-        while let Poll::Ready(Some(f)) = self.running.poll_next_unpin(cx) {
+        while !self.running.is_empty() {
+            let Poll::Ready(Some(f)) = self.running.poll_next_unpin(cx) else { break };
             self.place(f);
             any = true;
         }
@@ -599,6 +600,11 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         let _ = shutdown.changed().await;
     };
     tokio::pin!(stop);
+    // Polled on every turn the client waits, and a registered `changed()` locks its waiter list on
+    // each poll: once registered for this task's waker, it is polled again only when the watch did
+    // change.
+    let seen = p.shutdown.clone();
+    let mut stop_waker: Option<Waker> = None;
     let mut changes = p.topology.subscribe();
     let mut batch = Batch::new();
     'conn: loop {
@@ -777,7 +783,13 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     }
                 }
             }
-            _ = &mut stop, if !draining => draining = true,
+            _ = std::future::poll_fn(|cx| {
+                if stop_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !seen.has_changed().unwrap_or(true) {
+                    return Poll::Pending;
+                }
+                stop_waker = Some(cx.waker().clone());
+                stop.as_mut().poll(cx)
+            }), if !draining => draining = true,
         }
     }
     // Watches, subscriptions and blocked pops end with their connections.
