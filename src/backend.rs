@@ -7,7 +7,7 @@
 //! failure happened, because that decides whether the router may retry (never sent: always;
 //! sent: only reads).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -160,8 +160,9 @@ pub struct Backend {
     pools: Vec<Mutex<Pools>>,
 }
 
-/// One worker's connections, by node address; RESP2 and RESP3 connections apart.
-type Pools = HashMap<String, [Option<NodePool>; 2]>;
+/// One worker's connections, by node address (looked up per batch: a fast hash, the addresses
+/// come from the cluster); RESP2 and RESP3 connections apart.
+type Pools = rustc_hash::FxHashMap<String, [Option<NodePool>; 2]>;
 
 struct NodePool {
     conns: Vec<mpsc::UnboundedSender<Job>>,
@@ -177,7 +178,7 @@ pub struct Cx {
 impl Backend {
     /// Connections for `workers` worker threads (and the control plane).
     pub fn new(cfg: BackendConfig, metrics: Arc<Metrics>, workers: usize) -> Arc<Backend> {
-        let pools = (0..=workers).map(|_| Mutex::new(HashMap::new())).collect();
+        let pools = (0..=workers).map(|_| Mutex::new(Pools::default())).collect();
         Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, metrics, pools })
     }
 
@@ -441,7 +442,8 @@ async fn run(
                 } else {
                     wbuf.extend_from_slice(&job.payload);
                     let sent_at = *batch_at.get_or_insert_with(Instant::now);
-                    pending.push_back(Pending { sink: job.sink, want: job.replies, got: Vec::new(), sent_at });
+                    let got = Vec::with_capacity(job.replies);
+                    pending.push_back(Pending { sink: job.sink, want: job.replies, got, sent_at });
                     batched += 1;
                 }
                 if wbuf.len() < MAX_WRITE_BATCH && pending.len() < MAX_IN_FLIGHT {

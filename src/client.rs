@@ -30,7 +30,7 @@ use crate::metrics::{Outcome, Timed};
 use crate::proxy::Proxy;
 use crate::pubsub::{self, Event, Kind, PubSub};
 use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
-use crate::router::{How, Part, Trace};
+use crate::router::{How, Parts, Settled, Trace};
 use crate::session::{self, Session};
 use crate::transaction::TxState;
 
@@ -57,7 +57,7 @@ enum Answer {
 struct Merge {
     spec: Arc<CommandSpec>,
     argc: usize,
-    parts: Vec<Part>,
+    parts: Parts,
     replies: Vec<Bytes>,
     left: usize,
     redirected: bool,
@@ -93,7 +93,7 @@ enum Slot {
 
 /// A node batch written for this client, waiting for its replies in the mailbox.
 struct Sent {
-    addr: String,
+    addr: Arc<str>,
     cx: Cx,
     at: Instant,
     items: Vec<Item>,
@@ -158,6 +158,11 @@ impl Inflight {
         self.push(Slot::Merging(Box::new(merge)))
     }
 
+    /// The sequence number the next reserved place gets.
+    fn next_seq(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
     fn push(&mut self, slot: Slot) -> u64 {
         self.slots.push_back(slot);
         self.base + self.slots.len() as u64 - 1
@@ -174,7 +179,7 @@ impl Inflight {
     }
 
     /// Writes `items` to `addr` as one batch; its replies come back through the mailbox.
-    fn send(&mut self, addr: String, cx: Cx, items: Vec<Item>) {
+    fn send(&mut self, addr: Arc<str>, cx: Cx, items: Vec<Item>) {
         let n = items.len();
         let payload = match &items[..] {
             [one] => one.payload().clone(),
@@ -200,15 +205,13 @@ impl Inflight {
             self.sent.pop_front();
             self.sent_base += 1;
         }
-        let settled = crate::router::settle(&sent.addr, sent.at, reply, sent.items.len());
-        if settled.iter().all(Result::is_ok) {
-            for (item, s) in sent.items.into_iter().zip(settled) {
-                if let Ok(frame) = s {
+        match crate::router::settle(&sent.addr, sent.at, reply, sent.items.len()) {
+            Settled::Stand(frames) => {
+                for (item, frame) in sent.items.into_iter().zip(frames) {
                     self.answer(answered(item, frame));
                 }
             }
-        } else {
-            self.start(Box::pin(carry_on_batch(self.p.clone(), sent.cx, sent.items, settled)));
+            Settled::Each(each) => self.start(Box::pin(carry_on_batch(self.p.clone(), sent.cx, sent.items, each))),
         }
     }
 
@@ -305,7 +308,7 @@ struct Keyed {
 /// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
 struct Split {
     spec: Arc<CommandSpec>,
-    parts: Vec<Part>,
+    parts: Parts,
     req: Request,
     started: Option<Instant>,
 }
@@ -329,7 +332,9 @@ impl Item {
 /// them (one queued job, one delivery to the mailbox), instead of one per command or per part.
 #[derive(Default)]
 struct Gather {
-    groups: Vec<(String, Vec<Item>)>,
+    groups: Vec<(Arc<str>, Vec<Item>)>,
+    /// Node addresses this client sent to, shared by its batches instead of copied per batch.
+    addrs: Vec<Arc<str>>,
 }
 
 /// The healthy master of `slot` in `topo`, if it has one.
@@ -352,17 +357,18 @@ impl Gather {
     /// for their parts; gives it back when some part's slot has no healthy master.
     fn add_split(&mut self, p: &Proxy, sp: Split, cx: Cx, inflight: &mut Inflight) -> Result<(), Split> {
         let topo = p.topology.load();
-        let mut owners = Vec::with_capacity(sp.parts.len());
-        for part in &sp.parts {
-            match healthy_master(&topo, part.slot) {
-                Some(a) => owners.push(a),
-                None => return Err(sp),
-            }
+        if sp.parts.iter().any(|part| healthy_master(&topo, part.slot).is_none()) {
+            return Err(sp);
         }
         let readonly = sp.spec.readonly;
-        let sends: Vec<(u16, Bytes)> = sp.parts.iter().map(|part| (part.slot, part.cmd.clone())).collect();
+        let seq = inflight.next_seq();
+        for (idx, part) in sp.parts.iter().enumerate() {
+            if let Some(addr) = healthy_master(&topo, part.slot) {
+                self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: part.cmd.clone(), readonly });
+            }
+        }
         let n = sp.parts.len();
-        let seq = inflight.reserve_merge(Merge {
+        let reserved = inflight.reserve_merge(Merge {
             argc: sp.req.args.len(),
             spec: sp.spec,
             parts: sp.parts,
@@ -372,17 +378,31 @@ impl Gather {
             proto: cx.proto,
             started: sp.started,
         });
-        for (idx, ((slot, cmd), addr)) in sends.into_iter().zip(owners).enumerate() {
-            self.push(addr, Item::Part { seq, idx, slot, cmd, readonly });
-        }
+        debug_assert_eq!(reserved, seq);
         Ok(())
     }
 
     fn push(&mut self, addr: &str, item: Item) {
-        match self.groups.iter_mut().find(|(a, _)| a == addr) {
-            Some((_, items)) => items.push(item),
-            None => self.groups.push((addr.to_string(), vec![item])),
+        if let Some((_, items)) = self.groups.iter_mut().find(|(a, _)| &**a == addr) {
+            items.push(item);
+            return;
         }
+        let shared = match self.addrs.iter().find(|a| &***a == addr) {
+            Some(a) => a.clone(),
+            None => {
+                // Bounded by the nodes a client reaches; forgotten nodes are dropped past that.
+                if self.addrs.len() >= MAX_ADDRS {
+                    self.addrs.clear();
+                }
+                let a: Arc<str> = Arc::from(addr);
+                self.addrs.push(a.clone());
+                a
+            }
+        };
+        // Room for a few: vectors grown from one by doubling were a tenth of an MGET's allocations.
+        let mut items = Vec::with_capacity(4);
+        items.push(item);
+        self.groups.push((shared, items));
     }
 
     /// Sends every batch gathered so far. Called before anything else is started, so that a
@@ -514,6 +534,9 @@ impl Batch {
 }
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Node addresses a client keeps for its batches (a cluster's masters, with room for changes).
+const MAX_ADDRS: usize = 64;
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
 const MIN_READ: usize = 1024;

@@ -3,6 +3,8 @@
 //! built-in fallback generated from redis-server 7.0.15; key extraction never asks the backend.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -116,7 +118,7 @@ pub struct CommandSpec {
     pub keys: KeyRule,
     pub class: Class,
     pub special: Special,
-    pub subcommands: HashMap<Box<[u8]>, Arc<CommandSpec>>,
+    pub subcommands: FxHashMap<Box<[u8]>, Arc<CommandSpec>>,
     /// Where this command's counters sit in the metrics (subcommands share their container's);
     /// `u32::MAX` counts as `other`. Set once by [`CommandTable::bind_metrics`].
     pub metric_id: u32,
@@ -195,7 +197,9 @@ impl CommandSpec {
 /// The table, shared read-only by every client task.
 #[derive(Debug, Default)]
 pub struct CommandTable {
-    map: HashMap<Box<[u8]>, Arc<CommandSpec>>,
+    /// Looked up once per request: a fast hash (the table is fixed, so the keys a client sends
+    /// cannot crowd it).
+    map: FxHashMap<Box<[u8]>, Arc<CommandSpec>>,
 }
 
 /// Outcome of looking a request up.
@@ -354,7 +358,7 @@ impl CommandTable {
 }
 
 /// Case-insensitive lookup without allocating for ordinary command names.
-fn get_ci<'a>(map: &'a HashMap<Box<[u8]>, Arc<CommandSpec>>, name: &[u8]) -> Option<&'a Arc<CommandSpec>> {
+fn get_ci<'a>(map: &'a FxHashMap<Box<[u8]>, Arc<CommandSpec>>, name: &[u8]) -> Option<&'a Arc<CommandSpec>> {
     let mut buf = [0u8; 32];
     if name.len() <= buf.len() {
         let lower = &mut buf[..name.len()];
@@ -416,7 +420,7 @@ impl Row {
             keys,
             class,
             special: special_of(&self.name),
-            subcommands: HashMap::new(),
+            subcommands: FxHashMap::default(),
             metric_id: u32::MAX,
             name: self.name,
         }

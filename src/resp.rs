@@ -446,23 +446,57 @@ pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
     ReplyScanner::default().scan(buf)
 }
 
+/// The elements of an aggregate reply as slices of it, without copying; iteration stops early
+/// on a malformed element.
+pub struct Elements<'a> {
+    frame: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl<'a> Elements<'a> {
+    /// The elements of `frame`, when it is an array, set or push.
+    pub fn of(frame: &'a [u8]) -> Option<Elements<'a>> {
+        if !matches!(frame.first()?, b'*' | b'~' | b'>') {
+            return None;
+        }
+        let eol = find_crlf(frame, 1)?;
+        let n = parse_int(&frame[1..eol])?;
+        Some(Elements { frame, pos: eol + 2, left: usize::try_from(n).unwrap_or(0) })
+    }
+
+    /// Elements the header announces and not yet taken.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let rest = self.frame.get(self.pos..)?;
+        let len = reply_len(rest).ok()??;
+        self.pos += len;
+        self.left -= 1;
+        rest.get(..len)
+    }
+}
+
 /// Splits an aggregate reply (`*`, `~`, `>`) into its elements' raw bytes. `None` when `frame` is
 /// not a complete aggregate.
 pub fn aggregate_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
-    let ty = *frame.first()?;
-    if !matches!(ty, b'*' | b'~' | b'>') {
-        return None;
-    }
-    let eol = find_crlf(frame, 1)?;
-    let n = parse_int(&frame[1..eol])?;
-    let mut pos = eol + 2;
-    let mut out = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n.max(0) {
-        let len = reply_len(&frame[pos..]).ok()??;
-        out.push(frame.slice(pos..pos + len));
-        pos += len;
-    }
-    Some(out)
+    let el = Elements::of(frame)?;
+    let n = el.len();
+    let out: Vec<Bytes> = el.map(|e| frame.slice_ref(e)).collect();
+    (out.len() == n).then_some(out)
 }
 
 /// The integer of a `:` reply.
@@ -634,11 +668,13 @@ pub mod reply {
     }
 
     /// An array of already-encoded elements.
-    pub fn array(elems: &[Bytes]) -> Bytes {
-        let mut out = BytesMut::with_capacity(16 + elems.iter().map(|e| e.len()).sum::<usize>());
+    pub fn array<T: AsRef<[u8]>>(elems: &[T]) -> Bytes {
+        // Exactly sized: a buffer with spare room costs a second allocation when frozen.
+        let header = 3 + itoa_buf(elems.len() as i64).as_bytes_mut().len();
+        let mut out = BytesMut::with_capacity(header + elems.iter().map(|e| e.as_ref().len()).sum::<usize>());
         put_array_header(&mut out, elems.len());
         for e in elems {
-            out.put_slice(e);
+            out.put_slice(e.as_ref());
         }
         out.freeze()
     }

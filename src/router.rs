@@ -283,26 +283,45 @@ pub(crate) fn deposed_error(addr: &str, slot: u16, owner: &str, sent: Instant) -
     ))
 }
 
-/// Each of the `n` commands of one pipelined batch sent to `addr` at `sent`, once the node
-/// answered: its reply when it stands, or its first try for [`continue_slot`] when it was
-/// redirected, refused, lost or answered late (it may come from a deposed master).
-pub(crate) fn settle(
-    addr: &str,
-    sent: Instant,
-    result: Result<Vec<Bytes>, BackendError>,
-    n: usize,
-) -> Vec<Result<Bytes, FirstTry>> {
+/// How the `n` commands of one pipelined batch fared.
+pub(crate) enum Settled {
+    /// Every reply stands (the common case: the node's replies, as they came).
+    Stand(Vec<Bytes>),
+    /// Each command's reply when it stands, or its first try for [`continue_slot`].
+    Each(Vec<Result<Bytes, FirstTry>>),
+}
+
+impl Settled {
+    pub(crate) fn into_each(self) -> Vec<Result<Bytes, FirstTry>> {
+        match self {
+            Settled::Stand(frames) => frames.into_iter().map(Ok).collect(),
+            Settled::Each(each) => each,
+        }
+    }
+}
+
+/// Settles the `n` commands of one pipelined batch sent to `addr` at `sent`, once the node
+/// answered: a reply stands unless it was redirected, refused, lost or answered late (it may
+/// come from a deposed master).
+pub(crate) fn settle(addr: &str, sent: Instant, result: Result<Vec<Bytes>, BackendError>, n: usize) -> Settled {
     let late = sent.elapsed() >= LATE_REPLY;
     match result {
-        Ok(frames) if frames.len() == n => frames
-            .into_iter()
-            .map(|f| match classify(&f, addr) {
-                Redirect::None if !late => Ok(f),
-                _ => Err((addr.to_string(), Ok(vec![f]), sent)),
-            })
-            .collect(),
-        Ok(_) => vec![Ok(reply::error("ERR clusterless: reply count mismatch from node")); n],
-        Err(e) => (0..n).map(|_| Err((addr.to_string(), Err(e.clone()), sent))).collect(),
+        Ok(frames) if frames.len() == n => {
+            if !late && frames.iter().all(|f| matches!(classify(f, addr), Redirect::None)) {
+                return Settled::Stand(frames);
+            }
+            Settled::Each(
+                frames
+                    .into_iter()
+                    .map(|f| match classify(&f, addr) {
+                        Redirect::None if !late => Ok(f),
+                        _ => Err((addr.to_string(), Ok(vec![f]), sent)),
+                    })
+                    .collect(),
+            )
+        }
+        Ok(_) => Settled::Each(vec![Ok(reply::error("ERR clusterless: reply count mismatch from node")); n]),
+        Err(e) => Settled::Each((0..n).map(|_| Err((addr.to_string(), Err(e.clone()), sent))).collect()),
     }
 }
 
@@ -506,14 +525,36 @@ async fn send_to_any(p: &Proxy, cmd: Bytes, readonly: bool, cx: Cx) -> Bytes {
 /// One per-slot part of a split command.
 pub struct Part {
     pub slot: u16,
-    /// Indices of the keys (into the original args) this part carries.
-    pub keys: Vec<usize>,
+    /// Where this part's key indices are in [`Parts::order`].
+    keys: std::ops::Range<usize>,
     pub cmd: Bytes,
+}
+
+/// A command split per slot: its parts in slot order (the parts deref as a slice).
+pub struct Parts {
+    /// Indices of the keys (into the original args), grouped by part: one allocation for all
+    /// parts instead of one per part.
+    order: Box<[usize]>,
+    list: Vec<Part>,
+}
+
+impl Parts {
+    /// Indices of the keys (into the original args) `part` carries.
+    pub fn keys(&self, part: &Part) -> &[usize] {
+        self.order.get(part.keys.clone()).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Parts {
+    type Target = [Part];
+    fn deref(&self) -> &[Part] {
+        &self.list
+    }
 }
 
 /// Splits an MGET/MSET/DEL-like request into one command per slot (MSET: key/value pairs), in
 /// slot order. `None` when all keys share one slot: the request is then forwarded untouched.
-pub fn split(class: Class, args: &[Bytes]) -> Option<Vec<Part>> {
+pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
     let step = if class == Class::MSet { 2 } else { 1 };
     // (slot, key index), grouped by sorting: one allocation, where a map of vectors made one per
     // slot (allocation was the largest user-space cost of an MGET in perf).
@@ -524,10 +565,15 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Vec<Part>> {
     }
     // All parts' commands in one buffer, each then split off as its own Bytes.
     let name = &args[0];
+    let mut start = 0;
     let mut parts: Vec<Part> = keys
         .chunk_by(|a, b| a.0 == b.0)
-        .map(|run| Part { slot: run[0].0, keys: run.iter().map(|&(_, k)| k).collect(), cmd: Bytes::new() })
+        .map(|run| {
+            start += run.len();
+            Part { slot: run[0].0, keys: start - run.len()..start, cmd: Bytes::new() }
+        })
         .collect();
+    let order: Box<[usize]> = keys.iter().map(|&(_, k)| k).collect();
     // Headers: at most 24 bytes per array and per bulk string besides their contents.
     let total: usize = parts.len() * (48 + name.len())
         + keys
@@ -538,7 +584,7 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Vec<Part>> {
     for part in &mut parts {
         resp::put_array_header(&mut buf, 1 + part.keys.len() * step);
         resp::put_bulk(&mut buf, name);
-        for &k in &part.keys {
+        for &k in &order[part.keys.clone()] {
             resp::put_bulk(&mut buf, &args[k]);
             if step == 2 {
                 resp::put_bulk(&mut buf, &args[k + 1]);
@@ -546,7 +592,7 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Vec<Part>> {
         }
         part.cmd = buf.split().freeze();
     }
-    Some(parts)
+    Some(Parts { order, list: parts })
 }
 
 /// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
@@ -592,7 +638,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
     let mut again: Vec<(usize, Option<FirstTry>)> = unowned.into_iter().map(|i| (i, None)).collect();
     for ((addr, idx), res) in by_node.into_iter().zip(results) {
         let n = idx.len();
-        for (i, s) in idx.into_iter().zip(settle(&addr, sent, res, n)) {
+        for (i, s) in idx.into_iter().zip(settle(&addr, sent, res, n).into_each()) {
             match s {
                 Ok(r) => out[i] = Some(r),
                 Err(first) => again.push((i, Some(first))),
@@ -614,24 +660,32 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
 
 /// Merges the parts' replies into the reply one server would have given (MGET values back in
 /// request order, MSET's OK, the others' integers summed); the first error wins.
-pub fn merge_fan_out(class: Class, argc: usize, parts: &[Part], replies: Vec<Bytes>, proto: u8) -> Bytes {
+pub fn merge_fan_out(class: Class, argc: usize, parts: &Parts, replies: Vec<Bytes>, proto: u8) -> Bytes {
     if let Some(e) = replies.iter().find(|r| resp::is_error(r)) {
         return e.clone();
     }
     match class {
         Class::MGet => {
-            let mut values: Vec<Bytes> = vec![reply::null(proto); argc];
+            // Values as slices of the parts' replies, written once into the merged reply.
+            let null = reply::null(proto);
+            let mut values: Vec<&[u8]> = vec![&null[..]; argc];
             for (part, r) in parts.iter().zip(&replies) {
-                match resp::aggregate_elements(r) {
-                    Some(el) if el.len() == part.keys.len() => {
-                        for (&k, v) in part.keys.iter().zip(el) {
+                let keys = parts.keys(part);
+                match resp::Elements::of(r) {
+                    Some(el) if el.len() == keys.len() => {
+                        let mut placed = 0;
+                        for (&k, v) in keys.iter().zip(el) {
                             values[k] = v;
+                            placed += 1;
+                        }
+                        if placed != keys.len() {
+                            return reply::error("ERR clusterless: unexpected MGET reply from a node");
                         }
                     }
                     _ => return reply::error("ERR clusterless: unexpected MGET reply from a node"),
                 }
             }
-            reply::array(&values[1..])
+            reply::array(values.get(1..).unwrap_or_default())
         }
         Class::MSet => reply::ok(),
         _ => {
@@ -805,7 +859,7 @@ mod tests {
         want.sort();
         assert_eq!(parts.len(), 2);
         for (part, (s, keys)) in parts.iter().zip(want) {
-            assert_eq!((part.slot, &part.keys), (s, &keys));
+            assert_eq!((part.slot, parts.keys(part)), (s, &keys[..]));
             let mut sub = vec![args[0].clone()];
             keys.iter().for_each(|&k| sub.extend([args[k].clone(), args[k + 1].clone()]));
             assert_eq!(part.cmd, resp::encode_command(&sub));
@@ -813,7 +867,7 @@ mod tests {
         let mget: Vec<Bytes> = ["MGET", "{a}1", "{b}1", "{a}2"].map(b).to_vec();
         let parts = split(Class::MGet, &mget).expect("two slots"); // ok: test
         let a = parts.iter().find(|p| p.slot == slot::slot(b"{a}")).expect("slot of {a}"); // ok: test
-        assert_eq!(a.keys, vec![1, 3]);
+        assert_eq!(parts.keys(a), [1, 3]);
         assert_eq!(a.cmd, resp::encode_command(&[&b"MGET"[..], b"{a}1", b"{a}2"]));
         assert!(split(Class::MGet, &["MGET", "{a}1", "{a}2"].map(b)).is_none(), "one slot: forwarded whole");
     }
