@@ -144,6 +144,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
 /// Replies awaited per connection before we stop writing more.
 const MAX_IN_FLIGHT: usize = 16384;
 /// Batches smaller than this wait one scheduler turn for more requests before being written.

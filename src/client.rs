@@ -172,10 +172,14 @@ impl Inflight {
         self.running.push(f);
     }
 
-    /// A request for the router, answered in its place.
+    /// A request for the router, answered in its place. Polled at once, so that its first send
+    /// is queued before any batch this client sends after it: batches are queued as they are
+    /// made, a future only when polled (a hash-tagged MSET sent whole, then a GET of one of its
+    /// keys, must reach the node in that order).
     fn route(&mut self, p: &Arc<Proxy>, r: Routed, cx: Cx) {
         let seq = self.reserve();
         self.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+        self.collect();
     }
 
     /// Writes `items` to `addr` as one batch; its replies come back through the mailbox.
