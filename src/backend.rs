@@ -149,6 +149,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const MAX_IN_FLIGHT: usize = 16384;
 /// Batches smaller than this wait one scheduler turn for more requests before being written.
 const YIELD_BELOW: usize = 8;
+/// After this many turns in a row that brought nothing, turns are only tried now and then ...
+const IDLE_TURNS: u32 = 8;
+/// ... once every this many batches.
+const PROBE_EVERY: u32 = 16;
 /// Upper bound of one coalesced write.
 const MAX_WRITE_BATCH: usize = 1 << 20;
 
@@ -431,6 +435,11 @@ async fn run(
     // shared across cores cost measurable throughput on pipelined loads.
     let latency = nm.latency.local();
 
+    // Scheduler turns waited in a row that brought no more requests, and batches since the last
+    // turn tried while they do not pay.
+    let mut idle_turns = 0u32;
+    let mut skipped = 0u32;
+
     let failure: BackendError = 'conn: loop {
         // Write everything queued, in one syscall where possible; one clock read for the batch.
         let mut batch_at = None;
@@ -455,15 +464,30 @@ async fn run(
             }
             // A small batch waits one scheduler turn for the requests other client tasks are
             // about to queue: under load one write then carries many clients' commands (fewer
-            // syscalls per request); when idle the turn costs microseconds.
+            // syscalls per request). The turn costs a poll for I/O (a system call) before the
+            // task resumes, so when turns keep bringing nothing (one client at a time) only
+            // every `PROBE_EVERY`th batch tries one, to notice when load comes back.
             if yielded || batched == 0 || batched >= YIELD_BELOW {
                 break;
             }
+            if idle_turns >= IDLE_TURNS {
+                skipped += 1;
+                if skipped < PROBE_EVERY {
+                    break;
+                }
+            }
+            skipped = 0;
             yielded = true;
             tokio::task::yield_now().await;
             match rx.try_recv() {
-                Ok(j) => next_job = Some(j),
-                Err(_) => break,
+                Ok(j) => {
+                    idle_turns = 0;
+                    next_job = Some(j);
+                }
+                Err(_) => {
+                    idle_turns = idle_turns.saturating_add(1);
+                    break;
+                }
             }
         }
         if !wbuf.is_empty() {
