@@ -18,7 +18,7 @@ use crate::backend::{self, Auth};
 use crate::slot::SLOTS;
 
 /// No node owns the slot.
-pub const UNOWNED: u16 = u16::MAX;
+const UNOWNED: u16 = u16::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -88,9 +88,15 @@ impl Topology {
         self.nodes.get(i as usize).map(|n| n.addr.as_str())
     }
 
-    /// Per slot an index into `nodes`, or [`UNOWNED`].
-    pub fn slot_table(&self) -> &[u16] {
-        &self.slots
+    /// The owner of every slot in this map as an index into `nodes` (matched by address), or
+    /// [`UNOWNED`]: how a map being settled from fresh reports refers to the published one.
+    pub fn owners_in(&self, nodes: &[Node]) -> Vec<u16> {
+        let to_new: Vec<u16> = self
+            .nodes
+            .iter()
+            .map(|o| nodes.iter().position(|n| n.addr == o.addr).map_or(UNOWNED, |i| i as u16))
+            .collect();
+        self.slots.iter().map(|&o| to_new.get(usize::from(o)).copied().unwrap_or(UNOWNED)).collect()
     }
 
     /// The master node serving `slot`.
@@ -430,6 +436,19 @@ async fn ask_node(addr: &str, auth: &Auth, limit: Duration) -> Result<Reported, 
     parse_slots(reply).ok_or_else(|| format!("{addr}: unreadable CLUSTER SLOTS reply"))
 }
 
+/// A node that owns slots in a settled map is a master, whatever an older report said.
+pub fn promote_owners(nodes: &mut [Node], slots: &[u16]) {
+    let mut owns = vec![false; nodes.len()];
+    for &o in slots {
+        if let Some(x) = owns.get_mut(usize::from(o)) {
+            *x = true;
+        }
+    }
+    for (n, _) in nodes.iter_mut().zip(owns).filter(|(_, o)| *o) {
+        n.role = Role::Master;
+    }
+}
+
 /// Asks the known masters (or, without any, the seeds) concurrently and settles each slot by
 /// majority among the answers, ties going to the current owner: right after a failover a node
 /// that has not yet heard of it must not undo what the others (and a MOVED) already say.
@@ -504,9 +523,7 @@ pub async fn fetch(
         }
         claims.push(own);
     }
-    // The current map's owners as indices into `nodes`.
-    let was: Vec<u16> = cur.nodes.iter().map(|n| index.get(&n.addr).map_or(UNOWNED, |&i| i as u16)).collect();
-    let current = |s: usize| cur.slots.get(s).and_then(|&i| was.get(usize::from(i))).copied().unwrap_or(UNOWNED);
+    let current = cur.owners_in(&nodes);
     let mut slots = vec![UNOWNED; SLOTS].into_boxed_slice();
     let mut tally: Vec<(u16, u32)> = Vec::new();
     for (s, settled) in slots.iter_mut().enumerate() {
@@ -523,23 +540,14 @@ pub async fn fetch(
             }
         }
         let best = tally.iter().map(|t| t.1).max().unwrap_or(0);
-        let c = current(s);
+        let c = current[s];
         *settled = if tally.iter().any(|&(i, n)| i == c && n == best) {
             c
         } else {
             tally.iter().filter(|t| t.1 == best).map(|t| t.0).min().unwrap_or(UNOWNED)
         };
     }
-    // A node that owns slots in the settled map is a master, whatever a stale report said.
-    let mut owns = vec![false; nodes.len()];
-    for &o in slots.iter() {
-        if let Some(x) = owns.get_mut(usize::from(o)) {
-            *x = true;
-        }
-    }
-    for (n, _) in nodes.iter_mut().zip(&owns).filter(|(_, &o)| o) {
-        n.role = Role::Master;
-    }
+    promote_owners(&mut nodes, &slots);
     Ok((nodes, slots))
 }
 

@@ -541,18 +541,7 @@ impl Observer {
             }
         }
         // The owner in the published map, as an index into `nodes`.
-        let current: Vec<u16> = {
-            let by_old: Vec<Option<u16>> =
-                cur.nodes.iter().map(|o| nodes.iter().position(|n| n.addr == o.addr).map(|i| i as u16)).collect();
-            (0..SLOTS)
-                .map(|s| {
-                    cur.slot_table()
-                        .get(s)
-                        .and_then(|&o| by_old.get(o as usize).copied().flatten())
-                        .unwrap_or(topology::UNOWNED)
-                })
-                .collect()
-        };
+        let current = cur.owners_in(&nodes);
         let mut best: Vec<Option<(u64, u16)>> = vec![None; SLOTS];
         let mut tie = false;
         for &(i, epoch, h) in &claims {
@@ -575,18 +564,7 @@ impl Observer {
         let gaps = best.iter().filter(|b| b.is_none()).count();
         // Nobody claims it: keep the last owner (sticky, as Redis does).
         let slots: Box<[u16]> = best.iter().zip(&current).map(|(b, &c)| b.map_or(c, |(_, i)| i)).collect();
-        // A node that owns slots is a master, whatever an older report said.
-        let mut owns = vec![false; nodes.len()];
-        for &i in slots.iter() {
-            if let Some(o) = owns.get_mut(i as usize) {
-                *o = true;
-            }
-        }
-        for (n, owns) in nodes.iter_mut().zip(owns) {
-            if owns {
-                n.role = Role::Master;
-            }
-        }
+        topology::promote_owners(&mut nodes, &slots);
         (nodes, slots, tie, gaps)
     }
 }
