@@ -176,9 +176,9 @@ impl Inflight {
     /// is queued before any batch this client sends after it: batches are queued as they are
     /// made, a future only when polled (a hash-tagged MSET sent whole, then a GET of one of its
     /// keys, must reach the node in that order).
-    fn route(&mut self, p: &Arc<Proxy>, r: Routed, cx: Cx) {
+    fn route(&mut self, r: Routed, cx: Cx) {
         let seq = self.reserve();
-        self.start(Box::pin(route(p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
+        self.start(Box::pin(route(self.p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
         self.collect();
     }
 
@@ -649,7 +649,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                             if let Err(k) = gather.add(&p, k, &mut inflight) {
                                 gather.flush(cx, &mut inflight);
                                 let r = Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started };
-                                inflight.route(&p, r, cx);
+                                inflight.route(r, cx);
                             }
                         }
                         Plan::Split(sp) => {
@@ -657,7 +657,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                                 gather.flush(cx, &mut inflight);
                                 let r =
                                     Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started };
-                                inflight.route(&p, r, cx);
+                                inflight.route(r, cx);
                             }
                         }
                         Plan::Ready(done) => {
@@ -667,7 +667,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                         }
                         Plan::Routed(r) => {
                             gather.flush(cx, &mut inflight);
-                            inflight.route(&p, r, cx);
+                            inflight.route(r, cx);
                         }
                         Plan::Barrier(spec, req, t) => barrier = Some((spec, req, t)),
                     }

@@ -3,12 +3,11 @@
 //! built-in fallback generated from redis-server 7.0.15; key extraction never asks the backend.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
+use rustc_hash::FxHashMap;
 
 use crate::resp::parse_int;
 

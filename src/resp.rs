@@ -447,7 +447,7 @@ pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
 }
 
 /// The elements of an aggregate reply as slices of it, without copying; iteration stops early
-/// on a malformed element.
+/// on a malformed element, which is then still counted in [`Elements::len`].
 pub struct Elements<'a> {
     frame: &'a [u8],
     pos: usize,
@@ -493,10 +493,9 @@ impl<'a> Iterator for Elements<'a> {
 /// Splits an aggregate reply (`*`, `~`, `>`) into its elements' raw bytes. `None` when `frame` is
 /// not a complete aggregate.
 pub fn aggregate_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
-    let el = Elements::of(frame)?;
-    let n = el.len();
-    let out: Vec<Bytes> = el.map(|e| frame.slice_ref(e)).collect();
-    (out.len() == n).then_some(out)
+    let mut el = Elements::of(frame)?;
+    let out: Vec<Bytes> = el.by_ref().map(|e| frame.slice_ref(e)).collect();
+    el.is_empty().then_some(out)
 }
 
 /// The integer of a `:` reply.

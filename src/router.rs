@@ -264,13 +264,18 @@ pub(crate) const LATE_REPLY: Duration = Duration::from_millis(500);
 /// Whether a late reply from `addr` may come from a deposed master (see [`LATE_REPLY`]): the slot
 /// has another owner now, or its owner is flagged failed. Returns the owner now.
 pub(crate) fn deposed(p: &Proxy, slot: u16, addr: &str, sent: Instant) -> Option<String> {
-    if sent.elapsed() < LATE_REPLY {
+    if !late(sent) {
         return None;
     }
     let t = p.topology.load();
     let owner = t.master_node(slot)?;
     // Flagged failed and still the owner: the promotion has not reached our map yet.
     (owner.addr != addr || owner.failed).then(|| owner.addr.clone())
+}
+
+/// Whether a reply to a command sent at `sent` comes late (see [`LATE_REPLY`]).
+fn late(sent: Instant) -> bool {
+    sent.elapsed() >= LATE_REPLY
 }
 
 /// The error for a write whose acknowledgement came late from a master that has since been
@@ -304,7 +309,7 @@ impl Settled {
 /// answered: a reply stands unless it was redirected, refused, lost or answered late (it may
 /// come from a deposed master).
 pub(crate) fn settle(addr: &str, sent: Instant, result: Result<Vec<Bytes>, BackendError>, n: usize) -> Settled {
-    let late = sent.elapsed() >= LATE_REPLY;
+    let late = late(sent);
     match result {
         Ok(frames) if frames.len() == n => {
             if !late && frames.iter().all(|f| matches!(classify(f, addr), Redirect::None)) {
@@ -672,13 +677,12 @@ pub fn merge_fan_out(class: Class, argc: usize, parts: &Parts, replies: Vec<Byte
             for (part, r) in parts.iter().zip(&replies) {
                 let keys = parts.keys(part);
                 match resp::Elements::of(r) {
-                    Some(el) if el.len() == keys.len() => {
-                        let mut placed = 0;
-                        for (&k, v) in keys.iter().zip(el) {
+                    Some(mut el) if el.len() == keys.len() => {
+                        for (&k, v) in keys.iter().zip(el.by_ref()) {
                             values[k] = v;
-                            placed += 1;
                         }
-                        if placed != keys.len() {
+                        // Elements left untaken: one of them was malformed.
+                        if !el.is_empty() {
                             return reply::error("ERR clusterless: unexpected MGET reply from a node");
                         }
                     }
