@@ -424,6 +424,7 @@ pub(crate) async fn continue_slot(
                         Some(now) if !readonly => return deposed_error(&addr, slot, &now, sent),
                         // A read may be stale: ask the new owner.
                         Some(_) => {
+                            p.metrics.redirect("late");
                             redirects += 1;
                             if redirects > p.backend.config().max_redirects {
                                 return r;

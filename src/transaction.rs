@@ -4,7 +4,9 @@
 //! written in one piece to one connection, so no other client's command can land inside it. WATCH
 //! needs the node to remember the watch, so it pins an exclusive connection per node, and EXEC then
 //! runs on that connection. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
-//! EXECABORT and nothing ran) is sent again where the slot now lives.
+//! EXECABORT and nothing ran) is sent again where the slot now lives. A block answered late by a
+//! master deposed meanwhile (see `router::LATE_REPLY`) runs again on the new owner when it only
+//! reads; when it writes, EXEC says it may or may not have run.
 //!
 //! Across slots: by default `-CROSSSLOT` at queue time and `-EXECABORT` at EXEC, as Redis Cluster;
 //! with `transactions.cross_slot = "per-shard"` one block per slot (a node refuses a block over two
@@ -46,6 +48,8 @@ struct Multi {
 struct Queued {
     raw: Bytes,
     slot: Option<u16>,
+    /// Reads only (or PING, ECHO, SELECT): a block of these may run again.
+    rerun: bool,
 }
 
 /// What EXEC got back from one node's block.
@@ -119,7 +123,8 @@ impl TxState {
             }
             m.slot = Some(s);
         }
-        m.queued.push(Queued { raw: req.raw, slot });
+        let rerun = spec.readonly || matches!(spec.class, Class::Local);
+        m.queued.push(Queued { raw: req.raw, slot, rerun });
         Bytes::from_static(b"+QUEUED\r\n")
     }
 
@@ -447,6 +452,13 @@ async fn block(
             // Answered late by a master deposed meanwhile: what ran may be discarded with its data.
             let slots = idx.iter().filter_map(|&i| queued[i].slot);
             if let Some((s, owner)) = slots.filter_map(|s| Some((s, router::deposed(p, s, &target, started)?))).next() {
+                if idx.iter().all(|&i| queued[i].rerun) {
+                    p.metrics.redirect("late");
+                    // Reads only, maybe stale: run them again where the slot lives now, as a lone
+                    // read is asked again. Under WATCH the watch was on the deposed node: EXEC's
+                    // nil tells the client to watch and try again.
+                    return (if conn.is_some() { Block::Aborted } else { Block::Again }, None);
+                }
                 return (Block::Failed(router::deposed_error(&target, s, &owner, started)), None);
             }
             return (Block::Done(exec.clone()), conn);
