@@ -355,8 +355,12 @@ def cmd_record(outfile, rnd, workload, target, proxy_ticks, node_ticks, status, 
                path="-", duration="0", *weights):
     """Append one run (memtier --json-out-file, or redis-benchmark --csv output weighted by the
     requests of each test) to outfile as a JSON line."""
+    # "total:kernel" clock ticks (see cpu_ticks in bench/run)
+    (proxy_ticks, proxy_sys), (node_ticks, node_sys) = (
+        ((x.split(":") + [None])[:2] for x in (proxy_ticks, node_ticks)))
     rec = {"round": int(rnd), "workload": workload, "target": target,
-           "proxy_ticks": _num(proxy_ticks), "node_ticks": _num(node_ticks), "status": status,
+           "proxy_ticks": _num(proxy_ticks), "node_ticks": _num(node_ticks),
+           "proxy_sys": _num(proxy_sys), "node_sys": _num(node_sys), "status": status,
            "ops": None, "p50": None, "p99": None, "p999": None, "count": 0}
     if status == "ok":
         try:
@@ -443,7 +447,8 @@ def cmd_report(dirpath):
     for ln in lines("workloads.tsv"):
         name, typ, ratio, size, pipeline, conns = ln.split("\t")
         # Latency rows: one client, or a held rate; their p99s compare equal loads.
-        workloads.append({"name": name, "pipeline": int(pipeline), "latency": conns == "1x1" or "@" in conns})
+        workloads.append({"name": name, "typ": typ, "pipeline": int(pipeline),
+                          "latency": conns == "1x1" or "@" in conns})
     meta["targets"], meta["workloads"] = targets, workloads
     runs = [json.loads(ln) for ln in lines("runs.jsonl")]
     churn = [json.loads(ln) for ln in lines("churn.jsonl")]
@@ -473,7 +478,8 @@ def cmd_report(dirpath):
         w("- `%s`: %s" % (t["name"], t["desc"]))
     w("- Everything shares the 2 cores with the load tool: only ratios taken in this one run mean "
       "anything. Figures are means over rounds; latencies in µs; CPU = utime+stime from "
-      "/proc/PID/stat around each run, divided by the operations memtier counted.")
+      "/proc/PID/stat around each run, divided by the operations memtier counted; (kernel) = stime "
+      "alone.")
     w("")
 
     def agg(wl, tn):
@@ -486,15 +492,21 @@ def cmd_report(dirpath):
         for k in ("p50", "p99", "p999"):
             res[k] = mean([r[k] * 1000 for r in rs if r[k] is not None])
         count = sum(r["count"] for r in rs)
-        for k in ("proxy_ticks", "node_ticks"):
-            v = [r[k] for r in rs if r[k] is not None]
+        for k in ("proxy_ticks", "node_ticks", "proxy_sys", "node_sys"):
+            v = [r[k] for r in rs if r.get(k) is not None]
             res[k] = (sum(v) / tick) / (count / 1e6) if v and count else None
         return res
+
+    def with_kernel(a, who):
+        total, kernel = a["%s_ticks" % who], a["%s_sys" % who]
+        if total is None or kernel is None:
+            return fnum(total, 2)
+        return "%s (%s)" % (fnum(total, 2), fnum(kernel, 2))
 
     w("## Throughput, latency, CPU")
     w("")
     w("| workload | target | ops/s | (min–max) | p50 µs | p99 µs | p99.9 µs | proxy CPU s/Mops "
-      "| nodes CPU s/Mops |")
+      "(kernel) | nodes CPU s/Mops (kernel) |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     A = {}
     for wl in workloads:
@@ -506,8 +518,8 @@ def cmd_report(dirpath):
                 continue
             w("| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s |" % (
                 wl["name"], t["name"], fnum(a["ops"]), fnum(a["ops_min"]), fnum(a["ops_max"]),
-                fnum(a["p50"]), fnum(a["p99"]), fnum(a["p999"]), fnum(a["proxy_ticks"], 2),
-                fnum(a["node_ticks"], 2)))
+                fnum(a["p50"]), fnum(a["p99"]), fnum(a["p999"]), with_kernel(a, "proxy"),
+                with_kernel(a, "node")))
     w("")
     w("## Ratios (clusterless against the others)")
     w("")
@@ -526,7 +538,7 @@ def cmd_report(dirpath):
             return None
         return a[k] / b[k]
 
-    summary = {"p1": [], "p16": [], "p99add": [], "cpu": []}
+    summary = {"p1": [], "p16": [], "p99add": [], "cpu": [], "floor": []}
     if "clusterless" in names:
         for wl in workloads:
             c = A[(wl["name"], "clusterless")]
@@ -551,6 +563,10 @@ def cmd_report(dirpath):
                 summary["p1" if wl["pipeline"] == 1 else "p16"].append((rd, wl["name"]))
             if best_peer_cpu is not None:
                 summary["cpu"].append((best_peer_cpu, wl["name"]))
+            peer_cpu = [A[(wl["name"], p)]["proxy_ticks"] for p in peers
+                        if A[(wl["name"], p)].get("status") == "ok" and A[(wl["name"], p)]["proxy_ticks"]]
+            if peer_cpu and not wl["latency"] and s.get("status") == "ok" and s.get("node_sys") is not None:
+                summary["floor"].append((s["node_sys"] / min(peer_cpu), wl["name"], wl["typ"], wl["pipeline"]))
     w("")
     w("Latency at saturation compares different throughputs (closed loop: latency ≈ clients ÷ "
       "throughput), so *p99 added* is meaningful only in the rows where every target carries the same "
@@ -665,6 +681,20 @@ def cmd_report(dirpath):
         "; ".join("%s µs (%s)" % (fnum(v), n) for v, n in summary["p99add"]) or "–"))
     v, n = worst(summary["cpu"])
     w("- best peer's CPU/Mops ÷ clusterless's (target ≥ 2): worst %s (%s)" % (fnum(v, 2), n))
+    if summary["floor"]:
+        # A multi-key command is one command to the standalone server and several to a cluster, so
+        # the floor binds single-key commands only.
+        groups = []
+        for label, pick in (("single keys at pipeline 1", lambda f: f[2] == "setget" and f[3] == 1),
+                            ("single keys at pipeline 16", lambda f: f[2] == "setget" and f[3] > 1),
+                            ("MGET/MSET", lambda f: f[2] != "setget")):
+            xs = [f[0] for f in summary["floor"] if pick(f)]
+            if xs:
+                groups.append("%s %s–%s" % (label, fnum(min(xs), 2), fnum(max(xs), 2)))
+        w("- the floor under that target, the standalone server's own kernel CPU per operation ÷ "
+          "the best peer's whole CPU per operation: %s. A proxy makes at least the server's "
+          "client-side system calls on the same sockets; where this is above 0.5, no proxy on "
+          "kernel sockets can use half the peer's CPU." % "; ".join(groups))
     for i in extra["idle"]:
         if i["target"] == "clusterless" and i["answered"]:
             fr = {f["target"]: f["rss_kb"] for f in extra["rss_fresh"]}.get("clusterless")
