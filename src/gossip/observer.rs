@@ -28,7 +28,7 @@ use crate::topology::{self, Node, Role, TopologyStore};
 /// Observer settings.
 #[derive(Clone, Debug)]
 pub struct ObserverConfig {
-    /// Time between PINGs on one link (jittered by up to a fifth).
+    /// Time between PINGs on one link.
     pub interval: Duration,
     /// Periodic `CLUSTER NODES`/`SHARDS` reconciliation.
     pub reconcile: Duration,
@@ -42,6 +42,34 @@ impl ObserverConfig {
     /// A node that has not answered a PING for this long is unreachable (max(1 s, 2 × interval)).
     pub fn pong_timeout(&self) -> Duration {
         (self.interval * 2).max(Duration::from_secs(1))
+    }
+}
+
+/// The instants every link PINGs at and the health check runs at: one shared beat, so an idle
+/// observer wakes once per interval for all of them instead of once per link and timer (each
+/// wake-up costs more than the PING it sends). The phase is random so that proxies started
+/// together do not PING a node in step.
+#[derive(Clone, Copy, Debug)]
+struct Beat {
+    origin: Instant,
+    every: Duration,
+}
+
+impl Beat {
+    fn new(every: Duration) -> Beat {
+        let every = every.max(Duration::from_millis(1));
+        let phase = Duration::from_micros(rand::random_range(0..every.as_micros() as u64));
+        Beat { origin: Instant::now() + phase, every }
+    }
+
+    /// The first beat after `t`.
+    fn after(&self, t: Instant) -> Instant {
+        if t < self.origin {
+            return self.origin;
+        }
+        let every = self.every.as_nanos();
+        let beats = (t - self.origin).as_nanos() / every + 1;
+        self.origin + Duration::from_nanos((beats * every) as u64)
     }
 }
 
@@ -150,6 +178,7 @@ pub async fn run(
 ) {
     let (tx, rx) = mpsc::channel(1024);
     let mut o = Observer {
+        beat: Beat::new(cfg.interval),
         store,
         seeds,
         auth,
@@ -175,6 +204,7 @@ struct Observer {
     seeds: Vec<String>,
     auth: Auth,
     cfg: ObserverConfig,
+    beat: Beat,
     metrics: Arc<Metrics>,
     /// By node id.
     peers: HashMap<String, Peer>,
@@ -210,7 +240,7 @@ impl Observer {
         let mut reconcile = tokio::time::interval(self.cfg.reconcile);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reconcile.tick().await;
-        let mut health = tokio::time::interval(self.cfg.interval);
+        let mut health = tokio::time::interval_at(self.beat.after(Instant::now()), self.cfg.interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_poll = Instant::now();
         loop {
@@ -391,6 +421,7 @@ impl Observer {
             bus.clone(),
             self.my_id.clone(),
             self.cfg.clone(),
+            self.beat,
             self.tx.clone(),
             self.metrics.clone(),
         )));
@@ -593,6 +624,7 @@ async fn link(
     bus: String,
     my_id: Arc<Mutex<NodeId>>,
     cfg: ObserverConfig,
+    beat: Beat,
     tx: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
 ) {
@@ -602,7 +634,7 @@ async fn link(
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 backoff = Duration::from_millis(500);
-                ping_loop(stream, &bus, &my_id, &cfg, &tx, &metrics).await
+                ping_loop(stream, &bus, &my_id, &cfg, beat, &tx, &metrics).await
             }
             Ok(Err(e)) => format!("connect: {e}"),
             Err(_) => "connect timed out".to_string(),
@@ -620,6 +652,7 @@ async fn ping_loop(
     bus: &str,
     my_id: &Mutex<NodeId>,
     cfg: &ObserverConfig,
+    beat: Beat,
     tx: &mpsc::Sender<Event>,
     metrics: &Metrics,
 ) -> String {
@@ -662,15 +695,24 @@ async fn ping_loop(
         if tx.send(Event::Pong { bus: bus.to_string(), msg: Box::new(msg), rtt }).await.is_err() {
             return "observer stopped".into();
         }
-        let jitter = cfg.interval.as_millis() as u64 / 5;
-        let pause = cfg.interval + Duration::from_millis(rand::random_range(0..=jitter.max(1)));
-        tokio::time::sleep(pause.saturating_sub(rtt)).await;
+        tokio::time::sleep_until(beat.after(Instant::now())).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beats_are_shared_instants() {
+        let every = Duration::from_millis(250);
+        let b = Beat::new(every);
+        assert!(b.origin >= Instant::now() - every && b.origin <= Instant::now() + every);
+        assert_eq!(b.after(b.origin - Duration::from_millis(1)), b.origin);
+        assert_eq!(b.after(b.origin), b.origin + every);
+        assert_eq!(b.after(b.origin + Duration::from_millis(100)), b.origin + every);
+        assert_eq!(b.after(b.origin + every * 1000 + Duration::from_nanos(1)), b.origin + every * 1001);
+    }
 
     #[test]
     fn parses_cluster_nodes_lines() {
