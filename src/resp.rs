@@ -562,17 +562,27 @@ pub fn encode_command<B: AsRef<[u8]>>(args: &[B]) -> Bytes {
 }
 
 pub fn put_array_header(out: &mut BytesMut, n: usize) {
-    out.put_u8(b'*');
-    put_decimal(out, n as i64);
-    out.put_slice(b"\r\n");
+    put_header(out, b'*', n);
 }
 
 pub fn put_bulk(out: &mut BytesMut, b: &[u8]) {
-    out.put_u8(b'$');
-    put_decimal(out, b.len() as i64);
-    out.put_slice(b"\r\n");
+    put_header(out, b'$', b.len());
     out.put_slice(b);
     out.put_slice(b"\r\n");
+}
+
+/// `*n\r\n` or `$n\r\n`: split commands and merged replies write one per key, and the lengths are
+/// nearly always below 100 (one write instead of a digit loop and three writes).
+fn put_header(out: &mut BytesMut, tag: u8, n: usize) {
+    if n < 10 {
+        out.put_slice(&[tag, b'0' + n as u8, b'\r', b'\n']);
+    } else if n < 100 {
+        out.put_slice(&[tag, b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, b'\r', b'\n']);
+    } else {
+        out.put_u8(tag);
+        put_decimal(out, n as i64);
+        out.put_slice(b"\r\n");
+    }
 }
 
 pub fn put_int(out: &mut BytesMut, v: i64) {
@@ -710,6 +720,16 @@ mod tests {
                 Parsed::Empty => {}
                 Parsed::Incomplete => return Ok(out),
             }
+        }
+    }
+
+    #[test]
+    fn headers_of_every_width() {
+        for n in [0usize, 1, 9, 10, 42, 99, 100, 12345] {
+            let mut out = BytesMut::new();
+            put_array_header(&mut out, n);
+            put_bulk(&mut out, &vec![b'x'; n]);
+            assert_eq!(out, format!("*{n}\r\n${n}\r\n{}\r\n", "x".repeat(n)).as_bytes());
         }
     }
 
