@@ -359,6 +359,9 @@ impl Gather {
 
     /// Adds each part of a split request to its node's batch, and the request to those waiting
     /// for their parts; gives it back when some part's slot has no healthy master.
+    // The request comes back whole on the rare refusal; boxing it would cost every split request
+    // an allocation.
+    #[allow(clippy::result_large_err)]
     fn add_split(&mut self, p: &Proxy, sp: Split, cx: Cx, inflight: &mut Inflight) -> Result<(), Split> {
         let topo = p.topology.load();
         if sp.parts.iter().any(|part| healthy_master(&topo, part.slot).is_none()) {
@@ -368,7 +371,7 @@ impl Gather {
         let seq = inflight.next_seq();
         for (idx, part) in sp.parts.iter().enumerate() {
             if let Some(addr) = healthy_master(&topo, part.slot) {
-                self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: part.cmd.clone(), readonly });
+                self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: sp.parts.cmd(part), readonly });
             }
         }
         let n = sp.parts.len();

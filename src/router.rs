@@ -533,7 +533,8 @@ pub struct Part {
     pub slot: u16,
     /// Where this part's key indices are in [`Parts::order`].
     keys: std::ops::Range<usize>,
-    pub cmd: Bytes,
+    /// Where this part's command is in [`Parts::cmds`].
+    cmd: std::ops::Range<usize>,
 }
 
 /// A command split per slot: its parts in slot order (the parts deref as a slice).
@@ -541,6 +542,9 @@ pub struct Parts {
     /// Indices of the keys (into the original args), grouped by part: one allocation for all
     /// parts instead of one per part.
     order: Box<[usize]>,
+    /// Every part's command, one after the other: one buffer for all, each part's cut from it
+    /// only when it is sent (reference counting the cuts was a sixth of an MGET's user time).
+    cmds: Bytes,
     list: Vec<Part>,
 }
 
@@ -548,6 +552,16 @@ impl Parts {
     /// Indices of the keys (into the original args) `part` carries.
     pub fn keys(&self, part: &Part) -> &[usize] {
         self.order.get(part.keys.clone()).unwrap_or_default()
+    }
+
+    /// The command that carries `part`.
+    pub fn cmd(&self, part: &Part) -> Bytes {
+        self.cmds.slice(part.cmd.clone())
+    }
+
+    /// The same, borrowed, for copying into a node's batch.
+    pub fn cmd_bytes(&self, part: &Part) -> &[u8] {
+        self.cmds.get(part.cmd.clone()).unwrap_or_default()
     }
 }
 
@@ -576,7 +590,7 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
         .chunk_by(|a, b| a.0 == b.0)
         .map(|run| {
             start += run.len();
-            Part { slot: run[0].0, keys: start - run.len()..start, cmd: Bytes::new() }
+            Part { slot: run[0].0, keys: start - run.len()..start, cmd: 0..0 }
         })
         .collect();
     let order: Box<[usize]> = keys.iter().map(|&(_, k)| k).collect();
@@ -588,6 +602,7 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
             .sum::<usize>();
     let mut buf = BytesMut::with_capacity(total);
     for part in &mut parts {
+        let from = buf.len();
         resp::put_array_header(&mut buf, 1 + part.keys.len() * step);
         resp::put_bulk(&mut buf, name);
         for &k in &order[part.keys.clone()] {
@@ -596,9 +611,9 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
                 resp::put_bulk(&mut buf, &args[k + 1]);
             }
         }
-        part.cmd = buf.split().freeze();
+        part.cmd = from..buf.len();
     }
-    Some(Parts { order, list: parts })
+    Some(Parts { order, cmds: buf.freeze(), list: parts })
 }
 
 /// MGET / MSET / DEL-like commands: grouped by slot, every group of one node in one pipelined write.
@@ -619,7 +634,7 @@ async fn fan_out(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx, trace: &Tr
 /// Sends every part, pipelining all parts owned by one node into one write; a part redirected,
 /// refused, lost or answered late goes on alone through the retry loop of [`continue_slot`], as if
 /// sent there.
-async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &Trace) -> Vec<Bytes> {
+async fn send_parts(p: &Proxy, parts: &Parts, readonly: bool, cx: Cx, trace: &Trace) -> Vec<Bytes> {
     let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut unowned = Vec::new();
     {
@@ -635,7 +650,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
     let sends = by_node.iter().map(|(addr, idx)| {
         let mut payload = BytesMut::with_capacity(idx.iter().map(|&i| parts[i].cmd.len()).sum());
         for &i in idx {
-            payload.put_slice(&parts[i].cmd);
+            payload.put_slice(parts.cmd_bytes(&parts[i]));
         }
         p.backend.send(addr, cx, payload.freeze(), idx.len())
     });
@@ -654,7 +669,7 @@ async fn send_parts(p: &Proxy, parts: &[Part], readonly: bool, cx: Cx, trace: &T
     if !again.is_empty() {
         let how = How::shared(readonly);
         let retried = futures_util::future::join_all(again.into_iter().map(|(i, first)| async move {
-            (i, continue_slot(p, parts[i].slot, parts[i].cmd.clone(), how, cx, trace, first).await)
+            (i, continue_slot(p, parts[i].slot, parts.cmd(&parts[i]), how, cx, trace, first).await)
         }))
         .await;
         for (i, r) in retried {
@@ -867,13 +882,13 @@ mod tests {
             assert_eq!((part.slot, parts.keys(part)), (s, &keys[..]));
             let mut sub = vec![args[0].clone()];
             keys.iter().for_each(|&k| sub.extend([args[k].clone(), args[k + 1].clone()]));
-            assert_eq!(part.cmd, resp::encode_command(&sub));
+            assert_eq!(parts.cmd(part), resp::encode_command(&sub));
         }
         let mget: Vec<Bytes> = ["MGET", "{a}1", "{b}1", "{a}2"].map(b).to_vec();
         let parts = split(Class::MGet, &mget).expect("two slots"); // ok: test
         let a = parts.iter().find(|p| p.slot == slot::slot(b"{a}")).expect("slot of {a}"); // ok: test
         assert_eq!(parts.keys(a), [1, 3]);
-        assert_eq!(a.cmd, resp::encode_command(&[&b"MGET"[..], b"{a}1", b"{a}2"]));
+        assert_eq!(parts.cmd(a), resp::encode_command(&[&b"MGET"[..], b"{a}1", b"{a}2"]));
         assert!(split(Class::MGet, &["MGET", "{a}1", "{a}2"].map(b)).is_none(), "one slot: forwarded whole");
     }
 
