@@ -586,13 +586,13 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
     // All parts' commands in one buffer, each then split off as its own Bytes.
     let name = &args[0];
     let mut start = 0;
-    let mut parts: Vec<Part> = keys
-        .chunk_by(|a, b| a.0 == b.0)
-        .map(|run| {
-            start += run.len();
-            Part { slot: run[0].0, keys: start - run.len()..start, cmd: 0..0 }
-        })
-        .collect();
+    // Sized first: collected from chunk_by's unknown length the vector grew three times.
+    let same_slot = |a: &(u16, usize), b: &(u16, usize)| a.0 == b.0;
+    let mut parts: Vec<Part> = Vec::with_capacity(keys.chunk_by(same_slot).count());
+    parts.extend(keys.chunk_by(same_slot).map(|run| {
+        start += run.len();
+        Part { slot: run[0].0, keys: start - run.len()..start, cmd: 0..0 }
+    }));
     let order: Box<[usize]> = keys.iter().map(|&(_, k)| k).collect();
     // Headers: at most 24 bytes per array and per bulk string besides their contents.
     let total: usize = parts.len() * (48 + name.len())
