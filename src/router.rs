@@ -583,7 +583,7 @@ pub fn split(class: Class, args: &[Bytes]) -> Option<Parts> {
     if keys.first().map(|k| k.0) == keys.last().map(|k| k.0) {
         return None;
     }
-    // All parts' commands in one buffer, each then split off as its own Bytes.
+    // All parts' commands in one buffer, each part's a range of it (see `Parts::cmds`).
     let name = &args[0];
     let mut start = 0;
     // Sized first: collected from chunk_by's unknown length the vector grew three times.
