@@ -795,7 +795,7 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
                     ps.repair(&p).await;
                 }
             }
-            _ = repair_due(repair), if repair => {
+            _ = repair_due(), if repair => {
                 if let Some(ps) = c.pubsub.as_mut() {
                     ps.repair(&p).await;
                 }
@@ -828,14 +828,11 @@ pub async fn serve(p: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     p.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Resolves after the subscriptions' repair interval, when a repair is due. A `sleep()` built
-/// in the `select!` was made (clock read, runtime handle) and dropped on every loop turn.
-async fn repair_due(due: bool) {
-    if due {
-        tokio::time::sleep(pubsub::REPAIR_EVERY).await
-    } else {
-        std::future::pending().await
-    }
+/// Resolves after the subscriptions' repair interval. A `sleep()` written in the `select!` was
+/// made (clock read, runtime handle) and dropped on every loop turn, even with its branch
+/// disabled; this future builds it only when polled, i.e. when a repair is due.
+async fn repair_due() {
+    tokio::time::sleep(pubsub::REPAIR_EVERY).await
 }
 
 async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
