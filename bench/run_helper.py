@@ -549,8 +549,11 @@ def cmd_report(dirpath):
                 else None
             row = "| %s | %s | %s | %s |" % (wl["name"], fnum(rd, 2), fnum(rs, 2), fnum(add))
             best_peer_cpu = None
+            peer_cpu = []
             for p in peers:
                 pa = A[(wl["name"], p)]
+                if pa.get("status") == "ok" and pa["proxy_ticks"]:
+                    peer_cpu.append(pa["proxy_ticks"])
                 cpu = ratio(pa, c, "proxy_ticks")
                 row += " %s | %s |" % (fnum(ratio(c, pa), 2), fnum(cpu, 2))
                 if cpu is not None:
@@ -563,8 +566,6 @@ def cmd_report(dirpath):
                 summary["p1" if wl["pipeline"] == 1 else "p16"].append((rd, wl["name"]))
             if best_peer_cpu is not None:
                 summary["cpu"].append((best_peer_cpu, wl["name"]))
-            peer_cpu = [A[(wl["name"], p)]["proxy_ticks"] for p in peers
-                        if A[(wl["name"], p)].get("status") == "ok" and A[(wl["name"], p)]["proxy_ticks"]]
             if peer_cpu and not wl["latency"] and s.get("status") == "ok" and s.get("node_sys") is not None:
                 summary["floor"].append((s["node_sys"] / min(peer_cpu), wl["name"], wl["typ"], wl["pipeline"]))
     w("")
