@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clusterless::cluster::{ClusterSpec, LocalCluster};
 use clusterless::config::{Config, Source};
+use clusterless::localcluster::{ClusterSpec, LocalCluster};
 use redis::AsyncCommands;
 
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +45,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     cfg.topology.source = source;
     cfg.topology.refresh_interval = Duration::from_millis(1000);
     cfg.backend.request_timeout = Duration::from_millis(3000);
-    let proxy = clusterless::proxy::start(cfg).await.expect("proxy");
+    let proxy = clusterless::server::start(cfg).await.expect("proxy");
     let victim = cluster.masters()[0];
     let replica = cluster.replicas_of(victim)[0];
     let slots = cluster.slots_of(victim);

@@ -29,24 +29,15 @@
 // burst of clients.
 #![deny(unsafe_code)]
 
-pub mod admin;
 pub mod backend;
-pub mod blocking;
-pub mod client;
-pub mod cluster;
 pub mod command;
 pub mod config;
-pub mod dedicated;
-pub mod gossip;
-pub mod info;
+pub mod conn;
+pub mod localcluster;
 pub mod metrics;
-pub mod proxy;
-pub mod pubsub;
 pub mod resp;
-pub mod router;
-pub mod scripts;
+pub mod route;
+pub mod server;
 pub mod session;
 pub mod slot;
 pub mod topology;
-pub mod transaction;
-pub mod workers;

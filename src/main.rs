@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use clusterless::cluster::{ClusterSpec, LocalCluster};
 use clusterless::config::{Cli, Command, Config, DevArgs};
+use clusterless::localcluster::{ClusterSpec, LocalCluster};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +52,7 @@ fn run(cfg: Config) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let running = match clusterless::proxy::start(cfg).await {
+        let running = match clusterless::server::start(cfg).await {
             Ok(r) => r,
             Err(e) => return fail(&e.to_string()),
         };
@@ -63,7 +63,7 @@ fn run(cfg: Config) -> ExitCode {
 }
 
 /// Graceful shutdown: stop taking clients, answer what was received, then stop.
-async fn drain(running: &clusterless::proxy::Running) {
+async fn drain(running: &clusterless::server::Running) {
     let limit = running.proxy.cfg.drain_timeout;
     tracing::info!(timeout_ms = limit.as_millis() as u64, "draining: no new clients; finishing requests in flight");
     if running.drain(limit).await {
@@ -81,7 +81,7 @@ fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let service = match clusterless::gossip::shared::start_service(&cfg, http).await {
+        let service = match clusterless::topology::gossip::shared::start_service(&cfg, http).await {
             Ok(s) => s,
             Err(e) => return fail(&e),
         };
@@ -107,7 +107,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
     cfg.listen.set_port(args.port);
     let code = match runtime() {
         Ok(rt) => rt.block_on(async {
-            let running = match clusterless::proxy::start(cfg).await {
+            let running = match clusterless::server::start(cfg).await {
                 Ok(r) => r,
                 Err(e) => return fail(&e.to_string()),
             };

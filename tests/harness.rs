@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use clusterless::cluster::{ClusterSpec, LocalCluster};
+use clusterless::localcluster::{ClusterSpec, LocalCluster};
 
 fn pid_of_port(port: u16) -> Option<u32> {
     let out =

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use clusterless::cluster::LocalCluster;
+use clusterless::localcluster::LocalCluster;
 use common::*;
 
 /// Waits until the proxy's map (fed by the observer) equals the cluster's own CLUSTER NODES view.
@@ -262,9 +262,10 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     let cluster = tokio::task::block_in_place(|| LocalCluster::start(&with_replicas())).unwrap();
     let mut ocfg = test_config(cluster.seed());
     ocfg.admin_listen = None;
-    let service = clusterless::gossip::shared::start_service(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let service =
+        clusterless::topology::gossip::shared::start_service(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", service.addr);
-    let proxy = clusterless::proxy::start({
+    let proxy = clusterless::server::start({
         let mut c = test_config(cluster.seed());
         c.topology.observer = Some(url.clone());
         c

@@ -178,7 +178,7 @@ async fn auth_and_client_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_protected_cluster() {
-    let spec = clusterless::cluster::ClusterSpec { password: Some("nodepass".into()), ..small() };
+    let spec = clusterless::localcluster::ClusterSpec { password: Some("nodepass".into()), ..small() };
     let env = start(spec).await;
     let mut c = env.conn().await;
     let _: () = c.set("pk", "v").await.unwrap();

@@ -250,7 +250,7 @@ async fn blocking_pops_honour_timeouts_order_and_disconnects() {
     raw.send(&clusterless::resp::encode_command(&[b"BLPOP".as_ref(), b"gone{x}", b"0"])).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let owner = env.cluster.slot_owner(clusterless::slot::slot(b"gone{x}")).unwrap();
-    let blocked = |cluster: &clusterless::cluster::LocalCluster| {
+    let blocked = |cluster: &clusterless::localcluster::LocalCluster| {
         cluster.cli(owner, &["CLIENT", "LIST"]).unwrap().lines().filter(|l| l.contains("cmd=blpop")).count()
     };
     assert_eq!(blocked(&env.cluster), 1, "the pop blocks on the key's master");

@@ -1,5 +1,5 @@
 //! Test support shared by the integration tests: a real cluster from the one harness
-//! (`clusterless::cluster`), a proxy started in-process in front of it on a free port, and small
+//! (`clusterless::localcluster`), a proxy started in-process in front of it on a free port, and small
 //! raw-RESP and redis-rs clients. Everything started here is stopped on drop, pass or fail.
 #![allow(dead_code)]
 
@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clusterless::cluster::{ClusterSpec, LocalCluster};
 use clusterless::config::Config;
-use clusterless::proxy::Running;
+use clusterless::localcluster::{ClusterSpec, LocalCluster};
+use clusterless::server::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -86,7 +86,7 @@ pub async fn start_with(spec: ClusterSpec, tweak: impl FnOnce(&mut Config)) -> E
         cfg.backend.password = Some(p.to_string());
     }
     tweak(&mut cfg);
-    let proxy = clusterless::proxy::start(cfg).await.expect("start proxy");
+    let proxy = clusterless::server::start(cfg).await.expect("start proxy");
     Env { proxy, cluster }
 }
 

@@ -2,6 +2,9 @@
 //! a master, binds the listener, accepts clients (bounded by `max_clients`) and hands each to its
 //! own task. [`Proxy`] is the read-mostly state every client task shares.
 
+pub mod admin;
+pub mod workers;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use tokio::time::Instant;
 use crate::backend::{self, Backend};
 use crate::command::CommandTable;
 use crate::config::{Config, Source};
-use crate::gossip::observer::{self, ObserverConfig};
 use crate::metrics::Metrics;
+use crate::topology::gossip::observer::{self, ObserverConfig};
 use crate::topology::{self, TopologyStore};
 
 /// State shared by every client task.
@@ -26,9 +29,9 @@ pub struct Proxy {
     pub topology: Arc<TopologyStore>,
     pub backend: Arc<Backend>,
     /// Exclusive connections: blocking commands, WATCH, subscriptions.
-    pub dedicated: crate::dedicated::DedicatedPool,
+    pub dedicated: crate::backend::dedicated::DedicatedPool,
     /// Scripts seen, for reloading on NOSCRIPT.
-    pub scripts: crate::scripts::Scripts,
+    pub scripts: crate::route::scripts::Scripts,
     pub stats: Stats,
     pub started: Instant,
     /// The address actually bound (the configured port may be 0).
@@ -106,7 +109,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Held only: the client threads stop when the last handle is dropped.
-    _workers: Arc<crate::workers::Workers>,
+    _workers: Arc<crate::server::workers::Workers>,
 }
 
 impl Running {
@@ -151,7 +154,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // on which node answered COMMAND.
     let names = CommandTable::builtin().names();
     let metrics = Metrics::new(&names, metrics_on).map_err(|e| StartError::Admin(format!("metrics: {e}")))?;
-    let workers = crate::workers::Workers::start(crate::workers::count(cfg.limits.threads))
+    let workers = crate::server::workers::Workers::start(crate::server::workers::count(cfg.limits.threads))
         .map_err(|e| StartError::Admin(format!("cannot start the worker threads: {e}")))?;
     let backend = Backend::new(cfg.backend.clone(), metrics.clone(), workers.len());
     let store = TopologyStore::new();
@@ -173,7 +176,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let listener = TcpListener::bind(cfg.listen).await.map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
     let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: cfg.listen, err })?;
     let admin = match cfg.admin_listen {
-        Some(a) => Some(crate::admin::bind(a).await.map_err(StartError::Admin)?),
+        Some(a) => Some(crate::server::admin::bind(a).await.map_err(StartError::Admin)?),
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -182,12 +185,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         table,
         topology: store.clone(),
         backend: backend.clone(),
-        dedicated: crate::dedicated::DedicatedPool::new(
+        dedicated: crate::backend::dedicated::DedicatedPool::new(
             backend.auth().clone(),
             cfg.backend.connect_timeout,
             cfg.backend.dedicated_per_node,
         ),
-        scripts: crate::scripts::Scripts::default(),
+        scripts: crate::route::scripts::Scripts::default(),
         stats: Stats::default(),
         started: Instant::now(),
         local_addr: addr,
@@ -213,7 +216,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     ));
     let mut tasks = vec![refresher];
     if let Some(url) = tc.observer.clone() {
-        tasks.push(tokio::spawn(crate::gossip::shared::subscribe(
+        tasks.push(tokio::spawn(crate::topology::gossip::shared::subscribe(
             url,
             store,
             proxy.cfg.seeds.clone(),
@@ -242,7 +245,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(drop_departed_pools(proxy.clone())));
     tasks.push(tokio::spawn(release_memory_after_bursts(proxy.clone())));
     if let Some(l) = admin {
-        tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), l)));
+        tasks.push(tokio::spawn(crate::server::admin::serve(proxy.clone(), l)));
     }
     tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = proxy.table.len(), "clusterless is serving");
     Ok(Running { proxy, addr, admin_addr, shutdown, tasks, _workers: workers })
@@ -315,7 +318,7 @@ async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
 async fn accept_loop(
     proxy: Arc<Proxy>,
     listener: TcpListener,
-    workers: Arc<crate::workers::Workers>,
+    workers: Arc<crate::server::workers::Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(proxy.cfg.limits.max_clients));
@@ -363,7 +366,7 @@ async fn accept_loop(
         let p = proxy.clone();
         workers.spawn(async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => crate::client::serve(p, stream, peer).await,
+                Ok(stream) => crate::conn::serve(p, stream, peer).await,
                 Err(e) => tracing::warn!(%peer, error = %e, "cannot register the client with its worker"),
             }
             drop(permit);

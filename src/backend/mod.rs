@@ -7,6 +7,8 @@
 //! failure happened, because that decides whether the router may retry (never sent: always;
 //! sent: only reads).
 
+pub mod dedicated;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -221,7 +223,7 @@ impl Backend {
 
     /// Runs `f` on the connection to `addr` that `cx`'s lane uses on this worker.
     fn pick<R>(&self, addr: &str, cx: Cx, f: impl FnOnce(&mpsc::UnboundedSender<Job>) -> R) -> R {
-        let w = crate::workers::current().min(self.pools.len() - 1);
+        let w = crate::server::workers::current().min(self.pools.len() - 1);
         // Only this worker's own tasks (and the retain sweep) take this lock: uncontended.
         let mut pools = lock(&self.pools[w]);
         let v = usize::from(cx.proto >= 3);

@@ -65,7 +65,9 @@ fn handle(store: &Arc<TopologyStore>, metrics: &Metrics, req: Request<Incoming>)
     match path.as_str() {
         "/healthz" => full(StatusCode::OK, "text/plain", "ok\n"),
         "/metrics" => full(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
-        "/v1/topology" => full(StatusCode::OK, "application/json", crate::admin::topology_json(&store.load_full())),
+        "/v1/topology" => {
+            full(StatusCode::OK, "application/json", crate::server::admin::topology_json(&store.load_full()))
+        }
         _ => {
             // One line now, then one per published version.
             let rx = store.subscribe();
@@ -88,7 +90,7 @@ fn handle(store: &Arc<TopologyStore>, metrics: &Metrics, req: Request<Incoming>)
 }
 
 fn line(store: &TopologyStore) -> Bytes {
-    let mut s = crate::admin::topology_json(&store.load_full());
+    let mut s = crate::server::admin::topology_json(&store.load_full());
     s.push('\n');
     Bytes::from(s)
 }

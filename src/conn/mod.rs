@@ -27,12 +27,12 @@ use tokio::time::Instant;
 use crate::backend::{Cx, Mailbox, Sink};
 use crate::command::{self, Class, CommandSpec, Lookup, Special};
 use crate::metrics::{Outcome, Timed};
-use crate::proxy::Proxy;
-use crate::pubsub::{self, Event, Kind, PubSub};
 use crate::resp::{self, reply, Limits, Parsed, Request, RequestParser};
-use crate::router::{How, Parts, Settled, Trace};
+use crate::route::{How, Parts, Settled, Trace};
+use crate::server::Proxy;
+use crate::session::pubsub::{self, Event, Kind, PubSub};
+use crate::session::transaction::TxState;
 use crate::session::{self, Session};
-use crate::transaction::TxState;
 
 /// A reply and what to record about it once it is written.
 type Done = (Bytes, Option<Rec>);
@@ -76,7 +76,7 @@ impl Merge {
             return None;
         }
         let replies = std::mem::take(&mut self.replies);
-        let merged = crate::router::merge_fan_out(self.spec.class, self.argc, &self.parts, replies, self.proto);
+        let merged = crate::route::merge_fan_out(self.spec.class, self.argc, &self.parts, replies, self.proto);
         let rec = self.started.map(|t| Rec::new(&self.spec, outcome(&merged, self.redirected), Timed::Fanout, t));
         Some((merged, rec))
     }
@@ -200,7 +200,7 @@ impl Inflight {
     }
 
     /// Answers each command of batch `tag` from the node's reply; commands redirected, refused,
-    /// lost or answered late ([`crate::router::settle`]) go on through the router's own retry
+    /// lost or answered late ([`crate::route::settle`]) go on through the router's own retry
     /// loop, as if sent there.
     fn answer_batch(&mut self, tag: u64, reply: crate::backend::Reply) {
         let Some(sent) = tag.checked_sub(self.sent_base).and_then(|i| self.sent.get_mut(i as usize)) else { return };
@@ -209,7 +209,7 @@ impl Inflight {
             self.sent.pop_front();
             self.sent_base += 1;
         }
-        match crate::router::settle(&sent.addr, sent.at, reply, sent.items.len()) {
+        match crate::route::settle(&sent.addr, sent.at, reply, sent.items.len()) {
             Settled::Stand(frames) => {
                 for (item, frame) in sent.items.into_iter().zip(frames) {
                     self.answer(answered(item, frame));
@@ -431,7 +431,7 @@ async fn carry_on_batch(
     p: Arc<Proxy>,
     cx: Cx,
     items: Vec<Item>,
-    settled: Vec<Result<Bytes, crate::router::FirstTry>>,
+    settled: Vec<Result<Bytes, crate::route::FirstTry>>,
 ) -> Filled {
     let p = &p;
     let all = items.into_iter().zip(settled).map(|(item, s)| async move {
@@ -455,18 +455,17 @@ fn answered(item: Item, frame: Bytes) -> Answer {
 }
 
 /// Hands a command whose first attempt did not simply succeed to the router's retry loop.
-async fn carry_on(p: &Proxy, item: Item, cx: Cx, first: crate::router::FirstTry) -> Answer {
+async fn carry_on(p: &Proxy, item: Item, cx: Cx, first: crate::route::FirstTry) -> Answer {
     let trace = Trace::default();
     match item {
         Item::Whole(seq, k) => {
             let how = How::shared(k.spec.readonly);
-            let reply = crate::router::continue_slot(p, k.slot, k.req.raw, how, cx, &trace, Some(first)).await;
+            let reply = crate::route::continue_slot(p, k.slot, k.req.raw, how, cx, &trace, Some(first)).await;
             let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
             Answer::Whole(seq, (reply, rec))
         }
         Item::Part { seq, idx, slot, cmd, readonly } => {
-            let reply =
-                crate::router::continue_slot(p, slot, cmd, How::shared(readonly), cx, &trace, Some(first)).await;
+            let reply = crate::route::continue_slot(p, slot, cmd, How::shared(readonly), cx, &trace, Some(first)).await;
             Answer::Part(seq, idx, reply, trace.redirected())
         }
     }
@@ -595,7 +594,7 @@ struct Routed {
 
 async fn route(p: Arc<Proxy>, r: Routed, cx: Cx) -> Done {
     let trace = Trace::default();
-    let reply = crate::router::route(p, r.spec.clone(), r.req, cx, &trace).await;
+    let reply = crate::route::route(p, r.spec.clone(), r.req, cx, &trace).await;
     let rec = r.started.map(|t| Rec::new(&r.spec, outcome(&reply, trace.redirected()), r.class, t));
     (reply, rec)
 }
@@ -957,7 +956,7 @@ fn plan(p: &Proxy, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan
     // MSET with a key missing its value is left to the router, which answers Redis's error.
     let pairs_ok = spec.class != Class::MSet || req.args.len() % 2 == 1;
     if class == Timed::Fanout && pairs_ok && matches!(spec.special, Special::None) {
-        if let Some(parts) = crate::router::split(spec.class, &req.args) {
+        if let Some(parts) = crate::route::split(spec.class, &req.args) {
             return Plan::Split(Split { spec, parts, req, started });
         }
     }
@@ -997,7 +996,7 @@ async fn run_barrier(
             c.pubsub = None;
             (vec![session::handle(p, &mut c.session, name, &req.args)], Timed::Local)
         }
-        "wait" => (vec![crate::blocking::wait(p, &req.args, cx).await], Timed::Blocking),
+        "wait" => (vec![crate::session::blocking::wait(p, &req.args, cx).await], Timed::Blocking),
         _ => match sub_kind(name) {
             Some((kind, true)) => {
                 let proto = c.session.proto;
@@ -1013,7 +1012,7 @@ async fn run_barrier(
                 }
                 (out, Timed::Local)
             }
-            None => (vec![crate::blocking::run(p, spec, req, cx).await], Timed::Blocking),
+            None => (vec![crate::session::blocking::run(p, spec, req, cx).await], Timed::Blocking),
         },
     };
     if let Some(t) = started {

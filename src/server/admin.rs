@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::server::Proxy;
 use crate::topology::{Role, Topology};
 
 /// Binds the admin listener; errors name the address.

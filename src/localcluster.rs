@@ -595,7 +595,7 @@ struct NodeLine {
 
 /// Parses CLUSTER NODES with the observer's parser (one parser for the format in the crate).
 fn node_lines(text: &str) -> Vec<NodeLine> {
-    crate::gossip::observer::parse_cluster_nodes(text)
+    crate::topology::gossip::observer::parse_cluster_nodes(text)
         .into_iter()
         .filter_map(|l| {
             let port = l.addr.rsplit_once(':')?.1.parse().ok()?;

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::backend::Cx;
-use crate::proxy::Proxy;
 use crate::resp::{self, reply};
+use crate::server::Proxy;
 
 type Section = Vec<(String, String)>;
 

@@ -15,12 +15,12 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use crate::backend::dedicated::Dedicated;
 use crate::backend::{BackendError, Cx};
 use crate::command::CommandSpec;
-use crate::dedicated::Dedicated;
-use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
-use crate::router::{self, Budget, How, Redirect, Trace, CROSSSLOT};
+use crate::route::{self, Budget, How, Redirect, Trace, CROSSSLOT};
+use crate::server::Proxy;
 use crate::slot;
 
 /// Pops the proxy can spread over several slots.
@@ -34,7 +34,7 @@ pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
         // Bad numkeys and the like: any master produces Redis's own error, without blocking.
         return single(p, spec, None, req.raw, cx).await;
     };
-    match router::common_slot(&req.args, &keys) {
+    match route::common_slot(&req.args, &keys) {
         Some(s) => single(p, spec, Some(s), req.raw, cx).await,
         None if splittable(&spec.name) => match Pop::parse(&spec.name, &req.args, &keys) {
             Some(pop) => pop.run(p, cx).await,
@@ -49,7 +49,7 @@ pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
 /// are), any master answers with Redis's own error; slot 0's is as good as any.
 async fn single(p: &Proxy, spec: &CommandSpec, slot: Option<u16>, cmd: Bytes, cx: Cx) -> Bytes {
     let how = How::exclusive(spec.readonly);
-    router::continue_slot(p, slot.unwrap_or(0), cmd, how, cx, &Trace::default(), None).await
+    route::continue_slot(p, slot.unwrap_or(0), cmd, how, cx, &Trace::default(), None).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ impl<'a> Pop<'a> {
         loop {
             // 1. The first non-empty key in argument order wins, as on one server.
             for k in &self.keys {
-                let r = router::send_to_slot(p, slot::slot(k), self.nonblocking(k), false, cx, &trace).await;
+                let r = route::send_to_slot(p, slot::slot(k), self.nonblocking(k), false, cx, &trace).await;
                 if resp::is_error(&r) {
                     return r;
                 }
@@ -305,7 +305,7 @@ impl<'a> Pop<'a> {
                 Ok(r) if resp::is_null(&r) => p.dedicated.put(c),
                 Ok(r) if resp::is_error(&r) => {
                     p.dedicated.put(c);
-                    match router::classify(&r, "") {
+                    match route::classify(&r, "") {
                         Redirect::Moved { slot, addr } => {
                             p.topology.patch_slot(slot, &addr);
                             retry = true;
@@ -345,7 +345,7 @@ impl<'a> Pop<'a> {
             return;
         };
         let trace = Trace::default();
-        let out = router::send_to_slot(p, slot::slot(&key), cmd, false, cx, &trace).await;
+        let out = route::send_to_slot(p, slot::slot(&key), cmd, false, cx, &trace).await;
         if resp::is_error(&out) {
             tracing::error!(key = %String::from_utf8_lossy(&key), error = %String::from_utf8_lossy(&out).trim_end(),
                 "could not push back an element taken by a cancelled pop");
@@ -449,7 +449,7 @@ pub async fn wait(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
         seen
     };
     if targets.is_empty() {
-        return reply::error(router::SLOT_NOT_SERVED);
+        return reply::error(route::SLOT_NOT_SERVED);
     }
     // WAIT 0 blocks until enough replicas ack, as on one server; otherwise a master that says
     // nothing past its own timeout (stopped) is given up on.
@@ -478,7 +478,7 @@ pub async fn wait(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
                 Some(v) => min = Some(min.map_or(v, |m| m.min(v))),
                 None => return reply::error("ERR clusterless: unexpected WAIT reply"),
             },
-            Err(e) => return router::lost_error(&e),
+            Err(e) => return route::lost_error(&e),
         }
     }
     reply::int(min.unwrap_or(0))

@@ -4,6 +4,9 @@
 //! owners (backoff within a budget), and the rule that a command already written to a connection
 //! that broke is retried only when it is read-only.
 
+pub mod info;
+pub mod scripts;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,8 +17,8 @@ use tokio::time::Instant;
 
 use crate::backend::{BackendError, Cx};
 use crate::command::{Class, CommandSpec, Merge, Special};
-use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
+use crate::server::Proxy;
 use crate::slot;
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -97,8 +100,8 @@ async fn route_class(
         Class::AnyMaster => send_to_any(&p, req.raw, readonly, cx).await,
         Class::RandomKey => random_key(&p, cx).await,
         Class::Scan => scan(&p, req, cx).await,
-        Class::Info => crate::info::info(&p, &req.args, cx).await,
-        Class::PubSubInfo => crate::pubsub::pubsub_command(&p, &req.args, cx).await,
+        Class::Info => crate::route::info::info(&p, &req.args, cx).await,
+        Class::PubSubInfo => crate::session::pubsub::pubsub_command(&p, &req.args, cx).await,
         Class::Local | Class::Refused(_) | Class::Stateful => reply::error("ERR internal routing error"),
     }
 }

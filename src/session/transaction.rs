@@ -5,7 +5,7 @@
 //! needs the node to remember the watch, so it pins an exclusive connection per node, and EXEC then
 //! runs on that connection. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
 //! EXECABORT and nothing ran) is sent again where the slot now lives. A block answered late by a
-//! master deposed meanwhile (see `router::LATE_REPLY`) runs again on the new owner when it only
+//! master deposed meanwhile (see `route::LATE_REPLY`) runs again on the new owner when it only
 //! reads; when it writes, EXEC says it may or may not have run.
 //!
 //! Across slots: by default `-CROSSSLOT` at queue time and `-EXECABORT` at EXEC, as Redis Cluster;
@@ -16,13 +16,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::BTreeMap;
 use tokio::time::Instant;
 
+use crate::backend::dedicated::Dedicated;
 use crate::backend::{BackendError, Cx};
 use crate::command::{Class, CommandSpec};
 use crate::config::CrossSlot;
-use crate::dedicated::Dedicated;
-use crate::proxy::Proxy;
 use crate::resp::{self, reply, Request};
-use crate::router::{self, Budget, Redirect, CROSSSLOT};
+use crate::route::{self, Budget, Redirect, CROSSSLOT};
+use crate::server::Proxy;
 use crate::slot;
 
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -103,7 +103,7 @@ impl TxState {
             Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select") => None,
             Class::Local => return refuse(m, reply::error(NOT_IN_MULTI)),
             Class::Keyed | Class::MGet | Class::MSet | Class::SumKeys => match spec.key_positions(&req.args) {
-                Some(k) if !k.is_empty() => match router::common_slot(&req.args, &k) {
+                Some(k) if !k.is_empty() => match route::common_slot(&req.args, &k) {
                     Some(s) => Some(s),
                     None => return refuse(m, reply::error(CROSSSLOT)),
                 },
@@ -177,7 +177,7 @@ impl TxState {
                             if budget.wait(p).await {
                                 continue 'again;
                             }
-                            return reply::error(router::SLOT_NOT_SERVED);
+                            return reply::error(route::SLOT_NOT_SERVED);
                         }
                     }
                 }
@@ -196,7 +196,7 @@ impl TxState {
                             self.watches.push(d);
                             self.watches.len() - 1
                         }
-                        Err(e) => return router::lost_error(&e),
+                        Err(e) => return route::lost_error(&e),
                     },
                 };
                 let mut cmd: Vec<&[u8]> = vec![b"WATCH"];
@@ -207,14 +207,14 @@ impl TxState {
                     Ok(Ok(mut r)) => r.pop().unwrap_or_else(|| reply::error("ERR clusterless: empty reply")),
                     Ok(Err(e)) => {
                         self.watches.remove(idx);
-                        return router::lost_error(&e);
+                        return route::lost_error(&e);
                     }
                     Err(_) => {
                         self.watches.remove(idx);
                         return reply::error(&format!("ERR clusterless: {addr} did not answer WATCH"));
                     }
                 };
-                match router::classify(&r, &addr) {
+                match route::classify(&r, &addr) {
                     Redirect::Moved { slot, addr: to } => {
                         p.topology.patch_slot(slot, &to);
                         p.topology.request_refresh();
@@ -282,7 +282,7 @@ async fn run(p: &Proxy, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>)
                     .cloned()
                     .or_else(|| watches.first().map(|w| w.addr.clone()))
                     .or_else(|| t.masters().first().map(|a| a.to_string()));
-                let Some(a) = target else { return reply::error(router::SLOT_NOT_SERVED) };
+                let Some(a) = target else { return reply::error(route::SLOT_NOT_SERVED) };
                 let node = groups.entry(a).or_default();
                 let first = node.keys().next().copied().unwrap_or(None);
                 let b = node.entry(first).or_default();
@@ -440,7 +440,7 @@ async fn block(
                 p.topology.request_refresh();
                 return (Block::Again, None);
             }
-            Err(e) => return (Block::Failed(router::lost_error(&e)), None),
+            Err(e) => return (Block::Failed(route::lost_error(&e)), None),
         };
         let Some(exec) = replies.last() else {
             return (Block::Failed(reply::error("ERR clusterless: empty reply")), conn);
@@ -451,7 +451,7 @@ async fn block(
         if !resp::is_error(exec) {
             // Answered late by a master deposed meanwhile: what ran may be discarded with its data.
             let slots = idx.iter().filter_map(|&i| queued[i].slot);
-            if let Some((s, owner)) = slots.filter_map(|s| Some((s, router::deposed(p, s, &target, started)?))).next() {
+            if let Some((s, owner)) = slots.filter_map(|s| Some((s, route::deposed(p, s, &target, started)?))).next() {
                 if idx.iter().all(|&i| queued[i].rerun) {
                     p.metrics.redirect("late");
                     // Reads only, maybe stale: run them again where the slot lives now, as a lone
@@ -459,14 +459,14 @@ async fn block(
                     // nil tells the client to watch and try again.
                     return (if conn.is_some() { Block::Aborted } else { Block::Again }, None);
                 }
-                return (Block::Failed(router::deposed_error(&target, s, &owner, started)), None);
+                return (Block::Failed(route::deposed_error(&target, s, &owner, started)), None);
             }
             return (Block::Done(exec.clone()), conn);
         }
         // EXECABORT: find out why from the queued commands' own replies.
         let mut why = Redirect::None;
         for r in &replies[..replies.len() - 1] {
-            match router::classify(r, &target) {
+            match route::classify(r, &target) {
                 Redirect::None => {}
                 other => {
                     why = other;

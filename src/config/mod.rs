@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn shipped_example_parses_to_defaults() {
-        let text = include_str!("../config/clusterless.toml");
+        let text = include_str!("../../config/clusterless.toml");
         let c = with_file(text).unwrap(); // ok: test
         let d = Config::defaults();
         assert_eq!(c.listen, d.listen);

@@ -15,8 +15,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-use crate::proxy::Proxy;
 use crate::resp::{self, reply, ReplyScanner};
+use crate::server::Proxy;
 use crate::slot;
 
 /// What a subscription connection's reader reports.
@@ -201,7 +201,7 @@ impl PubSub {
                     for c in &fresh {
                         match t.master_for(slot::slot(c)) {
                             Some(a) => by_node.entry(a.to_string()).or_default().push(c.clone()),
-                            None => return vec![reply::error(crate::router::SLOT_NOT_SERVED)],
+                            None => return vec![reply::error(crate::route::SLOT_NOT_SERVED)],
                         }
                     }
                 }

@@ -214,7 +214,7 @@ impl CommandTable {
     /// The built-in table (redis-server 7.0.15's commands).
     pub fn builtin() -> CommandTable {
         let mut rows = Vec::new();
-        for line in include_str!("command_table.txt").lines() {
+        for line in include_str!("table.txt").lines() {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }

@@ -4,6 +4,8 @@
 //! path never edits a snapshot: it asks for a one-slot patch (after MOVED) or a refresh, and the
 //! store builds and publishes a new one.
 
+pub mod gossip;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

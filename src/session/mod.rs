@@ -2,10 +2,14 @@
 //! proxy answers itself, in Redis's own words: PING, ECHO, SELECT, QUIT, AUTH, HELLO, RESET,
 //! CLIENT, CLUSTER and friends.
 
+pub mod blocking;
+pub mod pubsub;
+pub mod transaction;
+
 use bytes::Bytes;
 
-use crate::proxy::Proxy;
 use crate::resp::{parse_int, reply};
+use crate::server::Proxy;
 
 /// What one client connection carries between requests.
 #[derive(Debug)]
