@@ -53,7 +53,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let url = format!("redis://{}/", proxy.addr);
+    let url = format!("redis://{}/", proxy.addr());
     let client = {
         let (stop, acks) = (stop.clone(), acks.clone());
         tokio::spawn(async move {
@@ -93,7 +93,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
                 claim = Some(t0.elapsed());
             }
         }
-        if map.is_none() && proxy.proxy.topology.load().master_for(slots[0]) == Some(new_owner.as_str()) {
+        if map.is_none() && proxy.topology().master_for(slots[0]) == Some(new_owner.as_str()) {
             map = Some(t0.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -64,7 +64,7 @@ fn run(cfg: Config) -> ExitCode {
 
 /// Graceful shutdown: stop taking clients, answer what was received, then stop.
 async fn drain(running: &clusterless::server::Running) {
-    let limit = running.proxy.cfg.drain_timeout;
+    let limit = running.config().drain_timeout;
     tracing::info!(timeout_ms = limit.as_millis() as u64, "draining: no new clients; finishing requests in flight");
     if running.drain(limit).await {
         tracing::info!("drained; exiting");
@@ -81,9 +81,9 @@ fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let service = match clusterless::topology::gossip::shared::start_service(&cfg, http).await {
+        let service = match clusterless::server::observe::start(&cfg, http).await {
             Ok(s) => s,
-            Err(e) => return fail(&e),
+            Err(e) => return fail(&e.to_string()),
         };
         wait_for_signal().await;
         drop(service);
@@ -115,7 +115,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
             println!("cluster nodes on 127.0.0.1 ports {} (files in {})", ports.join(", "), cluster.dir().display());
             println!(
                 "clusterless is ready; connect with:\n\n    redis-cli -p {}\n\nCtrl-C stops the proxy and the cluster.",
-                running.addr.port()
+                running.addr().port()
             );
             wait_for_signal().await;
             drain(&running).await;

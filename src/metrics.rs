@@ -66,7 +66,7 @@ pub struct Metrics {
     pub topology_version: IntGauge,
     pub topology_changes: IntCounter,
     pub topology_age: prometheus::Gauge,
-    pub topology_source: IntGaugeVec,
+    topology_source: IntGaugeVec,
     pub slots_uncovered: IntGauge,
     pub masters: IntGauge,
     pub draining: IntGauge,
@@ -76,6 +76,9 @@ pub struct Metrics {
     /// Per node: 0 up, 1 suspected (PFAIL reports), 2 failed (FAIL), 3 unreachable from here.
     pub node_health: IntGaugeVec,
 }
+
+/// The values of `clusterless_topology_source{source}`.
+const SOURCES: [&str; 3] = ["bus", "poll", "observer"];
 
 /// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
 pub const CLASSES: [&str; 10] =
@@ -141,9 +144,9 @@ impl Metrics {
                 &["source"]
             )?
         )?;
-        topology_source.with_label_values(&["poll"]).set(1);
-        topology_source.with_label_values(&["bus"]).set(0);
-        topology_source.with_label_values(&["observer"]).set(0);
+        for (s, v) in SOURCES.iter().zip([0, 1, 0]) {
+            topology_source.with_label_values(&[s]).set(v);
+        }
         let redirects = reg!(
             r,
             IntCounterVec::new(
@@ -323,6 +326,18 @@ impl Metrics {
         if self.enabled {
             self.redirects.with_label_values(&[kind]).inc();
         }
+    }
+
+    /// Marks `source` (one of `bus`, `poll`, `observer`) as where the slot map comes from now.
+    pub fn set_topology_source(&self, source: &str) {
+        for s in SOURCES {
+            self.topology_source.with_label_values(&[s]).set(i64::from(s == source));
+        }
+    }
+
+    /// Where the slot map comes from now.
+    pub fn topology_source(&self) -> &'static str {
+        SOURCES.into_iter().find(|s| self.topology_source.with_label_values(&[s]).get() == 1).unwrap_or("poll")
     }
 
     /// Redirect replies of one kind seen so far (0 when metrics are off).

@@ -15,7 +15,7 @@ async fn converges(env: &Env, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let want = tokio::task::block_in_place(|| env.cluster.slot_map());
-        let t = env.proxy.proxy.topology.load_full();
+        let t = env.proxy.topology();
         let mismatched = (0..16384u16)
             .filter(|&s| t.master_for(s).map(|a| a.to_string()) != want[s as usize].map(|p| format!("127.0.0.1:{p}")))
             .count();
@@ -123,7 +123,7 @@ async fn follows_kill_and_manual_failover_with_no_client_errors() {
         assert!(e.contains("may or may not have been executed"), "an error for a command not in flight: {e}");
     }
     assert!(errors.len() <= 2, "one client, one command in flight at a time: {errors:?}");
-    let t = env.proxy.proxy.topology.load_full();
+    let t = env.proxy.topology();
     assert!(
         t.nodes.iter().any(|n| n.addr.ends_with(&format!(":{victim}")) && n.failed),
         "the dead node is marked failed"
@@ -201,7 +201,7 @@ async fn late_reads_from_a_deposed_master_are_asked_again() {
     tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).unwrap();
     let old = format!("127.0.0.1:{victim}");
     eventually("the proxy's map has the slot's new owner", || {
-        env.proxy.proxy.topology.load().master_for(slot).is_some_and(|a| a != old)
+        env.proxy.topology().master_for(slot).is_some_and(|a| a != old)
     })
     .await;
     assert_eq!(c.cmd(&[b"SET", k, b"new"]).await, b"+OK\r\n");
@@ -212,8 +212,8 @@ async fn late_reads_from_a_deposed_master_are_asked_again() {
     assert_eq!(text(wtx.read_replies(1).await), ["*-1\r\n"], "read-only transaction under WATCH");
     // Each came back late from the deposed master (every one of 6 runs), or was redirected by it
     // when the resumed node read its cluster bus first.
-    let m = &env.proxy.proxy.metrics;
-    let (late, moved) = (m.redirects_seen("late"), m.redirects_seen("moved"));
+    let m = &env.proxy;
+    let (late, moved) = (m.redirects("late"), m.redirects("moved"));
     assert!(late + moved >= 3, "late answers asked again: {late}, moved: {moved}");
 }
 
@@ -233,7 +233,7 @@ async fn follows_reshard_add_and_remove_with_no_client_errors() {
     let new = tokio::task::block_in_place(|| env.cluster.add_master()).unwrap();
     tokio::task::block_in_place(|| env.cluster.reshard(ms[1], new, 500)).unwrap();
     converges(&env, "adding a master").await;
-    let t = env.proxy.proxy.topology.load_full();
+    let t = env.proxy.topology();
     assert!(t.slot_owners().contains(&format!("127.0.0.1:{new}").as_str()));
 
     // And leaves again: slots moved away, node removed and shut down.
@@ -262,9 +262,8 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     let cluster = tokio::task::block_in_place(|| LocalCluster::start(&with_replicas())).unwrap();
     let mut ocfg = test_config(cluster.seed());
     ocfg.admin_listen = None;
-    let service =
-        clusterless::topology::gossip::shared::start_service(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", service.addr);
+    let service = clusterless::server::observe::start(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", service.addr());
     let proxy = clusterless::server::start({
         let mut c = test_config(cluster.seed());
         c.topology.observer = Some(url.clone());
@@ -273,12 +272,12 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     .await
     .unwrap();
     let env = Env { proxy, cluster };
-    let source = |env: &Env, s: &str| env.proxy.proxy.metrics.topology_source.with_label_values(&[s]).get();
+    let source = |env: &Env, s: &str| i64::from(env.proxy.topology_source() == s);
     eventually("the proxy follows the observer", || source(&env, "observer") == 1).await;
     converges(&env, "start").await;
     // The observer's JSON carries what the bus says: every master's configEpoch.
     eventually("every master's configEpoch in the observer's snapshot", || {
-        let t = service.store.load_full();
+        let t = service.topology();
         t.nodes.iter().filter(|n| n.role == clusterless::topology::Role::Master).all(|n| n.config_epoch.is_some())
     })
     .await;

@@ -46,7 +46,7 @@ fn get(s: &HashMap<String, f64>, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_endpoints_after_traffic() {
     let env = start_with(small(), |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
-    let admin = env.proxy.admin_addr.expect("admin on");
+    let admin = env.proxy.admin_addr().expect("admin on");
     let (_, before) = http(admin, "GET", "/metrics").await;
     let before = samples(&before);
 
@@ -67,7 +67,7 @@ async fn metrics_and_endpoints_after_traffic() {
     let slot = clusterless::slot::slot(key.as_bytes());
     let owner = env.cluster.slot_owner(slot).unwrap();
     let wrong = env.cluster.masters().into_iter().find(|&m| m != owner).unwrap();
-    env.proxy.proxy.topology.patch_slot(slot, &format!("127.0.0.1:{wrong}"));
+    env.proxy.misroute_slot(slot, &format!("127.0.0.1:{wrong}"));
     let _: Option<String> = c.get(key).await.unwrap();
 
     let (status, text) = http(admin, "GET", "/metrics").await;
@@ -137,7 +137,7 @@ async fn metrics_and_endpoints_after_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_while_draining() {
     let env = start_with(small(), |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
-    let admin = env.proxy.admin_addr.unwrap();
+    let admin = env.proxy.admin_addr().unwrap();
     assert_eq!(http(admin, "GET", "/readyz").await.0, 200);
     // A client in the middle of sending a request keeps the drain waiting.
     let mut half = Raw::connect(env.addr()).await;

@@ -40,7 +40,7 @@ async fn live_reshard_with_redis_cli_has_no_errors() {
     assert!(rep.ok > 100);
     rep.verify(&env, None).await;
     // The proxy's map follows: every moved slot now routes to the target.
-    let t = env.proxy.proxy.topology.load_full();
+    let t = env.proxy.topology();
     let moved: Vec<u16> = before.iter().filter(|s| !after.contains(s)).copied().collect();
     assert_eq!(moved.len(), 150);
     for s in moved {
@@ -184,9 +184,9 @@ async fn pipelines_through_ask_and_moved_keep_order() {
     let (rounds, errors) = looped.await.expect("pipeline loop");
     assert!(errors.is_empty(), "pipelines went wrong: {:?}", &errors[..errors.len().min(3)]);
     assert!(rounds > 20, "the loop made progress: {rounds} rounds");
-    let m = &env.proxy.proxy.metrics;
-    assert!(m.redirects_seen("ask") > 0, "the migration sent some commands through ASK");
-    assert!(m.redirects_seen("moved") > 0, "and some through MOVED once it finished");
+    let m = &env.proxy;
+    assert!(m.redirects("ask") > 0, "the migration sent some commands through ASK");
+    assert!(m.redirects("moved") > 0, "and some through MOVED once it finished");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +204,7 @@ async fn manual_failover_under_writes_has_no_errors() {
     assert!(rep.errors.is_empty(), "errors during CLUSTER FAILOVER: {:?}", rep.first_errors());
     rep.verify(&env, None).await;
     assert_eq!(env.cluster.slot_owner(slots[0]), Some(replica));
-    let t = env.proxy.proxy.topology.load_full();
+    let t = env.proxy.topology();
     assert_eq!(t.master_for(slots[0]), Some(format!("127.0.0.1:{replica}").as_str()));
 }
 
@@ -232,7 +232,7 @@ async fn killed_master_recovers_without_restart() {
             "unclear error: {e}"
         );
     }
-    let budget = env.proxy.proxy.backend.config().retry_budget + env.proxy.proxy.backend.config().request_timeout;
+    let budget = env.proxy.config().backend.retry_budget + env.proxy.config().backend.request_timeout;
     assert!(rep.slowest < budget + Duration::from_secs(2), "a request hung for {:?}", rep.slowest);
     // After the promotion every key of the dead master's slots is writable again.
     let mut c = env.conn().await;

@@ -5,7 +5,7 @@
 //! otherwise (a client that disconnects mid-block must not leave a pending pop on a pooled one).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,8 +14,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::{self, Auth, BackendError};
+use super::{connect, exchange, Auth, BackendError, Reason};
 use crate::resp::{self, ReplyScanner};
+use crate::sync::Mutex;
 
 /// Idle connections kept per (node, protocol).
 const MAX_IDLE: usize = 8;
@@ -55,7 +56,7 @@ impl DedicatedPool {
     /// An idle connection to `addr`, or a new one when the node's bound allows it. Waits up to the
     /// connect timeout for a slot under the bound; never sends anything that could run twice.
     pub async fn get(&self, addr: &str, proto: u8) -> Result<Dedicated, BackendError> {
-        while let Some(d) = self.idle.lock().ok().and_then(|mut m| m.get_mut(&(addr.to_string(), proto))?.pop()) {
+        while let Some(d) = self.idle.lock().get_mut(&(addr.to_string(), proto)).and_then(Vec::pop) {
             // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
             // node (restarted, failed over) and must not carry a request that would then fail.
             let mut probe = [0u8; 1];
@@ -63,30 +64,27 @@ impl DedicatedPool {
                 return Ok(d);
             }
         }
-        let sem = {
-            let mut l = self.limits.lock().map_err(|_| BackendError::NotSent("dedicated pool poisoned".into()))?;
-            l.entry(addr.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_node))).clone()
-        };
+        let sem = self
+            .limits
+            .lock()
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+            .clone();
         let permit = match tokio::time::timeout(self.connect_timeout, sem.acquire_owned()).await {
             Ok(Ok(p)) => p,
-            _ => {
-                return Err(BackendError::NotSent(format!(
-                    "all {} dedicated connections to {addr} are busy (backend.dedicated_per_node)",
-                    self.per_node
-                )))
-            }
+            _ => return Err(BackendError::not_sent(addr, Reason::DedicatedBusy(self.per_node))),
         };
-        let mut stream =
-            backend::connect(addr, proto, &self.auth, self.connect_timeout).await.map_err(BackendError::NotSent)?;
+        let mut stream = connect(addr, proto, &self.auth, self.connect_timeout).await?;
         let id = match tokio::time::timeout(
             self.connect_timeout,
-            backend::exchange(&mut stream, &resp::encode_command(&["CLIENT", "ID"]), 1),
+            exchange(&mut stream, addr, &resp::encode_command(&["CLIENT", "ID"]), 1),
         )
         .await
         {
             Ok(Ok(r)) => r.first().and_then(|f| resp::as_int(f)).unwrap_or(-1),
-            Ok(Err(e)) => return Err(BackendError::NotSent(format!("{addr}: {e}"))),
-            Err(_) => return Err(BackendError::NotSent(format!("{addr}: no answer to CLIENT ID"))),
+            // Nothing but the handshake went out: the caller's request was not sent.
+            Ok(Err(e)) => return Err(e.not_sent_after_all()),
+            Err(_) => return Err(BackendError::not_sent(addr, Reason::NoClientId)),
         };
         Ok(Dedicated {
             addr: addr.to_string(),
@@ -105,29 +103,29 @@ impl DedicatedPool {
         if !d.rbuf.is_empty() {
             return;
         }
-        if let Ok(mut m) = self.idle.lock() {
-            let v = m.entry((d.addr.clone(), d.proto)).or_default();
-            if v.len() < MAX_IDLE {
-                v.push(d);
-            }
+        let mut m = self.idle.lock();
+        let v = m.entry((d.addr.clone(), d.proto)).or_default();
+        if v.len() < MAX_IDLE {
+            v.push(d);
         }
     }
 
     /// Closes idle connections to nodes that `keep` rejects.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        if let Ok(mut m) = self.idle.lock() {
-            m.retain(|(addr, _), _| keep(addr));
-        }
+        self.idle.lock().retain(|(addr, _), _| keep(addr));
     }
 }
 
 impl Dedicated {
-    /// Writes a request (one or several commands).
+    /// Writes a request. What runs here is one command, a `MULTI ... EXEC` block, or a marker
+    /// script that changes nothing before WAIT: a write that failed did not deliver anything that
+    /// runs (a node runs only complete commands, a block only with its EXEC), so it counts as not
+    /// sent.
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {
         self.stream
             .write_all(payload)
             .await
-            .map_err(|e| BackendError::NotSent(format!("connection to {} lost while sending: {e}", self.addr)))
+            .map_err(|e| BackendError::not_sent(&self.addr, Reason::WriteFailed).caused_by(e))
     }
 
     /// The next complete frame. Cancel-safe: a partial frame stays buffered for the next call.
@@ -136,12 +134,12 @@ impl Dedicated {
             match self.scanner.scan(&self.rbuf) {
                 Ok(Some(n)) => return Ok(self.rbuf.split_to(n).freeze()),
                 Ok(None) => {}
-                Err(e) => return Err(BackendError::Lost(format!("{}: {e}", self.addr))),
+                Err(e) => return Err(BackendError::lost(&self.addr, Reason::Malformed(e.0))),
             }
             match self.stream.read_buf(&mut self.rbuf).await {
-                Ok(0) => return Err(BackendError::Lost(format!("connection to {} closed by the node", self.addr))),
+                Ok(0) => return Err(BackendError::lost(&self.addr, Reason::ClosedByNode)),
                 Ok(_) => {}
-                Err(e) => return Err(BackendError::Lost(format!("connection to {} lost: {e}", self.addr))),
+                Err(e) => return Err(BackendError::lost(&self.addr, Reason::ReadFailed).caused_by(e)),
             }
         }
     }

@@ -3,13 +3,12 @@
 //! anything else taken from the first master), and `keyspace` summed over masters.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::Router;
 use crate::backend::Cx;
 use crate::resp::{self, reply};
-use crate::server::Proxy;
 
 type Section = Vec<(String, String)>;
 
@@ -73,7 +72,7 @@ fn merge_numeric(all: &[&Section]) -> Section {
         .collect()
 }
 
-fn own_section(p: &Proxy, name: &str, first: Option<&Section>) -> Option<Section> {
+fn own_section(p: &Router, name: &str, first: Option<&Section>) -> Option<Section> {
     let s = |k: &str, v: String| (k.to_string(), v);
     Some(match name {
         "Server" => {
@@ -94,15 +93,15 @@ fn own_section(p: &Proxy, name: &str, first: Option<&Section>) -> Option<Section
             sec.push(s("proxy", "clusterless".into()));
             sec.push(s("clusterless_version", env!("CARGO_PKG_VERSION").into()));
             sec.push(s("process_id", std::process::id().to_string()));
-            sec.push(s("tcp_port", p.local_addr.port().to_string()));
-            let up = p.started.elapsed().as_secs();
+            sec.push(s("tcp_port", p.stats.local_addr.port().to_string()));
+            let up = p.stats.started.elapsed().as_secs();
             sec.push(s("uptime_in_seconds", up.to_string()));
             sec.push(s("uptime_in_days", (up / 86400).to_string()));
             sec
         }
         "Clients" => vec![
-            s("connected_clients", p.stats.connected_clients.load(Ordering::Relaxed).to_string()),
-            s("maxclients", p.cfg.limits.max_clients.to_string()),
+            s("connected_clients", p.stats.connected().to_string()),
+            s("maxclients", p.stats.max_clients.to_string()),
             s("blocked_clients", "0".into()),
         ],
         "Replication" => vec![s("role", "master".into()), s("connected_slaves", "0".into())],
@@ -112,7 +111,7 @@ fn own_section(p: &Proxy, name: &str, first: Option<&Section>) -> Option<Section
 }
 
 /// Answers INFO [section ...].
-pub async fn info(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
+pub(super) async fn info(p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
     let masters: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
     let cmd = resp::encode_command(args);
     let replies = futures_util::future::join_all(masters.iter().map(|m| p.backend.send(m, cx, cmd.clone(), 1))).await;

@@ -3,9 +3,14 @@
 //! can be loaded there and retried once. Bounded: past the cap, the oldest half is forgotten.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use bytes::Bytes;
+
+use super::{route_class, whole, Router, Trace};
+use crate::backend::Cx;
+use crate::command::{CommandSpec, Merge};
+use crate::resp::{self, Request};
+use crate::sync::Mutex;
 
 /// Scripts remembered at most.
 const CAP: usize = 10_000;
@@ -26,28 +31,39 @@ impl Scripts {
     pub fn remember(&self, body: &Bytes) {
         let sha = sha1_hex(body);
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut m) = self.map.lock() {
-            if m.len() >= CAP && !m.contains_key(&sha) {
-                let mut ages: Vec<u64> = m.values().map(|(a, _)| *a).collect();
-                ages.sort_unstable();
-                let cut = ages[ages.len() / 2];
-                m.retain(|_, (a, _)| *a > cut);
-            }
-            m.insert(sha, (n, body.clone()));
+        let mut m = self.map.lock();
+        if m.len() >= CAP && !m.contains_key(&sha) {
+            let mut ages: Vec<u64> = m.values().map(|(a, _)| *a).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            m.retain(|_, (a, _)| *a > cut);
         }
+        m.insert(sha, (n, body.clone()));
     }
 
     /// SCRIPT FLUSH through the proxy: a flushed script must not come back by itself.
     pub fn forget_all(&self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.clear();
-        }
+        self.map.lock().clear();
     }
 
     pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
         let key = String::from_utf8_lossy(sha).to_ascii_lowercase();
-        self.map.lock().ok()?.get(&key).map(|(_, b)| b.clone())
+        self.map.lock().get(&key).map(|(_, b)| b.clone())
     }
+}
+
+/// EVALSHA; on NOSCRIPT for a script the proxy has seen, loads it on every master and retries once
+/// (the node may be a master added or promoted after the load, or one whose cache was flushed).
+pub(super) async fn evalsha(p: &Router, spec: &CommandSpec, req: Request, cx: Cx, trace: &Trace) -> Bytes {
+    let first = route_class(p, spec, req.clone(), cx, trace).await;
+    let noscript = resp::error_text(&first).is_some_and(|t| t.starts_with(b"NOSCRIPT"));
+    let Some(body) = req.args.get(1).filter(|_| noscript).and_then(|sha| p.scripts.get(sha)) else { return first };
+    let load = resp::encode_command(&[b"SCRIPT".as_ref(), b"LOAD", &body]);
+    let loaded = whole::all_masters(p, load, Merge::First, cx).await;
+    if resp::is_error(&loaded) {
+        return first;
+    }
+    route_class(p, spec, req, cx, trace).await
 }
 
 #[cfg(test)]

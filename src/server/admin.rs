@@ -17,17 +17,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::server::Proxy;
-use crate::topology::{Role, Topology};
+use super::{Shared, StartError};
+use crate::topology::to_json;
 
 /// Binds the admin listener; errors name the address.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what: "admin.listen", err })
 }
 
 /// Serves until the task is stopped. It keeps answering during a drain, so that /readyz can say
 /// 503 while in-flight requests finish.
-pub async fn serve(p: Arc<Proxy>, listener: TcpListener) {
+pub async fn serve(p: Arc<Shared>, listener: TcpListener) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -59,7 +59,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-fn handle(p: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(p: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/topology");
     if !known {
@@ -73,7 +73,7 @@ fn handle(p: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => {
             p.refresh_gauges();
-            let mut r = text(StatusCode::OK, p.metrics.render());
+            let mut r = text(StatusCode::OK, p.router.metrics.render());
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -86,7 +86,7 @@ fn handle(p: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },
         _ => {
-            let mut r = text(StatusCode::OK, topology_json(&p.topology.load_full()));
+            let mut r = text(StatusCode::OK, to_json(&p.router.topology.load_full()));
             r.headers_mut()
                 .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
             r
@@ -95,11 +95,11 @@ fn handle(p: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Why the proxy should not get traffic now, if it should not.
-pub fn not_ready(p: &Proxy) -> Option<String> {
+pub fn not_ready(p: &Shared) -> Option<String> {
     if p.draining.load(Ordering::Relaxed) {
         return Some("draining: shutting down".into());
     }
-    let t = p.topology.load();
+    let t = p.router.topology.load();
     if t.version == 0 {
         return Some("no topology loaded yet".into());
     }
@@ -108,35 +108,4 @@ pub fn not_ready(p: &Proxy) -> Option<String> {
         return Some(format!("{uncovered} slots have no master"));
     }
     None
-}
-
-/// The snapshot as JSON: version, and per node id, address, role, master, health, configEpoch
-/// (null when the source does not report it) and slot ranges.
-pub fn topology_json(t: &Topology) -> String {
-    let ranges = t.ranges();
-    let nodes: Vec<serde_json::Value> = t
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let slots: Vec<[u16; 2]> =
-                ranges.get(&i).map(|r| r.iter().map(|&(a, b)| [a, b]).collect()).unwrap_or_default();
-            serde_json::json!({
-                "id": n.id,
-                "address": n.addr,
-                "role": if n.role == Role::Master { "master" } else { "replica" },
-                "master": n.master_id,
-                "health": if n.failed { "fail" } else { "up" },
-                "configEpoch": n.config_epoch,
-                "slots": slots,
-            })
-        })
-        .collect();
-    let v = serde_json::json!({
-        "version": t.version,
-        "age_seconds": t.learned_at.elapsed().as_secs_f64(),
-        "uncovered_slots": t.uncovered(),
-        "nodes": nodes,
-    });
-    v.to_string()
 }

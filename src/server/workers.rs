@@ -3,23 +3,11 @@
 //! (cross-thread wake-ups were the largest item of the proxy's profile: bench/RESULTS.md). The
 //! control plane (accepting, topology, observer, admin HTTP) stays on the caller's runtime.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-
-thread_local! {
-    /// 1-based index of the worker running on this thread; 0 on any other thread.
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The worker this code runs on (1..=n), or 0 outside the workers: per-worker state is indexed
-/// by it, with slot 0 for callers on the control plane.
-pub fn current() -> usize {
-    WORKER.with(|w| w.get())
-}
 
 /// Resolves the configured thread count: 0 means one per CPU.
 pub fn count(configured: usize) -> usize {
@@ -47,7 +35,7 @@ impl Workers {
             handles.push(rt.handle().clone());
             let mut stopped = stopped.clone();
             std::thread::Builder::new().name(format!("clusterless-w{}", i + 1)).spawn(move || {
-                WORKER.with(|w| w.set(i + 1));
+                crate::backend::enter_worker(i + 1);
                 rt.block_on(async move {
                     // An error means the sender is gone: stop as well.
                     while !*stopped.borrow() {
@@ -63,10 +51,6 @@ impl Workers {
 
     pub fn len(&self) -> usize {
         self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     /// Runs `f` on the next worker, round robin.

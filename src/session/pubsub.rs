@@ -15,9 +15,20 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
+use crate::backend::{BackendError, Reason};
+use crate::errors;
 use crate::resp::{self, reply, ReplyScanner};
-use crate::server::Proxy;
+use crate::route::Router;
 use crate::slot;
+
+/// Why a subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeError {
+    #[error("no master known")]
+    NoMaster,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
 
 /// What a subscription connection's reader reports.
 pub enum Event {
@@ -126,8 +137,8 @@ impl PubSub {
         }
     }
 
-    async fn open(&mut self, p: &Proxy, addr: &str) -> Result<SubConn, String> {
-        let d = p.dedicated.get(addr, self.proto).await.map_err(|e| e.to_string())?;
+    async fn open(&mut self, p: &Router, addr: &str) -> Result<SubConn, SubscribeError> {
+        let d = p.dedicated.get(addr, self.proto).await?;
         let (rd, wr, buf, permit) = d.into_split();
         self.next_id += 1;
         let id = self.next_id;
@@ -136,7 +147,7 @@ impl PubSub {
     }
 
     /// The connection for channels and patterns, opened on a live master when there is none.
-    async fn main_conn(&mut self, p: &Proxy) -> Result<&mut SubConn, String> {
+    async fn main_conn(&mut self, p: &Router) -> Result<&mut SubConn, SubscribeError> {
         if self.main.is_none() {
             let masters: Vec<String> = {
                 let t = p.topology.load();
@@ -150,7 +161,7 @@ impl PubSub {
                 let n = m.len().max(1);
                 (0..m.len()).map(|i| m[(start + i) % n].1.clone()).collect()
             };
-            let mut last = "no master known".to_string();
+            let mut last = SubscribeError::NoMaster;
             for a in masters {
                 match self.open(p, &a).await {
                     Ok(c) => {
@@ -164,20 +175,21 @@ impl PubSub {
                 return Err(last);
             }
         }
-        self.main.as_mut().ok_or_else(|| "no connection".to_string())
+        self.main.as_mut().ok_or(SubscribeError::NoMaster)
     }
 
-    async fn shard_conn(&mut self, p: &Proxy, addr: &str) -> Result<&mut SubConn, String> {
+    async fn shard_conn(&mut self, p: &Router, addr: &str) -> Result<&mut SubConn, SubscribeError> {
         if !self.shard_conns.contains_key(addr) {
             let c = self.open(p, addr).await?;
             self.shard_conns.insert(addr.to_string(), c);
         }
-        self.shard_conns.get_mut(addr).ok_or_else(|| "no connection".to_string())
+        // Inserted just above when missing.
+        self.shard_conns.get_mut(addr).ok_or(SubscribeError::NoMaster)
     }
 
     /// SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: returns what to write to the client, in order (the
     /// confirmations, after any message that arrived while the nodes confirmed).
-    pub async fn subscribe(&mut self, p: &Proxy, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
+    pub async fn subscribe(&mut self, p: &Router, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut fresh: Vec<Bytes> = Vec::new();
         for n in names {
@@ -201,7 +213,7 @@ impl PubSub {
                     for c in &fresh {
                         match t.master_for(slot::slot(c)) {
                             Some(a) => by_node.entry(a.to_string()).or_default().push(c.clone()),
-                            None => return vec![reply::error(crate::route::SLOT_NOT_SERVED)],
+                            None => return vec![errors::slot_not_served()],
                         }
                     }
                 }
@@ -228,7 +240,7 @@ impl PubSub {
                 }
             };
             if let Err(e) = sent {
-                return vec![reply::error(&format!("ERR clusterless: cannot subscribe: {e}"))];
+                return vec![errors::proxy(format_args!("cannot subscribe: {e}"))];
             }
             let deadline = tokio::time::Instant::now() + p.backend.config().request_timeout;
             while !waiting.is_empty() {
@@ -262,7 +274,13 @@ impl PubSub {
         out
     }
 
-    async fn send_sub(&mut self, p: &Proxy, kind: Kind, addr: Option<&str>, names: &[Bytes]) -> Result<u64, String> {
+    async fn send_sub(
+        &mut self,
+        p: &Router,
+        kind: Kind,
+        addr: Option<&str>,
+        names: &[Bytes],
+    ) -> Result<u64, SubscribeError> {
         let mut cmd: Vec<&[u8]> = vec![kind.sub_word().as_bytes()];
         cmd.extend(names.iter().map(|n| n.as_ref()));
         let payload = resp::encode_command(&cmd);
@@ -270,7 +288,9 @@ impl PubSub {
             Some(a) => self.shard_conn(p, a).await?,
             None => self.main_conn(p).await?,
         };
-        conn.wr.write_all(&payload).await.map_err(|e| format!("{}: {e}", conn.addr))?;
+        if let Err(e) = conn.wr.write_all(&payload).await {
+            return Err(BackendError::not_sent(&conn.addr, Reason::WriteFailed).caused_by(e).into());
+        }
         Ok(conn.id)
     }
 
@@ -377,7 +397,7 @@ impl PubSub {
     /// Makes the subscriptions match the current map: channels and patterns on a live master,
     /// each shard channel on its slot's owner. Returns false when something could not be done yet
     /// (call again later).
-    pub async fn repair(&mut self, p: &Proxy) -> bool {
+    pub async fn repair(&mut self, p: &Router) -> bool {
         let mut ok = true;
         // The main connection's node failed or left the map: move before it goes silent for good.
         if let Some(c) = &self.main {
@@ -468,53 +488,3 @@ async fn read_loop(id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut, tx: mpsc::
 
 /// How often a client whose subscriptions need repair tries again.
 pub const REPAIR_EVERY: Duration = Duration::from_millis(100);
-
-/// PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARDCHANNELS / SHARDNUMSUB across every node.
-pub async fn pubsub_command(p: &Proxy, args: &[Bytes], cx: crate::backend::Cx) -> Bytes {
-    let Some(sub) = args.get(1) else { return crate::command::wrong_arity("pubsub") };
-    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
-    let nodes: Vec<String> = p.topology.load().nodes.iter().filter(|n| !n.failed).map(|n| n.addr.clone()).collect();
-    let cmd = resp::encode_command(args);
-    let replies = futures_util::future::join_all(nodes.iter().map(|n| p.backend.send(n, cx, cmd.clone(), 1))).await;
-    let mut frames = Vec::new();
-    // A node that cannot answer is left out (as if it had no subscribers).
-    for mut v in replies.into_iter().flatten() {
-        let f = v.pop().unwrap_or_default();
-        if resp::is_error(&f) {
-            return f;
-        }
-        frames.push(f);
-    }
-    match sub.as_str() {
-        "channels" | "shardchannels" => {
-            let mut all: BTreeSet<Bytes> = BTreeSet::new();
-            for f in &frames {
-                for e in resp::aggregate_elements(f).unwrap_or_default() {
-                    if let Some(Some(b)) = resp::as_bulk(&e) {
-                        all.insert(b);
-                    }
-                }
-            }
-            let el: Vec<Bytes> = all.iter().map(|c| reply::bulk(c)).collect();
-            reply::array(&el)
-        }
-        "numsub" | "shardnumsub" => {
-            let names = &args[2..];
-            let mut sums = vec![0i64; names.len()];
-            for f in &frames {
-                // A flat [name, count, ...] array in either protocol.
-                let el = resp::aggregate_elements(f).unwrap_or_default();
-                for (i, pair) in el.chunks(2).enumerate() {
-                    if let (Some(s), Some(c)) = (sums.get_mut(i), pair.get(1)) {
-                        *s += resp::as_int(c).unwrap_or(0);
-                    }
-                }
-            }
-            // A flat array in both protocols, as Redis answers it.
-            let flat: Vec<Bytes> = names.iter().zip(sums).flat_map(|(n, c)| [reply::bulk(n), reply::int(c)]).collect();
-            reply::array(&flat)
-        }
-        "numpat" => reply::int(frames.iter().filter_map(|f| resp::as_int(f)).sum()),
-        _ => frames.into_iter().next().unwrap_or_else(|| reply::error("ERR clusterless: no node answered")),
-    }
-}

@@ -27,11 +27,11 @@ pub struct Env {
 
 impl Env {
     pub fn addr(&self) -> SocketAddr {
-        self.proxy.addr
+        self.proxy.addr()
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}/", self.proxy.addr)
+        format!("redis://{}/", self.proxy.addr())
     }
 
     /// A redis-rs connection to the proxy (a plain, non-cluster client).

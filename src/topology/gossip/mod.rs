@@ -1,6 +1,10 @@
-//! The cluster-bus side of topology: the wire codec, and the observer that PINGs every node's bus
-//! port and settles slot ownership from their PONGs.
+//! The cluster-bus side of topology: the wire codec ([`codec`]), the per-node PING links
+//! ([`link`]), `CLUSTER NODES` for the node set and bus ports ([`nodes`]), and the observer that
+//! settles slot ownership from the PONGs ([`observer`]).
 
 pub mod codec;
-pub mod observer;
-pub mod shared;
+mod link;
+mod nodes;
+mod observer;
+
+pub use observer::{run, ObserverConfig};

@@ -2,14 +2,20 @@
 //! `clusterless dev` and by every test. Nodes are `redis-server` processes from PATH on 127.0.0.1,
 //! on ports picked at random (so tests run in parallel), with their files in a private temporary
 //! directory. Only processes started here are ever signalled, by PID; dropping a [`LocalCluster`]
-//! kills them and removes the directory, whether the caller succeeded or panicked.
+//! kills them and removes the directory, whether the caller succeeded or panicked. What the
+//! cluster says of itself is read with redis-cli and this module's own reader ([`view`]), never
+//! with the proxy's parsers, so that tests compare the proxy with an independent account.
 
-use std::collections::HashMap;
+mod ops;
+mod view;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use view::node_lines;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -251,71 +257,6 @@ impl LocalCluster {
         result
     }
 
-    /// CLUSTER NODES from the first live node that answers, parsed.
-    fn nodes_view(&self) -> Result<Vec<NodeLine>> {
-        let mut last = None;
-        for p in self.live_ports() {
-            match self.cli(p, &["CLUSTER", "NODES"]) {
-                Ok(out) => return Ok(node_lines(&out)),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| HarnessError::Other("no live node".into())))
-    }
-
-    /// Ports of the masters (not failed) that own slots, in slot order.
-    pub fn masters(&self) -> Vec<u16> {
-        let mut v: Vec<(u16, u16)> = self
-            .nodes_view()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| n.master && !n.failed && !n.slots.is_empty())
-            .map(|n| (n.slots[0], n.port))
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, p)| p).collect()
-    }
-
-    /// Ports of the replicas of a master.
-    pub fn replicas_of(&self, master: u16) -> Vec<u16> {
-        let view = self.nodes_view().unwrap_or_default();
-        let Some(id) = view.iter().find(|n| n.port == master).map(|n| n.id.clone()) else { return Vec::new() };
-        view.iter().filter(|n| n.master_id.as_deref() == Some(&id) && !n.failed).map(|n| n.port).collect()
-    }
-
-    /// The node id of a port.
-    pub fn node_id(&self, port: u16) -> Option<String> {
-        self.nodes_view().ok()?.into_iter().find(|n| n.port == port).map(|n| n.id)
-    }
-
-    /// Slots a master owns, ascending.
-    pub fn slots_of(&self, master: u16) -> Vec<u16> {
-        self.nodes_view()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|n| n.port == master)
-            .map(|n| n.slots)
-            .unwrap_or_default()
-    }
-
-    /// For every slot, the port of the master owning it (one CLUSTER NODES call).
-    pub fn slot_map(&self) -> Vec<Option<u16>> {
-        let mut map = vec![None; 16384];
-        for n in self.nodes_view().unwrap_or_default().into_iter().filter(|n| n.master) {
-            for s in n.slots {
-                if let Some(e) = map.get_mut(s as usize) {
-                    *e = Some(n.port);
-                }
-            }
-        }
-        map
-    }
-
-    /// The port of the master owning `slot`, as the cluster reports it.
-    pub fn slot_owner(&self, slot: u16) -> Option<u16> {
-        self.nodes_view().ok()?.into_iter().find(|n| n.master && n.slots.binary_search(&slot).is_ok()).map(|n| n.port)
-    }
-
     /// Waits until every live node says `cluster_state:ok`, knows every live node without
     /// handshake/fail flags, and every replica's link is up.
     pub fn wait_ok(&self, limit: Duration) -> Result<()> {
@@ -388,157 +329,6 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// `CLUSTER FAILOVER` on a replica; waits until it is a master and the cluster is healthy.
-    pub fn failover(&self, replica: u16) -> Result<()> {
-        self.cli(replica, &["CLUSTER", "FAILOVER"])?;
-        let start = Instant::now();
-        loop {
-            let role = self.cli(replica, &["ROLE"]).unwrap_or_default();
-            if role.starts_with("master") {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err(HarnessError::Timeout { what: format!("replica {replica} to be promoted"), secs: 20 });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.wait_ok(Duration::from_secs(30))
-    }
-
-    /// After a master died: waits until the live nodes agree another master owns its slots.
-    pub fn wait_for_promotion(&self, dead: u16) -> Result<()> {
-        let start = Instant::now();
-        let live: Vec<u16> = self.live_ports();
-        loop {
-            let done = live.iter().all(|&p| {
-                let info = self.cli(p, &["CLUSTER", "INFO"]).unwrap_or_default();
-                let nodes = self.cli(p, &["CLUSTER", "NODES"]).unwrap_or_default();
-                info.contains("cluster_state:ok")
-                    && node_lines(&nodes).iter().all(|n| n.port != dead || n.slots.is_empty())
-            });
-            if done {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                return Err(HarnessError::Timeout { what: format!("a replica of {dead} to take over"), secs: 30 });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Moves `n` slots with `redis-cli --cluster reshard` and waits for a clean `--cluster check`.
-    pub fn reshard(&self, from: u16, to: u16, n: usize) -> Result<()> {
-        let (Some(from_id), Some(to_id)) = (self.node_id(from), self.node_id(to)) else {
-            return Err(HarnessError::Other("unknown reshard node".into()));
-        };
-        let args: Vec<String> = [
-            "--cluster",
-            "reshard",
-            &format!("127.0.0.1:{from}"),
-            "--cluster-from",
-            &from_id,
-            "--cluster-to",
-            &to_id,
-            "--cluster-slots",
-            &n.to_string(),
-            "--cluster-yes",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.cli_args(from, &args, Duration::from_secs(120))?;
-        self.check_clean(from)
-    }
-
-    fn check_clean(&self, port: u16) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            let args = vec!["--cluster".to_string(), "check".to_string(), format!("127.0.0.1:{port}")];
-            match self.cli_args(port, &args, Duration::from_secs(30)) {
-                Ok(out) if out.contains("[OK] All 16384 slots covered") && !out.contains("[WARNING]") => return Ok(()),
-                _ if start.elapsed() > Duration::from_secs(30) => {
-                    return Err(HarnessError::Timeout {
-                        what: "redis-cli --cluster check to be clean".into(),
-                        secs: 30,
-                    })
-                }
-                _ => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    }
-
-    fn keys_in_slot(&self, port: u16, slot: u16) -> Result<Vec<String>> {
-        let out = self.cli(port, &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "100000"])?;
-        Ok(out.lines().map(str::to_string).filter(|s| !s.is_empty()).collect())
-    }
-
-    fn migrate_keys(&self, from: u16, to: u16, keys: &[String]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut args: Vec<String> =
-            vec!["MIGRATE".into(), "127.0.0.1".into(), to.to_string(), "".into(), "0".into(), "5000".into()];
-        if let Some(p) = &self.spec.password {
-            args.extend(["AUTH".into(), p.clone()]);
-        }
-        args.push("KEYS".into());
-        args.extend(keys.iter().cloned());
-        self.cli_args(from, &args, Duration::from_secs(30)).map(|_| ())
-    }
-
-    /// First half of a manual slot move: IMPORTING on the target, MIGRATING on the source, and about
-    /// half of the slot's keys migrated, which leaves the slot in ASK state.
-    pub fn migrate_slot_manual_begin(&self, slot: u16, from: u16, to: u16) -> Result<()> {
-        let (Some(from_id), Some(to_id)) = (self.node_id(from), self.node_id(to)) else {
-            return Err(HarnessError::Other("unknown migration node".into()));
-        };
-        let s = slot.to_string();
-        self.cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])?;
-        self.cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])?;
-        let keys = self.keys_in_slot(from, slot)?;
-        self.migrate_keys(from, to, &keys[..keys.len() / 2])
-    }
-
-    /// Second half: migrates the rest and assigns the slot to the target everywhere (target first).
-    pub fn migrate_slot_manual_finish(&self, slot: u16, from: u16, to: u16) -> Result<()> {
-        let to_id = self.node_id(to).ok_or_else(|| HarnessError::Other("unknown target".into()))?;
-        let keys = self.keys_in_slot(from, slot)?;
-        self.migrate_keys(from, to, &keys)?;
-        let s = slot.to_string();
-        self.cli(to, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
-        self.cli(from, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
-        for m in self.masters() {
-            if m != from && m != to {
-                self.cli(m, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts an empty node and joins it as a master without slots.
-    pub fn add_master(&mut self) -> Result<u16> {
-        let used = self.ports();
-        let port = pick_ports(1, &used)[0];
-        self.spawn_node(port)?;
-        self.wait_ping(port, Duration::from_secs(10))?;
-        let seed = self.live_ports()[0];
-        let args =
-            vec!["--cluster".into(), "add-node".into(), format!("127.0.0.1:{port}"), format!("127.0.0.1:{seed}")];
-        self.cli_args(seed, &args, Duration::from_secs(60))?;
-        self.wait_ok(Duration::from_secs(30))?;
-        Ok(port)
-    }
-
-    /// Removes a node that owns no slots (`redis-cli --cluster del-node`, which also shuts it down).
-    pub fn remove_node(&mut self, port: u16) -> Result<()> {
-        let id = self.node_id(port).ok_or_else(|| HarnessError::Other(format!("no node {port}")))?;
-        let seed = self.live_ports().into_iter().find(|&p| p != port).unwrap_or(port);
-        let args = vec!["--cluster".into(), "del-node".into(), format!("127.0.0.1:{seed}"), id];
-        self.cli_args(seed, &args, Duration::from_secs(60))?;
-        self.kill9(port)?;
-        self.wait_ok(Duration::from_secs(30))
-    }
-
     /// Kills every node and removes the directory. Safe to call more than once.
     pub fn stop(&mut self) {
         for n in &mut self.nodes {
@@ -562,11 +352,6 @@ impl LocalCluster {
             .map(str::to_string)
             .collect()
     }
-
-    /// Per node port, its node id (live nodes).
-    pub fn ids(&self) -> HashMap<u16, String> {
-        self.nodes_view().unwrap_or_default().into_iter().map(|n| (n.port, n.id)).collect()
-    }
 }
 
 impl NodeProc {
@@ -579,39 +364,6 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// One node of CLUSTER NODES, in the shape the harness queries it: client port and every slot.
-#[derive(Debug, Clone)]
-struct NodeLine {
-    id: String,
-    port: u16,
-    master: bool,
-    failed: bool,
-    handshake: bool,
-    master_id: Option<String>,
-    slots: Vec<u16>,
-}
-
-/// Parses CLUSTER NODES with the observer's parser (one parser for the format in the crate).
-fn node_lines(text: &str) -> Vec<NodeLine> {
-    crate::topology::gossip::observer::parse_cluster_nodes(text)
-        .into_iter()
-        .filter_map(|l| {
-            let port = l.addr.rsplit_once(':')?.1.parse().ok()?;
-            let mut slots: Vec<u16> = l.slots.iter().flat_map(|&(a, b)| a..=b).collect();
-            slots.sort_unstable();
-            Some(NodeLine {
-                id: l.id,
-                port,
-                master: l.master,
-                failed: l.fail,
-                handshake: l.handshake,
-                master_id: l.master_id,
-                slots,
-            })
-        })
-        .collect()
 }
 
 /// Asks the kernel to SIGKILL the child when the spawning thread exits.

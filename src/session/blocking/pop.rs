@@ -1,13 +1,8 @@
-//! Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN/MAX, BZMPOP, XREAD and
-//! XREADGROUP with BLOCK): each runs on an exclusive connection, never on a shared one, so a
-//! blocked client delays nobody. The node honours the timeout; when the client goes away the
-//! future is dropped and with it the connection (closed, never pooled with a pop pending).
-//!
-//! Pops over keys in several slots (Celery's queue plus its priority sub-queues) keep Redis's
-//! semantics without losing or duplicating an element: non-blocking pops in key order first (the
-//! first non-empty key wins); if all are empty, one blocking pop per slot, all at once; the first
-//! element that arrives is delivered, the other pops are cancelled with CLIENT UNBLOCK, and an
-//! element one of them took in the meantime is pushed back to the end it came from.
+//! A blocking pop over keys in several slots (Celery's queue and its priority sub-queues), with
+//! one server's semantics and nothing lost or delivered twice: non-blocking pops in key order
+//! first; if all keys are empty, one blocking pop per slot at once; the first element delivered,
+//! the other pops cancelled with CLIENT UNBLOCK, and whatever they took meanwhile pushed back to
+//! the end it came from.
 
 use std::time::Duration;
 
@@ -15,42 +10,11 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-use crate::backend::dedicated::Dedicated;
-use crate::backend::{BackendError, Cx};
-use crate::command::CommandSpec;
-use crate::resp::{self, reply, Request};
-use crate::route::{self, Budget, How, Redirect, Trace, CROSSSLOT};
-use crate::server::Proxy;
+use crate::backend::{BackendError, Cx, Dedicated, Reason};
+use crate::errors;
+use crate::resp::{self, reply};
+use crate::route::{self, Budget, Redirect, Router, Trace};
 use crate::slot;
-
-/// Pops the proxy can spread over several slots.
-fn splittable(name: &str) -> bool {
-    matches!(name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop")
-}
-
-/// Runs a blocking command for a client.
-pub async fn run(p: &Proxy, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
-    let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
-        // Bad numkeys and the like: any master produces Redis's own error, without blocking.
-        return single(p, spec, None, req.raw, cx).await;
-    };
-    match route::common_slot(&req.args, &keys) {
-        Some(s) => single(p, spec, Some(s), req.raw, cx).await,
-        None if splittable(&spec.name) => match Pop::parse(&spec.name, &req.args, &keys) {
-            Some(pop) => pop.run(p, cx).await,
-            None => single(p, spec, None, req.raw, cx).await,
-        },
-        None => reply::error(CROSSSLOT),
-    }
-}
-
-/// A blocking command whose keys share one slot, on an exclusive connection to its master, with
-/// the router's redirect and retry rules. Without a slot (arguments that do not say where the keys
-/// are), any master answers with Redis's own error; slot 0's is as good as any.
-async fn single(p: &Proxy, spec: &CommandSpec, slot: Option<u16>, cmd: Bytes, cx: Cx) -> Bytes {
-    let how = How::exclusive(spec.readonly);
-    route::continue_slot(p, slot.unwrap_or(0), cmd, how, cx, &Trace::default(), None).await
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -61,7 +25,7 @@ enum End {
 }
 
 /// A multi-slot blocking pop, taken apart.
-struct Pop<'a> {
+pub(super) struct Pop<'a> {
     /// Command name as the client sent it (BLPOP, BZMPOP...), reused for the per-slot pops.
     name: &'a Bytes,
     /// The command's lower-case name (blpop, bzmpop...).
@@ -75,7 +39,7 @@ struct Pop<'a> {
 }
 
 impl<'a> Pop<'a> {
-    fn parse(name: &'a str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
+    pub(super) fn parse(name: &'a str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
         let seconds =
             |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<f64>().ok().filter(|t| *t >= 0.0 && t.is_finite());
         let ks: Vec<&Bytes> = keys.iter().filter_map(|&i| args.get(i)).collect();
@@ -218,7 +182,7 @@ impl<'a> Pop<'a> {
         Some((key, resp::encode_command(&a)))
     }
 
-    async fn run(self, p: &Proxy, cx: Cx) -> Bytes {
+    pub(super) async fn run(self, p: &Router, cx: Cx) -> Bytes {
         let deadline = (self.timeout > 0.0).then(|| Instant::now() + Duration::from_secs_f64(self.timeout));
         let trace = Trace::default();
         let mut budget = Budget::new(p);
@@ -249,8 +213,8 @@ impl<'a> Pop<'a> {
                 None => {
                     // A slot moved or a node failed under us: look again with a fresh map.
                     p.topology.request_refresh();
-                    if !budget.wait(p).await {
-                        return reply::error("ERR clusterless: the keys' slots kept moving while blocked");
+                    if !budget.wait().await {
+                        return errors::pop_slots_kept_moving();
                     }
                 }
             }
@@ -259,7 +223,7 @@ impl<'a> Pop<'a> {
 
     /// One blocking pop per slot, all at once. `Some(reply)`: deliver it (an element, nil after the
     /// timeout, or an error); `None`: a redirect or failure; try again from the start.
-    async fn block_all(&self, p: &Proxy, cx: Cx, secs: f64) -> Option<Bytes> {
+    async fn block_all(&self, p: &Router, cx: Cx, secs: f64) -> Option<Bytes> {
         let mut by_slot: Vec<(u16, Vec<&Bytes>)> = Vec::new();
         for k in &self.keys {
             let s = slot::slot(k);
@@ -339,7 +303,7 @@ impl<'a> Pop<'a> {
     }
 
     /// Puts back what a cancelled pop took.
-    async fn restore(&self, p: &Proxy, cx: Cx, r: &Bytes) {
+    async fn restore(&self, p: &Router, cx: Cx, r: &Bytes) {
         let Some((key, cmd)) = self.push_back(r) else {
             tracing::error!("could not read a cancelled pop's reply; an element may be lost");
             return;
@@ -357,7 +321,7 @@ impl<'a> Pop<'a> {
 /// the pop (CLIENT UNBLOCK, from a shared connection), again every 20 ms in case the pop had not
 /// reached the node yet; a pop that already took something still answers with it.
 async fn pop_once(
-    p: &Proxy,
+    p: &Router,
     cx: Cx,
     c: &mut Dedicated,
     cmd: &[u8],
@@ -379,7 +343,7 @@ async fn pop_once(
             _ = cancel.changed(), if !cancelled => cancelled = true,
             _ = sleep_until_opt(tick) => {
                 if !cancelled {
-                    return Err(BackendError::Timeout(format!("{} did not end a blocking pop in time", c.addr)));
+                    return Err(BackendError::timeout(&c.addr, Reason::NoAnswerTo("a cancelled blocking pop")));
                 }
             }
         }
@@ -410,76 +374,4 @@ fn format_secs(s: f64) -> String {
     } else {
         format!("{:.3}", s.max(0.001))
     }
-}
-
-/// A key name whose slot is `slot`, reserved for the proxy (WAIT's marker write).
-fn marker_key(slot: u16) -> Vec<u8> {
-    let mut i: u32 = 0;
-    loop {
-        let tag = format!("w{i}");
-        if slot::slot(tag.as_bytes()) == slot {
-            return format!("__clusterless_wait__{{{tag}}}").into_bytes();
-        }
-        i += 1;
-    }
-}
-
-/// Makes a propagated write that changes nothing (the key exists only inside the script), so
-/// that WAIT on a fresh connection waits for everything the master had before it.
-const MARKER: &str = "if redis.call('set', KEYS[1], '1', 'NX') then redis.call('del', KEYS[1]) end return 0";
-
-/// WAIT numreplicas timeout: on an exclusive connection per master, after a marker write there,
-/// so each master's WAIT covers every write it acknowledged before (this client's included).
-/// Answers the smallest count over the masters: how many replicas of every shard caught up.
-pub async fn wait(p: &Proxy, args: &[Bytes], cx: Cx) -> Bytes {
-    let (Some(n), Some(t)) = (args.get(1), args.get(2)) else { return crate::command::wrong_arity("wait") };
-    if resp::parse_int(n).is_none() || resp::parse_int(t).is_none_or(|t| t < 0) {
-        return reply::error("ERR timeout is not an integer or out of range");
-    }
-    let targets: Vec<(String, u16)> = {
-        let topo = p.topology.load();
-        let mut seen: Vec<(String, u16)> = Vec::new();
-        for s in 0..slot::SLOTS as u16 {
-            if let Some(a) = topo.master_for(s) {
-                if !seen.iter().any(|(x, _)| x == a) {
-                    seen.push((a.to_string(), s));
-                }
-            }
-        }
-        seen
-    };
-    if targets.is_empty() {
-        return reply::error(route::SLOT_NOT_SERVED);
-    }
-    // WAIT 0 blocks until enough replicas ack, as on one server; otherwise a master that says
-    // nothing past its own timeout (stopped) is given up on.
-    let guard = resp::parse_int(t)
-        .filter(|&ms| ms > 0)
-        .map(|ms| std::time::Duration::from_millis(ms as u64) + p.backend.config().request_timeout);
-    let runs = targets.iter().map(|(addr, s)| async move {
-        let mut c = p.dedicated.get(addr, cx.proto).await?;
-        let key = marker_key(*s);
-        let mut payload = resp::encode_command(&[b"EVAL".as_ref(), MARKER.as_bytes(), b"1", &key]).to_vec();
-        payload.extend_from_slice(&resp::encode_command(&[b"WAIT".as_ref(), n, t]));
-        let r = match guard {
-            Some(g) => tokio::time::timeout(g, c.request(&payload, 2))
-                .await
-                .map_err(|_| BackendError::Timeout(format!("{addr} did not answer WAIT in time")))??,
-            None => c.request(&payload, 2).await?,
-        };
-        p.dedicated.put(c);
-        Ok::<Bytes, BackendError>(r.last().cloned().unwrap_or_default())
-    });
-    let mut min: Option<i64> = None;
-    for r in futures_util::future::join_all(runs).await {
-        match r {
-            Ok(f) if resp::is_error(&f) => return f,
-            Ok(f) => match resp::as_int(&f) {
-                Some(v) => min = Some(min.map_or(v, |m| m.min(v))),
-                None => return reply::error("ERR clusterless: unexpected WAIT reply"),
-            },
-            Err(e) => return route::lost_error(&e),
-        }
-    }
-    reply::int(min.unwrap_or(0))
 }

@@ -1,0 +1,324 @@
+//! Building the table (from a master's `COMMAND` reply, or the built-in one) and looking a request
+//! up in it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
+use rustc_hash::FxHashMap;
+
+use super::class::{class_of, key_rule, special_of};
+use super::{CommandSpec, KeyRule};
+use crate::errors::{unknown_command, wrong_arity};
+
+/// The table, shared read-only by every client task.
+#[derive(Debug, Default)]
+pub struct CommandTable {
+    /// Looked up once per request: a fast hash (the table is fixed, so the keys a client sends
+    /// cannot crowd it).
+    map: FxHashMap<Box<[u8]>, Arc<CommandSpec>>,
+}
+
+/// Outcome of looking a request up.
+pub enum Lookup<'a> {
+    Found(&'a Arc<CommandSpec>),
+    /// `-ERR unknown command ...` in Redis's wording.
+    Unknown(Bytes),
+    /// `-ERR wrong number of arguments ...`.
+    WrongArity(Bytes),
+}
+
+impl CommandTable {
+    /// The built-in table (redis-server 7.0.15's commands).
+    pub fn builtin() -> CommandTable {
+        let mut rows = Vec::new();
+        for line in include_str!("table.txt").lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 {
+                continue;
+            }
+            let num = |s: &str| s.parse::<i32>().unwrap_or(0);
+            rows.push(Row {
+                name: f[0].to_string(),
+                arity: num(f[1]),
+                first: num(f[2]),
+                last: num(f[3]),
+                step: num(f[4]),
+                flags: f[5].split(',').map(str::to_string).collect(),
+            });
+        }
+        CommandTable::from_rows(rows)
+    }
+
+    /// Builds the table from a raw `COMMAND` reply; `None` if it cannot be read.
+    pub fn from_command_reply(reply: &[u8]) -> Option<CommandTable> {
+        let (frame, _) = redis_protocol::resp2::decode::decode(reply).ok()??;
+        let OwnedFrame::Array(entries) = frame else { return None };
+        let mut rows = Vec::new();
+        fn walk(e: &OwnedFrame, rows: &mut Vec<Row>) -> Option<()> {
+            let OwnedFrame::Array(f) = e else { return None };
+            let name = f.first()?.as_str()?.to_ascii_lowercase();
+            let int = |i: usize| match f.get(i) {
+                Some(OwnedFrame::Integer(v)) => Some(*v as i32),
+                _ => None,
+            };
+            let flags = match f.get(2)? {
+                OwnedFrame::Array(fl) => fl.iter().filter_map(|x| x.as_str().map(|s| s.to_ascii_lowercase())).collect(),
+                _ => Vec::new(),
+            };
+            rows.push(Row { name, arity: int(1)?, first: int(3)?, last: int(4)?, step: int(5)?, flags });
+            if let Some(OwnedFrame::Array(subs)) = f.get(9) {
+                for s in subs {
+                    walk(s, rows)?;
+                }
+            }
+            Some(())
+        }
+        for e in &entries {
+            walk(e, &mut rows)?;
+        }
+        if rows.len() < 50 {
+            return None;
+        }
+        Some(CommandTable::from_rows(rows))
+    }
+
+    fn from_rows(rows: Vec<Row>) -> CommandTable {
+        let mut top: HashMap<String, CommandSpec> = HashMap::new();
+        let mut subs: Vec<(String, String, CommandSpec)> = Vec::new();
+        for r in rows {
+            let spec = r.into_spec();
+            match spec.name.split_once('|') {
+                Some((parent, sub)) => subs.push((parent.to_string(), sub.to_string(), spec)),
+                None => {
+                    top.insert(spec.name.clone(), spec);
+                }
+            }
+        }
+        for (parent, sub, spec) in subs {
+            if let Some(p) = top.get_mut(&parent) {
+                p.subcommands.insert(sub.into_bytes().into_boxed_slice(), Arc::new(spec));
+            }
+        }
+        // Commands the proxy itself implements even if the cluster's table lacks them.
+        for (name, arity) in [("hello", -1), ("reset", 1)] {
+            top.entry(name.to_string()).or_insert_with(|| {
+                Row { name: name.to_string(), arity, first: 0, last: 0, step: 0, flags: Vec::new() }.into_spec()
+            });
+        }
+        let map = top.into_iter().map(|(k, v)| (k.into_bytes().into_boxed_slice(), Arc::new(v))).collect();
+        CommandTable { map }
+    }
+
+    /// Top-level command names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Resolves each command's metric counters once, so that a request finds them by index.
+    /// Runs before the table is shared, while every spec has a single owner.
+    pub fn bind_metrics(&mut self, m: &crate::metrics::Metrics) {
+        for spec in self.map.values_mut() {
+            let id = m.command_id(&spec.name).unwrap_or(u32::MAX);
+            if let Some(s) = Arc::get_mut(spec) {
+                s.metric_id = id;
+                for sub in s.subcommands.values_mut() {
+                    if let Some(sub) = Arc::get_mut(sub) {
+                        sub.metric_id = id;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of top-level commands.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Finds the spec for a request, descending into subcommands, and checks arity.
+    pub fn lookup(&self, args: &[Bytes]) -> Lookup<'_> {
+        let Some(name) = args.first() else { return Lookup::Unknown(unknown_command(b"", &[])) };
+        let Some(spec) = get_ci(&self.map, name) else {
+            return Lookup::Unknown(unknown_command(name, &args[1..]));
+        };
+        if !spec.arity_ok(args.len()) {
+            return Lookup::WrongArity(wrong_arity(&spec.name));
+        }
+        if !spec.subcommands.is_empty() {
+            if let Some(sub) = args.get(1).and_then(|s| get_ci(&spec.subcommands, s)) {
+                if !sub.arity_ok(args.len()) {
+                    return Lookup::WrongArity(wrong_arity(&sub.name));
+                }
+                return Lookup::Found(sub);
+            }
+        }
+        Lookup::Found(spec)
+    }
+
+    /// Spec by lower-case name (`container|sub` for subcommands).
+    pub fn get(&self, name: &str) -> Option<&Arc<CommandSpec>> {
+        match name.split_once('|') {
+            Some((p, s)) => self.map.get(p.as_bytes())?.subcommands.get(s.as_bytes()),
+            None => self.map.get(name.as_bytes()),
+        }
+    }
+}
+
+/// Case-insensitive lookup without allocating for ordinary command names.
+fn get_ci<'a>(map: &'a FxHashMap<Box<[u8]>, Arc<CommandSpec>>, name: &[u8]) -> Option<&'a Arc<CommandSpec>> {
+    let mut buf = [0u8; 32];
+    if name.len() <= buf.len() {
+        let lower = &mut buf[..name.len()];
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        map.get(&*lower)
+    } else {
+        map.get(&*name.to_ascii_lowercase())
+    }
+}
+
+struct Row {
+    name: String,
+    arity: i32,
+    first: i32,
+    last: i32,
+    step: i32,
+    flags: Vec<String>,
+}
+
+impl Row {
+    fn into_spec(self) -> CommandSpec {
+        let has = |f: &str| self.flags.iter().any(|x| x == f);
+        let keys = key_rule(&self.name).unwrap_or(if self.first > 0 {
+            KeyRule::Range { first: self.first, last: self.last, step: self.step }
+        } else {
+            KeyRule::None
+        });
+        let class = class_of(&self.name, keys);
+        CommandSpec {
+            arity: self.arity,
+            write: has("write"),
+            readonly: has("readonly"),
+            blocking: has("blocking"),
+            keys,
+            class,
+            special: special_of(&self.name),
+            subcommands: FxHashMap::default(),
+            metric_id: u32::MAX,
+            name: self.name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Class, Merge, Special};
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+    }
+
+    fn keys(t: &CommandTable, s: &str) -> Option<Vec<usize>> {
+        let a = args(s);
+        match t.lookup(&a) {
+            Lookup::Found(spec) => spec.key_positions(&a),
+            _ => panic!("lookup failed for {s}"),
+        }
+    }
+
+    #[test]
+    fn builtin_table_key_positions() {
+        let t = CommandTable::builtin();
+        assert!(t.len() > 200);
+        assert_eq!(keys(&t, "GET a"), Some(vec![1]));
+        assert_eq!(keys(&t, "mset a 1 b 2"), Some(vec![1, 3]));
+        assert_eq!(keys(&t, "EVAL s 2 k1 k2 a"), Some(vec![3, 4]));
+        assert_eq!(keys(&t, "EVAL s 3 k1"), None);
+        assert_eq!(keys(&t, "ZUNIONSTORE d 2 a b WEIGHTS 1 2"), Some(vec![1, 3, 4]));
+        assert_eq!(keys(&t, "ZUNION 2 a b"), Some(vec![2, 3]));
+        assert_eq!(keys(&t, "XREAD COUNT 2 STREAMS s1 s2 0 0"), Some(vec![4, 5]));
+        assert_eq!(keys(&t, "SORT k BY x STORE d"), Some(vec![1, 5]));
+        assert_eq!(keys(&t, "object encoding k"), Some(vec![2]));
+        assert_eq!(keys(&t, "lmpop 2 a b LEFT"), Some(vec![2, 3]));
+    }
+
+    #[test]
+    fn single_slot_agrees_with_key_positions() {
+        let t = CommandTable::builtin();
+        let slot_of = |s: &str| {
+            let a = args(s);
+            match t.lookup(&a) {
+                Lookup::Found(spec) => spec.single_slot(&a),
+                _ => panic!("lookup failed for {s}"),
+            }
+        };
+        let k = |key: &str| Some(crate::slot::slot(key.as_bytes()));
+        assert_eq!(slot_of("GET a"), k("a"));
+        assert_eq!(slot_of("SET {u}x 1"), k("u"));
+        assert_eq!(slot_of("DEL a"), k("a"));
+        assert_eq!(slot_of("DEL {t}a {t}b"), k("t"));
+        assert_eq!(slot_of("DEL a b"), None);
+        assert_eq!(slot_of("RENAME {t}a {t}b"), k("t"));
+        assert_eq!(slot_of("RENAME a b"), None);
+        assert_eq!(slot_of("EVAL s 1 k"), k("k"));
+        assert_eq!(slot_of("EVAL s 0"), None);
+        assert_eq!(slot_of("EVAL s 3 k1"), None);
+        assert_eq!(slot_of("PING"), None);
+    }
+
+    #[test]
+    fn errors_match_redis() {
+        let t = CommandTable::builtin();
+        let Lookup::Unknown(e) = t.lookup(&args("foo a bb")) else { panic!() };
+        assert_eq!(&e[..], b"-ERR unknown command 'foo', with args beginning with: 'a' 'bb' \r\n");
+        let Lookup::Unknown(e) = t.lookup(&args("foo")) else { panic!() };
+        assert_eq!(&e[..], b"-ERR unknown command 'foo', with args beginning with: \r\n");
+        let Lookup::WrongArity(e) = t.lookup(&args("GET")) else { panic!() };
+        assert_eq!(&e[..], b"-ERR wrong number of arguments for 'get' command\r\n");
+        let Lookup::WrongArity(e) = t.lookup(&args("object encoding")) else { panic!() };
+        assert_eq!(&e[..], b"-ERR wrong number of arguments for 'object|encoding' command\r\n");
+    }
+
+    #[test]
+    fn classes() {
+        let t = CommandTable::builtin();
+        let class = |s: &str| match t.lookup(&args(s)) {
+            Lookup::Found(spec) => spec.class,
+            _ => panic!(),
+        };
+        assert_eq!(class("mget a b"), Class::MGet);
+        assert_eq!(class("msetnx a 1 b 2"), Class::Keyed);
+        assert_eq!(class("script load x"), Class::AllMasters(Merge::First));
+        assert_eq!(class("script exists a"), Class::AllMasters(Merge::And));
+        assert_eq!(class("client setname x"), Class::Local);
+        assert_eq!(class("cluster info"), Class::Local);
+        assert_eq!(class("cluster slots"), Class::Local);
+        assert_eq!(class("config get maxmemory"), Class::AnyMaster);
+        assert!(matches!(class("config set maxmemory 1"), Class::Refused(_)));
+        assert_eq!(class("blpop a 0"), Class::Keyed);
+        assert_eq!(class("multi"), Class::Stateful);
+        assert_eq!(class("pubsub numsub a"), Class::PubSubInfo);
+        let special = |x: &str| match t.lookup(&args(x)) {
+            Lookup::Found(spec) => spec.special,
+            _ => panic!(),
+        };
+        assert_eq!(special("script load x"), Special::RememberScript(2));
+        assert_eq!(special("eval s 0"), Special::RememberScript(1));
+        assert_eq!(special("evalsha abc 0"), Special::EvalSha);
+        assert_eq!(special("publish ch m"), Special::Publish);
+        assert_eq!(special("get k"), Special::None);
+        assert_eq!(class("time"), Class::AnyMaster);
+    }
+}

@@ -1,0 +1,87 @@
+//! Barrier commands, run alone once everything before them is answered: transactions, blocking
+//! commands, WAIT, subscriptions and RESET; and the watch on the client's socket meanwhile, so a
+//! client that leaves mid-block releases its node connection at once.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::Instant;
+
+use super::plan::{sub_kind, Conn};
+use super::record::outcome;
+use crate::command::CommandSpec;
+use crate::metrics::{Metrics, Timed};
+use crate::resp::Request;
+use crate::route::Router;
+use crate::session::pubsub::PubSub;
+use crate::session::{blocking, local};
+
+/// Runs a barrier command; returns the frames to write.
+pub(super) async fn run_barrier(
+    p: &Router,
+    c: &mut Conn,
+    spec: &Arc<CommandSpec>,
+    req: Request,
+    started: Option<Instant>,
+) -> Vec<Bytes> {
+    let cx = c.cx();
+    let name = spec.name.as_str();
+    let (out, class): (Vec<Bytes>, Timed) = match name {
+        "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
+        "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
+        "watch" => (vec![c.tx.watch(p, &req.args, cx.proto).await], Timed::Transaction),
+        "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),
+        "reset" => {
+            c.tx.discard(p).await;
+            c.tx.unwatch(p).await;
+            c.pubsub = None;
+            (vec![local::handle(p, &mut c.session, name, &req.args)], Timed::Local)
+        }
+        "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
+        _ => match sub_kind(name) {
+            Some((kind, true)) => {
+                let proto = c.session.proto;
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
+            }
+            Some((kind, false)) => {
+                let proto = c.session.proto;
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                let out = ps.unsubscribe(kind, &req.args[1..]).await;
+                if !ps.active() {
+                    c.pubsub = None;
+                }
+                (out, Timed::Local)
+            }
+            None => (vec![blocking::run(p, spec, req, cx).await], Timed::Blocking),
+        },
+    };
+    if let Some(t) = started {
+        let first = out.first().map(|r| &r[..]).unwrap_or_default();
+        p.metrics.command_by_id(spec.metric_id).record(outcome(first, false));
+        p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
+    }
+    out
+}
+
+/// Resolves when the client has gone away (true), or sent more bytes (false, to be parsed once
+/// the running command is done). Stops reading once enough is buffered; then only the command's
+/// own end, or the connection's, ends the wait.
+pub(super) async fn client_gone(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, m: &Metrics) -> bool {
+    if rbuf.len() >= MAX_READ_AHEAD {
+        return std::future::pending().await;
+    }
+    rbuf.reserve(4096);
+    match rd.read_buf(rbuf).await {
+        Ok(0) | Err(_) => true,
+        Ok(n) => {
+            super::count_in(m, n);
+            false
+        }
+    }
+}
+
+/// Bytes a client may send ahead while one of its commands blocks, before we stop reading.
+const MAX_READ_AHEAD: usize = 1 << 20;

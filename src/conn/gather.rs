@@ -1,0 +1,128 @@
+//! Commands parsed from one read, gathered per node: each node gets one batch carrying all of its
+//! single-slot commands and split parts, instead of one job per command or per part.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::inflight::{Inflight, Merge};
+use crate::backend::Cx;
+use crate::command::CommandSpec;
+use crate::resp::Request;
+use crate::route::{Parts, Router};
+use crate::topology::Topology;
+
+/// A single-slot keyed command on its way to the slot's master, in its client's batch.
+pub(super) struct Keyed {
+    pub(super) spec: Arc<CommandSpec>,
+    pub(super) req: Request,
+    pub(super) slot: u16,
+    pub(super) started: Option<Instant>,
+}
+
+/// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
+pub(super) struct Split {
+    pub(super) spec: Arc<CommandSpec>,
+    pub(super) parts: Parts,
+    pub(super) req: Request,
+    pub(super) started: Option<Instant>,
+}
+
+/// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
+pub(super) enum Item {
+    Whole(u64, Keyed),
+    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool },
+}
+
+impl Item {
+    pub(super) fn payload(&self) -> &Bytes {
+        match self {
+            Item::Whole(_, k) => &k.req.raw,
+            Item::Part { cmd, .. } => cmd,
+        }
+    }
+}
+
+/// Commands parsed from one read, gathered per node: each node gets one request carrying all of
+/// them (one queued job, one delivery to the mailbox), instead of one per command or per part.
+#[derive(Default)]
+pub(super) struct Gather {
+    groups: Vec<(Arc<str>, Vec<Item>)>,
+    /// Node addresses this client sent to, shared by its batches instead of copied per batch.
+    addrs: Vec<Arc<str>>,
+}
+
+/// The healthy master of `slot` in `topo`, if it has one.
+fn healthy_master(topo: &Topology, slot: u16) -> Option<&str> {
+    topo.master_node(slot).filter(|n| !n.failed).map(|n| n.addr.as_str())
+}
+
+impl Gather {
+    /// Adds `k` to its node's batch; gives it back when its slot has no healthy master in the map
+    /// (the router then waits for one).
+    pub(super) fn add(&mut self, p: &Router, k: Keyed, inflight: &mut Inflight) -> Result<(), Keyed> {
+        let topo = p.topology.load();
+        let Some(addr) = healthy_master(&topo, k.slot) else { return Err(k) };
+        let seq = inflight.reserve();
+        self.push(addr, Item::Whole(seq, k));
+        Ok(())
+    }
+
+    /// Adds each part of a split request to its node's batch, and the request to those waiting
+    /// for their parts; gives it back when some part's slot has no healthy master.
+    // The request comes back whole on the rare refusal; boxing it would cost every split request
+    // an allocation.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn add_split(&mut self, p: &Router, sp: Split, cx: Cx, inflight: &mut Inflight) -> Result<(), Split> {
+        let topo = p.topology.load();
+        if sp.parts.iter().any(|part| healthy_master(&topo, part.slot).is_none()) {
+            return Err(sp);
+        }
+        let readonly = sp.spec.readonly;
+        let seq = inflight.next_seq();
+        for (idx, part) in sp.parts.iter().enumerate() {
+            if let Some(addr) = healthy_master(&topo, part.slot) {
+                self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: sp.parts.cmd(part), readonly });
+            }
+        }
+        let merge = Merge::new(sp.spec, sp.req.args.len(), sp.parts, cx.proto, sp.started);
+        let reserved = inflight.reserve_merge(merge);
+        debug_assert_eq!(reserved, seq);
+        Ok(())
+    }
+
+    fn push(&mut self, addr: &str, item: Item) {
+        if let Some((_, items)) = self.groups.iter_mut().find(|(a, _)| &**a == addr) {
+            items.push(item);
+            return;
+        }
+        let shared = match self.addrs.iter().find(|a| &***a == addr) {
+            Some(a) => a.clone(),
+            None => {
+                // Bounded by the nodes a client reaches; forgotten nodes are dropped past that.
+                if self.addrs.len() >= MAX_ADDRS {
+                    self.addrs.clear();
+                }
+                let a: Arc<str> = Arc::from(addr);
+                self.addrs.push(a.clone());
+                a
+            }
+        };
+        // Room for a few: vectors grown from one by doubling were a tenth of an MGET's allocations.
+        let mut items = Vec::with_capacity(4);
+        items.push(item);
+        self.groups.push((shared, items));
+    }
+
+    /// Sends every batch gathered so far. Called before anything else is started, so that a
+    /// client's commands reach each node in the order it sent them.
+    pub(super) fn flush(&mut self, cx: Cx, inflight: &mut Inflight) {
+        for (addr, items) in self.groups.drain(..) {
+            inflight.send(addr, cx, items);
+        }
+    }
+}
+
+/// Node addresses a client keeps for its batches (a cluster's masters, with room for changes).
+const MAX_ADDRS: usize = 64;

@@ -1,0 +1,155 @@
+//! Deciding what answers each request: the session (local commands), a refusal, the node batches
+//! (single-slot commands and split parts), the router, or the connection itself in order (a
+//! barrier: a command that changes or depends on the connection's state).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::gather::{Keyed, Split};
+use super::inflight::Done;
+use super::record::{outcome, Rec};
+use crate::backend::Cx;
+use crate::command::{self, Class, CommandSpec, CommandTable, Lookup, Special};
+use crate::errors;
+use crate::metrics::{Outcome, Timed};
+use crate::resp::{reply, Request};
+use crate::route::{self, Router};
+use crate::session::pubsub::{Kind, PubSub};
+use crate::session::transaction::TxState;
+use crate::session::{local, Session};
+
+/// One connection's state beyond the session: its transaction and its subscriptions.
+pub(super) struct Conn {
+    pub(super) session: Session,
+    pub(super) tx: TxState,
+    pub(super) pubsub: Option<PubSub>,
+}
+
+impl Conn {
+    /// Who is asking, for the backend: the protocol now, and this client's lane.
+    pub(super) fn cx(&self) -> Cx {
+        Cx { proto: self.session.proto, lane: self.session.id as u32 }
+    }
+
+    /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.
+    fn subscribed_resp2(&self) -> bool {
+        self.session.proto < 3 && self.pubsub.as_ref().is_some_and(|ps| ps.active())
+    }
+}
+
+/// What to do with one parsed request.
+pub(super) enum Plan {
+    /// Answered already (locally, or refused).
+    Ready(Done),
+    /// A single-slot keyed command: joins its node's batch.
+    Keyed(Keyed),
+    /// A multi-key command over several slots: its parts join their nodes' batches.
+    Split(Split),
+    /// Everything else the router answers.
+    Routed(Routed),
+    /// Run alone, once everything before it is answered.
+    Barrier(Arc<CommandSpec>, Request, Option<Instant>),
+}
+
+/// A request for the router, with what its metrics need.
+pub(super) struct Routed {
+    pub(super) spec: Arc<CommandSpec>,
+    pub(super) req: Request,
+    pub(super) class: Timed,
+    pub(super) started: Option<Instant>,
+}
+
+/// Decides what answers `req`.
+pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
+    let m = &p.metrics;
+    let spec = match table.lookup(&req.args) {
+        Lookup::Found(spec) => spec.clone(),
+        Lookup::Unknown(e) | Lookup::WrongArity(e) => {
+            let reply = if c.session.authenticated {
+                c.tx.flag();
+                e
+            } else {
+                errors::noauth()
+            };
+            if m.enabled {
+                m.command("other").record(Outcome::Error);
+            }
+            return Plan::Ready((reply, None));
+        }
+    };
+    let id = spec.metric_id;
+    let answer = |reply: Bytes, class: Timed| {
+        let rec = started.map(|started| Rec::with_id(id, outcome(&reply, false), class, started));
+        Plan::Ready((reply, rec))
+    };
+    let name = spec.name.as_str();
+    if !c.session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
+        return answer(errors::noauth(), Timed::Refused);
+    }
+    if c.subscribed_resp2() && sub_kind(name).is_none() && !matches!(name, "ping" | "quit" | "reset") {
+        return answer(errors::subscribed_only(name), Timed::Refused);
+    }
+    if c.tx.in_multi() {
+        return match name {
+            "exec" | "discard" | "reset" => Plan::Barrier(spec, req, started),
+            "multi" => answer(c.tx.begin(), Timed::Transaction),
+            "watch" => answer(errors::watch_in_multi(), Timed::Transaction),
+            "quit" => answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
+            _ => {
+                let r = c.tx.queue(p, &spec, req);
+                answer(r, Timed::Transaction)
+            }
+        };
+    }
+    if c.subscribed_resp2() && name == "ping" {
+        // In subscribed mode Redis answers PING with a push-style array.
+        let msg = req.args.get(1).cloned().unwrap_or_default();
+        return answer(reply::array(&[reply::bulk(b"pong"), reply::bulk(&msg)]), Timed::Local);
+    }
+    let class = match spec.class {
+        Class::Stateful => match name {
+            "multi" => return answer(c.tx.begin(), Timed::Transaction),
+            "unwatch" if !c.tx.watching() => return answer(reply::ok(), Timed::Transaction),
+            _ => return Plan::Barrier(spec, req, started),
+        },
+        Class::Local if name == "reset" => return Plan::Barrier(spec, req, started),
+        Class::Local => return answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
+        Class::Refused(why) => return answer(why.frame(name), Timed::Refused),
+        _ if spec.blocking && (!matches!(name, "xread" | "xreadgroup") || command::asks_to_block(&spec, &req.args)) => {
+            return Plan::Barrier(spec, req, started)
+        }
+        Class::Keyed => Timed::Keyed,
+        Class::MGet | Class::MSet | Class::SumKeys => Timed::Fanout,
+        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo => Timed::AllMasters,
+        Class::AnyMaster => Timed::AnyMaster,
+        Class::Scan => Timed::Scan,
+        Class::Info => Timed::Info,
+    };
+    if matches!(spec.class, Class::Keyed) && matches!(spec.special, Special::None) {
+        if let Some(slot) = spec.single_slot(&req.args) {
+            return Plan::Keyed(Keyed { spec, req, slot, started });
+        }
+    }
+    // MSET with a key missing its value is left to the router, which answers Redis's error.
+    let pairs_ok = spec.class != Class::MSet || req.args.len() % 2 == 1;
+    if class == Timed::Fanout && pairs_ok && matches!(spec.special, Special::None) {
+        if let Some(parts) = route::split(spec.class, &req.args) {
+            return Plan::Split(Split { spec, parts, req, started });
+        }
+    }
+    Plan::Routed(Routed { spec, req, class, started })
+}
+
+pub(super) fn sub_kind(name: &str) -> Option<(Kind, bool)> {
+    Some(match name {
+        "subscribe" => (Kind::Channel, true),
+        "psubscribe" => (Kind::Pattern, true),
+        "ssubscribe" => (Kind::Shard, true),
+        "unsubscribe" => (Kind::Channel, false),
+        "punsubscribe" => (Kind::Pattern, false),
+        "sunsubscribe" => (Kind::Shard, false),
+        _ => return None,
+    })
+}

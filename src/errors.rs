@@ -1,0 +1,218 @@
+//! Every error text a client can see, in one place: Redis's own wording where Redis has one (so
+//! that client libraries that match on it keep working), and the proxy's own, `ERR clusterless:
+//! ...`, where only a proxy can fail that way. A refusal names its command, as Redis's errors do.
+//! Everything here is a ready RESP error frame; fixed texts cost no allocation.
+
+use std::fmt::Display;
+
+use bytes::Bytes;
+
+/// An error frame for `text` (which starts with its code: `ERR ...`, `CROSSSLOT ...`). CR and LF
+/// in it are replaced, since they would break the framing.
+pub fn frame(text: &str) -> Bytes {
+    let clean: String = text.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    Bytes::from(format!("-{clean}\r\n"))
+}
+
+/// Fixed texts, each a function returning its frame without allocating.
+macro_rules! fixed {
+    ($($(#[$m:meta])* $name:ident = $text:literal;)*) => {
+        $( $(#[$m])* pub fn $name() -> Bytes { Bytes::from_static(concat!("-", $text, "\r\n").as_bytes()) } )*
+        /// Every fixed text, for the test that checks their framing.
+        #[cfg(test)]
+        const ALL_FIXED: &[&str] = &[$($text),*];
+    };
+}
+
+fixed! {
+    // === Redis's own wording ===
+    crossslot = "CROSSSLOT Keys in request don't hash to the same slot";
+    slot_not_served = "CLUSTERDOWN Hash slot not served";
+    noauth = "NOAUTH Authentication required.";
+    noauth_hello = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+    wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+    no_password = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+    not_cluster = "ERR This instance has cluster support disabled";
+    bad_client_name = "ERR Client names cannot contain spaces, newlines or special characters.";
+    execabort = "EXECABORT Transaction discarded because of previous errors.";
+    not_in_multi = "ERR Command not allowed inside a transaction";
+    multi_nested = "ERR MULTI calls can not be nested";
+    watch_in_multi = "ERR WATCH inside MULTI is not allowed";
+    exec_without_multi = "ERR EXEC without MULTI";
+    discard_without_multi = "ERR DISCARD without MULTI";
+    db_out_of_range = "ERR DB index is out of range";
+    not_an_integer = "ERR value is not an integer or out of range";
+    timeout_not_an_integer = "ERR timeout is not an integer or out of range";
+    syntax = "ERR syntax error";
+    invalid_cursor = "ERR invalid cursor";
+    noproto = "NOPROTO unsupported protocol version";
+    proto_not_an_integer = "ERR Protocol version is not an integer or out of range";
+    max_clients = "ERR max number of clients reached";
+
+    // === the proxy's own ===
+    empty_reply = "ERR clusterless: empty reply";
+    missing_reply = "ERR clusterless: missing reply";
+    reply_count_mismatch = "ERR clusterless: reply count mismatch from node";
+    no_node_answered = "ERR clusterless: no node answered";
+    scan_cursor_too_large = "ERR clusterless: node cursor too large to encode";
+    tx_slots_kept_moving = "ERR clusterless: the transaction's slots kept moving; it did not run";
+    tx_too_many_redirects = "ERR clusterless: too many redirects for a transaction";
+    tx_part_aborted = "EXECABORT clusterless: a WATCHed key changed on this command's node; its part did not run";
+    pop_slots_kept_moving = "ERR clusterless: the keys' slots kept moving while blocked";
+    internal_routing = "ERR clusterless: internal routing error";
+}
+
+/// `ERR Protocol error: ...`, the text Redis sends before it closes a connection it cannot frame.
+pub fn protocol(what: impl Display) -> String {
+    format!("ERR Protocol error: {what}")
+}
+
+/// Redis's text: `unknown command 'foo', with args beginning with: 'a' 'b' ` (each shown up to 128
+/// bytes in all, control characters as spaces).
+pub fn unknown_command(name: &[u8], args: &[Bytes]) -> Bytes {
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", shorten(name, 128));
+    let mut budget = 128usize;
+    for a in args {
+        if budget == 0 {
+            break;
+        }
+        let s = shorten(a, budget);
+        budget = budget.saturating_sub(s.len());
+        msg.push_str(&format!("'{s}' "));
+    }
+    frame(&msg)
+}
+
+fn shorten(b: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(max)]);
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// `ERR wrong number of arguments for 'get' command` (`name` in lower case, `container|sub`).
+pub fn wrong_arity(name: &str) -> Bytes {
+    frame(&format!("ERR wrong number of arguments for '{name}' command"))
+}
+
+/// `ERR unknown subcommand 'x'. Try CLIENT HELP.`
+pub fn unknown_subcommand(sub: &[u8], container: &str) -> Bytes {
+    frame(&format!("ERR unknown subcommand '{}'. Try {} HELP.", String::from_utf8_lossy(sub), container.to_uppercase()))
+}
+
+/// A HELLO option Redis does not know.
+pub fn hello_option(opt: &[u8]) -> Bytes {
+    frame(&format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)))
+}
+
+/// CLIENT SETINFO with a value Redis refuses.
+pub fn setinfo_value(opt: &[u8]) -> Bytes {
+    frame(&format!("ERR {} cannot contain spaces, newlines or special characters.", String::from_utf8_lossy(opt)))
+}
+
+/// CLIENT SETINFO with an attribute Redis does not know.
+pub fn unrecognized_option(opt: &[u8]) -> Bytes {
+    frame(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(opt)))
+}
+
+/// A RESP2 client in subscribed mode sent something else.
+pub fn subscribed_only(name: &str) -> Bytes {
+    frame(&format!(
+        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    ))
+}
+
+/// Why the proxy refuses a command; the reply names the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Administration of one server (DEBUG, SHUTDOWN, CONFIG SET, ACL, ...).
+    NodeAdmin,
+    /// WAITAOF: it refers to one connection's writes on one node.
+    WaitAof,
+    /// MIGRATE: it moves keys behind the proxy's back.
+    Migrate,
+    /// MOVE and SWAPDB: a cluster has one database (Redis Cluster's own answer).
+    OneDatabase,
+    /// CLIENT KILL, PAUSE, ...: they act on one node's connections.
+    NodeClients,
+    /// CLIENT TRACKING, CACHING, ...: client-side caching.
+    Tracking,
+}
+
+impl Refusal {
+    /// The refusal of `name` (lower case, `container|sub` for subcommands), e.g.
+    /// `ERR 'CONFIG SET' is not available through clusterless: ...`.
+    pub fn frame(self, name: &str) -> Bytes {
+        let shown = name.replace('|', " ").to_uppercase();
+        let why = match self {
+            Refusal::OneDatabase => return frame(&format!("ERR {shown} is not allowed in cluster mode")),
+            Refusal::NodeAdmin => "it acts on one server; run it on the cluster's nodes",
+            Refusal::WaitAof => "it refers to one connection's writes on one node",
+            Refusal::Migrate => "it moves keys behind the proxy's back",
+            Refusal::NodeClients => {
+                "it acts on one node's connections, and the proxy's clients are not the nodes' clients"
+            }
+            Refusal::Tracking => "client-side caching needs each node to send invalidations for one client connection",
+        };
+        frame(&format!("ERR '{shown}' is not available through clusterless: {why}"))
+    }
+}
+
+// === failures on the way to a node ===
+
+/// `ERR clusterless: {what}`: a request that was never sent.
+pub fn proxy(what: impl Display) -> Bytes {
+    frame(&format!("ERR clusterless: {what}"))
+}
+
+/// A node sent something the proxy cannot read as the reply it expected.
+pub fn unexpected_reply(what: &str) -> Bytes {
+    frame(&format!("ERR clusterless: unexpected {what} from a node"))
+}
+
+/// The owner of a slot could not be reached within the retry budget; nothing was sent.
+pub fn unreachable(slot: u16, why: impl Display) -> Bytes {
+    frame(&format!("ERR clusterless: master of slot {slot} is unreachable: {why}"))
+}
+
+/// A node went silent after the command was written.
+pub fn may_have_run(what: impl Display) -> Bytes {
+    frame(&format!("ERR clusterless: {what}; the command may or may not have been executed"))
+}
+
+/// The connection broke after the command was written.
+pub fn lost_after_send(what: impl Display) -> Bytes {
+    frame(&format!("ERR clusterless: {what} after the command was sent; it may or may not have been executed"))
+}
+
+/// A write acknowledged late by a master deposed meanwhile: its effect may be discarded with the
+/// old master's data when it rejoins as a replica.
+pub fn deposed(addr: &str, late_ms: u128, slot: u16, owner: &str) -> Bytes {
+    frame(&format!(
+        "ERR clusterless: {addr} answered after {late_ms} ms, when slot {slot} was failing over (owner now {owner}); \
+         the command may or may not have been executed"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_texts_are_single_line_errors() {
+        for t in ALL_FIXED {
+            assert!(!t.contains('\r') && !t.contains('\n'), "{t}");
+            let code = t.split(' ').next().unwrap_or_default();
+            assert!(code.chars().all(|c| c.is_ascii_uppercase()), "{t}");
+        }
+        assert_eq!(&crossslot()[..], b"-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+    }
+
+    #[test]
+    fn refusals_name_their_command() {
+        assert_eq!(
+            &Refusal::NodeAdmin.frame("config|set")[..],
+            &b"-ERR 'CONFIG SET' is not available through clusterless: it acts on one server; run it on the cluster's nodes\r\n"[..]
+        );
+        assert_eq!(&Refusal::OneDatabase.frame("move")[..], b"-ERR MOVE is not allowed in cluster mode\r\n");
+        assert_eq!(&frame("ERR a\r\nb")[..], b"-ERR a  b\r\n");
+    }
+}

@@ -1,0 +1,63 @@
+//! `clusterless observe`: one shared observer for many proxies. It bootstraps from the seeds, runs
+//! the bus observer (polling on its own when the bus is unreachable) and serves its snapshot over
+//! HTTP (`/v1/topology`, `/v1/topology/watch`, `/healthz`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::StartError;
+use crate::backend::Auth;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::topology::{self, gossip, TopologyStore};
+
+/// A running shared observer; dropping it stops it.
+pub struct ObserverService {
+    addr: SocketAddr,
+    store: Arc<TopologyStore>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ObserverService {
+    /// Where it serves HTTP.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The map it serves now.
+    pub fn topology(&self) -> Arc<topology::Topology> {
+        self.store.load_full()
+    }
+}
+
+impl Drop for ObserverService {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts a shared observer serving on `http`.
+pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, StartError> {
+    if cfg.seeds.is_empty() {
+        return Err(StartError::NoSeeds);
+    }
+    let auth = Auth::from_config(&cfg.backend);
+    let store = TopologyStore::new();
+    let (nodes, slots) = topology::fetch(&store, &cfg.seeds, &auth, cfg.backend.connect_timeout).await?;
+    store.publish(nodes, slots, "bootstrap");
+    let metrics = Metrics::new(&[], true)?;
+    let listener =
+        TcpListener::bind(http).await.map_err(|err| StartError::Listen { addr: http, what: "--http", err })?;
+    let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: http, what: "--http", err })?;
+    let ocfg = super::observer_config(cfg);
+    let tasks = vec![
+        tokio::spawn(gossip::run(store.clone(), cfg.seeds.clone(), auth, ocfg, metrics.clone())),
+        tokio::spawn(topology::shared::serve(store.clone(), metrics, listener)),
+    ];
+    tracing::info!(http = %addr, "shared observer serving /v1/topology and /v1/topology/watch");
+    Ok(ObserverService { addr, store, tasks })
+}

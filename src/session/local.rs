@@ -1,0 +1,200 @@
+//! The commands the proxy answers itself, in Redis's own words: PING, ECHO, SELECT, QUIT, AUTH,
+//! HELLO, RESET, CLIENT, CLUSTER and friends.
+
+use bytes::Bytes;
+
+use super::Session;
+use crate::errors::{self, Refusal};
+use crate::resp::{parse_int, reply};
+use crate::route::Router;
+
+fn eq_ci(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Answers a command of class `Local`. `name` is the spec's lower-case name.
+pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
+    match name {
+        "ping" => match args.get(1) {
+            Some(m) => reply::bulk(m),
+            None => Bytes::from_static(b"+PONG\r\n"),
+        },
+        "echo" => reply::bulk(args.get(1).map(|a| a.as_ref()).unwrap_or_default()),
+        "select" => match args.get(1).and_then(|a| parse_int(a)) {
+            Some(0) => reply::ok(),
+            Some(_) => errors::db_out_of_range(),
+            None => errors::not_an_integer(),
+        },
+        "quit" => {
+            s.quit = true;
+            reply::ok()
+        }
+        "auth" => match args.len() {
+            2 => auth(s, None, &args[1]),
+            3 => auth(s, Some(&args[1]), &args[2]),
+            _ => errors::syntax(),
+        },
+        "hello" => hello(p, s, args),
+        "reset" => {
+            s.name = None;
+            s.proto = 2;
+            s.authenticated = !s.auth.required();
+            Bytes::from_static(b"+RESET\r\n")
+        }
+        "cluster" | "readonly" | "readwrite" | "asking" => errors::not_cluster(),
+        n if n.starts_with("cluster|") => errors::not_cluster(),
+        n if n == "client" || n.starts_with("client|") => client(p, s, args),
+        _ => errors::internal_routing(),
+    }
+}
+
+fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
+    // The config, not the session, is read below while the session is changed.
+    let cfg = s.auth.clone();
+    if let Some(u) = user {
+        let listed = cfg.users.iter().find(|(name, _)| name.as_bytes() == u);
+        if let Some((_, want)) = listed {
+            return if constant_time_eq(pass, want.as_bytes()) {
+                s.authenticated = true;
+                reply::ok()
+            } else {
+                errors::wrongpass()
+            };
+        }
+    }
+    let Some(required) = &cfg.requirepass else {
+        if cfg.required() {
+            // Only the listed users exist; the default user is off, as with `user default off`.
+            return errors::wrongpass();
+        }
+        // Redis without a password: the default user is "nopass", so AUTH default <anything> is OK.
+        return match user {
+            None => errors::no_password(),
+            Some(u) if eq_ci(u, "default") => reply::ok(),
+            Some(_) => errors::wrongpass(),
+        };
+    };
+    let want_user = cfg.user.as_deref().unwrap_or("default");
+    let user_ok = user.map(|u| u == want_user.as_bytes()).unwrap_or(want_user == "default");
+    if user_ok && constant_time_eq(pass, required.as_bytes()) {
+        s.authenticated = true;
+        reply::ok()
+    } else {
+        errors::wrongpass()
+    }
+}
+
+/// Compares passwords without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hello(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
+    let mut proto = s.proto;
+    if let Some(v) = args.get(1) {
+        match parse_int(v) {
+            Some(n @ 2..=3) => proto = n as u8,
+            Some(_) => return errors::noproto(),
+            None => return errors::proto_not_an_integer(),
+        }
+    }
+    let mut i = 2;
+    let mut setname = None;
+    let mut authed_now = false;
+    while i < args.len() {
+        if eq_ci(&args[i], "auth") && i + 2 < args.len() {
+            let r = auth(s, Some(&args[i + 1]), &args[i + 2]);
+            if crate::resp::is_error(&r) {
+                return r;
+            }
+            authed_now = true;
+            i += 3;
+        } else if eq_ci(&args[i], "setname") && i + 1 < args.len() {
+            setname = Some(args[i + 1].clone());
+            i += 2;
+        } else {
+            return errors::hello_option(&args[i]);
+        }
+    }
+    if !s.authenticated && !authed_now {
+        return errors::noauth_hello();
+    }
+    if let Some(n) = setname {
+        if !valid_name(&n) {
+            return errors::bad_client_name();
+        }
+        s.name = Some(n);
+    }
+    s.proto = proto;
+    let version = p.stats.version();
+    reply::map(
+        proto,
+        &[
+            (reply::bulk(b"server"), reply::bulk(b"redis")),
+            (reply::bulk(b"version"), reply::bulk(version.as_bytes())),
+            (reply::bulk(b"proto"), reply::int(proto as i64)),
+            (reply::bulk(b"id"), reply::int(s.id as i64)),
+            (reply::bulk(b"mode"), reply::bulk(b"standalone")),
+            (reply::bulk(b"role"), reply::bulk(b"master")),
+            (reply::bulk(b"modules"), Bytes::from_static(b"*0\r\n")),
+        ],
+    )
+}
+
+fn valid_name(n: &[u8]) -> bool {
+    n.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
+    let Some(sub) = args.get(1) else { return errors::wrong_arity("client") };
+    let sub_l = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    match sub_l.as_str() {
+        "setname" if args.len() == 3 => {
+            let n = &args[2];
+            if !valid_name(n) {
+                return errors::bad_client_name();
+            }
+            s.name = if n.is_empty() { None } else { Some(n.clone()) };
+            reply::ok()
+        }
+        "getname" if args.len() == 2 => match &s.name {
+            Some(n) => reply::bulk(n),
+            None => reply::null(s.proto),
+        },
+        "id" if args.len() == 2 => reply::int(s.id as i64),
+        "setinfo" if args.len() == 4 => {
+            if eq_ci(&args[2], "lib-name") || eq_ci(&args[2], "lib-ver") {
+                if args[3].iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+                    return errors::setinfo_value(&args[2]);
+                }
+                reply::ok()
+            } else {
+                errors::unrecognized_option(&args[2])
+            }
+        }
+        "info" if args.len() == 2 => reply::bulk(client_line(p, s).as_bytes()),
+        "list" => reply::bulk(client_line(p, s).as_bytes()),
+        "setname" | "getname" | "id" | "setinfo" | "info" => errors::wrong_arity(&format!("client|{sub_l}")),
+        // The proxy's own connections to the nodes are never evicted for a client's sake.
+        "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
+        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => {
+            Refusal::NodeClients.frame(&format!("client|{sub_l}"))
+        }
+        "tracking" | "trackinginfo" | "caching" | "getredir" => Refusal::Tracking.frame(&format!("client|{sub_l}")),
+        "help" => reply::array(&[reply::bulk(
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST are answered by clusterless.",
+        )]),
+        _ => errors::unknown_subcommand(sub, "client"),
+    }
+}
+
+fn client_line(p: &Router, s: &Session) -> String {
+    let name = s.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 resp={} lib-name= lib-ver=\n",
+        s.id, s.peer, p.stats.local_addr, name, s.proto
+    )
+}

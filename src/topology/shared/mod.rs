@@ -1,0 +1,12 @@
+//! The shared observer and its subscribers. `clusterless observe` runs one observer for many
+//! proxies and serves its snapshot over HTTP ([`serve`]): `GET /v1/topology` (the current map as
+//! JSON) and `GET /v1/topology/watch` (newline-delimited JSON, one snapshot now and one per
+//! change). A proxy started with `--observer http://ADDR` follows that stream ([`follow`]) instead
+//! of pinging the nodes itself, so N sidecars cost the nodes one observer's PINGs; while the
+//! observer is unreachable it polls `CLUSTER SHARDS` on its own and reconnects with backoff.
+
+mod follow;
+mod serve;
+
+pub use follow::subscribe;
+pub use serve::serve;

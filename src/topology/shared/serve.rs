@@ -1,0 +1,86 @@
+//! The shared observer's HTTP side: its snapshot, a stream of snapshots, health and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::topology::{to_json, TopologyStore};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    r
+}
+
+/// Serves the observer's snapshot until the task is stopped; the connections (watch streams
+/// included) belong to this task and end with it, so subscribers notice at once.
+pub async fn serve(store: Arc<TopologyStore>, metrics: Arc<Metrics>, listener: TcpListener) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (store, metrics) = (store.clone(), metrics.clone());
+        conns.spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (store, metrics) = (store.clone(), metrics.clone());
+                async move { Ok::<_, Infallible>(handle(&store, &metrics, req)) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn handle(store: &Arc<TopologyStore>, metrics: &Metrics, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if !matches!(path.as_str(), "/v1/topology" | "/v1/topology/watch" | "/healthz" | "/metrics") {
+        return full(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    }
+    if req.method() != Method::GET {
+        return full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+    }
+    match path.as_str() {
+        "/healthz" => full(StatusCode::OK, "text/plain", "ok\n"),
+        "/metrics" => full(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/v1/topology" => full(StatusCode::OK, "application/json", to_json(&store.load_full())),
+        _ => {
+            // One line now, then one per published version.
+            let rx = store.subscribe();
+            let first = Some(line(store));
+            let store = store.clone();
+            let stream = futures_util::stream::unfold((first, rx, store), |(first, mut rx, store)| async move {
+                if let Some(l) = first {
+                    return Some((Ok(Frame::data(l)), (None, rx, store)));
+                }
+                rx.changed().await.ok()?;
+                let l = line(&store);
+                Some((Ok(Frame::data(l)), (None, rx, store)))
+            });
+            let mut r = Response::new(StreamBody::new(stream).boxed());
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-ndjson"));
+            r
+        }
+    }
+}
+
+fn line(store: &TopologyStore) -> Bytes {
+    let mut s = to_json(&store.load_full());
+    s.push('\n');
+    Bytes::from(s)
+}
