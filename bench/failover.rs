@@ -6,7 +6,9 @@
 //! process, and one client writing keys of the victim's slots back to back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use clusterless::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clusterless::config::{Config, Source};
@@ -45,7 +47,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     cfg.topology.source = source;
     cfg.topology.refresh_interval = Duration::from_millis(1000);
     cfg.backend.request_timeout = Duration::from_millis(3000);
-    let proxy = clusterless::server::start(cfg).await.expect("proxy");
+    let proxy = clusterless::start(cfg).await.expect("proxy");
     let victim = cluster.masters()[0];
     let replica = cluster.replicas_of(victim)[0];
     let slots = cluster.slots_of(victim);
@@ -65,7 +67,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
                 match c.set::<_, _, ()>(&keys[i % keys.len()], i).await {
                     Ok(()) => {
                         writes += 1;
-                        acks.lock().unwrap().push(Instant::now());
+                        acks.lock().push(Instant::now());
                     }
                     Err(_) => errors += 1,
                 }
@@ -105,8 +107,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     stop.store(true, Ordering::Relaxed);
     let (errors, writes) = client.await.unwrap();
     let map_at = map.unwrap_or(Duration::from_secs(30));
-    let first_ok =
-        acks.lock().unwrap().iter().map(|t| t.duration_since(t0)).find(|d| *d >= map_at).unwrap_or(Duration::ZERO);
+    let first_ok = acks.lock().iter().map(|t| t.duration_since(t0)).find(|d| *d >= map_at).unwrap_or(Duration::ZERO);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Outcome {
         claim_ms: claim.map(ms).unwrap_or(f64::NAN),

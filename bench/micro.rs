@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
-use clusterless::command::Class;
+use clusterless::hot::{merge_fan_out, split, Class};
 use clusterless::resp::{self, reply, Limits, Parsed, RequestParser};
-use clusterless::{route, slot};
+use clusterless::slot;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn parse(c: &mut Criterion) {
@@ -57,17 +57,17 @@ fn hash(c: &mut Criterion) {
 fn mget(c: &mut Criterion) {
     let mut args = vec![Bytes::from_static(b"MGET")];
     args.extend((0..100).map(|i| Bytes::from(format!("key:{i:012}"))));
-    let parts = route::split(Class::MGet, &args).expect("100 keys span several slots");
+    let parts = split(Class::MGet, &args).expect("100 keys span several slots");
     // What the nodes answer: each part's values, 32 bytes each.
     let replies: Vec<Bytes> =
         parts.iter().map(|p| reply::array(&vec![reply::bulk(&[b'v'; 32]); parts.keys(p).len()])).collect();
     let mut g = c.benchmark_group("mget100");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("split", |b| b.iter(|| black_box(route::split(Class::MGet, black_box(&args)))));
+    g.bench_function("split", |b| b.iter(|| black_box(split(Class::MGet, black_box(&args)))));
     g.bench_function("merge", |b| {
         b.iter_batched(
             || replies.clone(),
-            |r| black_box(route::merge_fan_out(Class::MGet, args.len(), &parts, r, 2)),
+            |r| black_box(merge_fan_out(Class::MGet, args.len(), &parts, r, 2)),
             BatchSize::SmallInput,
         )
     });

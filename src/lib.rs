@@ -32,21 +32,35 @@
 // (PDEATHSIG before exec, kill(2) of its own children), and the proxy one: malloc_trim after a
 // burst of clients.
 #![deny(unsafe_code)]
-// Data from sockets, config files and nodes never meets an unwrap: failures become errors.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// Data from sockets, config files and nodes never meets an unwrap: failures become errors (tests
+// may unwrap: clippy.toml). One lock helper, `sync::Mutex` (clippy.toml bans std's beside it).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+#![deny(rust_2018_idioms)]
 
-pub mod backend;
-pub mod command;
+mod backend;
+mod command;
 pub mod config;
-pub mod conn;
-pub mod errors;
+mod conn;
+mod errors;
 pub mod localcluster;
-pub mod metrics;
+mod metrics;
 pub mod resp;
-pub mod route;
-pub mod server;
-pub mod session;
+mod route;
+mod server;
+mod session;
 pub mod slot;
-pub mod stats;
+mod stats;
 pub mod sync;
-pub mod topology;
+mod topology;
+
+pub use metrics::exported_names as metric_names;
+pub use server::observe::{start as start_observer, ObserverService};
+pub use server::{start, Running, StartError};
+pub use topology::gossip::codec as bus_codec;
+pub use topology::{Node, Role, Topology};
+
+/// The hot path's pieces, for the microbenchmarks in bench/micro.rs.
+pub mod hot {
+    pub use crate::command::Class;
+    pub use crate::route::split::{merge_fan_out, split};
+}

@@ -52,7 +52,7 @@ fn run(cfg: Config) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let running = match clusterless::server::start(cfg).await {
+        let running = match clusterless::start(cfg).await {
             Ok(r) => r,
             Err(e) => return fail(&e.to_string()),
         };
@@ -63,7 +63,7 @@ fn run(cfg: Config) -> ExitCode {
 }
 
 /// Graceful shutdown: stop taking clients, answer what was received, then stop.
-async fn drain(running: &clusterless::server::Running) {
+async fn drain(running: &clusterless::Running) {
     let limit = running.config().drain_timeout;
     tracing::info!(timeout_ms = limit.as_millis() as u64, "draining: no new clients; finishing requests in flight");
     if running.drain(limit).await {
@@ -81,7 +81,7 @@ fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let service = match clusterless::server::observe::start(&cfg, http).await {
+        let service = match clusterless::start_observer(&cfg, http).await {
             Ok(s) => s,
             Err(e) => return fail(&e.to_string()),
         };
@@ -107,7 +107,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
     cfg.listen.set_port(args.port);
     let code = match runtime() {
         Ok(rt) => rt.block_on(async {
-            let running = match clusterless::server::start(cfg).await {
+            let running = match clusterless::start(cfg).await {
                 Ok(r) => r,
                 Err(e) => return fail(&e.to_string()),
             };

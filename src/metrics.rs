@@ -277,15 +277,6 @@ impl Metrics {
         }))
     }
 
-    /// A registry that records nothing and registers nothing of note (tests, metrics off).
-    pub fn disabled() -> Arc<Metrics> {
-        match Metrics::new(&[], false) {
-            Ok(m) => m,
-            // ok: only static metric definitions are involved; this cannot fail at run time
-            Err(e) => panic!("static metric definitions are invalid: {e}"),
-        }
-    }
-
     /// Counters for a command name (subcommands count under their container). Off the hot path:
     /// requests use [`Metrics::command_by_id`].
     pub fn command(&self, name: &str) -> &CommandCounters {
@@ -361,6 +352,15 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
     }
+}
+
+/// The name of every metric family the proxy exports (per-node families included), for the
+/// checks that the dashboards and alerts name only what exists.
+pub fn exported_names() -> Vec<String> {
+    let Ok(m) = Metrics::new(&["get".into()], true) else { return Vec::new() };
+    // Per-node series exist once a node is used.
+    let _node = m.node("127.0.0.1:7000");
+    m.registry.gather().iter().map(|f| f.name().to_string()).collect()
 }
 
 /// Metrics of one backend connection.

@@ -1,7 +1,7 @@
 //! The bus codec against real PONGs captured from Redis 7.0.15, 7.4.1, 8.0 and Valkey 8.0.1, the
 //! PING we send, and arbitrary or damaged bytes (errors, never a panic).
 
-use clusterless::topology::gossip::codec::*;
+use clusterless::bus_codec::*;
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Vec<u8> {

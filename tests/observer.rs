@@ -170,7 +170,7 @@ async fn late_reads_from_a_deposed_master_are_asked_again() {
         // One node connection carries the GET and the transaction: the resumed node reads both in
         // one go.
         c.limits.threads = 1;
-        c.admin_listen = Some("127.0.0.1:0".parse().unwrap()); // ok: test
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     converges(&env, "start").await;
@@ -262,9 +262,9 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     let cluster = tokio::task::block_in_place(|| LocalCluster::start(&with_replicas())).unwrap();
     let mut ocfg = test_config(cluster.seed());
     ocfg.admin_listen = None;
-    let service = clusterless::server::observe::start(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let service = clusterless::start_observer(&ocfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", service.addr());
-    let proxy = clusterless::server::start({
+    let proxy = clusterless::start({
         let mut c = test_config(cluster.seed());
         c.topology.observer = Some(url.clone());
         c
@@ -278,7 +278,7 @@ async fn proxy_follows_a_shared_observer_and_falls_back_to_polling() {
     // The observer's JSON carries what the bus says: every master's configEpoch.
     eventually("every master's configEpoch in the observer's snapshot", || {
         let t = service.topology();
-        t.nodes.iter().filter(|n| n.role == clusterless::topology::Role::Master).all(|n| n.config_epoch.is_some())
+        t.nodes.iter().filter(|n| n.role == clusterless::Role::Master).all(|n| n.config_epoch.is_some())
     })
     .await;
 

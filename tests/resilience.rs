@@ -83,7 +83,7 @@ async fn manual_migration_in_ask_state_has_no_errors() {
     let mut target = env.node(to).await;
     let mut blocked_on_target = false;
     for _ in 0..50 {
-        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut target).await.unwrap(); // ok: test
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut target).await.unwrap();
         blocked_on_target = clients.contains("cmd=blpop");
         if blocked_on_target {
             break;
@@ -91,10 +91,10 @@ async fn manual_migration_in_ask_state_has_no_errors() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(blocked_on_target, "BLPOP followed ASK to the target and blocks there");
-    let _: () = c.rpush(&q, "job").await.unwrap(); // ok: test
+    let _: () = c.rpush(&q, "job").await.unwrap();
     let popped = popper.await.expect("pop task");
     assert_eq!(popped.ok().flatten(), Some((q.clone(), "job".to_string())));
-    let left: usize = c.llen(&q).await.unwrap(); // ok: test
+    let left: usize = c.llen(&q).await.unwrap();
     assert_eq!(left, 0, "the element was taken once");
     tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slot, from, to)).expect("finish");
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -125,7 +125,7 @@ fn flat(v: &redis::Value) -> String {
 /// MOVED go on one by one. Every GET must see the SET before it, and replies must stay in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_through_ask_and_moved_keep_order() {
-    let env = start_with(small(), |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await; // ok: test
+    let env = start_with(small(), |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let masters = env.cluster.masters();
     let (from, to) = (masters[0], masters[2]);
     let slots = env.cluster.slots_of(from);
@@ -139,7 +139,7 @@ async fn pipelines_through_ask_and_moved_keep_order() {
     {
         let mut c = env.conn().await;
         for k in &keys[..10] {
-            let _: () = c.set(k, "old").await.unwrap(); // ok: test
+            let _: () = c.set(k, "old").await.unwrap();
         }
     }
     let stop = Arc::new(AtomicBool::new(false));

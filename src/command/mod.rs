@@ -106,7 +106,6 @@ pub struct CommandSpec {
     /// Lower-case full name, `container|sub` for subcommands (used in Redis's error texts).
     pub name: String,
     pub arity: i32,
-    pub write: bool,
     pub readonly: bool,
     pub blocking: bool,
     pub keys: KeyRule,

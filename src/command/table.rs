@@ -142,10 +142,6 @@ impl CommandTable {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Finds the spec for a request, descending into subcommands, and checks arity.
     pub fn lookup(&self, args: &[Bytes]) -> Lookup<'_> {
         let Some(name) = args.first() else { return Lookup::Unknown(unknown_command(b"", &[])) };
@@ -164,14 +160,6 @@ impl CommandTable {
             }
         }
         Lookup::Found(spec)
-    }
-
-    /// Spec by lower-case name (`container|sub` for subcommands).
-    pub fn get(&self, name: &str) -> Option<&Arc<CommandSpec>> {
-        match name.split_once('|') {
-            Some((p, s)) => self.map.get(p.as_bytes())?.subcommands.get(s.as_bytes()),
-            None => self.map.get(name.as_bytes()),
-        }
     }
 }
 
@@ -208,7 +196,6 @@ impl Row {
         let class = class_of(&self.name, keys);
         CommandSpec {
             arity: self.arity,
-            write: has("write"),
             readonly: has("readonly"),
             blocking: has("blocking"),
             keys,

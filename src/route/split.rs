@@ -218,7 +218,7 @@ mod tests {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         // {a} and {b} tags: two slots, keys of each interleaved in the request.
         let args: Vec<Bytes> = ["MSET", "{a}1", "x", "{b}1", "yy", "{a}2", "", "{b}2", "z"].map(b).to_vec();
-        let parts = split(Class::MSet, &args).expect("two slots"); // ok: test
+        let parts = split(Class::MSet, &args).expect("two slots");
         let mut want = [(slot::slot(b"{a}"), vec![1, 5]), (slot::slot(b"{b}"), vec![3, 7])];
         want.sort();
         assert_eq!(parts.len(), 2);
@@ -229,8 +229,8 @@ mod tests {
             assert_eq!(parts.cmd(part), resp::encode_command(&sub));
         }
         let mget: Vec<Bytes> = ["MGET", "{a}1", "{b}1", "{a}2"].map(b).to_vec();
-        let parts = split(Class::MGet, &mget).expect("two slots"); // ok: test
-        let a = parts.iter().find(|p| p.slot == slot::slot(b"{a}")).expect("slot of {a}"); // ok: test
+        let parts = split(Class::MGet, &mget).expect("two slots");
+        let a = parts.iter().find(|p| p.slot == slot::slot(b"{a}")).expect("slot of {a}");
         assert_eq!(parts.keys(a), [1, 3]);
         assert_eq!(parts.cmd(a), resp::encode_command(&[&b"MGET"[..], b"{a}1", b"{a}2"]));
         assert!(split(Class::MGet, &["MGET", "{a}1", "{a}2"].map(b)).is_none(), "one slot: forwarded whole");

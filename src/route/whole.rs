@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(&r[..], b"*2\r\n:1\r\n:0\r\n");
         let r = merge_all(Merge::Concat, vec![Bytes::from_static(b"*1\r\n$1\r\na\r\n"), Bytes::from_static(b"*0\r\n")]);
         assert_eq!(&r[..], b"*1\r\n$1\r\na\r\n");
-        let r = merge_all(Merge::AllOk, vec![reply::ok(), reply::error("ERR x")]);
+        let r = merge_all(Merge::AllOk, vec![reply::ok(), errors::frame("ERR x")]);
         assert_eq!(&r[..], b"-ERR x\r\n");
     }
 }

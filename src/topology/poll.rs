@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn parses_cluster_slots() {
         let reply = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$3\r\nid1\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$3\r\nid2\r\n";
-        let r = parse_slots(reply).unwrap(); // ok: test
+        let r = parse_slots(reply).unwrap();
         assert_eq!(r.ranges, vec![(0, 16383, "127.0.0.1:7000".to_string())]);
         assert_eq!(r.nodes.len(), 2);
         assert_eq!(r.nodes[1].role, Role::Replica);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clusterless::config::Config;
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
-use clusterless::server::Running;
+use clusterless::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -86,7 +86,7 @@ pub async fn start_with(spec: ClusterSpec, tweak: impl FnOnce(&mut Config)) -> E
         cfg.backend.password = Some(p.to_string());
     }
     tweak(&mut cfg);
-    let proxy = clusterless::server::start(cfg).await.expect("start proxy");
+    let proxy = clusterless::start(cfg).await.expect("start proxy");
     Env { proxy, cluster }
 }
 

@@ -1,0 +1,240 @@
+//! Merging the file, the environment and the flags over the defaults, and validating each key.
+
+use std::time::Duration;
+
+use super::file::FileConfig;
+use super::{Config, ConfigError, CrossSlot, ProxyArgs, Source};
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid config: `{key}`: {why}"))
+}
+
+impl Config {
+    /// Merges file, environment (already folded into `args` by clap) and flags over the defaults.
+    pub fn load(args: &ProxyArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    let msg = e.message().replace('\n', " ");
+                    let at = e
+                        .span()
+                        .map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+                        .unwrap_or_default();
+                    ConfigError(format!("invalid config file {}{at}: {msg}", path.display()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::defaults();
+
+        if let Some(l) = args.listen.as_ref().or(file.listen.as_ref()) {
+            c.listen = l.parse().map_err(|_| bad("listen", format!("`{l}` is not an IP:PORT address")))?;
+        }
+        c.seeds = if !args.seeds.is_empty() { args.seeds.clone() } else { file.seeds.unwrap_or_default() };
+        for s in &c.seeds {
+            validate_hostport(s).map_err(|why| bad("seeds", format!("`{s}`: {why}")))?;
+        }
+
+        let l = &file.limits;
+        c.limits.max_clients = args.max_clients.or(l.max_clients).unwrap_or(c.limits.max_clients);
+        c.limits.threads = args.threads.or(l.threads).unwrap_or(c.limits.threads);
+        if c.limits.threads > 1024 {
+            return Err(bad("limits.threads", "must be between 0 (one per CPU) and 1024"));
+        }
+        c.limits.max_bulk_len = l.max_bulk_len.unwrap_or(c.limits.max_bulk_len);
+        c.limits.max_inline_len = l.max_inline_len.unwrap_or(c.limits.max_inline_len);
+        c.limits.max_pipeline = l.max_pipeline.unwrap_or(c.limits.max_pipeline);
+        positive("limits.max_clients", c.limits.max_clients as u64)?;
+        positive("limits.max_bulk_len", c.limits.max_bulk_len as u64)?;
+        positive("limits.max_inline_len", c.limits.max_inline_len as u64)?;
+        positive("limits.max_pipeline", c.limits.max_pipeline as u64)?;
+
+        c.auth.requirepass = args.requirepass.clone().or(file.auth.requirepass).filter(|p| !p.is_empty());
+        c.auth.user = args.user.clone().or(file.auth.user).filter(|u| !u.is_empty());
+        if c.auth.user.is_some() && c.auth.requirepass.is_none() {
+            return Err(bad("auth.user", "set together with auth.requirepass"));
+        }
+        for u in &file.auth.users {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                return Err(bad("auth.users", format!("`{}` is not a valid user name", u.name)));
+            }
+            if u.password.is_empty() {
+                return Err(bad("auth.users", format!("user `{}` needs a password", u.name)));
+            }
+            c.auth.users.push((u.name.clone(), u.password.clone()));
+        }
+
+        let b = file.backend;
+        c.backend.user = args.backend_user.clone().or(b.user).filter(|u| !u.is_empty());
+        c.backend.password = args.backend_password.clone().or(b.password).filter(|p| !p.is_empty());
+        if c.backend.user.is_some() && c.backend.password.is_none() {
+            return Err(bad("backend.user", "set together with backend.password"));
+        }
+        c.backend.connections_per_node = b.connections_per_node.unwrap_or(c.backend.connections_per_node);
+        if !(1..=64).contains(&c.backend.connections_per_node) {
+            return Err(bad("backend.connections_per_node", "must be between 1 and 64"));
+        }
+        c.backend.connect_timeout =
+            millis("backend.connect_timeout_ms", b.connect_timeout_ms, c.backend.connect_timeout)?;
+        c.backend.request_timeout =
+            millis("backend.request_timeout_ms", b.request_timeout_ms, c.backend.request_timeout)?;
+        c.backend.retry_budget = millis("backend.retry_budget_ms", b.retry_budget_ms, c.backend.retry_budget)?;
+        c.backend.max_redirects = b.max_redirects.unwrap_or(c.backend.max_redirects);
+        if c.backend.max_redirects == 0 || c.backend.max_redirects > 16 {
+            return Err(bad("backend.max_redirects", "must be between 1 and 16"));
+        }
+        c.backend.dedicated_per_node = b.dedicated_per_node.unwrap_or(c.backend.dedicated_per_node);
+        if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
+            return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));
+        }
+        c.transactions.cross_slot = match file.transactions.cross_slot.as_deref() {
+            None | Some("refuse") => CrossSlot::Refuse,
+            Some("per-shard") => CrossSlot::PerShard,
+            Some(other) => {
+                return Err(bad("transactions.cross_slot", format!("`{other}` is not \"refuse\" or \"per-shard\"")))
+            }
+        };
+
+        let t = file.topology;
+        c.topology.refresh_interval =
+            millis("topology.refresh_interval_ms", t.refresh_interval_ms, c.topology.refresh_interval)?;
+        c.topology.min_refresh_gap =
+            millis("topology.min_refresh_gap_ms", t.min_refresh_gap_ms, c.topology.min_refresh_gap)?;
+        c.topology.bus_ping_interval =
+            millis("topology.bus_ping_interval_ms", t.bus_ping_interval_ms, c.topology.bus_ping_interval)?;
+        c.topology.reconcile_interval =
+            millis("topology.reconcile_interval_ms", t.reconcile_interval_ms, c.topology.reconcile_interval)?;
+        c.topology.failover_hold = millis("topology.failover_hold_ms", t.failover_hold_ms, c.topology.failover_hold)?;
+        c.topology.observer = args.observer.clone().or(t.observer).filter(|o| !o.is_empty());
+        if let Some(o) = &c.topology.observer {
+            let hp = o
+                .strip_prefix("http://")
+                .ok_or_else(|| bad("topology.observer", format!("`{o}` is not http://HOST:PORT")))?;
+            validate_hostport(hp.trim_end_matches('/'))
+                .map_err(|why| bad("topology.observer", format!("`{o}`: {why}")))?;
+        }
+        c.topology.source = match args.topology_source.clone().or(t.source).as_deref() {
+            None | Some("bus") => Source::Bus,
+            Some("poll") => Source::Poll,
+            Some(other) => return Err(bad("topology.source", format!("`{other}` is not bus or poll"))),
+        };
+
+        c.log.level = args.log_level.clone().or(file.log.level).unwrap_or(c.log.level);
+        let format = args.log_format.clone().or(file.log.format).unwrap_or_else(|| "plain".into());
+        c.log.json = match format.as_str() {
+            "plain" => false,
+            "json" => true,
+            other => return Err(bad("log.format", format!("`{other}` is not plain or json"))),
+        };
+        match args.metrics.as_ref().or(file.admin.listen.as_ref()) {
+            Some(a) if a.is_empty() => c.admin_listen = None,
+            Some(a) => {
+                c.admin_listen =
+                    Some(a.parse().map_err(|_| bad("admin.listen", format!("`{a}` is not an IP:PORT address")))?)
+            }
+            None => {}
+        }
+        c.drain_timeout = millis("lifecycle.drain_timeout_ms", file.lifecycle.drain_timeout_ms, c.drain_timeout)?;
+        if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
+            return Err(bad("log.level", format!("`{}` is not a level or filter", c.log.level)));
+        }
+        Ok(c)
+    }
+}
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(bad(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn millis(key: &str, v: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Err(bad(key, "must be greater than 0")),
+        Some(ms) if ms > 86_400_000 => Err(bad(key, "must be at most one day")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+/// Checks `host:port` (the host may be a name; it is resolved when used).
+fn validate_hostport(s: &str) -> Result<(), &'static str> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    if host.is_empty() {
+        return Err("empty host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("the port is not a number from 1 to 65535"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("clusterless-cfg-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::write(&dir, text).unwrap();
+        let args = ProxyArgs { config: Some(dir.clone()), ..Default::default() };
+        let r = Config::load(&args);
+        let _ = std::fs::remove_file(dir);
+        r
+    }
+
+    #[test]
+    fn shipped_example_parses_to_defaults() {
+        let text = include_str!("../../config/clusterless.toml");
+        let c = with_file(text).unwrap();
+        let d = Config::defaults();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.limits.max_clients, d.limits.max_clients);
+        assert_eq!(c.backend.request_timeout, d.backend.request_timeout);
+        assert_eq!(c.topology.refresh_interval, d.topology.refresh_interval);
+        assert_eq!(c.admin_listen, d.admin_listen);
+        assert_eq!(c.topology.source, d.topology.source);
+        assert_eq!(c.topology.failover_hold, d.topology.failover_hold);
+        assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
+        assert_eq!(c.drain_timeout, d.drain_timeout);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = with_file("[backend]\nconnect_timeout_ms = 0\n").unwrap_err().0;
+        assert!(e.contains("backend.connect_timeout_ms"), "{e}");
+        let e = with_file("listen = \"nope\"\n").unwrap_err().0;
+        assert!(e.contains("`listen`"), "{e}");
+        let e = with_file("[backend]\nbogus = 1\n").unwrap_err().0;
+        assert!(e.contains("bogus") && !e.contains('\n'), "{e}");
+        let e = with_file("seeds = [\"host-without-port\"]\n").unwrap_err().0;
+        assert!(e.contains("seeds"), "{e}");
+        let e = with_file("[transactions]\ncross_slot = \"yes\"\n").unwrap_err().0;
+        assert!(e.contains("transactions.cross_slot") && e.contains("per-shard"), "{e}");
+        let e = with_file("[[auth.users]]\nname = \"app\"\npassword = \"\"\n").unwrap_err().0;
+        assert!(e.contains("auth.users"), "{e}");
+    }
+
+    #[test]
+    fn stateful_settings() {
+        let c = with_file("[transactions]\ncross_slot = \"per-shard\"\n[[auth.users]]\nname = \"app\"\npassword = \"pw\"\n[backend]\ndedicated_per_node = 4\n").unwrap();
+        assert_eq!(c.transactions.cross_slot, CrossSlot::PerShard);
+        assert_eq!(c.auth.users, vec![("app".to_string(), "pw".to_string())]);
+        assert!(c.auth.required());
+        assert_eq!(c.backend.dedicated_per_node, 4);
+        assert_eq!(Config::defaults().transactions.cross_slot, CrossSlot::Refuse);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let dir = std::env::temp_dir().join(format!("clusterless-cfg2-{}", std::process::id()));
+        std::fs::write(&dir, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_clients = 5\n").unwrap();
+        let args = ProxyArgs { config: Some(dir.clone()), listen: Some("127.0.0.1:7100".into()), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        let _ = std::fs::remove_file(dir);
+        assert_eq!(c.listen.port(), 7100);
+        assert_eq!(c.limits.max_clients, 5);
+    }
+}

@@ -1,0 +1,247 @@
+//! Node replies: where one RESP2/RESP3 reply ends (iteratively, any depth), and reading the few
+//! scalars and aggregates the proxy looks into.
+
+use bytes::Bytes;
+
+use super::{find_crlf, parse_int};
+
+/// Error from scanning a backend reply: the stream is unusable and the connection must be dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed reply from backend: {0}")]
+pub struct ReplyError(pub &'static str);
+
+/// Resumable scanner that finds where one RESP2/RESP3 reply ends, without recursion (a reply of any
+/// depth costs a counter per level) and without re-reading bytes already scanned.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    pos: usize,
+    /// Elements still expected at each open aggregate level.
+    stack: Vec<u64>,
+}
+
+impl ReplyScanner {
+    /// Returns the length of the complete reply at the front of `buf`, or `None` if more bytes are
+    /// needed. After `Some(n)` the caller must remove those `n` bytes; the scanner has reset.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        loop {
+            let Some(&ty) = buf.get(self.pos) else { return Ok(None) };
+            let Some(eol) = find_crlf(buf, self.pos + 1) else { return Ok(None) };
+            let line = &buf[self.pos + 1..eol];
+            let mut next = eol + 2;
+            // Children this element opens (0 for scalars).
+            let mut children: u64 = 0;
+            match ty {
+                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {}
+                b'$' | b'!' | b'=' => {
+                    let n = parse_int(line).ok_or(ReplyError("bad bulk length"))?;
+                    if n >= 0 {
+                        let end = next + n as usize + 2;
+                        if buf.len() < end {
+                            return Ok(None);
+                        }
+                        next = end;
+                    } else if n != -1 {
+                        return Err(ReplyError("bad bulk length"));
+                    }
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let n = parse_int(line).ok_or(ReplyError("bad aggregate length"))?;
+                    if n >= 0 {
+                        children = n as u64;
+                        if ty == b'%' {
+                            children *= 2;
+                        } else if ty == b'|' {
+                            // An attribute map is followed by the reply it annotates.
+                            children = children * 2 + 1;
+                        }
+                    } else if n != -1 {
+                        return Err(ReplyError("bad aggregate length"));
+                    }
+                }
+                _ => return Err(ReplyError("unknown type byte")),
+            }
+            self.pos = next;
+            if children > 0 {
+                self.stack.push(children);
+                continue;
+            }
+            // A scalar (or empty aggregate) finished: close every level it completes.
+            loop {
+                match self.stack.last_mut() {
+                    None => {
+                        let len = self.pos;
+                        self.pos = 0;
+                        return Ok(Some(len));
+                    }
+                    Some(top) => {
+                        *top -= 1;
+                        if *top > 0 {
+                            break;
+                        }
+                        self.stack.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Length of the complete reply at the front of `buf`, if there is one.
+pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+    ReplyScanner::default().scan(buf)
+}
+
+/// The elements of an aggregate reply as slices of it, without copying; iteration stops early
+/// on a malformed element, which is then still counted in [`Elements::len`].
+pub struct Elements<'a> {
+    frame: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl<'a> Elements<'a> {
+    /// The elements of `frame`, when it is an array, set or push.
+    pub fn of(frame: &'a [u8]) -> Option<Elements<'a>> {
+        if !matches!(frame.first()?, b'*' | b'~' | b'>') {
+            return None;
+        }
+        let eol = find_crlf(frame, 1)?;
+        let n = parse_int(&frame[1..eol])?;
+        Some(Elements { frame, pos: eol + 2, left: usize::try_from(n).unwrap_or(0) })
+    }
+
+    /// Elements the header announces and not yet taken.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let rest = self.frame.get(self.pos..)?;
+        let len = reply_len(rest).ok()??;
+        self.pos += len;
+        self.left -= 1;
+        rest.get(..len)
+    }
+}
+
+/// Splits an aggregate reply (`*`, `~`, `>`) into its elements' raw bytes. `None` when `frame` is
+/// not a complete aggregate.
+pub fn aggregate_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    let mut el = Elements::of(frame)?;
+    let out: Vec<Bytes> = el.by_ref().map(|e| frame.slice_ref(e)).collect();
+    el.is_empty().then_some(out)
+}
+
+/// The integer of a `:` reply.
+pub fn as_int(frame: &[u8]) -> Option<i64> {
+    if frame.first() != Some(&b':') {
+        return None;
+    }
+    let eol = find_crlf(frame, 1)?;
+    parse_int(&frame[1..eol])
+}
+
+/// The payload of a `$` bulk reply (`Some(None)` for a null bulk).
+pub fn as_bulk(frame: &Bytes) -> Option<Option<Bytes>> {
+    match frame.first()? {
+        b'_' => Some(None),
+        b'$' => {
+            let eol = find_crlf(frame, 1)?;
+            let n = parse_int(&frame[1..eol])?;
+            if n < 0 {
+                return Some(None);
+            }
+            let start = eol + 2;
+            frame.get(start..start + n as usize)?;
+            Some(Some(frame.slice(start..start + n as usize)))
+        }
+        b'+' => {
+            let eol = find_crlf(frame, 1)?;
+            Some(Some(frame.slice(1..eol)))
+        }
+        _ => None,
+    }
+}
+
+/// True for a null reply in either protocol: RESP2's null bulk and null array, RESP3's `_`.
+pub fn is_null(frame: &[u8]) -> bool {
+    matches!(frame, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
+}
+
+/// True for an error reply (`-` or RESP3 `!`).
+#[inline]
+pub fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-') | Some(b'!'))
+}
+
+/// The text of a `-` error reply, without the `-` and CRLF.
+pub fn error_text(frame: &[u8]) -> Option<&[u8]> {
+    if frame.first() != Some(&b'-') {
+        return None;
+    }
+    let eol = find_crlf(frame, 1)?;
+    Some(&frame[1..eol])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::reply;
+
+    #[test]
+    fn reply_scanner_handles_nesting_and_resp3() {
+        let frames: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"-ERR x\r\n",
+            b":12\r\n",
+            b"$-1\r\n",
+            b"$3\r\na\r\n\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*2\r\n*1\r\n:1\r\n$1\r\nx\r\n",
+            b"%1\r\n+a\r\n*2\r\n_\r\n#t\r\n",
+            b"|1\r\n+k\r\n+v\r\n:5\r\n",
+            b",3.5\r\n",
+            b"=7\r\ntxt:abc\r\n",
+        ];
+        for f in frames {
+            for cut in 0..f.len() {
+                let mut s = ReplyScanner::default();
+                assert_eq!(s.scan(&f[..cut]).unwrap(), None, "{:?} cut {cut}", String::from_utf8_lossy(f));
+                assert_eq!(s.scan(f).unwrap(), Some(f.len()));
+            }
+        }
+        let mut deep = Vec::new();
+        for _ in 0..100_000 {
+            deep.extend_from_slice(b"*1\r\n");
+        }
+        deep.extend_from_slice(b":1\r\n");
+        assert_eq!(reply_len(&deep).unwrap(), Some(deep.len()));
+    }
+
+    #[test]
+    fn elements_and_scalars() {
+        let f = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n:4\r\n");
+        let el = aggregate_elements(&f).unwrap();
+        assert_eq!(el.len(), 3);
+        assert_eq!(as_bulk(&el[0]).unwrap().unwrap(), Bytes::from_static(b"a"));
+        assert_eq!(as_bulk(&el[1]).unwrap(), None);
+        assert_eq!(as_int(&el[2]), Some(4));
+        assert_eq!(reply::int(-42), Bytes::from_static(b":-42\r\n"));
+        assert_eq!(parse_int(b"007"), None);
+        assert_eq!(parse_int(b"-0"), None);
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+    }
+}
