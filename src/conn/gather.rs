@@ -3,46 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::time::Instant;
-
 use super::inflight::{Inflight, Merge};
+use super::item::{Item, Keyed, Split};
 use crate::backend::Cx;
-use crate::command::CommandSpec;
-use crate::resp::Request;
-use crate::route::{Parts, Router};
+use crate::route::Router;
 use crate::topology::Topology;
-
-/// A single-slot keyed command on its way to the slot's master, in its client's batch.
-pub(super) struct Keyed {
-    pub(super) spec: Arc<CommandSpec>,
-    pub(super) req: Request,
-    pub(super) slot: u16,
-    pub(super) started: Option<Instant>,
-}
-
-/// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
-pub(super) struct Split {
-    pub(super) spec: Arc<CommandSpec>,
-    pub(super) parts: Parts,
-    pub(super) req: Request,
-    pub(super) started: Option<Instant>,
-}
-
-/// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
-pub(super) enum Item {
-    Whole(u64, Keyed),
-    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool },
-}
-
-impl Item {
-    pub(super) fn payload(&self) -> &Bytes {
-        match self {
-            Item::Whole(_, k) => &k.req.raw,
-            Item::Part { cmd, .. } => cmd,
-        }
-    }
-}
 
 /// Commands parsed from one read, gathered per node: each node gets one request carrying all of
 /// them (one queued job, one delivery to the mailbox), instead of one per command or per part.

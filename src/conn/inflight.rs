@@ -15,16 +15,12 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::gather::Item;
-use super::plan::Routed;
+use super::item::{Done, Item, Routed};
 use super::record::{outcome, Rec};
 use crate::backend::{Cx, Mailbox, Reply, Sink};
 use crate::command::CommandSpec;
 use crate::metrics::Timed;
 use crate::route::{self, FirstTry, How, Parts, Router, Settled, Trace};
-
-/// A reply and what to record about it once it is written.
-pub(super) type Done = (Bytes, Option<Rec>);
 
 type Running = Pin<Box<dyn Future<Output = Filled> + Send>>;
 

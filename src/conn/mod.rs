@@ -14,6 +14,7 @@
 mod barrier;
 mod gather;
 mod inflight;
+mod item;
 mod plan;
 mod record;
 
@@ -33,7 +34,8 @@ use tokio::time::Instant;
 use barrier::{client_gone, run_barrier};
 use gather::Gather;
 use inflight::Inflight;
-use plan::{plan, Conn, Plan, Routed};
+use item::Routed;
+use plan::{plan, Conn, Plan};
 use record::Batch;
 
 use crate::command::{CommandSpec, CommandTable};
@@ -436,12 +438,12 @@ fn count_in(m: &Metrics, n: usize) {
 impl Routed {
     /// A single-slot command whose slot had no healthy master when it was gathered: the router
     /// waits for one.
-    fn from_keyed(k: gather::Keyed) -> Routed {
+    fn from_keyed(k: item::Keyed) -> Routed {
         Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started }
     }
 
     /// The same for a split command with a part whose slot had no healthy master.
-    fn from_split(sp: gather::Split) -> Routed {
+    fn from_split(sp: item::Split) -> Routed {
         Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started }
     }
 }

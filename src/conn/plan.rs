@@ -7,8 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::gather::{Keyed, Split};
-use super::inflight::Done;
+use super::item::{Done, Keyed, Routed, Split};
 use super::record::{outcome, Rec};
 use crate::backend::Cx;
 use crate::command::{self, Class, CommandSpec, CommandTable, Lookup, Special};
@@ -51,14 +50,6 @@ pub(super) enum Plan {
     Routed(Routed),
     /// Run alone, once everything before it is answered.
     Barrier(Arc<CommandSpec>, Request, Option<Instant>),
-}
-
-/// A request for the router, with what its metrics need.
-pub(super) struct Routed {
-    pub(super) spec: Arc<CommandSpec>,
-    pub(super) req: Request,
-    pub(super) class: Timed,
-    pub(super) started: Option<Instant>,
 }
 
 /// Decides what answers `req`.

@@ -7,4 +7,26 @@ mod link;
 mod nodes;
 mod observer;
 
-pub use observer::{run, ObserverConfig};
+pub use observer::run;
+
+use std::time::Duration;
+
+/// Observer settings.
+#[derive(Clone, Debug)]
+pub struct ObserverConfig {
+    /// Time between PINGs on one link.
+    pub interval: Duration,
+    /// Periodic `CLUSTER NODES`/`SHARDS` reconciliation.
+    pub reconcile: Duration,
+    /// Poll interval while the bus is unusable.
+    pub poll: Duration,
+    /// Connect timeout for the client-port queries.
+    pub connect_timeout: Duration,
+}
+
+impl ObserverConfig {
+    /// A node that has not answered a PING for this long is unreachable (max(1 s, 2 × interval)).
+    pub fn pong_timeout(&self) -> Duration {
+        (self.interval * 2).max(Duration::from_secs(1))
+    }
+}

@@ -21,30 +21,11 @@ use tokio::time::Instant;
 use super::codec::{Header, NodeId, FLAG_FAIL, FLAG_HANDSHAKE, FLAG_NOADDR, FLAG_PFAIL};
 use super::link::{link, Beat, Event};
 use super::nodes::{parse_cluster_nodes, NodesLine};
+use super::ObserverConfig;
 use crate::backend::{self, Auth};
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
 use crate::topology::{self, Node, Role, TopologyStore};
-
-/// Observer settings.
-#[derive(Clone, Debug)]
-pub struct ObserverConfig {
-    /// Time between PINGs on one link.
-    pub interval: Duration,
-    /// Periodic `CLUSTER NODES`/`SHARDS` reconciliation.
-    pub reconcile: Duration,
-    /// Poll interval while the bus is unusable.
-    pub poll: Duration,
-    /// Connect timeout for the client-port queries.
-    pub connect_timeout: Duration,
-}
-
-impl ObserverConfig {
-    /// A node that has not answered a PING for this long is unreachable (max(1 s, 2 × interval)).
-    pub fn pong_timeout(&self) -> Duration {
-        (self.interval * 2).max(Duration::from_secs(1))
-    }
-}
 
 /// What the observer knows of one node.
 #[derive(Debug)]
