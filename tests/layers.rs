@@ -12,7 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sync", 0),
     ("slot", 0),
     ("stats", 0),
-    ("localcluster", 0),
+    ("localcluster", 1),
     ("resp", 1),
     ("config", 1),
     ("metrics", 1),

@@ -181,7 +181,7 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     let mut raw = None;
     for _ in 0..100 {
         if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-            raw = Some(Raw { stream: s });
+            raw = Some(Raw::new(s));
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -36,12 +36,14 @@ use crate::metrics::Metrics;
 use crate::resp::Request;
 use crate::slot;
 use crate::stats::ProxyStats;
-use crate::topology::TopologyStore;
+use crate::topology::{Poller, TopologyStore};
 
 /// What routing needs and may touch, shared by every client connection (as mini-redis hands each
 /// connection its `Db`).
 pub struct Router {
     pub topology: Arc<TopologyStore>,
+    /// Asks the cluster itself, when an answer gives reason to doubt the map.
+    pub poller: Arc<Poller>,
     pub backend: Arc<Backend>,
     /// Exclusive connections: blocking commands, WATCH, subscriptions.
     pub dedicated: DedicatedPool,
@@ -57,6 +59,7 @@ pub struct Router {
 impl Router {
     pub fn new(
         topology: Arc<TopologyStore>,
+        poller: Arc<Poller>,
         backend: Arc<Backend>,
         metrics: Arc<Metrics>,
         stats: Arc<ProxyStats>,
@@ -66,6 +69,7 @@ impl Router {
         let dedicated = DedicatedPool::new(backend.auth().clone(), b.connect_timeout, b.dedicated_per_node);
         Router {
             topology,
+            poller,
             backend,
             dedicated,
             scripts: Scripts::default(),

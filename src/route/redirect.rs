@@ -68,15 +68,27 @@ pub type FirstTry = (String, Result<Vec<Bytes>, BackendError>, Instant);
 pub const LATE_REPLY: Duration = Duration::from_millis(500);
 
 /// Whether a late reply from `addr` may come from a deposed master (see [`LATE_REPLY`]): the slot
-/// has another owner now, or its owner is flagged failed. Returns the owner now.
-pub fn deposed(p: &Router, slot: u16, addr: &str, sent: Instant) -> Option<String> {
+/// has another owner now, or its owner is flagged failed. Returns the owner now. When the map
+/// still names `addr` as the slot's healthy owner, it may not have heard of a failover yet
+/// (polling learns of one only at its next question): the cluster itself is asked, once for all
+/// the late replies that wait at the same time.
+pub async fn deposed(p: &Router, slot: u16, addr: &str, sent: Instant) -> Option<String> {
     if !late(sent) {
         return None;
     }
-    let t = p.topology.load();
-    let owner = t.master_node(slot)?;
-    // Flagged failed and still the owner: the promotion has not reached our map yet.
-    (owner.addr != addr || owner.failed).then(|| owner.addr.clone())
+    let owner = p.topology.load().master_node(slot).map(|o| (o.addr.clone(), o.failed))?;
+    match owner {
+        // Flagged failed and still the owner: the promotion has not reached our map yet.
+        (o, failed) if o != addr || failed => Some(o),
+        _ => {
+            let now = p.poller.owner_since(&p.topology, slot, Instant::now()).await?;
+            if now == addr {
+                return None;
+            }
+            p.topology.request_refresh();
+            Some(now)
+        }
+    }
 }
 
 /// Whether a reply to a command sent at `sent` comes late (see [`LATE_REPLY`]).

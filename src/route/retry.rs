@@ -181,7 +181,7 @@ pub async fn continue_slot(
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return errors::empty_reply() };
                 match classify(&r, &addr) {
-                    Redirect::None => match (!how.exclusive).then(|| deposed(p, slot, &addr, sent)).flatten() {
+                    Redirect::None => match if how.exclusive { None } else { deposed(p, slot, &addr, sent).await } {
                         None => return r,
                         // A write's effect may be lost: say so rather than acknowledge it.
                         Some(now) if !readonly => return super::redirect::deposed_error(&addr, slot, &now, sent),
@@ -231,8 +231,11 @@ pub async fn continue_slot(
                 }
             }
             Err(e) if e.failure == Failure::NotSent => {
+                // A master that cannot be reached may be one that died: it is failing over as far
+                // as this request can tell (polling learns of a failure only from the nodes), so
+                // the request is held for a new owner like one for a master flagged failed.
                 p.topology.request_refresh();
-                if !budget.wait().await {
+                if !(budget.hold().await || budget.wait().await) {
                     return errors::unreachable(slot, &e);
                 }
             }

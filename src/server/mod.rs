@@ -25,7 +25,7 @@ use crate::conn;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::stats::ProxyStats;
-use crate::topology::{self, gossip, Topology, TopologyStore};
+use crate::topology::{self, gossip, Poller, Topology, TopologyStore};
 
 /// What the server's own tasks share: the handles it gave out, and the drain state.
 struct Shared {
@@ -170,8 +170,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let workers = workers::Workers::start(workers::count(cfg.limits.threads)).map_err(StartError::Workers)?;
     let backend = Backend::new(cfg.backend.clone(), metrics.clone(), workers.len());
     let store = TopologyStore::new();
-    let limit = cfg.backend.connect_timeout;
-    let (nodes, slots) = topology::fetch(&store, &cfg.seeds, backend.auth(), limit).await?;
+    let poller = Poller::new(cfg.seeds.clone(), backend.auth().clone(), cfg.backend.connect_timeout);
+    let (nodes, slots) = poller.fetch(&store).await?;
     store.publish(nodes, slots, "bootstrap");
     let topo = store.load_full();
     if topo.uncovered() > 0 {
@@ -194,7 +194,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ProxyStats::new(addr, redis_version, cfg.limits.max_clients));
-    let router = Arc::new(Router::new(store.clone(), backend.clone(), metrics, stats, cfg.topology.failover_hold));
+    let router = Arc::new(Router::new(
+        store.clone(),
+        poller.clone(),
+        backend.clone(),
+        metrics,
+        stats,
+        cfg.topology.failover_hold,
+    ));
     let conn = Arc::new(conn::Shared {
         router: router.clone(),
         table,
@@ -203,7 +210,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cross_slot: cfg.transactions.cross_slot,
         shutdown: shutdown_rx.clone(),
     });
-    let mut tasks = topology_tasks(&cfg, &store, &backend, &router.metrics);
+    let mut tasks = topology_tasks(&cfg, &store, &poller, &router.metrics);
     let shared =
         Arc::new(Shared { cfg, router, conn, draining: AtomicBool::new(false), seen_version: AtomicU64::new(0) });
     let workers = Arc::new(workers);
@@ -223,21 +230,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 fn topology_tasks(
     cfg: &Config,
     store: &Arc<TopologyStore>,
-    backend: &Backend,
+    poller: &Arc<Poller>,
     metrics: &Arc<Metrics>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let tc = &cfg.topology;
-    let limit = cfg.backend.connect_timeout;
-    let auth = backend.auth().clone();
     let poll_every = if tc.source == Source::Bus { tc.reconcile_interval } else { tc.refresh_interval };
-    let refresher =
-        topology::run_refresher(store.clone(), cfg.seeds.clone(), auth.clone(), limit, poll_every, tc.min_refresh_gap);
+    let refresher = topology::run_refresher(store.clone(), poller.clone(), poll_every, tc.min_refresh_gap);
     let mut tasks = vec![tokio::spawn(refresher)];
     if let Some(url) = tc.observer.clone() {
-        let follow = topology::shared::subscribe(url, store.clone(), cfg.seeds.clone(), auth, metrics.clone(), limit);
+        let follow = topology::shared::subscribe(url, store.clone(), poller.clone(), metrics.clone());
         tasks.push(tokio::spawn(follow));
     } else if tc.source == Source::Bus {
-        let observer = gossip::run(store.clone(), cfg.seeds.clone(), auth, observer_config(cfg), metrics.clone());
+        let observer = gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone());
         tasks.push(tokio::spawn(observer));
     }
     tasks

@@ -11,7 +11,7 @@ use super::StartError;
 use crate::backend::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::topology::{self, gossip, TopologyStore};
+use crate::topology::{self, gossip, Poller, TopologyStore};
 
 /// A running shared observer; dropping it stops it.
 pub struct ObserverService {
@@ -45,9 +45,9 @@ pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, St
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
-    let auth = Auth::from_config(&cfg.backend);
+    let poller = Poller::new(cfg.seeds.clone(), Auth::from_config(&cfg.backend), cfg.backend.connect_timeout);
     let store = TopologyStore::new();
-    let (nodes, slots) = topology::fetch(&store, &cfg.seeds, &auth, cfg.backend.connect_timeout).await?;
+    let (nodes, slots) = poller.fetch(&store).await?;
     store.publish(nodes, slots, "bootstrap");
     let metrics = Metrics::new(&[], true)?;
     let listener =
@@ -55,7 +55,7 @@ pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, St
     let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: http, what: "--http", err })?;
     let ocfg = super::observer_config(cfg);
     let tasks = vec![
-        tokio::spawn(gossip::run(store.clone(), cfg.seeds.clone(), auth, ocfg, metrics.clone())),
+        tokio::spawn(gossip::run(store.clone(), poller, ocfg, metrics.clone())),
         tokio::spawn(topology::shared::serve(store.clone(), metrics, listener)),
     ];
     tracing::info!(http = %addr, "shared observer serving /v1/topology and /v1/topology/watch");

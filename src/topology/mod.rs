@@ -11,6 +11,6 @@ mod snapshot;
 mod store;
 
 pub use json::{from_json, to_json};
-pub use poll::{fetch, run_refresher, FetchError};
+pub use poll::{run_refresher, FetchError, Poller};
 pub use snapshot::{Node, Role, Topology};
 pub use store::TopologyStore;

@@ -153,6 +153,9 @@ fn format_addr(host: &str, port: i64) -> String {
     }
 }
 
+/// A map as the cluster says it: its nodes, and per slot the index of its master.
+pub type Map = (Vec<Node>, Box<[u16]>);
+
 /// Why one node could not tell the map.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -202,12 +205,7 @@ async fn ask_node(addr: &str, auth: &Auth, limit: Duration) -> Result<Reported, 
 /// Asks the known masters (or, without any, the seeds) concurrently and settles each slot by
 /// majority among the answers, ties going to the current owner: right after a failover a node
 /// that has not yet heard of it must not undo what the others (and a MOVED) already say.
-pub async fn fetch(
-    store: &TopologyStore,
-    seeds: &[String],
-    auth: &Auth,
-    limit: Duration,
-) -> Result<(Vec<Node>, Box<[u16]>), FetchError> {
+pub async fn fetch(store: &TopologyStore, seeds: &[String], auth: &Auth, limit: Duration) -> Result<Map, FetchError> {
     let cur = store.load_full();
     let mut targets: Vec<String> = cur.masters().into_iter().map(str::to_string).collect();
     for s in seeds {
@@ -303,14 +301,7 @@ pub async fn fetch(
 
 /// Runs until the process ends: refreshes on request (single-flight, at most one per
 /// `min_gap`) and every `interval`.
-pub async fn run_refresher(
-    store: Arc<TopologyStore>,
-    seeds: Vec<String>,
-    auth: Auth,
-    limit: Duration,
-    interval: Duration,
-    min_gap: Duration,
-) {
+pub async fn run_refresher(store: Arc<TopologyStore>, poller: Arc<Poller>, interval: Duration, min_gap: Duration) {
     let mut last = Instant::now();
     loop {
         tokio::select! {
@@ -325,12 +316,68 @@ pub async fn run_refresher(
         if store.bus_authoritative.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }
-        match fetch(&store, &seeds, &auth, limit).await {
+        match poller.fetch(&store).await {
             Ok((nodes, slots)) => {
                 store.publish(nodes, slots, "refresh");
             }
             Err(e) => tracing::warn!(error = %e, "topology refresh failed"),
         }
+    }
+}
+
+/// Asks the cluster itself, on the nodes' client ports, where the slots are: what the refresher,
+/// the fallbacks of the other sources, and a doubt about a late answer use.
+pub struct Poller {
+    seeds: Vec<String>,
+    auth: Auth,
+    /// Connect timeout; a whole question is bounded by twice this.
+    limit: Duration,
+    /// The last answer asked for a doubt, and when its questions were sent. One question at a
+    /// time: a burst of doubts (a hung master answering a deep pipeline at once) costs one.
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Map>)>>,
+}
+
+impl Poller {
+    pub fn new(seeds: Vec<String>, auth: Auth, limit: Duration) -> Arc<Poller> {
+        Arc::new(Poller { seeds, auth, limit, last: tokio::sync::Mutex::new(None) })
+    }
+
+    /// The seeds asked when no master is known (and always, besides the masters).
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The connect timeout of its questions.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The map by majority of the known masters and the seeds (see [`fetch`]).
+    pub async fn fetch(&self, store: &TopologyStore) -> Result<Map, FetchError> {
+        fetch(store, &self.seeds, &self.auth, self.limit).await
+    }
+
+    /// The address of `slot`'s master as the cluster says it in an answer asked for at or after
+    /// `since`; `None` when no node could say.
+    pub async fn owner_since(&self, store: &TopologyStore, slot: u16, since: Instant) -> Option<String> {
+        let mut last = self.last.lock().await;
+        let fresh = last.as_ref().filter(|(asked, _)| *asked >= since).map(|(_, m)| m.clone());
+        let map = match fresh {
+            Some(m) => m,
+            None => {
+                let asked = Instant::now();
+                let m = Arc::new(self.fetch(store).await.ok()?);
+                *last = Some((asked, m.clone()));
+                m
+            }
+        };
+        let (nodes, slots) = &*map;
+        let owner = *slots.get(usize::from(slot))?;
+        nodes.get(usize::from(owner)).map(|n| n.addr.clone())
     }
 }
 

@@ -1,27 +1,43 @@
 //! Test support shared by the integration tests: a real cluster from the one harness
-//! (`clusterless::localcluster`), a proxy started in-process in front of it on a free port, and small
-//! raw-RESP and redis-rs clients. Everything started here is stopped on drop, pass or fail.
+//! (`clusterless::localcluster`), a proxy started in-process in front of it with the shipped
+//! defaults (only its addresses changed), the topology source under test, condition waits,
+//! raw-RESP and redis-rs clients, and the client programs under tests/python. Everything started
+//! here is stopped on drop, pass or fail.
 #![allow(dead_code)]
 
 mod load;
-// Not every test file runs the loop.
+mod python;
+// Not every test file uses each of these.
 #[allow(unused_imports)]
-pub use load::{write_loop, LoopReport, WriteLoop};
+pub use load::{write_loop, Report, WriteLoop};
+#[allow(unused_imports)]
+pub use python::expect_ok;
 
-use std::io::Read;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clusterless::config::Config;
+use clusterless::config::{Config, Source};
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
-use clusterless::Running;
+use clusterless::{ObserverService, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A cluster plus a proxy in front of it.
+/// Where the proxy under test learns the slot map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topo {
+    /// Its own gossip observer on the cluster bus (the default).
+    Bus,
+    /// `CLUSTER SHARDS` polling only (`topology.source = "poll"`).
+    Poll,
+    /// A shared observer (`clusterless observe`) it follows over HTTP.
+    Observer,
+}
+
+/// A cluster plus a proxy in front of it (and the shared observer the proxy follows, if any).
 pub struct Env {
     pub proxy: Running,
+    pub observer: Option<ObserverService>,
     pub cluster: LocalCluster,
 }
 
@@ -47,10 +63,54 @@ impl Env {
         };
         redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect to node")
     }
+
+    /// Waits until the proxy's slot map equals what the cluster itself reports (read with the
+    /// harness's own CLUSTER NODES reader, not the proxy's), every slot covered.
+    pub async fn converges(&self, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let want = tokio::task::block_in_place(|| self.cluster.slot_map());
+            let t = self.proxy.topology();
+            let differ = (0..16384u16)
+                .filter(|&s| t.master_for(s).map(str::to_string) != want[s as usize].map(|p| format!("127.0.0.1:{p}")))
+                .count();
+            if differ == 0 && want.iter().all(Option::is_some) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "after {what}: {differ} slots differ from the cluster's own map");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
-/// A plain redis-rs connection whose own response timeout is longer than the proxy's retry budget,
-/// so that tests observe the proxy's behaviour, not the client library's patience.
+/// How long a condition may take to come true before a test fails: generous, because a loaded
+/// 2-core machine can stall anything for seconds, and a wait that succeeds returns at once.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits until `cond` holds, checking every 20 ms; fails the test after [`PATIENCE`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for a condition that needs to await (a client round trip).
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain redis-rs connection. Its own response timeout is only a hang detector, longer than
+/// anything the proxy may take ([`longest_answer`]); what a test asserts are the proxy's bounds.
 pub async fn client_conn(url: &str) -> redis::aio::MultiplexedConnection {
     let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
     redis::Client::open(url)
@@ -60,15 +120,22 @@ pub async fn client_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect to proxy")
 }
 
-/// Proxy configuration for tests: loopback, free port, short timeouts.
-pub fn test_config(seed: String) -> Config {
+/// The longest a request may take with the shipped defaults while a master fails, from first
+/// principles: it may be held for the new owner up to `topology.failover_hold`; a command already
+/// written to a master that then hangs waits `backend.request_timeout` for its answer; and the
+/// two do not add up, because a request written to a hung master is not held afterwards (its
+/// error is returned). One more second covers scheduling on a loaded 2-core machine.
+pub fn longest_answer(cfg: &Config) -> Duration {
+    cfg.topology.failover_hold.max(cfg.backend.request_timeout) + Duration::from_secs(1)
+}
+
+/// The proxy configuration users get, on a free loopback port, bootstrapping from `seed`.
+/// The admin endpoint is off: parallel tests would fight over its port (tests that scrape turn
+/// it on, on port 0).
+pub fn shipped_config(seed: String) -> Config {
     let mut cfg = Config::defaults();
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.seeds = vec![seed];
-    cfg.backend.request_timeout = Duration::from_millis(3000);
-    cfg.backend.retry_budget = Duration::from_millis(8000);
-    cfg.topology.refresh_interval = Duration::from_millis(1000);
-    // Parallel tests must not fight over the default admin port; tests that scrape turn it on.
     cfg.admin_listen = None;
     cfg
 }
@@ -79,15 +146,40 @@ pub async fn start(spec: ClusterSpec) -> Env {
 }
 
 pub async fn start_with(spec: ClusterSpec, tweak: impl FnOnce(&mut Config)) -> Env {
+    start_topo(spec, Topo::Bus, tweak).await
+}
+
+/// A cluster and a proxy that learns the map from `topo`.
+pub async fn start_topo(spec: ClusterSpec, topo: Topo, tweak: impl FnOnce(&mut Config)) -> Env {
     init_logs();
     let cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("start cluster");
-    let mut cfg = test_config(cluster.seed());
+    let mut cfg = shipped_config(cluster.seed());
     if let Some(p) = cluster.password() {
         cfg.backend.password = Some(p.to_string());
     }
+    let observer = match topo {
+        Topo::Bus => None,
+        Topo::Poll => {
+            cfg.topology.source = Source::Poll;
+            None
+        }
+        Topo::Observer => {
+            let service =
+                clusterless::start_observer(&cfg, "127.0.0.1:0".parse().expect("addr")).await.expect("observer");
+            cfg.topology.observer = Some(format!("http://{}", service.addr()));
+            Some(service)
+        }
+    };
     tweak(&mut cfg);
     let proxy = clusterless::start(cfg).await.expect("start proxy");
-    Env { proxy, cluster }
+    let env = Env { proxy, observer, cluster };
+    let want = match topo {
+        Topo::Bus => "bus",
+        Topo::Poll => "poll",
+        Topo::Observer => "observer",
+    };
+    eventually(&format!("the proxy follows the {want} source"), || env.proxy.topology_source() == want).await;
+    env
 }
 
 pub fn small() -> ClusterSpec {
@@ -111,26 +203,31 @@ pub fn init_logs() {
 /// A raw RESP client for byte-exact checks.
 pub struct Raw {
     pub stream: TcpStream,
+    buf: Vec<u8>,
 }
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        Raw { stream: TcpStream::connect(addr).await.expect("connect") }
+        Raw::new(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    pub fn new(stream: TcpStream) -> Raw {
+        Raw { stream, buf: Vec::new() }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
 
-    /// Reads until `n` complete replies arrived (or the peer closed), with a deadline.
+    /// Reads until `n` complete replies arrived (or the peer closed), with a deadline. Bytes past
+    /// the `n`th reply stay buffered for the next read.
     pub async fn read_replies(&mut self, n: usize) -> Vec<Vec<u8>> {
-        let mut buf = Vec::new();
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             while out.len() < n {
-                match clusterless::resp::reply_len(&buf).expect("valid reply") {
-                    Some(len) => out.push(buf.drain(..len).collect()),
+                match clusterless::resp::reply_len(&self.buf).expect("valid reply") {
+                    Some(len) => out.push(self.buf.drain(..len).collect()),
                     None => break,
                 }
             }
@@ -141,7 +238,7 @@ impl Raw {
             let r = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await;
             match r {
                 Ok(Ok(0)) | Ok(Err(_)) => return out,
-                Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+                Ok(Ok(k)) => self.buf.extend_from_slice(&chunk[..k]),
                 Err(_) => panic!("timed out waiting for {n} replies, got {}", out.len()),
             }
         }
@@ -153,11 +250,18 @@ impl Raw {
         self.read_replies(1).await.pop().expect("a reply")
     }
 
-    /// True once the proxy has closed this connection.
+    /// The same, as text (for error messages and prefix checks).
+    pub async fn text(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        String::from_utf8_lossy(&self.cmd(&args).await).into_owned()
+    }
+
+    /// True once the proxy has closed this connection (within [`PATIENCE`]).
     pub async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            match tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut b)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => continue,
                 Err(_) => return false,
@@ -166,90 +270,17 @@ impl Raw {
     }
 }
 
-/// Every slot's key: `keys_for_slots(n)` gives n keys whose slots are spread over the keyspace.
+/// `n` keys named `prefix:i`: spread over the whole keyspace.
 pub fn spread_keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}:{i}")).collect()
 }
 
 /// A key that hashes to `slot` (found by search; cheap for one slot).
 pub fn key_in_slot(slot: u16, tag: &str) -> String {
-    for i in 0u64.. {
-        let k = format!("{tag}{i}");
-        if clusterless::slot::slot(k.as_bytes()) == slot {
-            return k;
-        }
-    }
-    unreachable!()
+    (0u64..).map(|i| format!("{tag}{i}")).find(|k| clusterless::slot::slot(k.as_bytes()) == slot).unwrap_or_default()
 }
 
-// === real client programs (Python scripts under tests/python) ===
-
-/// Wall-clock limit for one client script (the scripts bound themselves well below this).
-const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
-
-fn script(name: &str) -> String {
-    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `python3 SCRIPT ARGS...` to completion, killing it if it outlives `SCRIPT_LIMIT`. Blocking, so
-/// call it inside `block_in_place`.
-fn run_python(name: &str, args: &[&str]) -> Outcome {
-    let mut child = Command::new("python3")
-        .arg(script(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/setup installs redis-py and celery)");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
-            break Some(status);
-        }
-        if started.elapsed() > SCRIPT_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let mut stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    if status.is_none() {
-        stderr.push_str(&format!("\n[killed after {SCRIPT_LIMIT:?}]"));
-    }
-    Outcome { ok: status.is_some_and(|s| s.success()), stdout, stderr }
-}
-
-/// Runs the script against the proxy and checks it succeeded and printed `done`.
-pub fn expect_ok(env: &Env, name: &str, extra: &[&str], done: &str) {
-    let port = env.addr().port().to_string();
-    let mut args = vec![port.as_str()];
-    args.extend_from_slice(extra);
-    let o = tokio::task::block_in_place(|| run_python(name, &args));
-    assert!(
-        o.ok && o.stdout.contains(done),
-        "{name} {extra:?} failed:\n--- stdout\n{}\n--- stderr\n{}",
-        o.stdout,
-        o.stderr
-    );
+/// `per_slot` keys in each of `slots`.
+pub fn keys_for_slots(slots: &[u16], per_slot: usize) -> Vec<String> {
+    slots.iter().flat_map(|&s| (0..per_slot).map(move |j| key_in_slot(s, &format!("w{j}-")))).collect()
 }

@@ -221,8 +221,14 @@ async fn block(
         }
         if !resp::is_error(exec) {
             // Answered late by a master deposed meanwhile: what ran may be discarded with its data.
-            let slots = idx.iter().filter_map(|&i| queued[i].slot);
-            if let Some((s, owner)) = slots.filter_map(|s| Some((s, route::deposed(p, s, &target, started)?))).next() {
+            let mut deposed = None;
+            for s in idx.iter().filter_map(|&i| queued[i].slot) {
+                if let Some(owner) = route::deposed(p, s, &target, started).await {
+                    deposed = Some((s, owner));
+                    break;
+                }
+            }
+            if let Some((s, owner)) = deposed {
                 if idx.iter().all(|&i| queued[i].rerun) {
                     p.metrics.redirect("late");
                     // Reads only, maybe stale: run them again where the slot lives now, as a lone

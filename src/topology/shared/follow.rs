@@ -11,20 +11,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::backend::Auth;
 use crate::metrics::Metrics;
-use crate::topology::{self, from_json, TopologyStore};
+use crate::topology::{from_json, Poller, TopologyStore};
 
 /// Follows a shared observer at `url` (`http://host:port`) forever, publishing every snapshot;
 /// polls the cluster itself while the observer cannot be reached.
-pub async fn subscribe(
-    url: String,
-    store: Arc<TopologyStore>,
-    seeds: Vec<String>,
-    auth: Auth,
-    metrics: Arc<Metrics>,
-    limit: Duration,
-) {
+pub async fn subscribe(url: String, store: Arc<TopologyStore>, poller: Arc<Poller>, metrics: Arc<Metrics>) {
+    let limit = poller.limit();
     let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -35,7 +28,7 @@ pub async fn subscribe(
         // Poll while reconnecting, so that the map keeps following the cluster.
         let until = tokio::time::Instant::now() + backoff;
         while tokio::time::Instant::now() < until {
-            if let Ok((nodes, slots)) = topology::fetch(&store, &seeds, &auth, limit).await {
+            if let Ok((nodes, slots)) = poller.fetch(&store).await {
                 store.publish(nodes, slots, "poll");
             }
             tokio::time::sleep(Duration::from_millis(1000).min(backoff)).await;

@@ -22,10 +22,10 @@ use super::codec::{Header, NodeId, FLAG_FAIL, FLAG_HANDSHAKE, FLAG_NOADDR, FLAG_
 use super::link::{link, Beat, Event};
 use super::nodes::{parse_cluster_nodes, NodesLine};
 use super::ObserverConfig;
-use crate::backend::{self, Auth};
+use crate::backend;
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
-use crate::topology::{self, Node, Role, TopologyStore};
+use crate::topology::{Node, Poller, Role, TopologyStore};
 
 /// What the observer knows of one node.
 #[derive(Debug)]
@@ -58,19 +58,12 @@ impl Drop for Peer {
 }
 
 /// Runs until the process ends.
-pub async fn run(
-    store: Arc<TopologyStore>,
-    seeds: Vec<String>,
-    auth: Auth,
-    cfg: ObserverConfig,
-    metrics: Arc<Metrics>,
-) {
+pub async fn run(store: Arc<TopologyStore>, poller: Arc<Poller>, cfg: ObserverConfig, metrics: Arc<Metrics>) {
     let (tx, rx) = mpsc::channel(1024);
     let mut o = Observer {
         beat: Beat::new(cfg.interval),
         store,
-        seeds,
-        auth,
+        poller,
         cfg,
         metrics,
         peers: HashMap::new(),
@@ -90,8 +83,8 @@ pub async fn run(
 
 struct Observer {
     store: Arc<TopologyStore>,
-    seeds: Vec<String>,
-    auth: Auth,
+    /// CLUSTER SHARDS and CLUSTER NODES on the client ports: the seeds and how to log in.
+    poller: Arc<Poller>,
     cfg: ObserverConfig,
     beat: Beat,
     metrics: Arc<Metrics>,
@@ -208,6 +201,10 @@ impl Observer {
                     if p.reachable {
                         tracing::info!(node = %p.addr, error = %why, "bus link to node lost");
                         self.dirty = true;
+                        // A node that left the cluster (del-node shuts it down) is dropped from
+                        // the node set by CLUSTER NODES: ask now rather than at the next
+                        // periodic check.
+                        self.reconcile_asked = true;
                     }
                     p.reachable = false;
                 }
@@ -316,10 +313,12 @@ impl Observer {
     async fn reconcile(&mut self) {
         let mut targets: Vec<String> =
             self.peers.values().filter(|p| p.role == Role::Master).map(|p| p.addr.clone()).collect();
-        targets.extend(self.seeds.iter().cloned());
+        targets.extend(self.poller.seeds().iter().cloned());
         let mut lines = None;
         for t in &targets {
-            if let Ok(r) = backend::query(t, &self.auth, &[&["CLUSTER", "NODES"]], self.cfg.connect_timeout).await {
+            if let Ok(r) =
+                backend::query(t, self.poller.auth(), &[&["CLUSTER", "NODES"]], self.cfg.connect_timeout).await
+            {
                 if let Some(Some(text)) = r.first().and_then(crate::resp::as_bulk) {
                     lines = Some(parse_cluster_nodes(&String::from_utf8_lossy(&text)));
                     break;
@@ -364,7 +363,7 @@ impl Observer {
     }
 
     async fn poll(&mut self) {
-        match topology::fetch(&self.store, &self.seeds, &self.auth, self.cfg.connect_timeout).await {
+        match self.poller.fetch(&self.store).await {
             Ok((nodes, slots)) => {
                 self.store.publish(nodes, slots, "CLUSTER SHARDS");
             }
