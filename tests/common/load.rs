@@ -157,6 +157,14 @@ fn tokens(v: Option<&str>) -> Vec<u64> {
 /// milliseconds, and the window is that plus the test's own clock read after the signal.
 pub const REPLICATION_WINDOW: Duration = Duration::from_millis(250);
 
+impl Drop for WriteLoop {
+    /// A test that fails before `finish` stops its loop too, instead of leaving it to its own
+    /// time bound.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl WriteLoop {
     /// Waits until the loop has done a few rounds: faults are injected into a running loop.
     pub async fn running(&self) {
@@ -169,9 +177,9 @@ impl WriteLoop {
         super::eventually("the client loop makes progress", || self.rounds.load(Ordering::Relaxed) >= from + n).await;
     }
 
-    pub async fn finish(self) -> Report {
+    pub async fn finish(mut self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.expect("client loop task")
+        (&mut self.handle).await.expect("client loop task")
     }
 }
 

@@ -35,7 +35,9 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
     let mut pending: Vec<usize> = (0..queued.len()).collect();
     let mut aborted_any = false;
     let mut done_any = false;
-    let mut budget = Budget::new(p);
+    // Counted from the first retry, as for a lone command: a block that came back late from a
+    // hung master (asked again of the new owner) has its whole budget after the wait.
+    let mut budget: Option<Budget<'_>> = None;
     let mut first_round = true;
     loop {
         // Node -> slot -> commands; keyless commands join the first block.
@@ -126,7 +128,7 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
         if pending.is_empty() {
             break;
         }
-        if again && !budget.wait().await {
+        if again && !budget.get_or_insert_with(|| Budget::new(p)).wait().await {
             let e = errors::tx_slots_kept_moving();
             if !done_any && !aborted_any {
                 return e;
