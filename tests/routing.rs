@@ -92,17 +92,22 @@ async fn fan_out_commands_merge_like_one_server() {
     let n: i64 = c.exists(&keys[400..]).await.unwrap();
     assert_eq!(n, 600);
 
-    // Same-slot-only commands.
-    let err = redis::cmd("MSETNX").arg("a").arg(1).arg("b").arg(2).query_async::<i64>(&mut c).await.unwrap_err();
-    assert!(err.to_string().to_uppercase().contains("CROSSSLOT"), "{err}");
+    // Same-slot-only commands: refused whole across slots (Redis's exact text), nothing run.
+    let mut r = Raw::connect(env.addr()).await;
+    let crossslot = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    assert_ne!(clusterless::slot::slot(b"a"), clusterless::slot::slot(b"b"));
+    assert_eq!(r.text(&["MSETNX", "a", "1", "b", "2"]).await, crossslot);
+    assert_eq!(r.text(&["EXISTS", "a", "b"]).await, ":0\r\n", "MSETNX was not split");
     let _: () = c.set("ren-a", 1).await.unwrap();
-    let err = redis::cmd("RENAME").arg("ren-a").arg("ren-b").query_async::<()>(&mut c).await.unwrap_err();
-    assert!(err.to_string().to_uppercase().contains("CROSSSLOT"), "{err}");
+    assert_eq!(r.text(&["RENAME", "ren-a", "ren-b"]).await, crossslot);
+    assert_eq!(r.text(&["GET", "ren-a"]).await, "$1\r\n1\r\n", "RENAME was not run");
+    assert_eq!(r.text(&["EXISTS", "ren-b"]).await, ":0\r\n");
     let n: i64 = redis::cmd("MSETNX").arg("{u}a").arg(1).arg("{u}b").arg(2).query_async(&mut c).await.unwrap();
     assert_eq!(n, 1);
     let _: () = redis::cmd("RENAME").arg("{u}a").arg("{u}c").query_async(&mut c).await.unwrap();
     let v: String = c.get("{u}c").await.unwrap();
     assert_eq!(v, "1");
+    assert_eq!(r.text(&["EXISTS", "{u}a", "{u}b", "{u}c"]).await, ":2\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +164,9 @@ async fn whole_cluster_commands() {
         }
         cursor = next;
     }
-    assert_eq!(matched.len(), 111, "sk:99, sk:99x, sk:99xx");
+    let want: HashSet<String> = keys.iter().filter(|k| k.starts_with("sk:99")).cloned().collect();
+    assert_eq!(want.len(), 111, "sk:99, sk:99x, sk:99xx");
+    assert_eq!(matched, want);
     let mut cursor = 0u64;
     let mut lists = Vec::new();
     loop {
@@ -172,19 +179,27 @@ async fn whole_cluster_commands() {
         cursor = next;
     }
     assert_eq!(lists, vec!["list:1".to_string()]);
-    let err = redis::cmd("SCAN").arg("abc").query_async::<redis::Value>(&mut c).await.unwrap_err();
-    assert!(err.to_string().contains("invalid cursor"), "{err}");
+    let mut r = Raw::connect(env.addr()).await;
+    assert_eq!(r.text(&["SCAN", "abc"]).await, "-ERR invalid cursor\r\n");
 
     let all: Vec<String> = c.keys("sk:1*").await.unwrap();
     assert_eq!(all.len(), 1111);
+    let want: HashSet<String> = keys.iter().filter(|k| k.starts_with("sk:1")).cloned().collect();
+    assert_eq!(all.into_iter().collect::<HashSet<_>>(), want);
     let rk: Option<String> = redis::cmd("RANDOMKEY").query_async(&mut c).await.unwrap();
-    assert!(rk.is_some());
+    let rk = rk.expect("a key");
+    assert!(seen.contains_key(&rk) || rk == "other:1" || rk == "list:1", "RANDOMKEY {rk} is not a key");
     let info: String = redis::cmd("INFO").query_async(&mut c).await.unwrap();
-    assert!(info.contains("redis_mode:standalone"), "{info}");
+    assert!(info.contains("\r\nredis_mode:standalone\r\n"), "{info}");
     assert!(info.contains("db0:keys=10002,"), "keyspace summed over masters: {info}");
-    assert!(info.contains("# Stats") && info.contains("# Clients"));
+    assert!(info.contains("# Stats\r\n") && info.contains("# Clients\r\nconnected_clients:2\r\n"), "{info}");
 
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    assert_eq!(r.text(&["FLUSHALL"]).await, "+OK\r\n");
+    for port in env.cluster.masters() {
+        let mut n = env.node(port).await;
+        let size: i64 = redis::cmd("DBSIZE").query_async(&mut n).await.unwrap();
+        assert_eq!(size, 0, "master {port} emptied");
+    }
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(size, 0);
     let rk: Option<String> = redis::cmd("RANDOMKEY").query_async(&mut c).await.unwrap();
