@@ -7,16 +7,22 @@ mod common;
 
 use common::*;
 
+/// `--nodes P1,P2,...`: the masters' ports, which redis_py_stateful.py asks directly (never through
+/// the proxy) where a subscription sits, to check every PUBLISH count exactly.
+fn nodes(env: &Env) -> String {
+    env.cluster.masters().iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_stateful_resp2() {
     let env = start(small()).await;
-    expect_ok(&env, "redis_py_stateful.py", &["--protocol", "2"], "redis-py stateful ok");
+    expect_ok(&env, "redis_py_stateful.py", &["--protocol", "2", "--nodes", &nodes(&env)], "redis-py stateful ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_stateful_resp3() {
     let env = start(small()).await;
-    expect_ok(&env, "redis_py_stateful.py", &["--protocol", "3"], "redis-py stateful ok");
+    expect_ok(&env, "redis_py_stateful.py", &["--protocol", "3", "--nodes", &nodes(&env)], "redis-py stateful ok");
 }
 
 /// Every key Celery touches under one hash tag (`global_keyprefix = "{celery}:"`): one slot, so
@@ -44,5 +50,10 @@ async fn celery_default_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_stateful_per_shard_transactions() {
     let env = start_with(small(), |cfg| cfg.transactions.cross_slot = clusterless::config::CrossSlot::PerShard).await;
-    expect_ok(&env, "redis_py_stateful.py", &["--cross-slot", "per-shard"], "redis-py stateful ok");
+    expect_ok(
+        &env,
+        "redis_py_stateful.py",
+        &["--cross-slot", "per-shard", "--nodes", &nodes(&env)],
+        "redis-py stateful ok",
+    );
 }
