@@ -38,7 +38,7 @@ fn key_in_slot(slot: u16) -> String {
 }
 
 async fn scenario(source: Source, fault: Fault) -> Outcome {
-    let spec = ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, password: None };
+    let spec = ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, ..ClusterSpec::default() };
     let mut cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("cluster");
     let mut cfg = Config::defaults();
     cfg.listen = "127.0.0.1:0".parse().unwrap();

@@ -94,7 +94,7 @@ async fn sigstop_is_held(topo: Topo) {
     let crash = Instant::now();
     tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).expect("promotion");
     tokio::task::block_in_place(|| env.cluster.sigcont(victim)).expect("SIGCONT");
-    tokio::task::block_in_place(|| env.cluster.wait_ok(PATIENCE)).expect("cluster healthy");
+    tokio::task::block_in_place(|| env.cluster.wait_ok(CLUSTER_PATIENCE)).expect("cluster healthy");
     env.converges("SIGSTOP, failover, SIGCONT").await;
     let rep = l.finish().await;
     rep.only_in_flight_failed(1);

@@ -104,8 +104,9 @@ impl CommandTable {
                 p.subcommands.insert(sub.into_bytes().into_boxed_slice(), Arc::new(spec));
             }
         }
-        // Commands the proxy itself implements even if the cluster's table lacks them.
-        for (name, arity) in [("hello", -1), ("reset", 1)] {
+        // Commands the proxy itself implements or refuses by name even if the cluster's table
+        // lacks them (a 7.0 cluster knows no WAITAOF: it was answered "unknown command").
+        for (name, arity) in [("hello", -1), ("reset", 1), ("waitaof", 4)] {
             top.entry(name.to_string()).or_insert_with(|| {
                 Row { name: name.to_string(), arity, first: 0, last: 0, step: 0, flags: Vec::new() }.into_spec()
             });
@@ -307,5 +308,6 @@ mod tests {
         assert_eq!(special("publish ch m"), Special::Publish);
         assert_eq!(special("get k"), Special::None);
         assert_eq!(class("time"), Class::AnyMaster);
+        assert!(matches!(class("waitaof 0 0 0"), Class::Refused(_)), "refused by name on a 7.0 table too");
     }
 }

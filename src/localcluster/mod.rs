@@ -1,5 +1,5 @@
 //! Throw-away local Redis Clusters: the one place that starts, changes and stops them, used by
-//! `clusterless dev` and by every test. Nodes are `redis-server` processes from PATH on 127.0.0.1,
+//! `clusterless dev` and by every test. Nodes are `redis-server` processes from PATH on loopback,
 //! on ports picked at random (so tests run in parallel), with their files in a private temporary
 //! directory. Only processes started here are ever signalled, by PID; dropping a [`LocalCluster`]
 //! kills them and removes the directory, whether the caller succeeded or panicked. What the
@@ -25,11 +25,25 @@ pub struct ClusterSpec {
     pub node_timeout_ms: u64,
     /// `requirepass` and `masterauth` on every node.
     pub password: Option<String>,
+    /// The loopback address the nodes bind: `127.0.0.1`, or `::1` for an IPv6 cluster.
+    pub host: String,
+    /// `cluster-announce-hostname` of every node.
+    pub hostname: Option<String>,
+    /// `cluster-preferred-endpoint-type` of every node: `ip`, `hostname` or `unknown-endpoint`.
+    pub endpoint_type: Option<String>,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, password: None }
+        ClusterSpec {
+            masters: 3,
+            replicas_per_master: 1,
+            node_timeout_ms: 2000,
+            password: None,
+            host: "127.0.0.1".into(),
+            hostname: None,
+            endpoint_type: None,
+        }
     }
 }
 
@@ -73,16 +87,16 @@ pub fn redis_server_available() -> bool {
 const MAX_PORT: u16 = 45535;
 const MIN_PORT: u16 = 20000;
 
-fn port_free(p: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", p)).is_ok()
+fn port_free(host: &str, p: u16) -> bool {
+    TcpListener::bind((host, p)).is_ok()
 }
 
-/// Picks `n` client ports whose bus ports are free too.
-fn pick_ports(n: usize, avoid: &[u16]) -> Vec<u16> {
+/// Picks `n` client ports on `host` whose bus ports are free too.
+fn pick_ports(host: &str, n: usize, avoid: &[u16]) -> Vec<u16> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let p = rand::random_range(MIN_PORT..=MAX_PORT);
-        if !out.contains(&p) && !avoid.contains(&p) && port_free(p) && port_free(p + 10000) {
+        if !out.contains(&p) && !avoid.contains(&p) && port_free(host, p) && port_free(host, p + 10000) {
             out.push(p);
         }
     }
@@ -115,14 +129,14 @@ impl LocalCluster {
         ));
         std::fs::create_dir_all(&dir)?;
         let mut c = LocalCluster { nodes: Vec::new(), dir, spec: spec.clone() };
-        for port in pick_ports(n, &[]) {
-            c.spawn_node(port)?;
+        for port in pick_ports(&spec.host, n, &[]) {
+            c.spawn_node(port, None)?;
         }
         for i in 0..c.nodes.len() {
             c.wait_ping(c.nodes[i].port, Duration::from_secs(10))?;
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(c.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(c.nodes.iter().map(|n| c.at(n.port)));
         args.extend(["--cluster-replicas".into(), spec.replicas_per_master.to_string(), "--cluster-yes".into()]);
         let seed = c.nodes[0].port;
         c.cli_args(seed, &args, Duration::from_secs(60))?;
@@ -130,18 +144,30 @@ impl LocalCluster {
         Ok(c)
     }
 
-    fn spawn_node(&mut self, port: u16) -> Result<()> {
+    /// Starts a node on `port`; with `config_from`, with that node's cluster configuration (its id
+    /// and what it knows of the cluster), as a node restarted elsewhere.
+    fn spawn_node(&mut self, port: u16, config_from: Option<u16>) -> Result<()> {
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir)?;
+        if let Some(old) = config_from {
+            std::fs::copy(self.dir.join(old.to_string()).join("nodes.conf"), dir.join("nodes.conf"))?;
+        }
         let mut conf = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ncluster-enabled yes\ncluster-config-file nodes.conf\n\
+            "port {port}\nbind {}\nprotected-mode no\ncluster-enabled yes\ncluster-config-file nodes.conf\n\
              cluster-node-timeout {}\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
+            self.spec.host,
             self.spec.node_timeout_ms,
             dir.display(),
             dir.join("redis.log").display()
         );
         if let Some(p) = &self.spec.password {
             conf.push_str(&format!("requirepass {p}\nmasterauth {p}\n"));
+        }
+        if let Some(h) = &self.spec.hostname {
+            conf.push_str(&format!("cluster-announce-hostname {h}\n"));
+        }
+        if let Some(t) = &self.spec.endpoint_type {
+            conf.push_str(&format!("cluster-preferred-endpoint-type {t}\n"));
         }
         let conf_path = dir.join("redis.conf");
         std::fs::write(&conf_path, conf)?;
@@ -189,9 +215,19 @@ impl LocalCluster {
         self.nodes.iter().filter(|n| n.child.is_some() && !n.stopped).map(|n| n.port).collect()
     }
 
-    /// `127.0.0.1:PORT` of a live node.
+    /// `HOST:PORT` of a live node, as the proxy takes it (an IPv6 host in brackets).
     pub fn seed(&self) -> String {
-        format!("127.0.0.1:{}", self.live_ports().first().copied().unwrap_or(0))
+        let port = self.live_ports().first().copied().unwrap_or(0);
+        if self.spec.host.contains(':') {
+            format!("[{}]:{port}", self.spec.host)
+        } else {
+            format!("{}:{port}", self.spec.host)
+        }
+    }
+
+    /// `HOST:PORT` of a node as redis-cli's cluster commands take it (IPv6 without brackets).
+    fn at(&self, port: u16) -> String {
+        format!("{}:{port}", self.spec.host)
     }
 
     pub fn password(&self) -> Option<&str> {
@@ -214,7 +250,7 @@ impl LocalCluster {
 
     fn cli_args(&self, port: u16, args: &[String], limit: Duration) -> Result<String> {
         let mut cmd = Command::new("redis-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        cmd.args(["-h", &self.spec.host, "-p", &port.to_string()]);
         if let Some(p) = &self.spec.password {
             cmd.args(["-a", p, "--no-auth-warning"]);
         }

@@ -53,7 +53,7 @@ impl LocalCluster {
         let args: Vec<String> = [
             "--cluster",
             "reshard",
-            &format!("127.0.0.1:{from}"),
+            &self.at(from),
             "--cluster-from",
             &from_id,
             "--cluster-to",
@@ -72,7 +72,7 @@ impl LocalCluster {
     fn check_clean(&self, port: u16) -> Result<()> {
         let start = Instant::now();
         loop {
-            let args = vec!["--cluster".to_string(), "check".to_string(), format!("127.0.0.1:{port}")];
+            let args = vec!["--cluster".to_string(), "check".to_string(), self.at(port)];
             match self.cli_args(port, &args, Duration::from_secs(30)) {
                 Ok(out) if out.contains("[OK] All 16384 slots covered") && !out.contains("[WARNING]") => return Ok(()),
                 _ if start.elapsed() > Duration::from_secs(30) => {
@@ -96,7 +96,7 @@ impl LocalCluster {
             return Ok(());
         }
         let mut args: Vec<String> =
-            vec!["MIGRATE".into(), "127.0.0.1".into(), to.to_string(), "".into(), "0".into(), "5000".into()];
+            vec!["MIGRATE".into(), self.spec.host.clone(), to.to_string(), "".into(), "0".into(), "5000".into()];
         if let Some(p) = &self.spec.password {
             args.extend(["AUTH".into(), p.clone()]);
         }
@@ -137,12 +137,11 @@ impl LocalCluster {
     /// Starts an empty node and joins it as a master without slots.
     pub fn add_master(&mut self) -> Result<u16> {
         let used = self.ports();
-        let port = pick_ports(1, &used)[0];
-        self.spawn_node(port)?;
+        let port = pick_ports(&self.spec.host, 1, &used)[0];
+        self.spawn_node(port, None)?;
         self.wait_ping(port, Duration::from_secs(10))?;
         let seed = self.live_ports()[0];
-        let args =
-            vec!["--cluster".into(), "add-node".into(), format!("127.0.0.1:{port}"), format!("127.0.0.1:{seed}")];
+        let args = vec!["--cluster".into(), "add-node".into(), self.at(port), self.at(seed)];
         self.cli_args(seed, &args, Duration::from_secs(60))?;
         self.wait_ok(Duration::from_secs(30))?;
         Ok(port)
@@ -152,9 +151,36 @@ impl LocalCluster {
     pub fn remove_node(&mut self, port: u16) -> Result<()> {
         let id = self.node_id(port).ok_or_else(|| HarnessError::Other(format!("no node {port}")))?;
         let seed = self.live_ports().into_iter().find(|&p| p != port).unwrap_or(port);
-        let args = vec!["--cluster".into(), "del-node".into(), format!("127.0.0.1:{seed}"), id];
+        let args = vec!["--cluster".into(), "del-node".into(), self.at(seed), id];
         self.cli_args(seed, &args, Duration::from_secs(60))?;
         self.kill9(port)?;
         self.wait_ok(Duration::from_secs(30))
+    }
+
+    /// Stops a node and starts it again on a new port with its cluster configuration, as a pod
+    /// restarted with a new address keeps its id: the other nodes learn the new address from its
+    /// first PING. Nothing is persisted, so a master comes back empty. Returns the new port.
+    pub fn restart_on_new_port(&mut self, port: u16) -> Result<u16> {
+        // SIGTERM: the node saves its cluster configuration on the way out.
+        self.signal(port, libc::SIGTERM)?;
+        let start = Instant::now();
+        loop {
+            let n = self.node_mut(port)?;
+            if let Some(child) = n.child.as_mut() {
+                if child.try_wait()?.is_some() {
+                    n.child = None;
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(HarnessError::Timeout { what: format!("node {port} to shut down"), secs: 20 });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let used = self.ports();
+        let new = pick_ports(&self.spec.host, 1, &used)[0];
+        self.spawn_node(new, Some(port))?;
+        self.wait_ping(new, Duration::from_secs(10))?;
+        Ok(new)
     }
 }

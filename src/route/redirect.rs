@@ -11,6 +11,7 @@ use super::Router;
 use crate::backend::BackendError;
 use crate::resp;
 use crate::slot;
+use crate::topology::{format_addr, split_addr};
 
 /// What an error reply asks us to do.
 pub enum Redirect {
@@ -34,16 +35,11 @@ pub fn classify(reply: &[u8], from: &str) -> Redirect {
         b"MOVED" | b"ASK" => {
             let slot = parts.next().and_then(resp::parse_int);
             let target = parts.next().map(|a| String::from_utf8_lossy(a).into_owned());
-            let (Some(slot), Some(mut addr)) = (slot, target) else { return Redirect::None };
+            let (Some(slot), Some(target)) = (slot, target) else { return Redirect::None };
             if !(0..slot::SLOTS as i64).contains(&slot) {
                 return Redirect::None;
             }
-            // A node that does not know its own IP answers ":port"; it is reachable where we
-            // reached the node that said so.
-            if addr.starts_with(':') {
-                let host = from.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-                addr = format!("{host}{addr}");
-            }
+            let Some(addr) = target_addr(&target, from) else { return Redirect::None };
             if code == b"MOVED" {
                 Redirect::Moved { slot: slot as u16, addr }
             } else {
@@ -55,6 +51,20 @@ pub fn classify(reply: &[u8], from: &str) -> Redirect {
         b"LOADING" => Redirect::Retry("loading"),
         _ => Redirect::None,
     }
+}
+
+/// The address a MOVED or ASK names, as the proxy writes addresses: Redis writes IPv6 hosts
+/// without brackets (`::1:7000`), and an empty host (`:7000`, `cluster-preferred-endpoint-type
+/// unknown-endpoint`) means where the node that answered was reached. A `?` host (a hostname is
+/// preferred but the node has none) is kept for the map to resolve
+/// ([`crate::topology::TopologyStore::resolve`]).
+fn target_addr(target: &str, from: &str) -> Option<String> {
+    let (host, port) = split_addr(target)?;
+    if !host.is_empty() {
+        return Some(format_addr(host, port));
+    }
+    let from_host = split_addr(from).map(|(h, _)| h).filter(|h| !h.is_empty()).unwrap_or("127.0.0.1");
+    Some(format_addr(from_host, port))
 }
 
 /// The outcome of one command's first attempt, made elsewhere (the client's batch to one node):
@@ -163,6 +173,19 @@ mod tests {
         assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry("clusterdown")));
         assert!(matches!(classify(b"-ERR MOVED\r\n", "x:1"), Redirect::None));
         assert!(matches!(classify(b"-MOVED 99999 a:1\r\n", "x:1"), Redirect::None));
+        // Redis writes IPv6 without brackets; hostnames and `?` as they are.
+        assert!(
+            matches!(classify(b"-MOVED 7365 ::1:34003\r\n", "[::1]:34002"), Redirect::Moved { slot: 7365, ref addr } if addr == "[::1]:34003")
+        );
+        assert!(
+            matches!(classify(b"-ASK 7365 :34003\r\n", "[::1]:34002"), Redirect::Ask { ref addr } if addr == "[::1]:34003")
+        );
+        assert!(
+            matches!(classify(b"-MOVED 11058 localhost:31003\r\n", "localhost:31001"), Redirect::Moved { ref addr, .. } if addr == "localhost:31003")
+        );
+        assert!(
+            matches!(classify(b"-MOVED 7365 ?:31002\r\n", "x:1"), Redirect::Moved { ref addr, .. } if addr == "?:31002")
+        );
         assert!(matches!(classify(b"$1\r\nx\r\n", "x:1"), Redirect::None));
     }
 }

@@ -195,6 +195,7 @@ pub async fn continue_slot(
                         }
                     },
                     Redirect::Moved { slot: s, addr: to } => {
+                        let to = p.topology.resolve(to, &addr);
                         p.metrics.redirect("moved");
                         trace.set_redirected();
                         if p.metrics.enabled {
@@ -208,6 +209,7 @@ pub async fn continue_slot(
                         }
                     }
                     Redirect::Ask { addr: to } => {
+                        let to = p.topology.resolve(to, &addr);
                         p.metrics.redirect("ask");
                         trace.set_redirected();
                         if p.metrics.enabled {

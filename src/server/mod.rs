@@ -25,7 +25,7 @@ use crate::conn;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::stats::ProxyStats;
-use crate::topology::{self, gossip, Poller, Topology, TopologyStore};
+use crate::topology::{self, gossip, Learned, Poller, Topology, TopologyStore};
 
 /// What the server's own tasks share: the handles it gave out, and the drain state.
 struct Shared {
@@ -111,6 +111,12 @@ impl Running {
         self.shared.router.topology.load_full()
     }
 
+    /// Slots that lost their owner in a published map since start: only CLUSTER SHARDS answers
+    /// in which no node claims a slot may do that.
+    pub fn slots_unassigned(&self) -> u64 {
+        self.shared.router.topology.unassigned()
+    }
+
     /// Redirect-like replies of one kind seen so far (`moved`, `ask`, `late`, ...; 0 with metrics
     /// off).
     pub fn redirects(&self, kind: &str) -> u64 {
@@ -172,7 +178,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = TopologyStore::new();
     let poller = Poller::new(cfg.seeds.clone(), backend.auth().clone(), cfg.backend.connect_timeout);
     let (nodes, slots) = poller.fetch(&store).await?;
-    store.publish(nodes, slots, "bootstrap");
+    store.publish(nodes, slots, Learned::Bootstrap);
     let topo = store.load_full();
     if topo.uncovered() > 0 {
         tracing::warn!(uncovered = topo.uncovered(), "some slots are not served by any master");

@@ -11,7 +11,7 @@ use super::StartError;
 use crate::backend::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::topology::{self, gossip, Poller, TopologyStore};
+use crate::topology::{self, gossip, Learned, Poller, TopologyStore};
 
 /// A running shared observer; dropping it stops it.
 pub struct ObserverService {
@@ -48,7 +48,7 @@ pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, St
     let poller = Poller::new(cfg.seeds.clone(), Auth::from_config(&cfg.backend), cfg.backend.connect_timeout);
     let store = TopologyStore::new();
     let (nodes, slots) = poller.fetch(&store).await?;
-    store.publish(nodes, slots, "bootstrap");
+    store.publish(nodes, slots, Learned::Bootstrap);
     let metrics = Metrics::new(&[], true)?;
     let listener =
         TcpListener::bind(http).await.map_err(|err| StartError::Listen { addr: http, what: "--http", err })?;

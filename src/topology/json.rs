@@ -18,6 +18,7 @@ pub fn to_json(t: &Topology) -> String {
             serde_json::json!({
                 "id": n.id,
                 "address": n.addr,
+                "ip": n.ip_addr,
                 "role": if n.role == Role::Master { "master" } else { "replica" },
                 "master": n.master_id,
                 "health": if n.failed { "fail" } else { "up" },
@@ -44,6 +45,8 @@ pub fn from_json(text: &str) -> Option<(Vec<Node>, Box<[u16]>)> {
         nodes.push(Node {
             id: n.get("id")?.as_str()?.to_string(),
             addr: n.get("address")?.as_str()?.to_string(),
+            // Snapshots of observers before the "ip" field: the address is the IP.
+            ip_addr: n.get("ip").or(n.get("address"))?.as_str()?.to_string(),
             role: if n.get("role")?.as_str()? == "master" { Role::Master } else { Role::Replica },
             master_id: n.get("master").and_then(|m| m.as_str()).map(str::to_string),
             failed: n.get("health").and_then(|h| h.as_str()) == Some("fail"),

@@ -12,5 +12,6 @@ mod store;
 
 pub use json::{from_json, to_json};
 pub use poll::{run_refresher, FetchError, Poller};
+pub(crate) use snapshot::{format_addr, split_addr};
 pub use snapshot::{Node, Role, Topology};
-pub use store::TopologyStore;
+pub use store::{Learned, TopologyStore};

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
 use tokio::time::Instant;
 
-use super::snapshot::{promote_owners, UNOWNED};
-use super::{Node, Role, TopologyStore};
+use super::snapshot::{format_addr, promote_owners, split_addr, UNOWNED};
+use super::{Learned, Node, Role, TopologyStore};
 use crate::backend::{self, Auth, BackendError};
 use crate::slot::SLOTS;
 
@@ -45,7 +45,30 @@ fn pairs(f: &OwnedFrame) -> Vec<(String, &OwnedFrame)> {
     }
 }
 
-fn parse_shards(reply: &[u8]) -> Option<Reported> {
+/// The host part of the address a question was sent to: where a node that does not know its
+/// endpoint (`cluster-preferred-endpoint-type unknown-endpoint`) is reached, as Redis tells
+/// clients to do.
+fn asked_host(asked: &str) -> &str {
+    split_addr(asked).map(|(h, _)| h).unwrap_or(asked)
+}
+
+/// A node's connect address and IP address from its reported endpoint (`None`: not reported;
+/// `""`: unknown, reached where the answering node was; `"?"`: the preferred hostname is missing),
+/// IP and port. `None` when it cannot be reached.
+fn addresses(endpoint: Option<&str>, ip: Option<&str>, port: i64, asked: &str) -> Option<(String, String)> {
+    let port = u16::try_from(port).ok().filter(|&p| p > 0)?;
+    let ip = ip.filter(|i| !i.is_empty() && *i != "?");
+    let host = match endpoint {
+        Some("") => asked_host(asked),
+        Some("?") | None => ip?,
+        Some(e) => e,
+    };
+    let addr = format_addr(host, port);
+    let ip_addr = ip.map_or_else(|| addr.clone(), |i| format_addr(i, port));
+    Some((addr, ip_addr))
+}
+
+fn parse_shards(reply: &[u8], asked: &str) -> Option<Reported> {
     let (frame, _) = redis_protocol::resp2::decode::decode(reply).ok()??;
     let OwnedFrame::Array(shards) = frame else { return None };
     let mut out = Reported::default();
@@ -67,15 +90,11 @@ fn parse_shards(reply: &[u8]) -> Option<Reported> {
                             let nkv: HashMap<String, &OwnedFrame> = pairs(n).into_iter().collect();
                             let ip = nkv.get("ip").and_then(|f| str_of(f));
                             let endpoint = nkv.get("endpoint").and_then(|f| str_of(f));
-                            let host = match endpoint {
-                                Some(e) if !e.is_empty() && e != "?" => e,
-                                _ => ip.unwrap_or_default(),
-                            };
                             let port = nkv.get("port").or(nkv.get("tls-port")).and_then(|f| int_of(f)).unwrap_or(0);
-                            if host.is_empty() || port <= 0 {
+                            let Some((addr, ip_addr)) = addresses(endpoint.as_deref(), ip.as_deref(), port, asked)
+                            else {
                                 continue;
-                            }
-                            let addr = format_addr(&host, port);
+                            };
                             let role = match nkv.get("role").and_then(|f| str_of(f)).as_deref() {
                                 Some("master") => Role::Master,
                                 _ => Role::Replica,
@@ -86,7 +105,7 @@ fn parse_shards(reply: &[u8]) -> Option<Reported> {
                             if role == Role::Master && (master_addr.is_none() || !failed) {
                                 master_addr = Some((addr.clone(), id.clone()));
                             }
-                            members.push(Node { id, addr, role, master_id: None, failed, config_epoch: None });
+                            members.push(Node { id, addr, ip_addr, role, master_id: None, failed, config_epoch: None });
                         }
                     }
                 }
@@ -112,7 +131,7 @@ fn parse_shards(reply: &[u8]) -> Option<Reported> {
     Some(out)
 }
 
-fn parse_slots(reply: &[u8]) -> Option<Reported> {
+fn parse_slots(reply: &[u8], asked: &str) -> Option<Reported> {
     let (frame, _) = redis_protocol::resp2::decode::decode(reply).ok()??;
     let OwnedFrame::Array(entries) = frame else { return None };
     let mut out = Reported::default();
@@ -123,11 +142,18 @@ fn parse_slots(reply: &[u8]) -> Option<Reported> {
         let mut master_id = None;
         for (i, n) in f.iter().skip(2).enumerate() {
             let OwnedFrame::Array(nf) = n else { continue };
-            let (Some(host), Some(port)) = (nf.first().and_then(str_of), nf.get(1).and_then(int_of)) else { continue };
-            if host.is_empty() || host == "?" {
-                continue;
-            }
-            let addr = format_addr(&host, port);
+            let Some(port) = nf.get(1).and_then(int_of) else { continue };
+            // The host is the preferred endpoint (null when unknown); the metadata after the id
+            // carries the other forms (`ip`, `hostname`).
+            let host = match nf.first() {
+                Some(OwnedFrame::Null) | None => Some(String::new()),
+                Some(f) => str_of(f),
+            };
+            let meta = nf.get(3).map(pairs).unwrap_or_default();
+            let ip = meta.iter().find(|(k, _)| k == "ip").and_then(|(_, v)| str_of(v));
+            // Without metadata the host is the IP (the endpoint type is `ip`).
+            let ip = ip.or_else(|| host.clone().filter(|h| !h.is_empty() && h != "?"));
+            let Some((addr, ip_addr)) = addresses(host.as_deref(), ip.as_deref(), port, asked) else { continue };
             let id = nf.get(2).and_then(str_of).unwrap_or_default();
             if i == 0 {
                 if (0..SLOTS as i64).contains(&a) && (0..SLOTS as i64).contains(&b) && a <= b {
@@ -138,19 +164,11 @@ fn parse_slots(reply: &[u8]) -> Option<Reported> {
             if seen.insert(addr.clone()) {
                 let role = if i == 0 { Role::Master } else { Role::Replica };
                 let mid = if i == 0 { None } else { master_id.clone() };
-                out.nodes.push(Node { id, addr, role, master_id: mid, failed: false, config_epoch: None });
+                out.nodes.push(Node { id, addr, ip_addr, role, master_id: mid, failed: false, config_epoch: None });
             }
         }
     }
     Some(out)
-}
-
-fn format_addr(host: &str, port: i64) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// A map as the cluster says it: its nodes, and per slot the index of its master.
@@ -190,7 +208,7 @@ async fn ask_node(addr: &str, auth: &Auth, limit: Duration) -> Result<Reported, 
     let r = backend::query(addr, auth, &[&["CLUSTER", "SHARDS"]], limit).await?;
     let reply: &Bytes = r.first().ok_or_else(|| unreadable("CLUSTER SHARDS"))?;
     if !crate::resp::is_error(reply) {
-        return parse_shards(reply).ok_or_else(|| unreadable("CLUSTER SHARDS"));
+        return parse_shards(reply, addr).ok_or_else(|| unreadable("CLUSTER SHARDS"));
     }
     // Servers before 7.0 have no SHARDS.
     let r = backend::query(addr, auth, &[&["CLUSTER", "SLOTS"]], limit).await?;
@@ -199,7 +217,7 @@ async fn ask_node(addr: &str, auth: &Auth, limit: Duration) -> Result<Reported, 
         let text = String::from_utf8_lossy(reply).trim_end().to_string();
         return Err(NodeError::Refused { node: addr.to_string(), text });
     }
-    parse_slots(reply).ok_or_else(|| unreadable("CLUSTER SLOTS"))
+    parse_slots(reply, addr).ok_or_else(|| unreadable("CLUSTER SLOTS"))
 }
 
 /// Asks the known masters (or, without any, the seeds) concurrently and settles each slot by
@@ -226,37 +244,44 @@ pub async fn fetch(store: &TopologyStore, seeds: &[String], auth: &Auth, limit: 
     if reports.is_empty() {
         return Err(FetchError(errors));
     }
+    // Nodes merged by identity (their id; the address for a master a report names without one),
+    // so that two reports spelling a node differently still agree on it.
     let mut nodes: Vec<Node> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let key = |n: &Node| if n.id.is_empty() { n.addr.clone() } else { n.id.clone() };
+    // Each report's owner of each slot, as indices into `nodes`: one table per report, where a
+    // map of votes per slot made sixteen thousand allocations per poll.
+    let mut claims: Vec<Box<[u16]>> = Vec::with_capacity(reports.len());
     for r in &reports {
+        // This report's addresses, as indices into `nodes`.
+        let mut local: HashMap<&str, usize> = HashMap::new();
         for n in &r.nodes {
-            match index.get(&n.addr) {
+            let i = match index.get(&key(n)) {
                 Some(&i) => {
                     // Later reports only add facts: a failure seen by anyone counts.
                     if n.failed {
                         nodes[i].failed = true;
                     }
+                    i
                 }
                 None => {
-                    index.insert(n.addr.clone(), nodes.len());
+                    index.insert(key(n), nodes.len());
                     nodes.push(n.clone());
+                    nodes.len() - 1
                 }
-            }
+            };
+            local.insert(n.addr.as_str(), i);
         }
-    }
-    // Each report's owner of each slot, as indices into `nodes`: one table per report, where a
-    // map of votes per slot made sixteen thousand allocations per poll.
-    let mut claims: Vec<Box<[u16]>> = Vec::with_capacity(reports.len());
-    for r in &reports {
         let mut own = vec![UNOWNED; SLOTS].into_boxed_slice();
         for (a, b, addr) in &r.ranges {
-            let idx = match index.get(addr) {
+            let idx = match local.get(addr.as_str()).or_else(|| index.get(addr)) {
                 Some(&i) => i,
                 None => {
                     index.insert(addr.clone(), nodes.len());
                     nodes.push(Node {
                         id: String::new(),
                         addr: addr.clone(),
+                        ip_addr: addr.clone(),
                         role: Role::Master,
                         master_id: None,
                         failed: false,
@@ -318,7 +343,7 @@ pub async fn run_refresher(store: Arc<TopologyStore>, poller: Arc<Poller>, inter
         }
         match poller.fetch(&store).await {
             Ok((nodes, slots)) => {
-                store.publish(nodes, slots, "refresh");
+                store.publish(nodes, slots, Learned::Refresh);
             }
             Err(e) => tracing::warn!(error = %e, "topology refresh failed"),
         }
@@ -385,13 +410,93 @@ impl Poller {
 mod tests {
     use super::*;
 
+    /// A reply value, written as RESP2 by [`enc`].
+    enum V {
+        S(&'static str),
+        I(i64),
+        A(Vec<V>),
+        Null,
+    }
+    use V::*;
+
+    fn enc(v: &V, out: &mut Vec<u8>) {
+        match v {
+            S(s) => out.extend(format!("${}\r\n{s}\r\n", s.len()).bytes()),
+            I(i) => out.extend(format!(":{i}\r\n").bytes()),
+            Null => out.extend(b"$-1\r\n"),
+            A(items) => {
+                out.extend(format!("*{}\r\n", items.len()).bytes());
+                items.iter().for_each(|i| enc(i, out));
+            }
+        }
+    }
+
+    fn wire(v: V) -> Vec<u8> {
+        let mut out = Vec::new();
+        enc(&v, &mut out);
+        out
+    }
+
     #[test]
     fn parses_cluster_slots() {
         let reply = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$3\r\nid1\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$3\r\nid2\r\n";
-        let r = parse_slots(reply).unwrap();
+        let r = parse_slots(reply, "127.0.0.1:7000").unwrap();
         assert_eq!(r.ranges, vec![(0, 16383, "127.0.0.1:7000".to_string())]);
         assert_eq!(r.nodes.len(), 2);
         assert_eq!(r.nodes[1].role, Role::Replica);
         assert_eq!(r.nodes[1].master_id.as_deref(), Some("id1"));
+    }
+
+    /// The forms measured on Redis 7.0.15 (cluster-preferred-endpoint-type hostname,
+    /// unknown-endpoint, and a node without a hostname while hostnames are preferred).
+    #[test]
+    fn endpoints_of_every_kind() {
+        let slots =
+            |host: V, meta: Vec<V>| wire(A(vec![A(vec![I(0), I(16383), A(vec![host, I(31001), S("id1"), A(meta)])])]));
+        let r = parse_slots(&slots(S("localhost"), vec![S("ip"), S("127.0.0.1")]), "127.0.0.1:31002").unwrap();
+        assert_eq!((r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()), ("localhost:31001", "127.0.0.1:31001"));
+        let r =
+            parse_slots(&slots(Null, vec![S("ip"), S("10.0.0.1"), S("hostname"), S("h")]), "proxy-vip:31002").unwrap();
+        assert_eq!((r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()), ("proxy-vip:31001", "10.0.0.1:31001"));
+        let r = parse_slots(&slots(S("?"), vec![S("ip"), S("127.0.0.1")]), "x:1").unwrap();
+        assert_eq!(r.nodes[0].addr, "127.0.0.1:31001");
+        let r = parse_slots(&slots(S("::1"), vec![]), "x:1").unwrap();
+        assert_eq!((r.nodes[0].addr.as_str(), r.ranges[0].2.as_str()), ("[::1]:31001", "[::1]:31001"));
+
+        let shard = |endpoint: &'static str| {
+            wire(A(vec![A(vec![
+                S("slots"),
+                A(vec![I(0), I(5460)]),
+                S("nodes"),
+                A(vec![A(vec![
+                    S("id"),
+                    S("id1"),
+                    S("port"),
+                    I(31001),
+                    S("ip"),
+                    S("127.0.0.1"),
+                    S("endpoint"),
+                    S(endpoint),
+                    S("role"),
+                    S("master"),
+                    S("health"),
+                    S("online"),
+                ])]),
+            ])]))
+        };
+        for (endpoint, addr) in [
+            ("localhost", "localhost:31001"),
+            ("127.0.0.1", "127.0.0.1:31001"),
+            ("", "seed.example:31001"),
+            ("?", "127.0.0.1:31001"),
+        ] {
+            let r = parse_shards(&shard(endpoint), "seed.example:31002").unwrap();
+            assert_eq!(
+                (r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()),
+                (addr, "127.0.0.1:31001"),
+                "{endpoint:?}"
+            );
+            assert_eq!(r.ranges, vec![(0, 5460, addr.to_string())]);
+        }
     }
 }

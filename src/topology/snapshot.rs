@@ -16,13 +16,20 @@ pub enum Role {
     Replica,
 }
 
-/// What the proxy knows of one node.
+/// What the proxy knows of one node. A node is its id; its addresses are attributes of it, so a
+/// change of how a node is addressed (a hostname here, its IP there; a pod restarted on a new IP)
+/// never makes a slot lose its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
-    /// Cluster node id (40 hex chars), empty when only the address is known (after a MOVED).
+    /// Cluster node id (40 hex chars), empty when only an address is known (after a MOVED).
     pub id: String,
-    /// `ip:port` of the client port, the key of backend pools.
+    /// Where clients connect: the endpoint the cluster advertises (`cluster-preferred-endpoint-type`:
+    /// its IP, its hostname, or the address a seed was reached at), `host:port` with IPv6 hosts in
+    /// brackets. The key of the node connection pools.
     pub addr: String,
+    /// The node's IP and client port as the cluster reports them (the bus, CLUSTER NODES and MOVED
+    /// with `ip` endpoints know a node by it): the same as `addr` unless the endpoint is a hostname.
+    pub ip_addr: String,
     pub role: Role,
     /// Master's id, for replicas.
     pub master_id: Option<String>,
@@ -78,14 +85,12 @@ impl Topology {
         self.nodes.get(i as usize).map(|n| n.addr.as_str())
     }
 
-    /// The owner of every slot in this map as an index into `nodes` (matched by address), or
-    /// [`UNOWNED`]: how a map being settled from fresh reports refers to the published one.
+    /// The owner of every slot in this map as an index into `nodes` (the same node: by id, or by
+    /// address for nodes known only by one), or [`UNOWNED`]: how a map being settled from fresh
+    /// reports refers to the published one.
     pub fn owners_in(&self, nodes: &[Node]) -> Vec<u16> {
-        let to_new: Vec<u16> = self
-            .nodes
-            .iter()
-            .map(|o| nodes.iter().position(|n| n.addr == o.addr).map_or(UNOWNED, |i| i as u16))
-            .collect();
+        let to_new: Vec<u16> =
+            self.nodes.iter().map(|o| nodes.iter().position(|n| n.is(o)).map_or(UNOWNED, |i| i as u16)).collect();
         self.slots.iter().map(|&o| to_new.get(usize::from(o)).copied().unwrap_or(UNOWNED)).collect()
     }
 
@@ -136,15 +141,49 @@ impl Topology {
     }
 
     pub(super) fn same_map(&self, other: &Topology) -> bool {
-        fn addr(t: &Topology, i: u16) -> Option<&str> {
-            t.nodes.get(usize::from(i)).map(|n| n.addr.as_str())
+        fn node(t: &Topology, i: u16) -> Option<(&str, &str)> {
+            t.nodes.get(usize::from(i)).map(|n| (n.id.as_str(), n.addr.as_str()))
         }
-        let mut a: Vec<_> = self.nodes.iter().map(|n| (&n.addr, n.role, n.failed, n.config_epoch)).collect();
-        let mut b: Vec<_> = other.nodes.iter().map(|n| (&n.addr, n.role, n.failed, n.config_epoch)).collect();
+        let key = |n: &'_ Node| (n.id.clone(), n.addr.clone(), n.ip_addr.clone(), n.role, n.failed, n.config_epoch);
+        let mut a: Vec<_> = self.nodes.iter().map(key).collect();
+        let mut b: Vec<_> = other.nodes.iter().map(key).collect();
         a.sort();
         b.sort();
-        a == b && (0..SLOTS).all(|s| addr(self, self.slots[s]) == addr(other, other.slots[s]))
+        a == b && (0..SLOTS).all(|s| node(self, self.slots[s]) == node(other, other.slots[s]))
     }
+
+    /// The node `addr` names: by its connect address, then by its IP address (a MOVED may name a
+    /// node either way).
+    pub fn find_addr(&self, addr: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr).or_else(|| self.nodes.iter().position(|n| n.ip_addr == addr))
+    }
+}
+
+impl Node {
+    /// Whether `other` is the same node: the same id when both have one, else an address in common.
+    pub fn is(&self, other: &Node) -> bool {
+        if !self.id.is_empty() && !other.id.is_empty() {
+            return self.id == other.id;
+        }
+        self.addr == other.addr || self.ip_addr == other.ip_addr
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets (Redis writes IPv6 addresses without them: `::1:7000`).
+pub fn format_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Splits `host:port` at its last colon: the host as Redis writes it (an IPv6 address without
+/// brackets, a hostname, empty, or `?`) and the port.
+pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port.parse().ok()?))
 }
 
 /// A node that owns slots in a settled map is a master, whatever an older report said.

@@ -5,12 +5,13 @@
 //! and publishes a new one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
+use super::snapshot::{format_addr, split_addr, UNOWNED};
 use super::{Node, Role, Topology};
 use crate::slot::SLOTS;
 use crate::sync::Mutex;
@@ -30,6 +31,9 @@ pub struct TopologyStore {
     /// published in between (seen: an observer update lost to a concurrent patch). Readers never
     /// take it.
     write: Mutex<()>,
+    /// Slots that lost their owner in a published map (the cluster's own answers said no node
+    /// claims them): what a mismatch of node identities would inflate, so tests watch it.
+    unassigned: AtomicU64,
 }
 
 impl TopologyStore {
@@ -41,6 +45,7 @@ impl TopologyStore {
             refresh: Notify::new(),
             bus_authoritative: AtomicBool::new(false),
             write: Mutex::new(()),
+            unassigned: AtomicU64::new(0),
         })
     }
 
@@ -54,6 +59,11 @@ impl TopologyStore {
         self.current.load_full()
     }
 
+    /// Slots that lost their owner in published maps so far.
+    pub fn unassigned(&self) -> u64 {
+        self.unassigned.load(Ordering::Relaxed)
+    }
+
     /// A receiver that wakes on every published version.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version_tx.subscribe()
@@ -64,43 +74,76 @@ impl TopologyStore {
         self.refresh.notify_one();
     }
 
-    /// Publishes a map learned elsewhere if it differs from the current one. Returns true if published.
-    pub fn publish(&self, nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
+    /// Publishes a map learned from `source` if it differs from the current one. Returns true if
+    /// published.
+    pub fn publish(&self, nodes: Vec<Node>, slots: Box<[u16]>, source: Learned) -> bool {
         let _writer = self.write.lock();
-        self.publish_locked(nodes, slots, why)
+        self.publish_locked(nodes, slots, source)
     }
 
     /// `publish` with the writer lock already held.
-    fn publish_locked(&self, mut nodes: Vec<Node>, slots: Box<[u16]>, why: &str) -> bool {
+    fn publish_locked(&self, mut nodes: Vec<Node>, mut slots: Box<[u16]>, source: Learned) -> bool {
         let cur = self.current.load_full();
-        // Sources that do not know epochs (CLUSTER SHARDS) keep the ones the bus reported.
-        for n in nodes.iter_mut().filter(|n| n.config_epoch.is_none()) {
-            n.config_epoch = cur.nodes.iter().find(|c| c.addr == n.addr).and_then(|c| c.config_epoch);
+        for n in nodes.iter_mut() {
+            let Some(c) = cur.nodes.iter().find(|c| c.is(n)) else { continue };
+            // Sources that do not know epochs (CLUSTER SHARDS) keep the ones the bus reported.
+            if n.config_epoch.is_none() {
+                n.config_epoch = c.config_epoch;
+            }
+            if source == Learned::Bus {
+                n.addr = bus_endpoint(c, n);
+            }
+        }
+        if !source.may_unassign() {
+            keep_owners(&cur, &mut nodes, &mut slots, source);
         }
         let next = Topology::build(cur.version + 1, nodes, slots);
         if cur.same_map(&next) {
             return false;
         }
-        log_change(&cur, &next, why);
+        let lost = (0..SLOTS as u16).filter(|&s| cur.master_node(s).is_some() && next.master_node(s).is_none()).count();
+        self.unassigned.fetch_add(lost as u64, Ordering::Relaxed);
+        log_change(&cur, &next, source.as_str());
         self.current.store(Arc::new(next));
         self.version_tx.send_replace(cur.version + 1);
         true
     }
 
-    /// Points one slot at `addr` after a MOVED, at once and without touching any other slot.
+    /// The node a redirect from `from` means by `addr`: a `?:port` target (a hostname is preferred
+    /// but the node has none) is the known node with that port when only one has it; otherwise
+    /// the map is refreshed and `from`'s host tried.
+    pub fn resolve(&self, addr: String, from: &str) -> String {
+        let Some(("?", port)) = split_addr(&addr) else { return addr };
+        let t = self.load();
+        let mut with_port = t.nodes.iter().filter(|n| split_addr(&n.ip_addr).is_some_and(|(_, q)| q == port));
+        match (with_port.next(), with_port.next()) {
+            (Some(n), None) => n.addr.clone(),
+            _ => {
+                self.request_refresh();
+                format_addr(split_addr(from).map(|(h, _)| h).unwrap_or("127.0.0.1"), port)
+            }
+        }
+    }
+
+    /// Points one slot at the node `addr` names after a MOVED, at once and without touching any
+    /// other slot. A MOVED names a node by its endpoint or its IP (`cluster-preferred-endpoint-type`
+    /// of the node that answered): both find it.
     pub fn patch_slot(&self, slot: u16, addr: &str) {
-        let _writer = self.write.lock();
-        let cur = self.current.load_full();
-        if cur.master_for(slot) == Some(addr) {
+        if split_addr(addr).is_some_and(|(h, _)| h == "?") {
+            // Not a node we can name (see `resolve`): the refresh it asked for will place the slot.
+            self.request_refresh();
             return;
         }
+        let _writer = self.write.lock();
+        let cur = self.current.load_full();
         let mut nodes = cur.nodes.clone();
-        let idx = match nodes.iter().position(|n| n.addr == addr) {
+        let idx = match cur.find_addr(addr) {
             Some(i) => i,
             None => {
                 nodes.push(Node {
                     id: String::new(),
                     addr: addr.to_string(),
+                    ip_addr: addr.to_string(),
                     role: Role::Master,
                     master_id: None,
                     failed: false,
@@ -109,13 +152,95 @@ impl TopologyStore {
                 nodes.len() - 1
             }
         };
+        if cur.master_node(slot).is_some_and(|o| o.is(&nodes[idx])) {
+            return;
+        }
         let mut slots = cur.slots.clone();
         slots[slot as usize] = idx as u16;
         if let Some(n) = nodes.get_mut(idx) {
             n.role = Role::Master;
             n.failed = false;
         }
-        self.publish_locked(nodes, slots, "MOVED");
+        self.publish_locked(nodes, slots, Learned::Moved);
+    }
+}
+
+/// Where a map came from, which decides what it may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// CLUSTER SHARDS at start-up.
+    Bootstrap,
+    /// CLUSTER SHARDS asked again (polling, a refresh asked by the data path, a gap in the bus's
+    /// claims).
+    Refresh,
+    /// The bus observer's claims: it knows nodes by id and IP, not by their advertised endpoint.
+    Bus,
+    /// A shared observer's snapshot.
+    Observer,
+    /// A MOVED reply.
+    Moved,
+}
+
+impl Learned {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Learned::Bootstrap => "bootstrap",
+            Learned::Refresh => "refresh",
+            Learned::Bus => "bus",
+            Learned::Observer => "observer",
+            Learned::Moved => "MOVED",
+        }
+    }
+
+    /// Whether a slot this source reports unowned loses its owner. Only CLUSTER SHARDS says a
+    /// slot has none (no node answering claims it); on the bus an unclaimed slot keeps its last
+    /// owner, as Redis's own nodes do, and a MOVED or a shared observer's snapshot changes hands,
+    /// never takes them away.
+    fn may_unassign(self) -> bool {
+        matches!(self, Learned::Bootstrap | Learned::Refresh)
+    }
+}
+
+/// The connect address of node `n` reported by the bus, which knows it by IP, given `c`, what
+/// the current map says of the same node: the current endpoint while the node keeps its IP and
+/// port; after it moved (a restarted pod), a hostname endpoint keeps its name with the new port,
+/// an IP endpoint takes the new IP.
+fn bus_endpoint(c: &Node, n: &Node) -> String {
+    if c.ip_addr == n.ip_addr {
+        return c.addr.clone();
+    }
+    let host = split_addr(&c.addr).map(|(h, _)| h).filter(|_| c.addr != c.ip_addr);
+    match (host, split_addr(&n.ip_addr)) {
+        (Some(h), Some((_, port))) => format_addr(h, port),
+        _ => n.addr.clone(),
+    }
+}
+
+/// Keeps the owner of every slot that `slots` leaves unowned but the current map assigns (see
+/// [`Learned::may_unassign`]), adding the owner back to `nodes` if the new map dropped it.
+fn keep_owners(cur: &Topology, nodes: &mut Vec<Node>, slots: &mut [u16], source: Learned) {
+    let owners = cur.owners_in(nodes);
+    let mut kept = 0usize;
+    for (s, new) in slots.iter_mut().enumerate() {
+        if *new != UNOWNED {
+            continue;
+        }
+        let Some(c) = cur.master_node(s as u16) else { continue };
+        let i = match owners.get(s).copied().filter(|&o| o != UNOWNED) {
+            Some(o) => o,
+            None => match nodes.iter().position(|n| n.is(c)) {
+                Some(i) => i as u16,
+                None => {
+                    nodes.push(c.clone());
+                    (nodes.len() - 1) as u16
+                }
+            },
+        };
+        *new = i;
+        kept += 1;
+    }
+    if kept > 0 {
+        tracing::debug!(slots = kept, source = source.as_str(), "kept the owners of slots the map left unowned");
     }
 }
 
@@ -144,33 +269,29 @@ mod tests {
     use super::*;
     use crate::topology::Node;
 
+    fn node(id: &str, addr: &str, ip_addr: &str) -> Node {
+        Node {
+            id: id.into(),
+            addr: addr.into(),
+            ip_addr: ip_addr.into(),
+            role: Role::Master,
+            master_id: None,
+            failed: false,
+            config_epoch: None,
+        }
+    }
+
+    /// Slots 0-8191 on node 0, the rest on node 1.
+    fn halves() -> Box<[u16]> {
+        (0..SLOTS).map(|s| u16::from(s >= 8192)).collect()
+    }
+
     #[test]
     fn patch_changes_exactly_one_slot() {
         let store = TopologyStore::new();
-        let nodes = vec![
-            Node {
-                id: "a".into(),
-                addr: "127.0.0.1:1".into(),
-                role: Role::Master,
-                master_id: None,
-                failed: false,
-                config_epoch: None,
-            },
-            Node {
-                id: "b".into(),
-                addr: "127.0.0.1:2".into(),
-                role: Role::Master,
-                master_id: None,
-                failed: false,
-                config_epoch: None,
-            },
-        ];
-        let mut slots = vec![0u16; SLOTS].into_boxed_slice();
-        for s in 8192..SLOTS {
-            slots[s] = 1;
-        }
-        assert!(store.publish(nodes.clone(), slots.clone(), "test"));
-        assert!(!store.publish(nodes, slots, "test"), "same map must not publish");
+        let nodes = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        assert!(store.publish(nodes.clone(), halves(), Learned::Bootstrap));
+        assert!(!store.publish(nodes, halves(), Learned::Bootstrap), "same map must not publish");
         let v = store.load().version;
         store.patch_slot(100, "127.0.0.1:2");
         let t = store.load();
@@ -182,5 +303,71 @@ mod tests {
         store.patch_slot(5, "127.0.0.1:3");
         assert_eq!(store.load().master_for(5), Some("127.0.0.1:3"));
         assert_eq!(store.load().uncovered(), 0);
+    }
+
+    /// A hostname cluster: CLUSTER SHARDS says `localhost:P`, the bus says `127.0.0.1:P`. The same
+    /// nodes: no slot changes hands, the advertised endpoint stays, and a MOVED naming either
+    /// spelling finds the node instead of adding a second master.
+    #[test]
+    fn a_node_is_its_id_whatever_spelling_names_it() {
+        let store = TopologyStore::new();
+        let shards = vec![node("a", "localhost:1", "127.0.0.1:1"), node("b", "localhost:2", "127.0.0.1:2")];
+        store.publish(shards, halves(), Learned::Bootstrap);
+        let bus = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        // Before any PONG the bus has no claims: its map leaves every slot unowned.
+        store.publish(bus.clone(), vec![UNOWNED; SLOTS].into_boxed_slice(), Learned::Bus);
+        let t = store.load_full();
+        assert_eq!((t.uncovered(), t.master_for(0), t.master_for(9000)), (0, Some("localhost:1"), Some("localhost:2")));
+        store.publish(bus, halves(), Learned::Bus);
+        let t = store.load_full();
+        assert_eq!(t.nodes.len(), 2);
+        assert_eq!((t.master_for(0), t.master_for(9000)), (Some("localhost:1"), Some("localhost:2")));
+        store.patch_slot(7, "127.0.0.1:2");
+        store.patch_slot(8, "localhost:2");
+        let t = store.load_full();
+        assert_eq!((t.master_for(7), t.master_for(8), t.nodes.len()), (Some("localhost:2"), Some("localhost:2"), 2));
+    }
+
+    /// A pod restarted on a new port keeps its id and hostname: the bus's new IP address moves the
+    /// endpoint to the new port; an IP endpoint takes the new IP.
+    #[test]
+    fn a_node_that_moved_is_followed() {
+        let store = TopologyStore::new();
+        store.publish(
+            vec![node("a", "pod-a:1", "10.0.0.1:1"), node("b", "10.0.0.2:2", "10.0.0.2:2")],
+            halves(),
+            Learned::Bootstrap,
+        );
+        store.publish(
+            vec![node("a", "10.0.0.9:11", "10.0.0.9:11"), node("b", "10.0.0.8:2", "10.0.0.8:2")],
+            halves(),
+            Learned::Bus,
+        );
+        let t = store.load_full();
+        assert_eq!((t.master_for(0), t.master_for(9000)), (Some("pod-a:11"), Some("10.0.0.8:2")));
+    }
+
+    /// Only CLUSTER SHARDS takes an owner away (no node claims the slot); the bus, a MOVED and a
+    /// shared observer's snapshot never do.
+    #[test]
+    fn only_the_nodes_answers_unassign_a_slot() {
+        let store = TopologyStore::new();
+        let nodes = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        store.publish(nodes.clone(), halves(), Learned::Bootstrap);
+        let mut gap = halves();
+        gap[9000] = UNOWNED;
+        for source in [Learned::Bus, Learned::Observer] {
+            store.publish(nodes.clone(), gap.clone(), source);
+            assert_eq!(store.load().master_for(9000), Some("127.0.0.1:2"), "{source:?}");
+        }
+        // A map without node b at all still keeps its slots on it.
+        store.publish(
+            vec![nodes[0].clone()],
+            vec![0; 8192].into_iter().chain(vec![UNOWNED; 8192]).collect(),
+            Learned::Bus,
+        );
+        assert_eq!((store.load().master_for(9000), store.load().uncovered()), (Some("127.0.0.1:2"), 0));
+        store.publish(nodes, gap, Learned::Refresh);
+        assert_eq!((store.load().master_for(9000), store.load().uncovered()), (None, 1));
     }
 }

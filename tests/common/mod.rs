@@ -65,15 +65,15 @@ impl Env {
     }
 
     /// Waits until the proxy's slot map equals what the cluster itself reports (read with the
-    /// harness's own CLUSTER NODES reader, not the proxy's), every slot covered.
+    /// harness's own CLUSTER NODES reader, not the proxy's), every slot covered. Nodes are told
+    /// apart by port: the proxy may name a node by hostname or IP, as the cluster advertises it.
     pub async fn converges(&self, what: &str) {
         let deadline = Instant::now() + PATIENCE;
+        let port = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
         loop {
             let want = tokio::task::block_in_place(|| self.cluster.slot_map());
             let t = self.proxy.topology();
-            let differ = (0..16384u16)
-                .filter(|&s| t.master_for(s).map(str::to_string) != want[s as usize].map(|p| format!("127.0.0.1:{p}")))
-                .count();
+            let differ = (0..16384u16).filter(|&s| t.master_for(s).and_then(port) != want[s as usize]).count();
             if differ == 0 && want.iter().all(Option::is_some) {
                 return;
             }
@@ -86,6 +86,10 @@ impl Env {
 /// How long a condition may take to come true before a test fails: generous, because a loaded
 /// 2-core machine can stall anything for seconds, and a wait that succeeds returns at once.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long the cluster itself may take to settle after a fault (a resumed master's full sync
+/// alone waits 5 s before it starts): not a bound on the proxy, so generous.
+pub const CLUSTER_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Waits until `cond` holds, checking every 20 ms; fails the test after [`PATIENCE`].
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

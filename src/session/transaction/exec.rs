@@ -263,7 +263,7 @@ async fn block(
             }
             Redirect::Ask { addr: to } if conn.is_none() => {
                 p.metrics.redirect("ask");
-                target = to;
+                target = p.topology.resolve(to, &target);
                 asking = true;
             }
             Redirect::Retry(kind) => {

@@ -1,6 +1,8 @@
 //! `CLUSTER NODES` as the observer reads it: node ids, client and bus addresses, roles, flags,
 //! configEpoch and slots, for the node set and its bus ports.
 
+use crate::topology::format_addr;
+
 /// One line of CLUSTER NODES.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodesLine {
@@ -27,7 +29,8 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodesLine> {
             let (hostport, rest) = f[1].split_once('@')?;
             let cport = rest.split(',').next()?;
             let (ip, port) = hostport.rsplit_once(':')?;
-            if ip.is_empty() || port == "0" {
+            let (port, cport): (u16, u16) = (port.parse().ok()?, cport.parse().ok()?);
+            if ip.is_empty() || port == 0 {
                 return None;
             }
             let flags = f[2];
@@ -47,8 +50,8 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodesLine> {
             }
             Some(NodesLine {
                 id: f[0].to_string(),
-                addr: format!("{ip}:{port}"),
-                bus: format!("{ip}:{cport}"),
+                addr: format_addr(ip, port),
+                bus: format_addr(ip, cport),
                 master: flags.contains("master"),
                 fail: flags.split(',').any(|x| x == "fail"),
                 handshake: flags.contains("handshake") || flags.contains("noaddr"),

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
-use crate::topology::{from_json, Poller, TopologyStore};
+use crate::topology::{from_json, Learned, Poller, TopologyStore};
 
 /// Follows a shared observer at `url` (`http://host:port`) forever, publishing every snapshot;
 /// polls the cluster itself while the observer cannot be reached.
@@ -29,7 +29,7 @@ pub async fn subscribe(url: String, store: Arc<TopologyStore>, poller: Arc<Polle
         let until = tokio::time::Instant::now() + backoff;
         while tokio::time::Instant::now() < until {
             if let Ok((nodes, slots)) = poller.fetch(&store).await {
-                store.publish(nodes, slots, "poll");
+                store.publish(nodes, slots, Learned::Refresh);
             }
             tokio::time::sleep(Duration::from_millis(1000).min(backoff)).await;
         }
@@ -98,7 +98,7 @@ async fn watch(
             let l = lines.split_to(nl + 1);
             match from_json(&String::from_utf8_lossy(&l)) {
                 Some((nodes, slots)) => {
-                    store.publish(nodes, slots, "observer");
+                    store.publish(nodes, slots, Learned::Observer);
                 }
                 None => return "unreadable snapshot".into(),
             }

@@ -25,7 +25,7 @@ use super::ObserverConfig;
 use crate::backend;
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
-use crate::topology::{Node, Poller, Role, TopologyStore};
+use crate::topology::{format_addr, Learned, Node, Poller, Role, TopologyStore};
 
 /// What the observer knows of one node.
 #[derive(Debug)]
@@ -258,12 +258,15 @@ impl Observer {
                     let about = g.nodename.to_string();
                     self.check_id_clash(&about);
                     seen_about.insert(about.clone());
-                    if !self.peers.contains_key(&about) && !g.ip.is_empty() && g.port != 0 && g.cport != 0 {
-                        let addr = format!("{}:{}", g.ip, g.port);
-                        let bus = format!("{}:{}", g.ip, g.cport);
-                        tracing::info!(node = %addr, "node learned from gossip");
-                        self.add_peer(about.clone(), addr, bus, None);
-                        self.dirty = true;
+                    if !g.ip.is_empty() && g.port != 0 && g.cport != 0 {
+                        let (addr, bus) = (format_addr(&g.ip, g.port), format_addr(&g.ip, g.cport));
+                        if self.peers.contains_key(&about) {
+                            self.readdress(&about, addr, bus);
+                        } else {
+                            tracing::info!(node = %addr, "node learned from gossip");
+                            self.add_peer(about.clone(), addr, bus, None);
+                            self.dirty = true;
+                        }
                     }
                     if let Some(q) = self.peers.get_mut(&about) {
                         let fail = g.flags & FLAG_FAIL != 0;
@@ -296,16 +299,36 @@ impl Observer {
             p.master_id = l.master_id.clone();
             p.fail = l.fail;
         }
-        p.link = Some(tokio::spawn(link(
-            bus.clone(),
-            self.my_id.clone(),
-            self.cfg.clone(),
-            self.beat,
-            self.tx.clone(),
-            self.metrics.clone(),
-        )));
+        p.link = Some(self.spawn_link(&bus));
         self.by_bus.insert(bus, id.clone());
         self.peers.insert(id, p);
+    }
+
+    fn spawn_link(&self, bus: &str) -> JoinHandle<()> {
+        let (id, cfg, tx, metrics) = (self.my_id.clone(), self.cfg.clone(), self.tx.clone(), self.metrics.clone());
+        tokio::spawn(link(bus.to_string(), id, cfg, self.beat, tx, metrics))
+    }
+
+    /// A known node reported at another address (restarted elsewhere, as a pod with a new IP
+    /// keeps its id): followed there, unless it still answers where it is (a report may be older
+    /// than what the node itself said).
+    fn readdress(&mut self, id: &str, addr: String, bus: String) {
+        let Some(p) = self.peers.get(id) else { return };
+        if (p.addr == addr && p.bus == bus) || (p.reachable && p.header.is_some()) {
+            return;
+        }
+        tracing::info!(node = %id, from = %p.addr, to = %addr, "node moved to a new address");
+        let link = self.spawn_link(&bus);
+        let Some(p) = self.peers.get_mut(id) else { return };
+        self.by_bus.remove(&p.bus);
+        if let Some(old) = p.link.replace(link) {
+            old.abort();
+        }
+        p.addr = addr;
+        p.bus = bus.clone();
+        p.last_pong = None;
+        self.by_bus.insert(bus, id.to_string());
+        self.dirty = true;
     }
 
     /// Node set from CLUSTER NODES: adds nodes, drops vanished ones; fills the map's gaps from
@@ -348,6 +371,7 @@ impl Observer {
                         p.role = if l.master { Role::Master } else { Role::Replica };
                         p.master_id = l.master_id.clone();
                     }
+                    self.readdress(&l.id, l.addr.clone(), l.bus.clone());
                 }
                 None => self.add_peer(l.id.clone(), l.addr.clone(), l.bus.clone(), Some(l)),
             }
@@ -365,7 +389,7 @@ impl Observer {
     async fn poll(&mut self) {
         match self.poller.fetch(&self.store).await {
             Ok((nodes, slots)) => {
-                self.store.publish(nodes, slots, "CLUSTER SHARDS");
+                self.store.publish(nodes, slots, Learned::Refresh);
             }
             Err(e) => tracing::warn!(error = %e, "topology poll failed"),
         }

@@ -8,18 +8,23 @@ use super::Observer;
 use crate::slot::SLOTS;
 use crate::topology::gossip::codec::Header;
 use crate::topology::snapshot::promote_owners;
-use crate::topology::{self, Node};
+use crate::topology::{self, Learned, Node};
 
-/// True when `t` maps every slot to the same address as `slots` over `nodes` does.
+/// True when `t` maps every slot to the same node as `slots` over `nodes` does.
 fn same_owners(t: &topology::Topology, nodes: &[Node], slots: &[u16]) -> bool {
-    slots.iter().enumerate().all(|(s, &i)| t.master_for(s as u16) == nodes.get(i as usize).map(|n| n.addr.as_str()))
+    slots.iter().enumerate().all(|(s, &i)| match (t.master_node(s as u16), nodes.get(i as usize)) {
+        (Some(a), Some(b)) => a.is(b),
+        (a, b) => a.is_none() && b.is_none(),
+    })
 }
 
 impl Observer {
     /// Settles every slot from the claims and publishes if anything changed.
     pub(super) fn publish(&mut self) {
         self.dirty = false;
-        if self.polling || self.peers.is_empty() {
+        // Before the first PONG there are no claims: a map made of them would only repeat the
+        // current one, spelled by the bus's addresses.
+        if self.polling || !self.peers.values().any(|p| p.header.is_some()) {
             return;
         }
         let (nodes, slots, tie, gaps) = self.settle();
@@ -54,7 +59,7 @@ impl Observer {
         let changed = self.last.as_ref().is_none_or(|(n, s)| n != &nodes || s != &slots);
         let overridden = cur.version != self.last_version && !same_owners(&cur, &nodes, &slots);
         if changed || overridden {
-            self.store.publish(nodes.clone(), slots.clone(), "bus");
+            self.store.publish(nodes.clone(), slots.clone(), Learned::Bus);
             self.last_version = self.store.load().version;
             self.last = Some((nodes, slots));
         } else {
@@ -75,6 +80,7 @@ impl Observer {
             .map(|p| Node {
                 id: p.id.clone(),
                 addr: p.addr.clone(),
+                ip_addr: p.addr.clone(),
                 role: p.role,
                 master_id: p.master_id.clone(),
                 failed: p.fail || (p.header.is_some() && !p.reachable),
