@@ -761,6 +761,7 @@ async fn refused_commands_never_reach_a_node() {
     let port = masters[0].to_string();
     let cases: Vec<(Vec<&str>, String)> = vec![
         (vec!["MIGRATE", "127.0.0.1", &port, "k", "0", "1000"], na("MIGRATE", "it moves keys behind the proxy's back")),
+        (vec!["WAITAOF", "1", "0", "0"], na("WAITAOF", "it refers to one connection's writes on one node")),
         (vec!["MOVE", "k", "1"], "-ERR MOVE is not allowed in cluster mode\r\n".into()),
         (vec!["SWAPDB", "0", "1"], "-ERR SWAPDB is not allowed in cluster mode\r\n".into()),
         (vec!["MONITOR"], na("MONITOR", admin)),
@@ -803,6 +804,7 @@ async fn refused_commands_never_reach_a_node() {
     // nothing anywhere.
     let never = [
         "migrate",
+        "waitaof",
         "move",
         "swapdb",
         "monitor",
