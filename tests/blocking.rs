@@ -684,8 +684,8 @@ async fn cross_slot_pops_deliver_every_element_exactly_once() {
 }
 
 /// `backend.dedicated_per_node = 2` (the setting under test): with two clients blocked on one
-/// node, WATCH and WAIT, which need an exclusive connection to it, get the busy error after the
-/// connect timeout; other nodes are not affected; once one blocked client is served, a blocking
+/// node, WATCH, WAIT and a third blocking command, which need an exclusive connection to it, get
+/// the busy error after the connect timeout; other nodes are not affected; once one blocked client is served, a blocking
 /// command and WATCH on that node work again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedicated_per_node_bounds_exclusive_connections() {
@@ -707,7 +707,11 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
         .await;
 
     let mut c = Raw::connect(env.addr()).await;
-    for cmd in [&["WATCH", "{d}k"][..], &["WAIT", "0", "100"]] {
+    let elsewhere = env.cluster.masters().into_iter().find(|&m| m != owner).unwrap();
+    let other_key = key_in_slot(env.cluster.slots_of(elsewhere)[0], "free-");
+    // A third blocking command gets the same error: a full pool is not a failing master to wait
+    // for (failover_hold).
+    for cmd in [&["WATCH", "{d}k"][..], &["WAIT", "0", "100"], &["BLPOP", "{d}q", "0"]] {
         let t = Instant::now();
         assert_eq!(c.text(cmd).await, busy, "{cmd:?}");
         let took = t.elapsed();
@@ -716,9 +720,8 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
             "{cmd:?}: the error after the connect timeout, not {took:?}"
         );
     }
+    assert_eq!(nodes.blocked(owner, "blpop").await, 2, "only the two holders are blocked");
     // Another node's bound is its own.
-    let elsewhere = env.cluster.masters().into_iter().find(|&m| m != owner).unwrap();
-    let other_key = key_in_slot(env.cluster.slots_of(elsewhere)[0], "free-");
     let t = Instant::now();
     assert_eq!(c.text(&["BLPOP", &other_key, "0.2"]).await, "*-1\r\n");
     assert!(t.elapsed() < connect_timeout, "no wait for a permit on another node: {:?}", t.elapsed());

@@ -92,6 +92,13 @@ impl BackendError {
         self.failure == Failure::NotSent || readonly
     }
 
+    /// Whether the proxy's own bound on exclusive connections refused the request. That says
+    /// nothing about the node (it is not failing over), and the pool already waited the connect
+    /// timeout for a free connection: the error goes to the client as it is.
+    pub fn busy(&self) -> bool {
+        matches!(self.reason, Reason::DedicatedBusy(_))
+    }
+
     /// What the client is told: for a request that was sent, that it may or may not have run.
     pub fn reply(&self) -> Bytes {
         match self.failure {
@@ -155,7 +162,7 @@ mod tests {
             &b"-ERR clusterless: connection to 10.0.0.1:7000 lost while sending: broken pipe after the command was sent; it may or may not have been executed\r\n"[..]
         );
         let n = BackendError::not_sent("a:1", Reason::DedicatedBusy(4));
-        assert!(n.may_retry(false));
+        assert!(n.may_retry(false) && n.busy() && !e.busy());
         assert_eq!(
             &n.reply()[..],
             &b"-ERR clusterless: all 4 dedicated connections to a:1 are busy (backend.dedicated_per_node)\r\n"[..]

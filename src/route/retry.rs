@@ -232,6 +232,9 @@ pub async fn continue_slot(
                     }
                 }
             }
+            // The node is fine, only the proxy's bound is reached: holding the request for a
+            // failover would only delay the error by failover_hold.
+            Err(e) if e.busy() => return e.reply(),
             Err(e) if e.failure == Failure::NotSent => {
                 // A master that cannot be reached may be one that died: it is failing over as far
                 // as this request can tell (polling learns of a failure only from the nodes), so
