@@ -684,8 +684,9 @@ async fn cross_slot_pops_deliver_every_element_exactly_once() {
 }
 
 /// `backend.dedicated_per_node = 2` (the setting under test): with two clients blocked on one
-/// node, WATCH, WAIT and a third blocking command, which need an exclusive connection to it, get
-/// the busy error after the connect timeout; other nodes are not affected; once one blocked client is served, a blocking
+/// node, WATCH, WAIT and a third blocking command (over that node's key alone or with another
+/// node's), which need an exclusive connection to it, get the busy error after the connect
+/// timeout; other nodes are not affected; once one blocked client is served, a blocking
 /// command and WATCH on that node work again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedicated_per_node_bounds_exclusive_connections() {
@@ -709,9 +710,16 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
     let mut c = Raw::connect(env.addr()).await;
     let elsewhere = env.cluster.masters().into_iter().find(|&m| m != owner).unwrap();
     let other_key = key_in_slot(env.cluster.slots_of(elsewhere)[0], "free-");
-    // A third blocking command gets the same error: a full pool is not a failing master to wait
-    // for (failover_hold).
-    for cmd in [&["WATCH", "{d}k"][..], &["WAIT", "0", "100"], &["BLPOP", "{d}q", "0"]] {
+    // A third blocking command, alone or over the busy node's key and a free node's (in either
+    // order, timeout longer or equal to the connect timeout), gets the same error: a full pool is
+    // not a failing master to wait for (failover_hold), nor a moving slot to retry, nor a timeout.
+    for cmd in [
+        &["WATCH", "{d}k"][..],
+        &["WAIT", "0", "100"],
+        &["BLPOP", "{d}q", "0"],
+        &["BLPOP", "{d}q", &other_key, "10"],
+        &["BLPOP", &other_key, "{d}q", "1"],
+    ] {
         let t = Instant::now();
         assert_eq!(c.text(cmd).await, busy, "{cmd:?}");
         let took = t.elapsed();
@@ -721,6 +729,7 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
         );
     }
     assert_eq!(nodes.blocked(owner, "blpop").await, 2, "only the two holders are blocked");
+    assert_eq!(nodes.blocked(elsewhere, "blpop").await, 0, "the free node's pop was never sent");
     // Another node's bound is its own.
     let t = Instant::now();
     assert_eq!(c.text(&["BLPOP", &other_key, "0.2"]).await, "*-1\r\n");

@@ -236,15 +236,20 @@ impl<'a> Pop<'a> {
         for (s, keys) in &by_slot {
             let addr = p.topology.load().master_for(*s).map(str::to_string);
             let got = match addr {
-                Some(a) => p.dedicated.get(&a, cx.proto).await.ok(),
-                None => None,
+                Some(a) => p.dedicated.get(&a, cx.proto).await.map_err(Some),
+                None => Err(None),
             };
             match got {
-                Some(c) => conns.push((c, self.blocking(keys, secs))),
-                None => {
+                Ok(c) => conns.push((c, self.blocking(keys, secs))),
+                Err(e) => {
                     // Nothing was sent yet: the connections go back clean.
                     conns.into_iter().for_each(|(c, _)| p.dedicated.put(c));
-                    return None;
+                    return match e {
+                        // The proxy's own bound, not a moving slot: looking again would only
+                        // wait out the connect timeout again, and then the client's timeout.
+                        Some(e) if e.busy() => Some(e.reply()),
+                        _ => None,
+                    };
                 }
             }
         }
