@@ -75,6 +75,12 @@ impl Nodes {
         n
     }
 
+    /// Clients of node `port` that speak RESP3 (CLIENT LIST: `resp=3`).
+    async fn resp3_clients(&self, port: u16) -> usize {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut self.conn(port)).await.unwrap();
+        list.lines().filter(|l| l.split(' ').any(|f| f == "resp=3")).count()
+    }
+
     /// How many times node `port` ran `cmd` (INFO commandstats).
     async fn calls(&self, port: u16, cmd: &str) -> u64 {
         let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn(port)).await.unwrap();
@@ -687,7 +693,8 @@ async fn cross_slot_pops_deliver_every_element_exactly_once() {
 /// node, WATCH, WAIT and a third blocking command (over that node's key alone or with another
 /// node's), which need an exclusive connection to it, get the busy error after the connect
 /// timeout; other nodes are not affected; once one blocked client is served, a blocking
-/// command and WATCH on that node work again.
+/// command and WATCH on that node work again, also for a client that was already waiting; and
+/// idle connections of one protocol make room for the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedicated_per_node_bounds_exclusive_connections() {
     let env = start_with(small(), |cfg| cfg.backend.dedicated_per_node = 2).await;
@@ -738,9 +745,9 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
     // One blocked client served: its connection is free again.
     assert_eq!(c.text(&["RPUSH", "{d}q", "v"]).await, ":1\r\n");
     let (h0, h1) = holders.split_at_mut(1);
-    let got = tokio::select! {
-        r = h0[0].read_replies(1) => r,
-        r = h1[0].read_replies(1) => r,
+    let (served, got) = tokio::select! {
+        r = h0[0].read_replies(1) => (0, r),
+        r = h1[0].read_replies(1) => (1, r),
     };
     assert_eq!(got[0], b"*2\r\n$4\r\n{d}q\r\n$1\r\nv\r\n");
     assert_eq!(nodes.blocked(owner, "blpop").await, 1, "the other holder is still blocked");
@@ -749,5 +756,66 @@ async fn dedicated_per_node_bounds_exclusive_connections() {
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(300) && took < connect_timeout, "ran at once, then timed out: {took:?}");
     assert_eq!(c.text(&["WATCH", "{d}k"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["UNWATCH"]).await, "+OK\r\n");
+
+    // A client already waiting for a connection gets the one a served client gives back (which
+    // stays open, idle, holding its place under the bound): it does not time out beside it.
+    let mut held = holders.swap_remove(1 - served);
+    let mut second = Raw::connect(env.addr()).await;
+    second.send(b"BLPOP {d}q 0\r\n").await;
+    eventually_async(
+        "the idle connection serves a new pop",
+        || async move { nodes.blocked(owner, "blpop").await == 2 },
+    )
+    .await;
+    let mut waiter = Raw::connect(env.addr()).await;
+    waiter.send(b"BLPOP {d}q 0\r\n").await;
+    // On purpose: the waiter's request reaches the pool and waits there for a connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.text(&["RPUSH", "{d}q", "v1"]).await, ":1\r\n");
+    assert_eq!(held.read_replies(1).await[0], b"*2\r\n$4\r\n{d}q\r\n$2\r\nv1\r\n", "the first blocked is served");
+    eventually_async("the waiter blocks on the returned connection", || async move {
+        nodes.blocked(owner, "blpop").await == 2
+    })
+    .await;
+    for (client, v) in [(&mut second, "v2"), (&mut waiter, "v3")] {
+        assert_eq!(c.text(&["RPUSH", "{d}q", v]).await, ":1\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&client.read_replies(1).await[0]),
+            format!("*2\r\n$4\r\n{{d}}q\r\n{}", bulk(v))
+        );
+    }
+
+    // Idle connections are kept per protocol, and each holds its place under the bound. Two idle
+    // RESP2 ones make room for two RESP3 pops, whose connections, idle in turn, make room for a
+    // RESP2 WATCH and pop: nothing is in use, so nobody may be told the node is busy. The node's
+    // own client list shows the idle RESP3 connections closed one by one.
+    let mut resp3 = Vec::new();
+    for _ in 0..2 {
+        let mut r = Raw::connect(env.addr()).await;
+        assert!(r.text(&["HELLO", "3"]).await.starts_with("%7\r\n"));
+        r.send(b"BLPOP {d}q 0\r\n").await;
+        resp3.push(r);
+    }
+    eventually_async("both RESP3 pops block", || async move { nodes.blocked(owner, "blpop").await == 2 }).await;
+    let mut got = Vec::new();
+    for v in ["v4", "v5"] {
+        assert_eq!(c.text(&["RPUSH", "{d}q", v]).await, ":1\r\n");
+    }
+    for r in &mut resp3 {
+        got.push(String::from_utf8_lossy(&r.read_replies(1).await[0]).into_owned());
+    }
+    got.sort();
+    assert_eq!(got, ["v4", "v5"].map(|v| format!("*2\r\n$4\r\n{{d}}q\r\n{}", bulk(v))));
+    assert_eq!(nodes.resp3_clients(owner).await, 2, "two idle RESP3 connections");
+    let t = Instant::now();
+    assert_eq!(c.text(&["WATCH", "{d}k"]).await, "+OK\r\n");
+    assert!(t.elapsed() < connect_timeout, "WATCH did not wait for a permit: {:?}", t.elapsed());
+    eventually_async("one idle RESP3 connection closed", || async move { nodes.resp3_clients(owner).await == 1 }).await;
+    let t = Instant::now();
+    assert_eq!(once(env.addr(), &["BLPOP", "{d}q", "0.3"]).await, "*-1\r\n");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < connect_timeout, "ran at once, then timed out: {took:?}");
+    eventually_async("the other one too", || async move { nodes.resp3_clients(owner).await == 0 }).await;
     assert_eq!(c.text(&["UNWATCH"]).await, "+OK\r\n");
 }

@@ -3,6 +3,10 @@
 //! per node (a semaphore, so a flood of blocked clients cannot exhaust a node's connections); a
 //! connection goes back to a small idle pool only when its request ended cleanly, and is closed
 //! otherwise (a client that disconnects mid-block must not leave a pending pop on a pooled one).
+//!
+//! An idle connection keeps its place under the bound (it is still open on the node), so a
+//! client waiting for a place is woken when one is given back, and closes an idle connection of
+//! the other protocol to make room: only connections in use may ever make a client wait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +16,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::{connect, exchange, Auth, BackendError, Reason};
 use crate::resp::{self, ReplyScanner};
@@ -26,8 +31,16 @@ pub struct DedicatedPool {
     auth: Auth,
     connect_timeout: Duration,
     per_node: usize,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    limits: Mutex<HashMap<String, Arc<Bound>>>,
     idle: Mutex<HashMap<(String, u8), Vec<Dedicated>>>,
+}
+
+/// One node's bound: a permit per open connection, in use or idle.
+struct Bound {
+    permits: Arc<Semaphore>,
+    /// Signalled when a connection goes idle: its permit is not released, so a client waiting
+    /// for one would not otherwise learn that a connection can be had.
+    returned: Notify,
 }
 
 /// One exclusive connection to a node.
@@ -54,25 +67,39 @@ impl DedicatedPool {
     }
 
     /// An idle connection to `addr`, or a new one when the node's bound allows it. Waits up to the
-    /// connect timeout for a slot under the bound; never sends anything that could run twice.
+    /// connect timeout for a place under the bound; never sends anything that could run twice.
     pub async fn get(&self, addr: &str, proto: u8) -> Result<Dedicated, BackendError> {
-        while let Some(d) = self.idle.lock().get_mut(&(addr.to_string(), proto)).and_then(Vec::pop) {
-            // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
-            // node (restarted, failed over) and must not carry a request that would then fail.
-            let mut probe = [0u8; 1];
-            if matches!(d.stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+        let bound = self.bound(addr);
+        let deadline = Instant::now() + self.connect_timeout;
+        let permit = loop {
+            // Registered before looking, so that a connection given back meanwhile still wakes us.
+            let returned = bound.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(d) = self.take_idle(addr, proto) {
                 return Ok(d);
             }
-        }
-        let sem = self
-            .limits
-            .lock()
-            .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
-            .clone();
-        let permit = match tokio::time::timeout(self.connect_timeout, sem.acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(BackendError::not_sent(addr, Reason::DedicatedBusy(self.per_node))),
+            if let Ok(p) = bound.permits.clone().try_acquire_owned() {
+                break p;
+            }
+            // An idle connection of the other protocol holds a place nobody uses: closing it frees
+            // its permit for the next look.
+            let other = if proto >= 3 { 2 } else { 3 };
+            let unused = self.idle.lock().get_mut(&(addr.to_string(), other)).and_then(Vec::pop);
+            if let Some(d) = unused {
+                drop(d);
+                continue;
+            }
+            tokio::select! {
+                p = bound.permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return Err(BackendError::not_sent(addr, Reason::DedicatedBusy(self.per_node))),
+                },
+                _ = &mut returned => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BackendError::not_sent(addr, Reason::DedicatedBusy(self.per_node)))
+                }
+            }
         };
         let mut stream = connect(addr, proto, &self.auth, self.connect_timeout).await?;
         let id = match tokio::time::timeout(
@@ -97,16 +124,49 @@ impl DedicatedPool {
         })
     }
 
+    /// The bound of `addr`, made on first use.
+    fn bound(&self, addr: &str) -> Arc<Bound> {
+        self.limits
+            .lock()
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                Arc::new(Bound { permits: Arc::new(Semaphore::new(self.per_node)), returned: Notify::new() })
+            })
+            .clone()
+    }
+
+    /// An idle connection to `addr` speaking `proto` that is still open.
+    fn take_idle(&self, addr: &str, proto: u8) -> Option<Dedicated> {
+        let key = (addr.to_string(), proto);
+        loop {
+            let d = self.idle.lock().get_mut(&key).and_then(Vec::pop)?;
+            // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
+            // node (restarted, failed over) and must not carry a request that would then fail.
+            let mut probe = [0u8; 1];
+            if matches!(d.stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                return Some(d);
+            }
+        }
+    }
+
     /// Returns a connection whose last request was fully answered; it is closed instead when the
     /// idle pool is full or it still holds unread bytes.
     pub fn put(&self, d: Dedicated) {
         if !d.rbuf.is_empty() {
             return;
         }
-        let mut m = self.idle.lock();
-        let v = m.entry((d.addr.clone(), d.proto)).or_default();
-        if v.len() < MAX_IDLE {
+        let addr = d.addr.clone();
+        {
+            let mut m = self.idle.lock();
+            let v = m.entry((addr.clone(), d.proto)).or_default();
+            if v.len() >= MAX_IDLE {
+                // Closed: its permit goes to a waiter by itself.
+                return;
+            }
             v.push(d);
+        }
+        if let Some(b) = self.limits.lock().get(&addr) {
+            b.returned.notify_waiters();
         }
     }
 
