@@ -134,7 +134,9 @@ async fn get(c: &mut Raw, k: &str) -> String {
 
 /// A transaction the proxy sends to the wrong node is answered MOVED there and runs once on the
 /// slot's master; one that meets a slot half migrated (its key already on the target) follows
-/// ASK and runs once there; after the migration it follows MOVED. The admin endpoint is on (port
+/// ASK and runs once there; one whose keys are split over the two nodes is refused with TRYAGAIN,
+/// sent again within the retry budget, and runs once on the new owner when the migration
+/// finishes meanwhile; after the migration it follows MOVED. The admin endpoint is on (port
 /// 0) only so that the proxy's redirect counters can be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_sent_again_after_moved_and_ask() {
@@ -193,10 +195,29 @@ async fn transactions_are_sent_again_after_moved_and_ask() {
     assert_eq!(multi_exec(&mut c, &[&["INCR", stayed]]).await, "*1\r\n:11\r\n");
     assert_eq!(env.proxy.redirects("ask"), asks + 1);
 
-    // Migration finished: through MOVED from the source (or the bus's new map, if it came first),
-    // both keys' commands run once on the new owner.
+    // Both keys, one on each node: the source answers ASK, and the target refuses EXEC itself with
+    // TRYAGAIN (a half-migrated slot's keys split over two nodes); nothing ran. The block is sent
+    // again within the retry budget; still refused then, EXEC answers the node's own TRYAGAIN as
+    // Redis Cluster does (one error, not an array claiming each command ran and failed).
+    let budget = env.proxy.config().backend.retry_budget;
+    let tryagain = env.proxy.redirects("tryagain");
+    let t = Instant::now();
+    let got = multi_exec(&mut c, &[&["INCR", moved_key], &["INCR", stayed]]).await;
+    let took = t.elapsed();
+    assert_eq!(got, "-TRYAGAIN Multiple keys request during rehashing of slot\r\n");
+    assert!(took >= budget && took < budget + Duration::from_secs(2), "refused after the retry budget: {took:?}");
+    assert!(env.proxy.redirects("tryagain") >= tryagain + 2, "sent again after the first TRYAGAIN");
+    assert_eq!((get(&mut c, moved_key).await, get(&mut c, stayed).await), (bulk("16"), bulk("11")), "nothing ran");
+
+    // Sent again until the migration finishes within the budget: through MOVED from the source (or
+    // the bus's new map, if it came first), it then runs once, on the new owner.
+    let tryagain = env.proxy.redirects("tryagain");
+    let incr = |k: &str| encode_command(&["INCR", k]);
+    c.send(&[encode_command(&["MULTI"]), incr(moved_key), incr(stayed), encode_command(&["EXEC"])].concat()).await;
+    assert_eq!(c.read_replies(3).await, [&b"+OK\r\n"[..], b"+QUEUED\r\n", b"+QUEUED\r\n"]);
+    eventually("EXEC is refused and sent again", || env.proxy.redirects("tryagain") > tryagain).await;
     tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(aslot, from, to)).unwrap();
-    assert_eq!(multi_exec(&mut c, &[&["INCR", moved_key], &["INCR", stayed]]).await, "*2\r\n:17\r\n:12\r\n");
+    assert_eq!(c.read_replies(1).await[0], b"*2\r\n:17\r\n:12\r\n");
     let mut on_to = env.node(to).await;
     let (a, b): (i64, i64) = redis::pipe().get(moved_key).get(stayed).query_async(&mut on_to).await.unwrap();
     assert_eq!((a, b), (17, 12));

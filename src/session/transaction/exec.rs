@@ -21,7 +21,9 @@ enum Block {
     /// A WATCHed key changed: nothing ran on this node.
     Aborted,
     /// Nothing ran; send again once the map is right (MOVED, TRYAGAIN, CLUSTERDOWN, not sent).
-    Again,
+    /// With the node's refusal when it asked to wait (TRYAGAIN, CLUSTERDOWN, LOADING): what EXEC
+    /// answers if the node still refuses when the retry budget runs out.
+    Again(Option<Bytes>),
     /// Failed with this error (it may have run when the connection broke after sending).
     Failed(Bytes),
 }
@@ -91,6 +93,7 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
         let outcomes = futures_util::future::join_all(runs).await;
         pending.clear();
         let mut again = false;
+        let mut refusal = None;
         for (done, conn) in outcomes {
             if let Some(c) = conn {
                 watches.push(c);
@@ -114,8 +117,9 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
                         let e = errors::tx_part_aborted();
                         idx.iter().for_each(|&i| results[i] = Some(e.clone()));
                     }
-                    Block::Again => {
+                    Block::Again(r) => {
                         again = true;
+                        refusal = r.or(refusal);
                         pending.extend(idx);
                     }
                     Block::Failed(e) => {
@@ -129,7 +133,9 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
             break;
         }
         if again && !budget.get_or_insert_with(|| Budget::new(p)).wait().await {
-            let e = errors::tx_slots_kept_moving();
+            // A node that still refuses has said why, in the words Redis Cluster answers EXEC with
+            // (TRYAGAIN: a client knows to try again); a map that kept changing is the proxy's to say.
+            let e = refusal.unwrap_or_else(errors::tx_slots_kept_moving);
             if !done_any && !aborted_any {
                 return e;
             }
@@ -211,7 +217,7 @@ async fn block(
             Ok(r) => r,
             Err(e) if e.failure == Failure::NotSent && conn.is_none() => {
                 p.topology.request_refresh();
-                return (Block::Again, None);
+                return (Block::Again(None), None);
             }
             Err(e) => return (Block::Failed(e.reply()), None),
         };
@@ -236,30 +242,28 @@ async fn block(
                     // Reads only, maybe stale: run them again where the slot lives now, as a lone
                     // read is asked again. Under WATCH the watch was on the deposed node: EXEC's
                     // nil tells the client to watch and try again.
-                    return (if conn.is_some() { Block::Aborted } else { Block::Again }, None);
+                    return (if conn.is_some() { Block::Aborted } else { Block::Again(None) }, None);
                 }
                 return (Block::Failed(route::deposed_error(&target, s, &owner, started)), None);
             }
             return (Block::Done(exec.clone()), conn);
         }
-        // EXECABORT: find out why from the queued commands' own replies.
-        let mut why = Redirect::None;
-        for r in &replies[..replies.len() - 1] {
-            match route::classify(r, &target) {
-                Redirect::None => {}
-                other => {
-                    why = other;
-                    break;
-                }
-            }
-        }
+        // Why nothing ran: a queued command's refusal (EXEC then answers EXECABORT), or EXEC's own:
+        // a node refuses EXEC itself with TRYAGAIN when the keys of a half-migrated slot are split
+        // between it and the other node (each command alone was fine).
+        let (why, refusal) = replies[..replies.len() - 1]
+            .iter()
+            .chain(std::iter::once(exec))
+            .map(|r| (route::classify(r, &target), r))
+            .find(|(why, _)| !matches!(why, Redirect::None))
+            .unwrap_or((Redirect::None, exec));
         match why {
             Redirect::Moved { slot, addr: to } => {
                 p.metrics.redirect("moved");
                 p.topology.patch_slot(slot, &to);
                 p.topology.request_refresh();
                 // A watch connection is on the old owner: its watched keys moved away.
-                return (if conn.is_some() { Block::Aborted } else { Block::Again }, conn);
+                return (if conn.is_some() { Block::Aborted } else { Block::Again(None) }, conn);
             }
             Redirect::Ask { addr: to } if conn.is_none() => {
                 p.metrics.redirect("ask");
@@ -268,7 +272,7 @@ async fn block(
             }
             Redirect::Retry(kind) => {
                 p.metrics.redirect(kind);
-                return (if conn.is_some() { Block::Aborted } else { Block::Again }, conn);
+                return (if conn.is_some() { Block::Aborted } else { Block::Again(Some(refusal.clone())) }, conn);
             }
             _ => return (Block::Failed(exec.clone()), conn),
         }

@@ -4,9 +4,10 @@
 //! written in one piece to one connection, so no other client's command can land inside it. WATCH
 //! needs the node to remember the watch, so it pins an exclusive connection per node, and EXEC then
 //! runs on that connection. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
-//! EXECABORT and nothing ran) is sent again where the slot now lives. A block answered late by a
-//! master deposed meanwhile (see `route::LATE_REPLY`) runs again on the new owner when it only
-//! reads; when it writes, EXEC says it may or may not have run.
+//! EXECABORT, or TRYAGAIN to EXEC itself, and nothing ran) is sent again where the slot now lives,
+//! within the retry budget; a node still refusing then gives EXEC its answer. A block answered
+//! late by a master deposed meanwhile (see `route::LATE_REPLY`) runs again on the new owner when
+//! it only reads; when it writes, EXEC says it may or may not have run.
 //!
 //! Across slots: by default `-CROSSSLOT` at queue time and `-EXECABORT` at EXEC, as Redis Cluster;
 //! with `transactions.cross_slot = "per-shard"` one block per slot (a node refuses a block over two
