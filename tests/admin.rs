@@ -8,63 +8,21 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clusterless::localcluster::LocalCluster;
+use common::bin::{free_port, Bin};
+use common::http::{admin_on, get, http, scrape};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value;
-
-/// The admin endpoint on a free loopback port: the shipped default is on (127.0.0.1:9736), the
-/// harness turns it off because parallel tests would fight over that port.
-fn admin_on(c: &mut clusterless::config::Config) {
-    c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-/// A minimal HTTP/1.1 request, returning status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    tokio::task::block_in_place(|| {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    })
-}
 
 async fn json(addr: SocketAddr, path: &str) -> Value {
     let (status, body) = http(addr, "GET", path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
-}
-
-/// The Prometheus text format as `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, text) = http(addr, "GET", "/metrics").await;
-    assert_eq!(status, 200);
-    samples(&text)
-}
-
-fn get(s: &HashMap<String, f64>, key: &str) -> f64 {
-    s.get(key).copied().unwrap_or(0.0)
 }
 
 /// Waits until `check` finds nothing wrong; fails with its last complaint after [`PATIENCE`].
@@ -199,70 +157,6 @@ async fn matches_cluster(addr: SocketAddr, path: &str, cluster: &LocalCluster, p
         differs(&json(addr, path).await, &truth, epochs)
     })
     .await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The real binary as a child process, its stderr in a file; killed on drop if still running.
-struct Bin {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Bin {
-    fn spawn(args: &[&str]) -> Bin {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-admin-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Bin { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends a signal to this process (by its PID).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Its exit code, waiting up to `limit`; None if it is still running then.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s.code().unwrap_or(-1));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
 }
 
 /// `GET /v1/topology/watch` on `addr`: its newline-delimited snapshots, one per message.

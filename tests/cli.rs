@@ -6,30 +6,15 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
-use common::{eventually_async, init_logs, Raw, PATIENCE};
-
-/// The binary with these flags and variables (and no other `CLUSTERLESS_*` or `RUST_LOG` from the
-/// test's own environment).
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-        cmd.env_remove(k);
-    }
-    cmd.args(args).envs(env.iter().copied()).env("RUST_BACKTRACE", "1");
-    cmd
-}
-
-/// Runs the binary to its end: exit code and stderr.
-fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = command(args, env).stdin(Stdio::null()).output().expect("run clusterless");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::bin::{free_port, local, run_env, Bin, Dir};
+use common::http::{get, scrape};
+use common::{eventually_async, init_logs};
 
 /// Exit code 2 and one line on stderr, which mentions `needle`; returns that line.
 fn one_line_exit_2(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
@@ -40,30 +25,6 @@ fn one_line_exit_2(args: &[&str], env: &[(&str, &str)], needle: &str) -> String 
     assert!(lines[0].contains(needle), "{args:?} {env:?}: {:?} should mention {needle}", lines[0]);
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
     lines[0].to_string()
-}
-
-/// A scratch directory for config files, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("clusterless-cli-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Nothing listens on port 1 of loopback: a start that gets past the configuration fails there.
@@ -364,98 +325,6 @@ fn file_only_keys_are_validated_by_name() {
     assert!(line.contains("cannot reach the cluster"), "{line}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The binary serving, stopped by SIGTERM (by its PID) when dropped.
-struct Serving {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Serving {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Serving {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-cli-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let child = command(args, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Serving { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A client at `addr`, once the proxy answers there.
-    async fn client(&mut self, addr: SocketAddr) -> Raw {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-                let mut raw = Raw::new(s);
-                assert_eq!(raw.cmd(&[b"PING"]).await, b"+PONG\r\n");
-                return raw;
-            }
-            let exited = self.child.try_wait().unwrap();
-            assert!(exited.is_none() && Instant::now() < deadline, "not serving on {addr}: {}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM; the exit code.
-    async fn stop(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// One sample of a metrics text (0 when absent).
-fn sample(text: &str, key: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
-async fn metrics(addr: SocketAddr) -> String {
-    tokio::task::block_in_place(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        out
-    })
-}
-
 async fn refused(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
@@ -499,24 +368,24 @@ async fn flags_beat_env_beat_file_on_a_real_cluster() {
         ("environment", vec!["--config", file.as_str()], &env[..], ea, em, "bus"),
         ("file", vec!["--config", file.as_str()], &[][..], fa, fm, "poll"),
     ] {
-        let mut p = Serving::spawn(&args, env);
+        let mut p = Bin::spawn_env(&args, env);
         let mut c = p.client(listen).await;
         assert_eq!(c.cmd(&[b"SET", what.as_bytes(), b"1"]).await, b"+OK\r\n");
         for other in [fa, ea, la, fm, em, lm].into_iter().filter(|a| *a != listen && *a != admin) {
             assert!(refused(other).await, "{what}: something listens on {other}");
         }
-        let src = |m: &str, s: &str| sample(m, &format!("clusterless_topology_source{{source=\"{s}\"}}"));
+        let src = |m: &HashMap<String, f64>, s: &str| get(m, &format!("clusterless_topology_source{{source=\"{s}\"}}"));
         if source == "poll" {
             // Let time pass on purpose: a bus observer would have pinged every node in it (every
             // 250 ms); polling never does.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let m = metrics(admin).await;
+            let m = scrape(admin).await;
             assert_eq!((src(&m, "poll"), src(&m, "bus")), (1.0, 0.0), "{what}");
-            assert_eq!(sample(&m, "clusterless_observer_pings_total"), 0.0, "{what}: polling pinged the bus");
+            assert_eq!(get(&m, "clusterless_observer_pings_total"), 0.0, "{what}: polling pinged the bus");
         } else {
             eventually_async(&format!("{what}: the bus observer is the source"), || async {
-                let m = metrics(admin).await;
-                src(&m, "bus") == 1.0 && src(&m, "poll") == 0.0 && sample(&m, "clusterless_observer_pongs_total") > 0.0
+                let m = scrape(admin).await;
+                src(&m, "bus") == 1.0 && src(&m, "poll") == 0.0 && get(&m, "clusterless_observer_pongs_total") > 0.0
             })
             .await;
         }
@@ -550,7 +419,7 @@ async fn backend_acl_user() {
     let file = dir.file("acl.toml", "[backend]\nuser = \"app\"\npassword = \"app-pw\"\n");
     let addr = local(free_port());
     let addr_s = addr.to_string();
-    let mut p = Serving::spawn(&["--config", &file, "--seed", &seed, "--listen", &addr_s, "--metrics", ""], &[]);
+    let mut p = Bin::spawn_env(&["--config", &file, "--seed", &seed, "--listen", &addr_s, "--metrics", ""], &[]);
     let mut c = p.client(addr).await;
     for i in 0..30 {
         let k = format!("acl:{i}");

@@ -6,58 +6,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clusterless::localcluster::LocalCluster;
+use common::bin::{free_port, local, Bin, Dir};
+use common::http::{admin_on, get, http, samples, scrape};
 use common::*;
 use serde::Deserialize;
 use serde_json::Value;
-
-/// The admin endpoint on a free loopback port: the shipped default is on (127.0.0.1:9736), the
-/// harness turns it off because parallel tests would fight over that port.
-fn admin_on(c: &mut clusterless::config::Config) {
-    c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-/// A minimal HTTP/1.1 request, returning status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    tokio::task::block_in_place(|| {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    })
-}
-
-/// Parses the Prometheus text format into `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, text) = http(addr, "GET", "/metrics").await;
-    assert_eq!(status, 200);
-    samples(&text)
-}
-
-fn get(s: &HashMap<String, f64>, key: &str) -> f64 {
-    s.get(key).copied().unwrap_or(0.0)
-}
 
 /// A raw client that counts the bytes it sends and receives.
 struct Counted {
@@ -267,125 +225,9 @@ async fn readyz_turns_503_while_draining() {
     assert!(half.closed().await, "the answered client is closed");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn cluster() -> LocalCluster {
     init_logs();
     tokio::task::block_in_place(|| LocalCluster::start(&small())).expect("start cluster")
-}
-
-/// The real binary as a child process, its stderr in a file; killed on drop if still running.
-struct Bin {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Bin {
-    fn spawn(args: &[&str]) -> Bin {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-ops-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Bin { child, log }
-    }
-
-    /// What it logged so far, without the terminal colours the plain format writes.
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|&c| c == 'm');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// Sends a signal to this process (by its PID).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Its exit code, waiting up to `limit`; None if it is still running then.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s.code().unwrap_or(-1));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// A scratch directory, removed on drop (pass or fail).
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("clusterless-ops-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A client of the binary at `addr`, once it listens; a PONG proves it was accepted (the kernel
-/// completes a handshake from the backlog before the proxy accepts).
-async fn client_of(addr: SocketAddr, bin: &mut Bin) -> Raw {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-            let mut raw = Raw::new(s);
-            assert_eq!(raw.cmd(&[b"PING"]).await, b"+PONG\r\n");
-            return raw;
-        }
-        assert!(bin.running() && Instant::now() < deadline, "the proxy never listened; log: {}", bin.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +235,7 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     let cluster = cluster();
     let addr = local(free_port());
     let mut bin = Bin::spawn(&["--seed", &cluster.seed(), "--listen", &addr.to_string(), "--metrics", ""]);
-    let mut raw = client_of(addr, &mut bin).await;
+    let mut raw = bin.client(addr).await;
     let n = 20_000;
     let mut batch = Vec::new();
     for _ in 0..n {
@@ -409,7 +251,7 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     }
     assert!(raw.closed().await, "connection closed after draining");
     let exit = bin.exit_code(PATIENCE).await;
-    let log = bin.log();
+    let log = bin.log_plain();
     assert_eq!(exit, Some(0), "exit code 0 after drain; log: {log}");
     assert!(log.contains("draining: no new clients; finishing requests in flight"), "drain logged: {log}");
     assert!(log.contains("drained; exiting"), "{log}");
@@ -424,7 +266,7 @@ async fn sigint_drains_like_sigterm() {
     let (addr, admin) = (local(free_port()), local(free_port()));
     let mut bin =
         Bin::spawn(&["--seed", &cluster.seed(), "--listen", &addr.to_string(), "--metrics", &admin.to_string()]);
-    let mut raw = client_of(addr, &mut bin).await;
+    let mut raw = bin.client(addr).await;
     assert_eq!(http(admin, "GET", "/readyz").await, (200, "ready\n".to_string()));
     let head = clusterless::resp::encode_command(&[&b"SET"[..], b"sigint", b"v"]);
     let (first, rest) = head.split_at(head.len() - 3);
@@ -443,12 +285,12 @@ async fn sigint_drains_like_sigterm() {
     eventually_async("the listener closes", || async { tokio::net::TcpStream::connect(addr).await.is_err() }).await;
     // Let time pass on purpose: the half-sent request keeps the process draining.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(bin.running(), "exited with a request half sent; log: {}", bin.log());
+    assert!(bin.running(), "exited with a request half sent; log: {}", bin.log_plain());
     raw.send(rest).await;
     assert_eq!(raw.read_replies(1).await, vec![b"+OK\r\n".to_vec()]);
     assert!(raw.closed().await, "connection closed once answered");
     let exit = bin.exit_code(PATIENCE).await;
-    let log = bin.log();
+    let log = bin.log_plain();
     assert_eq!(exit, Some(0), "exit code 0 after SIGINT; log: {log}");
     assert!(log.contains("draining: no new clients; finishing requests in flight"), "{log}");
     assert!(log.contains("drained; exiting"), "{log}");
@@ -476,7 +318,7 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
         "--metrics",
         "",
     ]);
-    let mut blocked = client_of(addr, &mut bin).await;
+    let mut blocked = bin.client(addr).await;
     blocked.send(&clusterless::resp::encode_command(&[&b"BLPOP"[..], b"never-pushed", b"0"])).await;
     let owner = cluster.slot_owner(clusterless::slot::slot(b"never-pushed")).unwrap();
     eventually("the BLPOP is blocked on its node", || {
@@ -488,7 +330,7 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
     bin.signal("TERM");
     let exit = bin.exit_code(PATIENCE).await;
     let took = signalled.elapsed();
-    let log = bin.log();
+    let log = bin.log_plain();
     assert_eq!(exit, Some(0), "exit code 0 after the drain timeout; log: {log}");
     // Not before the timeout, and long before the 10 s default.
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
@@ -519,9 +361,9 @@ async fn json_logs_one_object_per_line() {
         "--max-clients",
         "1",
     ]);
-    let mut c = client_of(addr, &mut bin).await;
+    let mut c = bin.client(addr).await;
     let lines = |bin: &Bin| -> Vec<Value> {
-        bin.log()
+        bin.log_plain()
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
@@ -550,7 +392,7 @@ async fn json_logs_one_object_per_line() {
     bin.signal("TERM");
     drop(c);
     let exit = bin.exit_code(PATIENCE).await;
-    assert_eq!(exit, Some(0), "log: {}", bin.log());
+    assert_eq!(exit, Some(0), "log: {}", bin.log_plain());
 
     let all = lines(&bin);
     for v in &all {

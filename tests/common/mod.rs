@@ -5,6 +5,8 @@
 //! here is stopped on drop, pass or fail.
 #![allow(dead_code)]
 
+pub mod bin;
+pub mod http;
 mod load;
 mod python;
 // Not every test file uses each of these.
