@@ -75,6 +75,48 @@ fn unknown_keys_are_errors_naming_the_key() {
     }
 }
 
+/// A value of the wrong TOML type, an unknown key or broken syntax: one line naming the file, the
+/// line (counted from 1, also when the key starts its line) and the dotted key, with what was
+/// expected in TOML's words.
+#[test]
+fn file_errors_name_the_line_and_the_key() {
+    let dir = Dir::new();
+    for (text, at) in [
+        (
+            "# comment\n\n[backend]\nuser = \"\"\nmax_redirects = \"five\"\n",
+            "line 5, `backend.max_redirects`: invalid type: string \"five\", expected an integer from 0 to 4294967295",
+        ),
+        ("[listen]\nport = \"x\"\n", "line 1, `listen`: invalid type: map, expected a string"),
+        (
+            "[limits]\n# the count\n\nthreads = \"x\"\n",
+            "line 4, `limits.threads`: invalid type: string \"x\", expected a non-negative integer",
+        ),
+        (
+            "[topology]\nfailover_hold_ms = true\n",
+            "line 2, `topology.failover_hold_ms`: invalid type: boolean `true`, expected a non-negative integer",
+        ),
+        (
+            "seeds = \"127.0.0.1:7000\"\n",
+            "line 1, `seeds`: invalid type: string \"127.0.0.1:7000\", expected a sequence",
+        ),
+        (
+            "[[auth.users]]\nname = \"a\"\npassword = \"b\"\n\n[[auth.users]]\nname = 5\npassword = \"c\"\n",
+            "line 6, `auth.users[1].name`: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "[backend]\n\nconections_per_node = 2\n",
+            "line 3, `backend.conections_per_node`: unknown field `conections_per_node`, expected one of `user`, \
+             `password`, `connections_per_node`, `connect_timeout_ms`, `request_timeout_ms`, `retry_budget_ms`, \
+             `max_redirects`, `dedicated_per_node`",
+        ),
+        ("[limits]\nthreads = 1\nmax_clients = = 2\n", "line 3: extra `=`, expected nothing"),
+    ] {
+        let f = dir.file("typed.toml", text);
+        let line = one_line_exit_2(&["--config", &f, "--seed", DEAD, "--metrics", ""], &[], at);
+        assert_eq!(line, format!("clusterless: invalid config file {f}, {at}"), "{text:?}");
+    }
+}
+
 /// Each key of the table that has a flag and a variable, with a value it refuses and one it
 /// takes (a taken value lets the start go on until the unreachable seed).
 struct Key {
