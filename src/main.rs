@@ -4,13 +4,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use clusterless::config::{Cli, Command, Config, DevArgs};
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_or_line() {
+        Ok(c) => c,
+        Err(line) => return fail(&line),
+    };
     let cfg = match Config::load(&cli.proxy) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
-use common::bin::{free_port, local, run_env, Bin, Dir};
+use common::bin::{command, free_port, local, run_env, Bin, Dir};
 use common::http::{get, scrape};
 use common::{eventually_async, init_logs};
 
@@ -115,6 +115,66 @@ fn file_errors_name_the_line_and_the_key() {
         let line = one_line_exit_2(&["--config", &f, "--seed", DEAD, "--metrics", ""], &[], at);
         assert_eq!(line, format!("clusterless: invalid config file {f}, {at}"), "{text:?}");
     }
+}
+
+/// Values the command line cannot even read (not a number, not an address), from a flag or from
+/// its variable, and flags that do not exist: one line naming the flag, or the variable the value
+/// came from, and the value; exit code 2, as for any bad configuration. A flag hides a bad
+/// variable, as for every other key.
+#[test]
+fn unreadable_flag_and_variable_values_are_one_line() {
+    let off = ["--seed", DEAD, "--metrics", ""];
+    for (args, env, want) in [
+        (
+            &["--threads", "x"][..],
+            &[][..],
+            "clusterless: invalid value 'x' for --threads: invalid digit found in string",
+        ),
+        (
+            &["--max-clients=-5"],
+            &[],
+            "clusterless: invalid value '-5' for --max-clients: invalid digit found in string",
+        ),
+        (
+            &[],
+            &[("CLUSTERLESS_THREADS", "many")],
+            "clusterless: invalid value 'many' for CLUSTERLESS_THREADS (--threads): invalid digit found in string",
+        ),
+        (
+            &[],
+            &[("CLUSTERLESS_MAX_CLIENTS", "")],
+            "clusterless: invalid value '' for CLUSTERLESS_MAX_CLIENTS (--max-clients): cannot parse integer from \
+             empty string",
+        ),
+        // The flag's value is the one read, so the flag is named even with the variable set.
+        (
+            &["--threads", "2x"],
+            &[("CLUSTERLESS_THREADS", "2")],
+            "clusterless: invalid value '2x' for --threads: invalid digit found in string",
+        ),
+        (
+            &["observe", "--http", "nope"],
+            &[],
+            "clusterless: invalid value 'nope' for --http: invalid socket address syntax",
+        ),
+        (&["dev", "--port", "70000"], &[], "clusterless: invalid value '70000' for --port: 70000 is not in 0..=65535"),
+        (
+            &["--treads", "2"],
+            &[],
+            "clusterless: unexpected argument '--treads' found (clusterless --help lists the flags)",
+        ),
+    ] {
+        let line = one_line_exit_2(&[&off[..], args].concat(), env, want);
+        assert_eq!(line, want, "{args:?} {env:?}");
+    }
+    let line = one_line_exit_2(&[&off[..], &["--threads", "1"]].concat(), &[("CLUSTERLESS_THREADS", "x")], DEAD);
+    assert!(line.contains("cannot reach the cluster"), "{line}");
+    // --help and --version still print to stdout and exit 0.
+    let out = command(&["--version"], &[]).output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "clusterless 0.1.0"));
+    let out = command(&["--help"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--log-level <LOG_LEVEL>"));
 }
 
 /// Each key of the table that has a flag and a variable, with a value it refuses and one it
