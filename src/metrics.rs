@@ -277,13 +277,6 @@ impl Metrics {
         }))
     }
 
-    /// Counters for a command name (subcommands count under their container). Off the hot path:
-    /// requests use [`Metrics::command_by_id`].
-    pub fn command(&self, name: &str) -> &CommandCounters {
-        let top = name.split('|').next().unwrap_or(name);
-        self.by_name.get(top).and_then(|&i| self.commands.get(i)).unwrap_or(&self.other)
-    }
-
     /// Position of a command name's counters, for [`crate::command::CommandTable::bind_metrics`].
     pub fn command_id(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).map(|&i| i as u32)

@@ -64,6 +64,15 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     for _ in 0..7 {
         assert!(c.cmd(&["NOSUCHCMD"]).await.starts_with("-ERR unknown command 'NOSUCHCMD'"));
     }
+    // A known command with the wrong number of arguments counts under its own name (a
+    // subcommand under its container), as any error of that command does.
+    for _ in 0..4 {
+        assert_eq!(c.cmd(&["GET"]).await, "-ERR wrong number of arguments for 'get' command\r\n");
+    }
+    assert_eq!(
+        c.cmd(&["OBJECT", "ENCODING"]).await,
+        "-ERR wrong number of arguments for 'object|encoding' command\r\n"
+    );
     assert_eq!(c.cmd(&["LPUSH", "mlist", "a"]).await, ":1\r\n");
     // Errors from a node count as errors of the command.
     for _ in 0..3 {
@@ -106,11 +115,12 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     };
     assert_eq!(cmd("set", "ok"), 100.0);
     assert_eq!(cmd("get", "ok"), 40.0 + tries - 1.0);
-    assert_eq!(cmd("get", "error"), 3.0, "WRONGTYPE from the node");
+    assert_eq!(cmd("get", "error"), 3.0 + 4.0, "WRONGTYPE from the node, and GET without its key");
+    assert_eq!(cmd("object", "error"), 1.0, "OBJECT ENCODING without its key");
     assert_eq!(cmd("get", "redirect"), 1.0);
     assert_eq!(cmd("mget", "ok"), 1.0);
     assert_eq!(cmd("lpush", "ok"), 1.0);
-    assert_eq!(cmd("other", "error"), 7.0, "unknown commands");
+    assert_eq!(cmd("other", "error"), 7.0, "unknown commands, and only they");
     assert_eq!(cmd("ping", "ok"), 5.0);
     assert_eq!(cmd("time", "ok"), 2.0);
     assert_eq!(cmd("dbsize", "ok"), 1.0);
@@ -126,7 +136,14 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(class("all_masters"), 1.0);
     assert_eq!(class("scan"), 1.0);
     assert_eq!(class("info"), 1.0);
-    assert_eq!(class("refused"), 1.0);
+    // CONFIG SET, the unknown commands and the wrong arities: answered by the proxy's refusal.
+    assert_eq!(class("refused"), 1.0 + 7.0 + 5.0);
+    assert_eq!(class("blocking") + class("transaction"), 0.0);
+    // Every command counted is timed once, in exactly one class.
+    let total = |family: &str| -> f64 {
+        after.keys().filter(|k| k.starts_with(family)).map(|k| get(&after, k) - get(&before, k)).sum()
+    };
+    assert_eq!(total("clusterless_command_duration_seconds_count{"), total("clusterless_commands_total{"));
     assert_eq!(delta(r#"clusterless_redirects_total{kind="moved"}"#), 1.0);
     assert_eq!(delta(r#"clusterless_redirects_total{kind="ask"}"#), 0.0);
     assert_eq!(delta("clusterless_retries_total"), 1.0, "the GET sent again after its MOVED");
