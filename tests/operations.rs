@@ -1,7 +1,8 @@
 //! Operations: metrics that move by exactly what real traffic explains (and pass `promtool check
 //! metrics`), graceful drain in process and through the real binary (SIGTERM with a deep pipeline
 //! in flight, SIGINT with a half-sent request, the drain timeout running out on a client blocked
-//! forever), JSON logs, and the deploy/ files. The admin endpoint's topology, readiness and
+//! forever), logs (a given level beats RUST_LOG, no colour codes in a file, JSON), and the deploy/
+//! files. The admin endpoint's topology, readiness and
 //! failure metrics are in tests/admin.rs.
 
 mod common;
@@ -268,10 +269,12 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     }
     assert!(raw.closed().await, "connection closed after draining");
     let exit = bin.exit_code(PATIENCE).await;
-    let log = bin.log_plain();
+    let log = bin.log();
     assert_eq!(exit, Some(0), "exit code 0 after drain; log: {log}");
     assert!(log.contains("draining: no new clients; finishing requests in flight"), "drain logged: {log}");
     assert!(log.contains("drained; exiting"), "{log}");
+    // stderr is a file here, not a terminal: no colour codes in it.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log:?}");
 }
 
 /// SIGINT drains as SIGTERM does, seen from outside the process: /readyz turns 503 with the
@@ -302,12 +305,12 @@ async fn sigint_drains_like_sigterm() {
     eventually_async("the listener closes", || async { tokio::net::TcpStream::connect(addr).await.is_err() }).await;
     // Let time pass on purpose: the half-sent request keeps the process draining.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(bin.running(), "exited with a request half sent; log: {}", bin.log_plain());
+    assert!(bin.running(), "exited with a request half sent; log: {}", bin.log());
     raw.send(rest).await;
     assert_eq!(raw.read_replies(1).await, vec![b"+OK\r\n".to_vec()]);
     assert!(raw.closed().await, "connection closed once answered");
     let exit = bin.exit_code(PATIENCE).await;
-    let log = bin.log_plain();
+    let log = bin.log();
     assert_eq!(exit, Some(0), "exit code 0 after SIGINT; log: {log}");
     assert!(log.contains("draining: no new clients; finishing requests in flight"), "{log}");
     assert!(log.contains("drained; exiting"), "{log}");
@@ -347,7 +350,7 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
     bin.signal("TERM");
     let exit = bin.exit_code(PATIENCE).await;
     let took = signalled.elapsed();
-    let log = bin.log_plain();
+    let log = bin.log();
     assert_eq!(exit, Some(0), "exit code 0 after the drain timeout; log: {log}");
     // Not before the timeout, and long before the 10 s default.
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
@@ -356,6 +359,43 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
     assert!(log.contains("timeout_ms=1500"), "{log}");
     assert!(!log.contains("drained; exiting"), "{log}");
     assert_eq!(blocked.read_replies(1).await, Vec::<Vec<u8>>::new(), "closed without an answer");
+}
+
+/// `log.level` (the test is about that setting) given by flag, variable or file wins over
+/// `RUST_LOG`, which applies only when no level is given; the plain format written to a file
+/// carries no colour codes. What each filter lets through is told by two lines every start
+/// writes or not: "clusterless is serving" (INFO) and, after a client's protocol error, "closing
+/// client after protocol error" (DEBUG).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_log_level_wins_over_rust_log() {
+    let cluster = cluster();
+    let dir = Dir::new();
+    let file = dir.file("log.toml", "[log]\nlevel = \"info\"\n");
+    let seed = cluster.seed();
+    for (what, args, env, info, debug) in [
+        ("flag", vec!["--log-level", "info"], vec![("RUST_LOG", "warn")], true, false),
+        ("variable", vec![], vec![("RUST_LOG", "warn"), ("CLUSTERLESS_LOG_LEVEL", "info")], true, false),
+        ("file", vec!["--config", file.as_str()], vec![("RUST_LOG", "debug")], true, false),
+        ("flag over debug", vec!["--log-level", "warn"], vec![("RUST_LOG", "debug")], false, false),
+        ("RUST_LOG alone", vec![], vec![("RUST_LOG", "clusterless=debug")], true, true),
+        ("RUST_LOG alone, warn", vec![], vec![("RUST_LOG", "warn")], false, false),
+    ] {
+        let addr = local(free_port());
+        let addr_s = addr.to_string();
+        let mut all = vec!["--seed", seed.as_str(), "--listen", addr_s.as_str(), "--metrics", ""];
+        all.extend(args);
+        let mut bin = Bin::spawn_env(&all, &env);
+        let mut c = bin.client(addr).await;
+        c.send(b"*x\r\n").await;
+        assert_eq!(c.read_replies(1).await, vec![b"-ERR Protocol error: invalid multibulk length\r\n".to_vec()]);
+        assert!(c.closed().await, "{what}: closed after the protocol error");
+        assert_eq!(bin.stop().await, Some(0), "{what}: {}", bin.log());
+        let log = bin.log();
+        let has = |m: &str| log.lines().any(|l| l.contains(m));
+        assert_eq!(has("clusterless is serving"), info, "{what}: INFO lines: {log}");
+        assert_eq!(has("closing client after protocol error"), debug, "{what}: DEBUG lines: {log}");
+        assert!(!log.contains('\u{1b}'), "{what}: ANSI escapes in a log file: {log:?}");
+    }
 }
 
 /// `--log-format json` (the test is about that setting): every line on stderr is one JSON object
@@ -380,7 +420,7 @@ async fn json_logs_one_object_per_line() {
     ]);
     let mut c = bin.client(addr).await;
     let lines = |bin: &Bin| -> Vec<Value> {
-        bin.log_plain()
+        bin.log()
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
@@ -409,7 +449,7 @@ async fn json_logs_one_object_per_line() {
     bin.signal("TERM");
     drop(c);
     let exit = bin.exit_code(PATIENCE).await;
-    assert_eq!(exit, Some(0), "log: {}", bin.log_plain());
+    assert_eq!(exit, Some(0), "log: {}", bin.log());
 
     let all = lines(&bin);
     for v in &all {

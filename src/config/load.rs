@@ -110,7 +110,10 @@ impl Config {
             Some(other) => return Err(bad("topology.source", format!("`{other}` is not bus or poll"))),
         };
 
-        c.log.level = args.log_level.clone().or(file.log.level).unwrap_or(c.log.level);
+        if let Some(level) = args.log_level.clone().or(file.log.level) {
+            c.log.level = level;
+            c.log.level_given = true;
+        }
         let format = args.log_format.clone().or(file.log.format).unwrap_or_else(|| "plain".into());
         c.log.json = match format.as_str() {
             "plain" => false,
@@ -223,6 +226,21 @@ mod tests {
         assert!(e.ends_with(", line 1, `auth.users[0]`: missing field `password`"), "{e}");
         let e = with_file("backend = { max_redirects = -1 }\n").unwrap_err().0;
         assert!(e.ends_with(", line 1, `backend.max_redirects`: invalid value: integer `-1`, expected an integer from 0 to 4294967295"), "{e}");
+    }
+
+    #[test]
+    fn a_given_log_level_beats_rust_log() {
+        let given = with_file("[log]\nlevel = \"warn\"\n").unwrap().log;
+        assert_eq!(given.filter(Some("debug")), ("warn".to_string(), None));
+        let args = ProxyArgs { log_level: Some("error".into()), ..Default::default() };
+        assert_eq!(Config::load(&args).unwrap().log.filter(Some("debug")), ("error".to_string(), None));
+        let unset = Config::defaults().log;
+        assert_eq!(unset.filter(Some("clusterless=debug")), ("clusterless=debug".to_string(), None));
+        assert_eq!(unset.filter(Some(" ")), ("info".to_string(), None));
+        assert_eq!(unset.filter(None), ("info".to_string(), None));
+        let (level, why) = unset.filter(Some("foo["));
+        assert_eq!(level, "info");
+        assert!(why.is_some_and(|w| w.starts_with("RUST_LOG `foo[` ignored: ")));
     }
 
     #[test]

@@ -67,21 +67,6 @@ impl Bin {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// [`Bin::log`] without the terminal colours the plain format writes.
-    pub fn log_plain(&self) -> String {
-        let text = self.log();
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|&c| c == 'm');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
     /// Sends a signal to this process (by its PID).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
