@@ -77,8 +77,10 @@ pub struct Metrics {
     pub node_health: IntGaugeVec,
 }
 
-/// The values of `clusterless_topology_source{source}`.
-const SOURCES: [&str; 3] = ["bus", "poll", "observer"];
+/// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
+/// one read at start-up and nothing follows the cluster yet (the bus observer has had no PONG,
+/// the shared observer no snapshot); then the source that keeps it current.
+const SOURCES: [&str; 4] = ["bootstrap", "bus", "poll", "observer"];
 
 /// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
 pub const CLASSES: [&str; 10] =
@@ -144,7 +146,7 @@ impl Metrics {
                 &["source"]
             )?
         )?;
-        for (s, v) in SOURCES.iter().zip([0, 1, 0]) {
+        for (s, v) in SOURCES.iter().zip([1, 0, 0, 0]) {
             topology_source.with_label_values(&[s]).set(v);
         }
         let redirects = reg!(
@@ -312,7 +314,8 @@ impl Metrics {
         }
     }
 
-    /// Marks `source` (one of `bus`, `poll`, `observer`) as where the slot map comes from now.
+    /// Marks `source` (one of `bootstrap`, `bus`, `poll`, `observer`) as what keeps the slot map
+    /// current now.
     pub fn set_topology_source(&self, source: &str) {
         for s in SOURCES {
             self.topology_source.with_label_values(&[s]).set(i64::from(s == source));
@@ -321,7 +324,7 @@ impl Metrics {
 
     /// Where the slot map comes from now.
     pub fn topology_source(&self) -> &'static str {
-        SOURCES.into_iter().find(|s| self.topology_source.with_label_values(&[s]).get() == 1).unwrap_or("poll")
+        SOURCES.into_iter().find(|s| self.topology_source.with_label_values(&[s]).get() == 1).unwrap_or("bootstrap")
     }
 
     /// Redirect replies of one kind seen so far (0 when metrics are off).

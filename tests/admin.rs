@@ -469,14 +469,71 @@ async fn poll_source_metrics() {
     // Let time pass on purpose: a bus observer would have pinged every node in it (every 250 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s = scrape(admin).await;
-    assert_eq!(get(&s, r#"clusterless_topology_source{source="poll"}"#), 1.0);
-    assert_eq!(s.get(r#"clusterless_topology_source{source="bus"}"#), Some(&0.0));
-    assert_eq!(s.get(r#"clusterless_topology_source{source="observer"}"#), Some(&0.0));
+    assert_eq!(sources(&s), [0.0, 0.0, 1.0, 0.0], "bootstrap, bus, poll, observer");
     assert_eq!(get(&s, "clusterless_observer_pings_total"), 0.0, "polling never pings the bus");
     assert_eq!(get(&s, "clusterless_observer_pongs_total"), 0.0);
     assert!(!s.keys().any(|k| k.starts_with("clusterless_node_health")), "no bus health without the bus");
     let m0 = env.cluster.masters()[0];
     matches_cluster(admin, "/topology", &env.cluster, m0, Epochs::Null).await;
+}
+
+/// `clusterless_topology_source{source}` for bootstrap, bus, poll and observer, in that order
+/// (NaN when a series is missing).
+fn sources(s: &HashMap<String, f64>) -> [f64; 4] {
+    ["bootstrap", "bus", "poll", "observer"]
+        .map(|k| s.get(&format!("clusterless_topology_source{{source=\"{k}\"}}")).copied().unwrap_or(f64::NAN))
+}
+
+/// `clusterless_topology_source` says what serves the map from the first moment. Right after
+/// start-up, before any task of the proxy has run (this runtime has one thread, and runs them
+/// only when the test awaits), `bootstrap`: the map is the start-up CLUSTER SHARDS read, neither
+/// bus nor poll. Scraped from then on, it stays `bootstrap` until the bus takes over, `bus` only
+/// once a PONG arrived, and never `poll` (the bus did not fail). With `topology.source = "poll"`
+/// (the setting under test there) it says `poll` at once; a proxy following a shared observer says
+/// `bootstrap` until the observer's first snapshot, then `observer`.
+#[tokio::test]
+async fn topology_source_is_bootstrap_until_a_source_serves_the_map() {
+    init_logs();
+    // Blocking is fine here: nothing else runs on this runtime yet.
+    let cluster = LocalCluster::start(&small()).expect("cluster");
+    let start = |tweak: &dyn Fn(&mut clusterless::config::Config)| {
+        let mut cfg = shipped_config(cluster.seed());
+        admin_on(&mut cfg);
+        tweak(&mut cfg);
+        clusterless::start(cfg)
+    };
+    let proxy = start(&|_| {}).await.expect("proxy");
+    assert_eq!(proxy.topology_source(), "bootstrap");
+    let admin = proxy.admin_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut bootstrap_seen = 0;
+    loop {
+        let s = scrape(admin).await;
+        match sources(&s) {
+            [1.0, 0.0, 0.0, 0.0] => bootstrap_seen += 1,
+            [0.0, 1.0, 0.0, 0.0] => {
+                assert!(get(&s, "clusterless_observer_pongs_total") > 0.0, "bus before any PONG");
+                break;
+            }
+            other => panic!("bootstrap, bus, poll, observer = {other:?} after {bootstrap_seen} bootstrap scrapes"),
+        }
+        assert!(Instant::now() < deadline, "the bus never took over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.topology_source(), "bus");
+
+    let polling = start(&|c| c.topology.source = clusterless::config::Source::Poll).await.expect("proxy");
+    assert_eq!(polling.topology_source(), "poll");
+    assert_eq!(sources(&scrape(polling.admin_addr().unwrap()).await), [0.0, 0.0, 1.0, 0.0]);
+
+    let observer = clusterless::start_observer(&shipped_config(cluster.seed()), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("observer");
+    let url = format!("http://{}", observer.addr());
+    let following = start(&|c| c.topology.observer = Some(url.clone())).await.expect("proxy");
+    assert_eq!(following.topology_source(), "bootstrap");
+    eventually("the shared observer's snapshot serves the map", || following.topology_source() == "observer").await;
+    assert_eq!(sources(&scrape(following.admin_addr().unwrap()).await), [0.0, 0.0, 0.0, 1.0]);
 }
 
 /// `limits.max_clients = 2` (the test is about that setting): a third client gets Redis's error

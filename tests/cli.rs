@@ -482,7 +482,7 @@ async fn flags_beat_env_beat_file_on_a_real_cluster() {
             // 250 ms); polling never does.
             tokio::time::sleep(Duration::from_secs(1)).await;
             let m = scrape(admin).await;
-            assert_eq!((src(&m, "poll"), src(&m, "bus")), (1.0, 0.0), "{what}");
+            assert_eq!((src(&m, "poll"), src(&m, "bus"), src(&m, "bootstrap")), (1.0, 0.0, 0.0), "{what}");
             assert_eq!(get(&m, "clusterless_observer_pings_total"), 0.0, "{what}: polling pinged the bus");
         } else {
             eventually_async(&format!("{what}: the bus observer is the source"), || async {

@@ -157,7 +157,7 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(get(&after, "clusterless_slots_uncovered"), 0.0);
     assert_eq!(get(&after, "clusterless_masters"), 3.0);
     assert_eq!(get(&after, "clusterless_draining"), 0.0);
-    for (source, v) in [("bus", 1.0), ("poll", 0.0), ("observer", 0.0)] {
+    for (source, v) in [("bus", 1.0), ("bootstrap", 0.0), ("poll", 0.0), ("observer", 0.0)] {
         let got = after.get(&format!("clusterless_topology_source{{source=\"{source}\"}}"));
         assert_eq!(got, Some(&v), "the bus observer is the default source ({source})");
     }

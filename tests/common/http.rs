@@ -3,9 +3,10 @@
 //! into `name{labels}` -> value.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The admin endpoint on a free loopback port: the shipped default is on (127.0.0.1:9736), the
 /// harness turns it off because parallel tests would fight over that port.
@@ -31,18 +32,21 @@ impl Answer {
     }
 }
 
-/// A minimal HTTP/1.1 request read to the end of the connection.
+/// A minimal HTTP/1.1 request read to the end of the connection. Async, so that it also runs on
+/// a current-thread runtime, where the endpoint's own task needs the thread while we wait.
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
-    tokio::task::block_in_place(|| {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP endpoint");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
-        Answer { status, head: head.to_string(), body: body.to_string() }
-    })
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP endpoint");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("send the request");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("an HTTP answer within 10 s");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
+    Answer { status, head: head.to_string(), body: body.to_string() }
 }
 
 /// Status and body.
