@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clusterless::localcluster::LocalCluster;
 use common::bin::{free_port, Bin};
-use common::http::{admin_on, get, http, scrape};
+use common::http::{admin_on, get, http, request, scrape};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value;
@@ -159,6 +159,22 @@ async fn matches_cluster(addr: SocketAddr, path: &str, cluster: &LocalCluster, p
     .await;
 }
 
+/// HEAD answers as GET does, headers only: same status and content type, the length GET's body
+/// has (where it cannot change between the two requests), no body.
+async fn head_like_get(addr: SocketAddr, paths: &[&str]) {
+    for path in paths {
+        let (head, get) = (request(addr, "HEAD", path).await, request(addr, "GET", path).await);
+        assert_eq!(
+            (head.status, head.body.as_str(), head.header("content-type")),
+            (200, "", get.header("content-type")),
+            "HEAD {path}: {head:?}"
+        );
+        if *path == "/healthz" {
+            assert_eq!(head.header("content-length"), Some("3"), "HEAD {path}");
+        }
+    }
+}
+
 /// `GET /v1/topology/watch` on `addr`: its newline-delimited snapshots, one per message.
 async fn watch(addr: SocketAddr) -> tokio::sync::mpsc::UnboundedReceiver<String> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect observer");
@@ -258,9 +274,11 @@ async fn topology_json_and_observer_match_cluster_nodes() {
     }
     for path in ["/metrics", "/healthz", "/readyz", "/topology"] {
         for method in ["POST", "PUT", "DELETE"] {
-            assert_eq!(http(admin, method, path).await.0, 405, "{method} {path}");
+            let a = request(admin, method, path).await;
+            assert_eq!((a.status, a.header("allow")), (405, Some("GET, HEAD")), "{method} {path}");
         }
     }
+    head_like_get(admin, &["/metrics", "/healthz", "/readyz", "/topology"]).await;
     assert_eq!(http(admin, "GET", "/healthz").await, (200, "ok\n".to_string()));
     assert_eq!(http(admin, "GET", "/readyz").await, (200, "ready\n".to_string()));
 
@@ -276,8 +294,17 @@ async fn topology_json_and_observer_match_cluster_nodes() {
     matches_cluster(obs_addr, "/v1/topology", &env.cluster, m0, Epochs::FromBus).await;
     assert_eq!(http(obs_addr, "GET", "/topology").await.0, 404);
     assert_eq!(http(obs_addr, "GET", "/v1/topology/").await.0, 404);
-    assert_eq!(http(obs_addr, "POST", "/v1/topology").await.0, 405);
-    assert_eq!(http(obs_addr, "DELETE", "/v1/topology/watch").await.0, 405);
+    for (method, path) in [("POST", "/v1/topology"), ("DELETE", "/v1/topology/watch"), ("PUT", "/healthz")] {
+        let a = request(obs_addr, method, path).await;
+        assert_eq!((a.status, a.header("allow")), (405, Some("GET, HEAD")), "{method} {path}");
+    }
+    head_like_get(obs_addr, &["/metrics", "/healthz", "/v1/topology"]).await;
+    // The watch stream's headers, and the answer ends (a stream nobody reads is not started).
+    let watch_head = request(obs_addr, "HEAD", "/v1/topology/watch").await;
+    assert_eq!(
+        (watch_head.status, watch_head.body.as_str(), watch_head.header("content-type")),
+        (200, "", Some("application/x-ndjson"))
+    );
     eventually_async("the observer counts PONGs", || async {
         get(&scrape(obs_addr).await, "clusterless_observer_pongs_total") > 0.0
     })
