@@ -92,6 +92,12 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert!(c.cmd(&["SCAN", "0"]).await.starts_with("*2\r\n"));
     assert!(c.cmd(&["INFO", "server"]).await.starts_with('$'));
     assert!(c.cmd(&["CONFIG", "SET", "maxmemory", "1"]).await.starts_with("-ERR"));
+    // A transaction (each of its commands is timed as one) and two blocking commands.
+    assert_eq!(c.cmd(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(c.cmd(&["INCR", "mcounter"]).await, "+QUEUED\r\n");
+    assert_eq!(c.cmd(&["EXEC"]).await, "*1\r\n:1\r\n");
+    assert_eq!(c.cmd(&["BLPOP", "mlist", "1"]).await, "*2\r\n$5\r\nmlist\r\n$1\r\na\r\n");
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]).await, ":0\r\n");
     // A real MOVED from the cluster: point one slot of the proxy's map at the wrong master. The
     // bus re-asserts the right owner within a ping interval, so a GET may find it fixed already;
     // count the tries until one met the MOVED.
@@ -139,7 +145,22 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(class("info"), 1.0);
     // CONFIG SET, the unknown commands and the wrong arities: answered by the proxy's refusal.
     assert_eq!(class("refused"), 1.0 + 7.0 + 5.0);
-    assert_eq!(class("blocking") + class("transaction"), 0.0);
+    assert_eq!(class("transaction"), 3.0, "MULTI, the queued INCR, EXEC");
+    assert_eq!((cmd("multi", "ok"), cmd("incr", "ok"), cmd("exec", "ok")), (1.0, 1.0, 1.0));
+    assert_eq!(class("blocking"), 2.0, "BLPOP and WAIT");
+    assert_eq!((cmd("blpop", "ok"), cmd("wait", "ok")), (1.0, 1.0));
+    // The README names every class the histogram has.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = readme.lines().find(|l| l.starts_with("| `command_duration_seconds`")).expect("README's duration row");
+    let classes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("clusterless_command_duration_seconds_count{class=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(classes.len(), 10, "{classes:?}");
+    for c in classes {
+        assert!(row.contains(&format!("`{c}`")), "README's duration row does not name class {c}: {row}");
+    }
     // Every command counted is timed once, in exactly one class.
     let total = |family: &str| -> f64 {
         after.keys().filter(|k| k.starts_with(family)).map(|k| get(&after, k) - get(&before, k)).sum()
