@@ -15,6 +15,7 @@ use bytes::Bytes;
 use clusterless::localcluster::LocalCluster;
 use common::bin::{free_port, Bin};
 use common::http::{admin_on, get, http, request, scrape};
+use common::nodes::{cluster_nodes, merged, Truth};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value;
@@ -39,60 +40,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// One line of a node's `CLUSTER NODES`, read here (not with the proxy's parser).
-#[derive(Debug, Clone)]
-struct Truth {
-    id: String,
-    address: String,
-    master: bool,
-    master_id: Option<String>,
-    epoch: u64,
-    failed: bool,
-    ranges: Vec<(u16, u16)>,
-}
-
-/// Sorted ranges with neighbours joined.
-fn merged(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
-    r.sort_unstable();
-    let mut out: Vec<(u16, u16)> = Vec::new();
-    for (a, b) in r {
-        match out.last_mut() {
-            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-/// `CLUSTER NODES` as node `port` tells it.
-fn cluster_nodes(cluster: &LocalCluster, port: u16) -> Vec<Truth> {
-    let text = tokio::task::block_in_place(|| cluster.cli(port, &["CLUSTER", "NODES"])).expect("CLUSTER NODES");
-    text.lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() >= 8, "CLUSTER NODES line: {l}");
-            let flags: Vec<&str> = f[2].split(',').collect();
-            let ranges = f[8..]
-                .iter()
-                .filter(|r| !r.starts_with('['))
-                .map(|r| {
-                    let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    (a.parse().unwrap(), b.parse().unwrap())
-                })
-                .collect();
-            Truth {
-                id: f[0].to_string(),
-                address: f[1].split('@').next().unwrap().to_string(),
-                master: flags.contains(&"master"),
-                master_id: (f[3] != "-").then(|| f[3].to_string()),
-                epoch: f[6].parse().unwrap(),
-                failed: flags.contains(&"fail"),
-                ranges: merged(ranges),
-            }
-        })
-        .collect()
 }
 
 /// How a snapshot reports configEpochs: the bus reads them from the nodes' PONG headers (a

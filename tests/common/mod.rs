@@ -8,6 +8,7 @@
 pub mod bin;
 pub mod http;
 mod load;
+pub mod nodes;
 mod python;
 // Not every test file uses each of these.
 #[allow(unused_imports)]
