@@ -4,13 +4,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use clusterless::config::{Cli, Command, Config, DevArgs};
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_or_line() {
+        Ok(c) => c,
+        Err(line) => return fail(&line),
+    };
     let cfg = match Config::load(&cli.proxy) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
@@ -29,14 +30,24 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 fn init_logs(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (level, ignored) = cfg.log.filter(rust_log.as_deref());
+    // The level was validated with the configuration; RUST_LOG was checked by filter().
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes help a person at a terminal and garble a file, journald or a log shipper.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if cfg.log.json {
         builder.json().init();
     } else {
         builder.init();
+    }
+    if let Some(why) = ignored {
+        tracing::warn!("{why}");
     }
 }
 

@@ -77,8 +77,10 @@ pub struct Metrics {
     pub node_health: IntGaugeVec,
 }
 
-/// The values of `clusterless_topology_source{source}`.
-const SOURCES: [&str; 3] = ["bus", "poll", "observer"];
+/// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
+/// one read at start-up and nothing follows the cluster yet (the bus observer has had no PONG,
+/// the shared observer no snapshot); then the source that keeps it current.
+const SOURCES: [&str; 4] = ["bootstrap", "bus", "poll", "observer"];
 
 /// The classes commands are timed by (`clusterless_command_duration_seconds{class}`).
 pub const CLASSES: [&str; 10] =
@@ -144,7 +146,7 @@ impl Metrics {
                 &["source"]
             )?
         )?;
-        for (s, v) in SOURCES.iter().zip([0, 1, 0]) {
+        for (s, v) in SOURCES.iter().zip([1, 0, 0, 0]) {
             topology_source.with_label_values(&[s]).set(v);
         }
         let redirects = reg!(
@@ -277,13 +279,6 @@ impl Metrics {
         }))
     }
 
-    /// Counters for a command name (subcommands count under their container). Off the hot path:
-    /// requests use [`Metrics::command_by_id`].
-    pub fn command(&self, name: &str) -> &CommandCounters {
-        let top = name.split('|').next().unwrap_or(name);
-        self.by_name.get(top).and_then(|&i| self.commands.get(i)).unwrap_or(&self.other)
-    }
-
     /// Position of a command name's counters, for [`crate::command::CommandTable::bind_metrics`].
     pub fn command_id(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).map(|&i| i as u32)
@@ -319,7 +314,8 @@ impl Metrics {
         }
     }
 
-    /// Marks `source` (one of `bus`, `poll`, `observer`) as where the slot map comes from now.
+    /// Marks `source` (one of `bootstrap`, `bus`, `poll`, `observer`) as what keeps the slot map
+    /// current now.
     pub fn set_topology_source(&self, source: &str) {
         for s in SOURCES {
             self.topology_source.with_label_values(&[s]).set(i64::from(s == source));
@@ -328,7 +324,7 @@ impl Metrics {
 
     /// Where the slot map comes from now.
     pub fn topology_source(&self) -> &'static str {
-        SOURCES.into_iter().find(|s| self.topology_source.with_label_values(&[s]).get() == 1).unwrap_or("poll")
+        SOURCES.into_iter().find(|s| self.topology_source.with_label_values(&[s]).get() == 1).unwrap_or("bootstrap")
     }
 
     /// Redirect replies of one kind seen so far (0 when metrics are off).

@@ -8,63 +8,22 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clusterless::localcluster::LocalCluster;
+use common::bin::{free_port, Bin};
+use common::http::{admin_on, get, http, request, scrape};
+use common::nodes::{cluster_nodes, merged, Truth};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value;
-
-/// The admin endpoint on a free loopback port: the shipped default is on (127.0.0.1:9736), the
-/// harness turns it off because parallel tests would fight over that port.
-fn admin_on(c: &mut clusterless::config::Config) {
-    c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-/// A minimal HTTP/1.1 request, returning status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    tokio::task::block_in_place(|| {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    })
-}
 
 async fn json(addr: SocketAddr, path: &str) -> Value {
     let (status, body) = http(addr, "GET", path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
-}
-
-/// The Prometheus text format as `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, text) = http(addr, "GET", "/metrics").await;
-    assert_eq!(status, 200);
-    samples(&text)
-}
-
-fn get(s: &HashMap<String, f64>, key: &str) -> f64 {
-    s.get(key).copied().unwrap_or(0.0)
 }
 
 /// Waits until `check` finds nothing wrong; fails with its last complaint after [`PATIENCE`].
@@ -81,60 +40,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// One line of a node's `CLUSTER NODES`, read here (not with the proxy's parser).
-#[derive(Debug, Clone)]
-struct Truth {
-    id: String,
-    address: String,
-    master: bool,
-    master_id: Option<String>,
-    epoch: u64,
-    failed: bool,
-    ranges: Vec<(u16, u16)>,
-}
-
-/// Sorted ranges with neighbours joined.
-fn merged(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
-    r.sort_unstable();
-    let mut out: Vec<(u16, u16)> = Vec::new();
-    for (a, b) in r {
-        match out.last_mut() {
-            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-/// `CLUSTER NODES` as node `port` tells it.
-fn cluster_nodes(cluster: &LocalCluster, port: u16) -> Vec<Truth> {
-    let text = tokio::task::block_in_place(|| cluster.cli(port, &["CLUSTER", "NODES"])).expect("CLUSTER NODES");
-    text.lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() >= 8, "CLUSTER NODES line: {l}");
-            let flags: Vec<&str> = f[2].split(',').collect();
-            let ranges = f[8..]
-                .iter()
-                .filter(|r| !r.starts_with('['))
-                .map(|r| {
-                    let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    (a.parse().unwrap(), b.parse().unwrap())
-                })
-                .collect();
-            Truth {
-                id: f[0].to_string(),
-                address: f[1].split('@').next().unwrap().to_string(),
-                master: flags.contains(&"master"),
-                master_id: (f[3] != "-").then(|| f[3].to_string()),
-                epoch: f[6].parse().unwrap(),
-                failed: flags.contains(&"fail"),
-                ranges: merged(ranges),
-            }
-        })
-        .collect()
 }
 
 /// How a snapshot reports configEpochs: the bus reads them from the nodes' PONG headers (a
@@ -201,67 +106,19 @@ async fn matches_cluster(addr: SocketAddr, path: &str, cluster: &LocalCluster, p
     .await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The real binary as a child process, its stderr in a file; killed on drop if still running.
-struct Bin {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Bin {
-    fn spawn(args: &[&str]) -> Bin {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-admin-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-            cmd.env_remove(k);
+/// HEAD answers as GET does, headers only: same status and content type, the length GET's body
+/// has (where it cannot change between the two requests), no body.
+async fn head_like_get(addr: SocketAddr, paths: &[&str]) {
+    for path in paths {
+        let (head, get) = (request(addr, "HEAD", path).await, request(addr, "GET", path).await);
+        assert_eq!(
+            (head.status, head.body.as_str(), head.header("content-type")),
+            (200, "", get.header("content-type")),
+            "HEAD {path}: {head:?}"
+        );
+        if *path == "/healthz" {
+            assert_eq!(head.header("content-length"), Some("3"), "HEAD {path}");
         }
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Bin { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends a signal to this process (by its PID).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Its exit code, waiting up to `limit`; None if it is still running then.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s.code().unwrap_or(-1));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -364,9 +221,11 @@ async fn topology_json_and_observer_match_cluster_nodes() {
     }
     for path in ["/metrics", "/healthz", "/readyz", "/topology"] {
         for method in ["POST", "PUT", "DELETE"] {
-            assert_eq!(http(admin, method, path).await.0, 405, "{method} {path}");
+            let a = request(admin, method, path).await;
+            assert_eq!((a.status, a.header("allow")), (405, Some("GET, HEAD")), "{method} {path}");
         }
     }
+    head_like_get(admin, &["/metrics", "/healthz", "/readyz", "/topology"]).await;
     assert_eq!(http(admin, "GET", "/healthz").await, (200, "ok\n".to_string()));
     assert_eq!(http(admin, "GET", "/readyz").await, (200, "ready\n".to_string()));
 
@@ -382,8 +241,17 @@ async fn topology_json_and_observer_match_cluster_nodes() {
     matches_cluster(obs_addr, "/v1/topology", &env.cluster, m0, Epochs::FromBus).await;
     assert_eq!(http(obs_addr, "GET", "/topology").await.0, 404);
     assert_eq!(http(obs_addr, "GET", "/v1/topology/").await.0, 404);
-    assert_eq!(http(obs_addr, "POST", "/v1/topology").await.0, 405);
-    assert_eq!(http(obs_addr, "DELETE", "/v1/topology/watch").await.0, 405);
+    for (method, path) in [("POST", "/v1/topology"), ("DELETE", "/v1/topology/watch"), ("PUT", "/healthz")] {
+        let a = request(obs_addr, method, path).await;
+        assert_eq!((a.status, a.header("allow")), (405, Some("GET, HEAD")), "{method} {path}");
+    }
+    head_like_get(obs_addr, &["/metrics", "/healthz", "/v1/topology"]).await;
+    // The watch stream's headers, and the answer ends (a stream nobody reads is not started).
+    let watch_head = request(obs_addr, "HEAD", "/v1/topology/watch").await;
+    assert_eq!(
+        (watch_head.status, watch_head.body.as_str(), watch_head.header("content-type")),
+        (200, "", Some("application/x-ndjson"))
+    );
     eventually_async("the observer counts PONGs", || async {
         get(&scrape(obs_addr).await, "clusterless_observer_pongs_total") > 0.0
     })
@@ -575,14 +443,71 @@ async fn poll_source_metrics() {
     // Let time pass on purpose: a bus observer would have pinged every node in it (every 250 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s = scrape(admin).await;
-    assert_eq!(get(&s, r#"clusterless_topology_source{source="poll"}"#), 1.0);
-    assert_eq!(s.get(r#"clusterless_topology_source{source="bus"}"#), Some(&0.0));
-    assert_eq!(s.get(r#"clusterless_topology_source{source="observer"}"#), Some(&0.0));
+    assert_eq!(sources(&s), [0.0, 0.0, 1.0, 0.0], "bootstrap, bus, poll, observer");
     assert_eq!(get(&s, "clusterless_observer_pings_total"), 0.0, "polling never pings the bus");
     assert_eq!(get(&s, "clusterless_observer_pongs_total"), 0.0);
     assert!(!s.keys().any(|k| k.starts_with("clusterless_node_health")), "no bus health without the bus");
     let m0 = env.cluster.masters()[0];
     matches_cluster(admin, "/topology", &env.cluster, m0, Epochs::Null).await;
+}
+
+/// `clusterless_topology_source{source}` for bootstrap, bus, poll and observer, in that order
+/// (NaN when a series is missing).
+fn sources(s: &HashMap<String, f64>) -> [f64; 4] {
+    ["bootstrap", "bus", "poll", "observer"]
+        .map(|k| s.get(&format!("clusterless_topology_source{{source=\"{k}\"}}")).copied().unwrap_or(f64::NAN))
+}
+
+/// `clusterless_topology_source` says what serves the map from the first moment. Right after
+/// start-up, before any task of the proxy has run (this runtime has one thread, and runs them
+/// only when the test awaits), `bootstrap`: the map is the start-up CLUSTER SHARDS read, neither
+/// bus nor poll. Scraped from then on, it stays `bootstrap` until the bus takes over, `bus` only
+/// once a PONG arrived, and never `poll` (the bus did not fail). With `topology.source = "poll"`
+/// (the setting under test there) it says `poll` at once; a proxy following a shared observer says
+/// `bootstrap` until the observer's first snapshot, then `observer`.
+#[tokio::test]
+async fn topology_source_is_bootstrap_until_a_source_serves_the_map() {
+    init_logs();
+    // Blocking is fine here: nothing else runs on this runtime yet.
+    let cluster = LocalCluster::start(&small()).expect("cluster");
+    let start = |tweak: &dyn Fn(&mut clusterless::config::Config)| {
+        let mut cfg = shipped_config(cluster.seed());
+        admin_on(&mut cfg);
+        tweak(&mut cfg);
+        clusterless::start(cfg)
+    };
+    let proxy = start(&|_| {}).await.expect("proxy");
+    assert_eq!(proxy.topology_source(), "bootstrap");
+    let admin = proxy.admin_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut bootstrap_seen = 0;
+    loop {
+        let s = scrape(admin).await;
+        match sources(&s) {
+            [1.0, 0.0, 0.0, 0.0] => bootstrap_seen += 1,
+            [0.0, 1.0, 0.0, 0.0] => {
+                assert!(get(&s, "clusterless_observer_pongs_total") > 0.0, "bus before any PONG");
+                break;
+            }
+            other => panic!("bootstrap, bus, poll, observer = {other:?} after {bootstrap_seen} bootstrap scrapes"),
+        }
+        assert!(Instant::now() < deadline, "the bus never took over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.topology_source(), "bus");
+
+    let polling = start(&|c| c.topology.source = clusterless::config::Source::Poll).await.expect("proxy");
+    assert_eq!(polling.topology_source(), "poll");
+    assert_eq!(sources(&scrape(polling.admin_addr().unwrap()).await), [0.0, 0.0, 1.0, 0.0]);
+
+    let observer = clusterless::start_observer(&shipped_config(cluster.seed()), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("observer");
+    let url = format!("http://{}", observer.addr());
+    let following = start(&|c| c.topology.observer = Some(url.clone())).await.expect("proxy");
+    assert_eq!(following.topology_source(), "bootstrap");
+    eventually("the shared observer's snapshot serves the map", || following.topology_source() == "observer").await;
+    assert_eq!(sources(&scrape(following.admin_addr().unwrap()).await), [0.0, 0.0, 0.0, 1.0]);
 }
 
 /// `limits.max_clients = 2` (the test is about that setting): a third client gets Redis's error

@@ -6,30 +6,15 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
-use common::{eventually_async, init_logs, Raw, PATIENCE};
-
-/// The binary with these flags and variables (and no other `CLUSTERLESS_*` or `RUST_LOG` from the
-/// test's own environment).
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-        cmd.env_remove(k);
-    }
-    cmd.args(args).envs(env.iter().copied()).env("RUST_BACKTRACE", "1");
-    cmd
-}
-
-/// Runs the binary to its end: exit code and stderr.
-fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = command(args, env).stdin(Stdio::null()).output().expect("run clusterless");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::bin::{command, free_port, local, run_env, Bin, Dir};
+use common::http::{get, scrape};
+use common::{eventually_async, init_logs};
 
 /// Exit code 2 and one line on stderr, which mentions `needle`; returns that line.
 fn one_line_exit_2(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
@@ -40,30 +25,6 @@ fn one_line_exit_2(args: &[&str], env: &[(&str, &str)], needle: &str) -> String 
     assert!(lines[0].contains(needle), "{args:?} {env:?}: {:?} should mention {needle}", lines[0]);
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
     lines[0].to_string()
-}
-
-/// A scratch directory for config files, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("clusterless-cli-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Nothing listens on port 1 of loopback: a start that gets past the configuration fails there.
@@ -112,6 +73,108 @@ fn unknown_keys_are_errors_naming_the_key() {
         let line = one_line_exit_2(&["--config", &f, "--seed", DEAD], &[], &format!("`{key}`"));
         assert!(line.contains("unknown field"), "{line}");
     }
+}
+
+/// A value of the wrong TOML type, an unknown key or broken syntax: one line naming the file, the
+/// line (counted from 1, also when the key starts its line) and the dotted key, with what was
+/// expected in TOML's words.
+#[test]
+fn file_errors_name_the_line_and_the_key() {
+    let dir = Dir::new();
+    for (text, at) in [
+        (
+            "# comment\n\n[backend]\nuser = \"\"\nmax_redirects = \"five\"\n",
+            "line 5, `backend.max_redirects`: invalid type: string \"five\", expected an integer from 0 to 4294967295",
+        ),
+        ("[listen]\nport = \"x\"\n", "line 1, `listen`: invalid type: map, expected a string"),
+        (
+            "[limits]\n# the count\n\nthreads = \"x\"\n",
+            "line 4, `limits.threads`: invalid type: string \"x\", expected a non-negative integer",
+        ),
+        (
+            "[topology]\nfailover_hold_ms = true\n",
+            "line 2, `topology.failover_hold_ms`: invalid type: boolean `true`, expected a non-negative integer",
+        ),
+        (
+            "seeds = \"127.0.0.1:7000\"\n",
+            "line 1, `seeds`: invalid type: string \"127.0.0.1:7000\", expected a sequence",
+        ),
+        (
+            "[[auth.users]]\nname = \"a\"\npassword = \"b\"\n\n[[auth.users]]\nname = 5\npassword = \"c\"\n",
+            "line 6, `auth.users[1].name`: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "[backend]\n\nconections_per_node = 2\n",
+            "line 3, `backend.conections_per_node`: unknown field `conections_per_node`, expected one of `user`, \
+             `password`, `connections_per_node`, `connect_timeout_ms`, `request_timeout_ms`, `retry_budget_ms`, \
+             `max_redirects`, `dedicated_per_node`",
+        ),
+        ("[limits]\nthreads = 1\nmax_clients = = 2\n", "line 3: extra `=`, expected nothing"),
+    ] {
+        let f = dir.file("typed.toml", text);
+        let line = one_line_exit_2(&["--config", &f, "--seed", DEAD, "--metrics", ""], &[], at);
+        assert_eq!(line, format!("clusterless: invalid config file {f}, {at}"), "{text:?}");
+    }
+}
+
+/// Values the command line cannot even read (not a number, not an address), from a flag or from
+/// its variable, and flags that do not exist: one line naming the flag, or the variable the value
+/// came from, and the value; exit code 2, as for any bad configuration. A flag hides a bad
+/// variable, as for every other key.
+#[test]
+fn unreadable_flag_and_variable_values_are_one_line() {
+    let off = ["--seed", DEAD, "--metrics", ""];
+    for (args, env, want) in [
+        (
+            &["--threads", "x"][..],
+            &[][..],
+            "clusterless: invalid value 'x' for --threads: invalid digit found in string",
+        ),
+        (
+            &["--max-clients=-5"],
+            &[],
+            "clusterless: invalid value '-5' for --max-clients: invalid digit found in string",
+        ),
+        (
+            &[],
+            &[("CLUSTERLESS_THREADS", "many")],
+            "clusterless: invalid value 'many' for CLUSTERLESS_THREADS (--threads): invalid digit found in string",
+        ),
+        (
+            &[],
+            &[("CLUSTERLESS_MAX_CLIENTS", "")],
+            "clusterless: invalid value '' for CLUSTERLESS_MAX_CLIENTS (--max-clients): cannot parse integer from \
+             empty string",
+        ),
+        // The flag's value is the one read, so the flag is named even with the variable set.
+        (
+            &["--threads", "2x"],
+            &[("CLUSTERLESS_THREADS", "2")],
+            "clusterless: invalid value '2x' for --threads: invalid digit found in string",
+        ),
+        (
+            &["observe", "--http", "nope"],
+            &[],
+            "clusterless: invalid value 'nope' for --http: invalid socket address syntax",
+        ),
+        (&["dev", "--port", "70000"], &[], "clusterless: invalid value '70000' for --port: 70000 is not in 0..=65535"),
+        (
+            &["--treads", "2"],
+            &[],
+            "clusterless: unexpected argument '--treads' found (clusterless --help lists the flags)",
+        ),
+    ] {
+        let line = one_line_exit_2(&[&off[..], args].concat(), env, want);
+        assert_eq!(line, want, "{args:?} {env:?}");
+    }
+    let line = one_line_exit_2(&[&off[..], &["--threads", "1"]].concat(), &[("CLUSTERLESS_THREADS", "x")], DEAD);
+    assert!(line.contains("cannot reach the cluster"), "{line}");
+    // --help and --version still print to stdout and exit 0.
+    let out = command(&["--version"], &[]).output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "clusterless 0.1.0"));
+    let out = command(&["--help"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--log-level <LOG_LEVEL>"));
 }
 
 /// Each key of the table that has a flag and a variable, with a value it refuses and one it
@@ -364,98 +427,6 @@ fn file_only_keys_are_validated_by_name() {
     assert!(line.contains("cannot reach the cluster"), "{line}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The binary serving, stopped by SIGTERM (by its PID) when dropped.
-struct Serving {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Serving {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Serving {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-cli-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let child = command(args, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Serving { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A client at `addr`, once the proxy answers there.
-    async fn client(&mut self, addr: SocketAddr) -> Raw {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-                let mut raw = Raw::new(s);
-                assert_eq!(raw.cmd(&[b"PING"]).await, b"+PONG\r\n");
-                return raw;
-            }
-            let exited = self.child.try_wait().unwrap();
-            assert!(exited.is_none() && Instant::now() < deadline, "not serving on {addr}: {}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM; the exit code.
-    async fn stop(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// One sample of a metrics text (0 when absent).
-fn sample(text: &str, key: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
-async fn metrics(addr: SocketAddr) -> String {
-    tokio::task::block_in_place(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        out
-    })
-}
-
 async fn refused(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
@@ -499,24 +470,24 @@ async fn flags_beat_env_beat_file_on_a_real_cluster() {
         ("environment", vec!["--config", file.as_str()], &env[..], ea, em, "bus"),
         ("file", vec!["--config", file.as_str()], &[][..], fa, fm, "poll"),
     ] {
-        let mut p = Serving::spawn(&args, env);
+        let mut p = Bin::spawn_env(&args, env);
         let mut c = p.client(listen).await;
         assert_eq!(c.cmd(&[b"SET", what.as_bytes(), b"1"]).await, b"+OK\r\n");
         for other in [fa, ea, la, fm, em, lm].into_iter().filter(|a| *a != listen && *a != admin) {
             assert!(refused(other).await, "{what}: something listens on {other}");
         }
-        let src = |m: &str, s: &str| sample(m, &format!("clusterless_topology_source{{source=\"{s}\"}}"));
+        let src = |m: &HashMap<String, f64>, s: &str| get(m, &format!("clusterless_topology_source{{source=\"{s}\"}}"));
         if source == "poll" {
             // Let time pass on purpose: a bus observer would have pinged every node in it (every
             // 250 ms); polling never does.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let m = metrics(admin).await;
-            assert_eq!((src(&m, "poll"), src(&m, "bus")), (1.0, 0.0), "{what}");
-            assert_eq!(sample(&m, "clusterless_observer_pings_total"), 0.0, "{what}: polling pinged the bus");
+            let m = scrape(admin).await;
+            assert_eq!((src(&m, "poll"), src(&m, "bus"), src(&m, "bootstrap")), (1.0, 0.0, 0.0), "{what}");
+            assert_eq!(get(&m, "clusterless_observer_pings_total"), 0.0, "{what}: polling pinged the bus");
         } else {
             eventually_async(&format!("{what}: the bus observer is the source"), || async {
-                let m = metrics(admin).await;
-                src(&m, "bus") == 1.0 && src(&m, "poll") == 0.0 && sample(&m, "clusterless_observer_pongs_total") > 0.0
+                let m = scrape(admin).await;
+                src(&m, "bus") == 1.0 && src(&m, "poll") == 0.0 && get(&m, "clusterless_observer_pongs_total") > 0.0
             })
             .await;
         }
@@ -550,7 +521,7 @@ async fn backend_acl_user() {
     let file = dir.file("acl.toml", "[backend]\nuser = \"app\"\npassword = \"app-pw\"\n");
     let addr = local(free_port());
     let addr_s = addr.to_string();
-    let mut p = Serving::spawn(&["--config", &file, "--seed", &seed, "--listen", &addr_s, "--metrics", ""], &[]);
+    let mut p = Bin::spawn_env(&["--config", &file, "--seed", &seed, "--listen", &addr_s, "--metrics", ""], &[]);
     let mut c = p.client(addr).await;
     for i in 0..30 {
         let k = format!("acl:{i}");

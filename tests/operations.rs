@@ -1,63 +1,22 @@
 //! Operations: metrics that move by exactly what real traffic explains (and pass `promtool check
 //! metrics`), graceful drain in process and through the real binary (SIGTERM with a deep pipeline
 //! in flight, SIGINT with a half-sent request, the drain timeout running out on a client blocked
-//! forever), JSON logs, and the deploy/ files. The admin endpoint's topology, readiness and
+//! forever), logs (a given level beats RUST_LOG, no colour codes in a file, JSON), and the deploy/
+//! files. The admin endpoint's topology, readiness and
 //! failure metrics are in tests/admin.rs.
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clusterless::localcluster::LocalCluster;
+use common::bin::{free_port, local, Bin, Dir};
+use common::http::{admin_on, get, http, samples, scrape};
 use common::*;
 use serde::Deserialize;
 use serde_json::Value;
-
-/// The admin endpoint on a free loopback port: the shipped default is on (127.0.0.1:9736), the
-/// harness turns it off because parallel tests would fight over that port.
-fn admin_on(c: &mut clusterless::config::Config) {
-    c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-/// A minimal HTTP/1.1 request, returning status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    tokio::task::block_in_place(|| {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    })
-}
-
-/// Parses the Prometheus text format into `name{labels}` -> value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, text) = http(addr, "GET", "/metrics").await;
-    assert_eq!(status, 200);
-    samples(&text)
-}
-
-fn get(s: &HashMap<String, f64>, key: &str) -> f64 {
-    s.get(key).copied().unwrap_or(0.0)
-}
 
 /// A raw client that counts the bytes it sends and receives.
 struct Counted {
@@ -106,6 +65,15 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     for _ in 0..7 {
         assert!(c.cmd(&["NOSUCHCMD"]).await.starts_with("-ERR unknown command 'NOSUCHCMD'"));
     }
+    // A known command with the wrong number of arguments counts under its own name (a
+    // subcommand under its container), as any error of that command does.
+    for _ in 0..4 {
+        assert_eq!(c.cmd(&["GET"]).await, "-ERR wrong number of arguments for 'get' command\r\n");
+    }
+    assert_eq!(
+        c.cmd(&["OBJECT", "ENCODING"]).await,
+        "-ERR wrong number of arguments for 'object|encoding' command\r\n"
+    );
     assert_eq!(c.cmd(&["LPUSH", "mlist", "a"]).await, ":1\r\n");
     // Errors from a node count as errors of the command.
     for _ in 0..3 {
@@ -124,6 +92,12 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert!(c.cmd(&["SCAN", "0"]).await.starts_with("*2\r\n"));
     assert!(c.cmd(&["INFO", "server"]).await.starts_with('$'));
     assert!(c.cmd(&["CONFIG", "SET", "maxmemory", "1"]).await.starts_with("-ERR"));
+    // A transaction (each of its commands is timed as one) and two blocking commands.
+    assert_eq!(c.cmd(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(c.cmd(&["INCR", "mcounter"]).await, "+QUEUED\r\n");
+    assert_eq!(c.cmd(&["EXEC"]).await, "*1\r\n:1\r\n");
+    assert_eq!(c.cmd(&["BLPOP", "mlist", "1"]).await, "*2\r\n$5\r\nmlist\r\n$1\r\na\r\n");
+    assert_eq!(c.cmd(&["WAIT", "0", "0"]).await, ":0\r\n");
     // A real MOVED from the cluster: point one slot of the proxy's map at the wrong master. The
     // bus re-asserts the right owner within a ping interval, so a GET may find it fixed already;
     // count the tries until one met the MOVED.
@@ -148,11 +122,12 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     };
     assert_eq!(cmd("set", "ok"), 100.0);
     assert_eq!(cmd("get", "ok"), 40.0 + tries - 1.0);
-    assert_eq!(cmd("get", "error"), 3.0, "WRONGTYPE from the node");
+    assert_eq!(cmd("get", "error"), 3.0 + 4.0, "WRONGTYPE from the node, and GET without its key");
+    assert_eq!(cmd("object", "error"), 1.0, "OBJECT ENCODING without its key");
     assert_eq!(cmd("get", "redirect"), 1.0);
     assert_eq!(cmd("mget", "ok"), 1.0);
     assert_eq!(cmd("lpush", "ok"), 1.0);
-    assert_eq!(cmd("other", "error"), 7.0, "unknown commands");
+    assert_eq!(cmd("other", "error"), 7.0, "unknown commands, and only they");
     assert_eq!(cmd("ping", "ok"), 5.0);
     assert_eq!(cmd("time", "ok"), 2.0);
     assert_eq!(cmd("dbsize", "ok"), 1.0);
@@ -168,7 +143,29 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(class("all_masters"), 1.0);
     assert_eq!(class("scan"), 1.0);
     assert_eq!(class("info"), 1.0);
-    assert_eq!(class("refused"), 1.0);
+    // CONFIG SET, the unknown commands and the wrong arities: answered by the proxy's refusal.
+    assert_eq!(class("refused"), 1.0 + 7.0 + 5.0);
+    assert_eq!(class("transaction"), 3.0, "MULTI, the queued INCR, EXEC");
+    assert_eq!((cmd("multi", "ok"), cmd("incr", "ok"), cmd("exec", "ok")), (1.0, 1.0, 1.0));
+    assert_eq!(class("blocking"), 2.0, "BLPOP and WAIT");
+    assert_eq!((cmd("blpop", "ok"), cmd("wait", "ok")), (1.0, 1.0));
+    // The README names every class the histogram has.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = readme.lines().find(|l| l.starts_with("| `command_duration_seconds`")).expect("README's duration row");
+    let classes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("clusterless_command_duration_seconds_count{class=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(classes.len(), 10, "{classes:?}");
+    for c in classes {
+        assert!(row.contains(&format!("`{c}`")), "README's duration row does not name class {c}: {row}");
+    }
+    // Every command counted is timed once, in exactly one class.
+    let total = |family: &str| -> f64 {
+        after.keys().filter(|k| k.starts_with(family)).map(|k| get(&after, k) - get(&before, k)).sum()
+    };
+    assert_eq!(total("clusterless_command_duration_seconds_count{"), total("clusterless_commands_total{"));
     assert_eq!(delta(r#"clusterless_redirects_total{kind="moved"}"#), 1.0);
     assert_eq!(delta(r#"clusterless_redirects_total{kind="ask"}"#), 0.0);
     assert_eq!(delta("clusterless_retries_total"), 1.0, "the GET sent again after its MOVED");
@@ -181,7 +178,7 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(get(&after, "clusterless_slots_uncovered"), 0.0);
     assert_eq!(get(&after, "clusterless_masters"), 3.0);
     assert_eq!(get(&after, "clusterless_draining"), 0.0);
-    for (source, v) in [("bus", 1.0), ("poll", 0.0), ("observer", 0.0)] {
+    for (source, v) in [("bus", 1.0), ("bootstrap", 0.0), ("poll", 0.0), ("observer", 0.0)] {
         let got = after.get(&format!("clusterless_topology_source{{source=\"{source}\"}}"));
         assert_eq!(got, Some(&v), "the bus observer is the default source ({source})");
     }
@@ -267,125 +264,9 @@ async fn readyz_turns_503_while_draining() {
     assert!(half.closed().await, "the answered client is closed");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn cluster() -> LocalCluster {
     init_logs();
     tokio::task::block_in_place(|| LocalCluster::start(&small())).expect("start cluster")
-}
-
-/// The real binary as a child process, its stderr in a file; killed on drop if still running.
-struct Bin {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Bin {
-    fn spawn(args: &[&str]) -> Bin {
-        let log = std::env::temp_dir().join(format!(
-            "clusterless-ops-{}-{:08x}.log",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterless"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CLUSTERLESS_") || k == "RUST_LOG") {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start clusterless");
-        Bin { child, log }
-    }
-
-    /// What it logged so far, without the terminal colours the plain format writes.
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|&c| c == 'm');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// Sends a signal to this process (by its PID).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Its exit code, waiting up to `limit`; None if it is still running then.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s.code().unwrap_or(-1));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// A scratch directory, removed on drop (pass or fail).
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("clusterless-ops-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A client of the binary at `addr`, once it listens; a PONG proves it was accepted (the kernel
-/// completes a handshake from the backlog before the proxy accepts).
-async fn client_of(addr: SocketAddr, bin: &mut Bin) -> Raw {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
-            let mut raw = Raw::new(s);
-            assert_eq!(raw.cmd(&[b"PING"]).await, b"+PONG\r\n");
-            return raw;
-        }
-        assert!(bin.running() && Instant::now() < deadline, "the proxy never listened; log: {}", bin.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +274,7 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     let cluster = cluster();
     let addr = local(free_port());
     let mut bin = Bin::spawn(&["--seed", &cluster.seed(), "--listen", &addr.to_string(), "--metrics", ""]);
-    let mut raw = client_of(addr, &mut bin).await;
+    let mut raw = bin.client(addr).await;
     let n = 20_000;
     let mut batch = Vec::new();
     for _ in 0..n {
@@ -413,6 +294,8 @@ async fn sigterm_answers_every_pipelined_request_then_exits_0() {
     assert_eq!(exit, Some(0), "exit code 0 after drain; log: {log}");
     assert!(log.contains("draining: no new clients; finishing requests in flight"), "drain logged: {log}");
     assert!(log.contains("drained; exiting"), "{log}");
+    // stderr is a file here, not a terminal: no colour codes in it.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log:?}");
 }
 
 /// SIGINT drains as SIGTERM does, seen from outside the process: /readyz turns 503 with the
@@ -424,7 +307,7 @@ async fn sigint_drains_like_sigterm() {
     let (addr, admin) = (local(free_port()), local(free_port()));
     let mut bin =
         Bin::spawn(&["--seed", &cluster.seed(), "--listen", &addr.to_string(), "--metrics", &admin.to_string()]);
-    let mut raw = client_of(addr, &mut bin).await;
+    let mut raw = bin.client(addr).await;
     assert_eq!(http(admin, "GET", "/readyz").await, (200, "ready\n".to_string()));
     let head = clusterless::resp::encode_command(&[&b"SET"[..], b"sigint", b"v"]);
     let (first, rest) = head.split_at(head.len() - 3);
@@ -476,7 +359,7 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
         "--metrics",
         "",
     ]);
-    let mut blocked = client_of(addr, &mut bin).await;
+    let mut blocked = bin.client(addr).await;
     blocked.send(&clusterless::resp::encode_command(&[&b"BLPOP"[..], b"never-pushed", b"0"])).await;
     let owner = cluster.slot_owner(clusterless::slot::slot(b"never-pushed")).unwrap();
     eventually("the BLPOP is blocked on its node", || {
@@ -499,6 +382,43 @@ async fn drain_timeout_runs_out_on_a_blocked_client_and_exits_0() {
     assert_eq!(blocked.read_replies(1).await, Vec::<Vec<u8>>::new(), "closed without an answer");
 }
 
+/// `log.level` (the test is about that setting) given by flag, variable or file wins over
+/// `RUST_LOG`, which applies only when no level is given; the plain format written to a file
+/// carries no colour codes. What each filter lets through is told by two lines every start
+/// writes or not: "clusterless is serving" (INFO) and, after a client's protocol error, "closing
+/// client after protocol error" (DEBUG).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_log_level_wins_over_rust_log() {
+    let cluster = cluster();
+    let dir = Dir::new();
+    let file = dir.file("log.toml", "[log]\nlevel = \"info\"\n");
+    let seed = cluster.seed();
+    for (what, args, env, info, debug) in [
+        ("flag", vec!["--log-level", "info"], vec![("RUST_LOG", "warn")], true, false),
+        ("variable", vec![], vec![("RUST_LOG", "warn"), ("CLUSTERLESS_LOG_LEVEL", "info")], true, false),
+        ("file", vec!["--config", file.as_str()], vec![("RUST_LOG", "debug")], true, false),
+        ("flag over debug", vec!["--log-level", "warn"], vec![("RUST_LOG", "debug")], false, false),
+        ("RUST_LOG alone", vec![], vec![("RUST_LOG", "clusterless=debug")], true, true),
+        ("RUST_LOG alone, warn", vec![], vec![("RUST_LOG", "warn")], false, false),
+    ] {
+        let addr = local(free_port());
+        let addr_s = addr.to_string();
+        let mut all = vec!["--seed", seed.as_str(), "--listen", addr_s.as_str(), "--metrics", ""];
+        all.extend(args);
+        let mut bin = Bin::spawn_env(&all, &env);
+        let mut c = bin.client(addr).await;
+        c.send(b"*x\r\n").await;
+        assert_eq!(c.read_replies(1).await, vec![b"-ERR Protocol error: invalid multibulk length\r\n".to_vec()]);
+        assert!(c.closed().await, "{what}: closed after the protocol error");
+        assert_eq!(bin.stop().await, Some(0), "{what}: {}", bin.log());
+        let log = bin.log();
+        let has = |m: &str| log.lines().any(|l| l.contains(m));
+        assert_eq!(has("clusterless is serving"), info, "{what}: INFO lines: {log}");
+        assert_eq!(has("closing client after protocol error"), debug, "{what}: DEBUG lines: {log}");
+        assert!(!log.contains('\u{1b}'), "{what}: ANSI escapes in a log file: {log:?}");
+    }
+}
+
 /// `--log-format json` (the test is about that setting): every line on stderr is one JSON object
 /// with a level and a message; start-up, the bootstrap topology change (with its source), a
 /// rejected client (`--max-clients 1`) and the drain each log a line; serving requests logs
@@ -519,7 +439,7 @@ async fn json_logs_one_object_per_line() {
         "--max-clients",
         "1",
     ]);
-    let mut c = client_of(addr, &mut bin).await;
+    let mut c = bin.client(addr).await;
     let lines = |bin: &Bin| -> Vec<Value> {
         bin.log()
             .lines()

@@ -25,8 +25,8 @@ pub enum Lookup<'a> {
     Found(&'a Arc<CommandSpec>),
     /// `-ERR unknown command ...` in Redis's wording.
     Unknown(Bytes),
-    /// `-ERR wrong number of arguments ...`.
-    WrongArity(Bytes),
+    /// `-ERR wrong number of arguments ...`, for a command (or subcommand) the table knows.
+    WrongArity(&'a Arc<CommandSpec>, Bytes),
 }
 
 impl CommandTable {
@@ -150,12 +150,12 @@ impl CommandTable {
             return Lookup::Unknown(unknown_command(name, &args[1..]));
         };
         if !spec.arity_ok(args.len()) {
-            return Lookup::WrongArity(wrong_arity(&spec.name));
+            return Lookup::WrongArity(spec, wrong_arity(&spec.name));
         }
         if !spec.subcommands.is_empty() {
             if let Some(sub) = args.get(1).and_then(|s| get_ci(&spec.subcommands, s)) {
                 if !sub.arity_ok(args.len()) {
-                    return Lookup::WrongArity(wrong_arity(&sub.name));
+                    return Lookup::WrongArity(sub, wrong_arity(&sub.name));
                 }
                 return Lookup::Found(sub);
             }
@@ -273,9 +273,11 @@ mod tests {
         assert_eq!(&e[..], b"-ERR unknown command 'foo', with args beginning with: 'a' 'bb' \r\n");
         let Lookup::Unknown(e) = t.lookup(&args("foo")) else { panic!() };
         assert_eq!(&e[..], b"-ERR unknown command 'foo', with args beginning with: \r\n");
-        let Lookup::WrongArity(e) = t.lookup(&args("GET")) else { panic!() };
+        let Lookup::WrongArity(spec, e) = t.lookup(&args("GET")) else { panic!() };
+        assert_eq!(spec.name, "get");
         assert_eq!(&e[..], b"-ERR wrong number of arguments for 'get' command\r\n");
-        let Lookup::WrongArity(e) = t.lookup(&args("object encoding")) else { panic!() };
+        let Lookup::WrongArity(spec, e) = t.lookup(&args("object encoding")) else { panic!() };
+        assert_eq!(spec.name, "object|encoding");
         assert_eq!(&e[..], b"-ERR wrong number of arguments for 'object|encoding' command\r\n");
     }
 

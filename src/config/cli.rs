@@ -1,10 +1,12 @@
 //! The command line: subcommands and the proxy's flags, each also read from the `CLUSTERLESS_*`
 //! variable named beside it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -89,4 +91,90 @@ pub struct ProxyArgs {
     /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
     #[arg(long = "metrics", global = true, env = "CLUSTERLESS_METRICS")]
     pub metrics: Option<String>,
+}
+
+impl Cli {
+    /// Parses the process's command line. `--help` and `--version` print and exit as with clap's
+    /// own `parse`; any other mistake comes back as one line naming the flag, or the
+    /// `CLUSTERLESS_*` variable the bad value came from, for the caller to print: clap's own
+    /// report spans several lines and names only the flag, even for a value read from a variable.
+    pub fn parse_or_line() -> Result<Cli, String> {
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&argv).map_err(|e| {
+            if !e.use_stderr() {
+                e.exit();
+            }
+            one_line(&e, &argv, |var| std::env::var_os(var).is_some())
+        })
+    }
+}
+
+/// One line for a command-line error; `env_set` tells whether a variable is set.
+fn one_line(e: &clap::Error, argv: &[OsString], env_set: impl Fn(&str) -> bool) -> String {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let pair = (context(ContextKind::InvalidArg), context(ContextKind::InvalidValue));
+    // A value its parser refused; clap's own first line says the rest well (a missing value).
+    if let (ErrorKind::ValueValidation, (Some(arg), Some(value))) = (e.kind(), pair) {
+        // clap renders the argument as "--threads <THREADS>".
+        let flag = arg.split_whitespace().next().unwrap_or(arg);
+        let why = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.kind().to_string());
+        let on_line = argv
+            .iter()
+            .filter_map(|a| a.to_str())
+            .any(|a| a == flag || a.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')));
+        return match env_of(flag).filter(|var| !on_line && env_set(var)) {
+            Some(var) => format!("invalid value '{value}' for {var} ({flag}): {why}"),
+            None => format!("invalid value '{value}' for {flag}: {why}"),
+        };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    format!("{} (clusterless --help lists the flags)", first.trim_start_matches("error: "))
+}
+
+/// The variable a flag (`--threads`) is also read from, looked up in every subcommand too.
+fn env_of(flag: &str) -> Option<String> {
+    let long = flag.strip_prefix("--")?;
+    let cmd = Cli::command();
+    let found = std::iter::once(&cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))?;
+    found.get_env().and_then(|v| v.to_str()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &[&str], env: &[&str]) -> String {
+        let argv: Vec<OsString> =
+            std::iter::once("clusterless").chain(args.iter().copied()).map(OsString::from).collect();
+        let e = Cli::try_parse_from(&argv).unwrap_err();
+        one_line(&e, &argv, |var| env.contains(&var))
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_flag_or_variable() {
+        assert_eq!(line(&["--threads", "x"], &[]), "invalid value 'x' for --threads: invalid digit found in string");
+        assert_eq!(
+            line(&["--max-clients=-1"], &["CLUSTERLESS_MAX_CLIENTS"]),
+            "invalid value '-1' for --max-clients: invalid digit found in string"
+        );
+        assert_eq!(
+            line(&["observe", "--http", "nope"], &[]),
+            "invalid value 'nope' for --http: invalid socket address syntax"
+        );
+        assert_eq!(line(&["--bogus"], &[]), "unexpected argument '--bogus' found (clusterless --help lists the flags)");
+        assert_eq!(
+            line(&["--threads"], &[]),
+            "a value is required for '--threads <THREADS>' but none was supplied (clusterless --help lists the flags)"
+        );
+        assert_eq!(env_of("--threads").as_deref(), Some("CLUSTERLESS_THREADS"));
+        assert_eq!(env_of("--seed").as_deref(), Some("CLUSTERLESS_SEEDS"));
+        assert_eq!(env_of("--http"), None);
+    }
 }

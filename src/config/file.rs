@@ -1,7 +1,108 @@
 //! The TOML file's schema: every field optional, so that "not set" falls through to the
-//! environment, the flags and the defaults; unknown keys are errors.
+//! environment, the flags and the defaults; unknown keys are errors. Reading it reports any
+//! problem on one line naming the file, the line and the dotted key.
+
+use std::path::Path;
 
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::ConfigError;
+
+/// Reads and parses the file at `path`.
+pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str::<FileConfig>(&text).map_err(|e| {
+        let mut at = String::new();
+        if let Some(span) = e.span() {
+            at = format!(", line {}", line_of(&text, span.start));
+            // serde's message says what was wrong ("invalid type: string "five", expected
+            // u32") but not where; the operator needs the key to find it.
+            if let Some(key) = key_at(&text, span.start) {
+                at.push_str(&format!(", `{key}`"));
+            }
+        }
+        let msg = plain_types(&e.message().replace('\n', " "));
+        ConfigError(format!("invalid config file {}{at}: {msg}", path.display()))
+    })
+}
+
+/// serde names the expected type as Rust spells it (`expected u32`); the file's reader thinks in
+/// TOML's types.
+fn plain_types(msg: &str) -> String {
+    // TOML integers are i64, so u64 and usize only refuse negative numbers.
+    for (rust, toml) in [
+        ("u16", "an integer from 0 to 65535"),
+        ("u32", "an integer from 0 to 4294967295"),
+        ("u64", "a non-negative integer"),
+        ("usize", "a non-negative integer"),
+    ] {
+        if let Some(head) = msg.strip_suffix(&format!("expected {rust}")) {
+            return format!("{head}expected {toml}");
+        }
+    }
+    msg.to_string()
+}
+
+/// The 1-based line holding byte `pos`: one more than the line breaks before it.
+fn line_of(text: &str, pos: usize) -> usize {
+    let pos = pos.min(text.len());
+    text.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The dotted key (`backend.max_redirects`, `auth.users[0].name`) whose key or value holds byte
+/// `pos`, the deepest one when they nest; `None` when the text does not parse as TOML.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let root = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    if !in_table(root.get_ref(), pos, &mut path) {
+        return None;
+    }
+    let mut key = String::new();
+    for part in path {
+        if !key.is_empty() && !part.starts_with('[') {
+            key.push('.');
+        }
+        key.push_str(&part);
+    }
+    Some(key)
+}
+
+fn covers(span: std::ops::Range<usize>, pos: usize) -> bool {
+    span.contains(&pos) || (span.is_empty() && span.start == pos)
+}
+
+/// Leaves in `path` the keys down to the one that holds `pos` when there is one.
+fn in_table(t: &DeTable<'_>, pos: usize, path: &mut Vec<String>) -> bool {
+    for (k, v) in t.iter() {
+        path.push(k.get_ref().to_string());
+        if in_value(v, pos, path) || covers(k.span(), pos) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn in_value(v: &Spanned<DeValue<'_>>, pos: usize, path: &mut Vec<String>) -> bool {
+    match v.get_ref() {
+        // Children first: a table's or array's span may enclose several of its keys.
+        DeValue::Table(t) if in_table(t, pos, path) => return true,
+        DeValue::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                path.push(format!("[{i}]"));
+                if in_value(e, pos, path) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    covers(v.span(), pos)
+}
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]

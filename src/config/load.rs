@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::file::FileConfig;
+use super::file::{self, FileConfig};
 use super::{Config, ConfigError, CrossSlot, ProxyArgs, Source};
 
 fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
@@ -13,18 +13,7 @@ impl Config {
     /// Merges file, environment (already folded into `args` by clap) and flags over the defaults.
     pub fn load(args: &ProxyArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    let msg = e.message().replace('\n', " ");
-                    let at = e
-                        .span()
-                        .map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
-                        .unwrap_or_default();
-                    ConfigError(format!("invalid config file {}{at}: {msg}", path.display()))
-                })?
-            }
+            Some(path) => file::read(path)?,
             None => FileConfig::default(),
         };
         let mut c = Config::defaults();
@@ -121,7 +110,10 @@ impl Config {
             Some(other) => return Err(bad("topology.source", format!("`{other}` is not bus or poll"))),
         };
 
-        c.log.level = args.log_level.clone().or(file.log.level).unwrap_or(c.log.level);
+        if let Some(level) = args.log_level.clone().or(file.log.level) {
+            c.log.level = level;
+            c.log.level_given = true;
+        }
         let format = args.log_format.clone().or(file.log.format).unwrap_or_else(|| "plain".into());
         c.log.json = match format.as_str() {
             "plain" => false,
@@ -215,6 +207,40 @@ mod tests {
         assert!(e.contains("transactions.cross_slot") && e.contains("per-shard"), "{e}");
         let e = with_file("[[auth.users]]\nname = \"app\"\npassword = \"\"\n").unwrap_err().0;
         assert!(e.contains("auth.users"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_name_the_line_and_the_key() {
+        let e = with_file("# c\n\n[backend]\nuser = \"\"\nmax_redirects = \"five\"\n").unwrap_err().0;
+        assert!(
+            e.ends_with(
+                ", line 5, `backend.max_redirects`: invalid type: string \"five\", expected an integer from 0 to \
+                 4294967295"
+            ),
+            "{e}"
+        );
+        // A key that starts its line: the line breaks before it, plus one.
+        let e = with_file("[backend]\n\nbogus = 1\n").unwrap_err().0;
+        assert!(e.contains(", line 3, `backend.bogus`: unknown field `bogus`"), "{e}");
+        let e = with_file("[[auth.users]]\nname = \"a\"\n").unwrap_err().0;
+        assert!(e.ends_with(", line 1, `auth.users[0]`: missing field `password`"), "{e}");
+        let e = with_file("backend = { max_redirects = -1 }\n").unwrap_err().0;
+        assert!(e.ends_with(", line 1, `backend.max_redirects`: invalid value: integer `-1`, expected an integer from 0 to 4294967295"), "{e}");
+    }
+
+    #[test]
+    fn a_given_log_level_beats_rust_log() {
+        let given = with_file("[log]\nlevel = \"warn\"\n").unwrap().log;
+        assert_eq!(given.filter(Some("debug")), ("warn".to_string(), None));
+        let args = ProxyArgs { log_level: Some("error".into()), ..Default::default() };
+        assert_eq!(Config::load(&args).unwrap().log.filter(Some("debug")), ("error".to_string(), None));
+        let unset = Config::defaults().log;
+        assert_eq!(unset.filter(Some("clusterless=debug")), ("clusterless=debug".to_string(), None));
+        assert_eq!(unset.filter(Some(" ")), ("info".to_string(), None));
+        assert_eq!(unset.filter(None), ("info".to_string(), None));
+        let (level, why) = unset.filter(Some("foo["));
+        assert_eq!(level, "info");
+        assert!(why.is_some_and(|w| w.starts_with("RUST_LOG `foo[` ignored: ")));
     }
 
     #[test]

@@ -114,8 +114,28 @@ pub struct TopologyConfig {
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {
+    /// A level or tracing filter; `info` unless given.
     pub level: String,
+    /// Whether `level` was given (flag, variable or file): `RUST_LOG` applies only when not.
+    pub level_given: bool,
     pub json: bool,
+}
+
+impl LogConfig {
+    /// The filter to log with, given the value of `RUST_LOG`: a level given to clusterless wins,
+    /// since it is what this deployment's configuration asked for and a `RUST_LOG` left in the
+    /// environment for another program must not silence or flood it; otherwise a non-empty
+    /// `RUST_LOG` (the Rust convention) applies. Also returns why `RUST_LOG` was not used when
+    /// it was set but cannot be read, for a warning once logging runs.
+    pub fn filter(&self, rust_log: Option<&str>) -> (String, Option<String>) {
+        match rust_log.filter(|r| !r.trim().is_empty() && !self.level_given) {
+            Some(r) => match tracing_subscriber::EnvFilter::try_new(r) {
+                Ok(_) => (r.to_string(), None),
+                Err(e) => (self.level.clone(), Some(format!("RUST_LOG `{r}` ignored: {e}"))),
+            },
+            None => (self.level.clone(), None),
+        }
+    }
 }
 
 impl Config {
@@ -151,7 +171,7 @@ impl Config {
                 failover_hold: Duration::from_millis(5000),
                 observer: None,
             },
-            log: LogConfig { level: "info".into(), json: false },
+            log: LogConfig { level: "info".into(), level_given: false, json: false },
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
             drain_timeout: Duration::from_millis(10_000),
             transactions: TransactionsConfig::default(),

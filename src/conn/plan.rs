@@ -54,21 +54,12 @@ pub(super) enum Plan {
 
 /// Decides what answers `req`.
 pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
-    let m = &p.metrics;
     let spec = match table.lookup(&req.args) {
         Lookup::Found(spec) => spec.clone(),
-        Lookup::Unknown(e) | Lookup::WrongArity(e) => {
-            let reply = if c.session.authenticated {
-                c.tx.flag();
-                e
-            } else {
-                errors::noauth()
-            };
-            if m.enabled {
-                m.command("other").record(Outcome::Error);
-            }
-            return Plan::Ready((reply, None));
-        }
+        // Counted as `other`: a name the table does not know would be an unbounded label value.
+        Lookup::Unknown(e) => return not_run(c, e, OTHER, started),
+        // A known name is a bounded label value, whatever the arguments.
+        Lookup::WrongArity(spec, e) => return not_run(c, e, spec.metric_id, started),
     };
     let id = spec.metric_id;
     let answer = |reply: Bytes, class: Timed| {
@@ -131,6 +122,22 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         }
     }
     Plan::Routed(Routed { spec, req, class, started })
+}
+
+/// The metric id that counts as `other` ([`crate::metrics::Metrics::command_by_id`]).
+const OTHER: u32 = u32::MAX;
+
+/// A request the table refused before anything could run: its error, or NOAUTH before AUTH (as
+/// Redis checks authentication first); inside MULTI it also dooms the EXEC, as in Redis.
+fn not_run(c: &mut Conn, e: Bytes, id: u32, started: Option<Instant>) -> Plan {
+    let reply = if c.session.authenticated {
+        c.tx.flag();
+        e
+    } else {
+        errors::noauth()
+    };
+    let rec = started.map(|t| Rec::with_id(id, Outcome::Error, Timed::Refused, t));
+    Plan::Ready((reply, rec))
 }
 
 pub(super) fn sub_kind(name: &str) -> Option<(Kind, bool)> {

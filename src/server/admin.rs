@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint (hyper 1.x): `/metrics` (Prometheus text), `/healthz` (the process is
 //! alive), `/readyz` (200 only with a usable slot map while accepting clients; 503 and a one-line
 //! reason otherwise, and while draining) and `/topology` (the current snapshot as JSON, the schema
-//! the shared observer serves at `/v1/topology`). Anything else is 404, a non-GET 405.
+//! the shared observer serves at `/v1/topology`). GET and HEAD (hyper leaves the body out) are
+//! answered, as by the shared observer; other paths are 404, other methods 405.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -123,7 +123,8 @@ impl Running {
         self.shared.router.metrics.redirects_seen(kind)
     }
 
-    /// The topology source in use: `bus`, `poll` or `observer`.
+    /// What keeps the slot map current: `bootstrap` (nothing yet: the map read at start-up),
+    /// `bus`, `poll` or `observer`.
     pub fn topology_source(&self) -> &'static str {
         self.shared.router.metrics.topology_source()
     }
@@ -249,6 +250,9 @@ fn topology_tasks(
     } else if tc.source == Source::Bus {
         let observer = gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone());
         tasks.push(tokio::spawn(observer));
+    } else {
+        // The start-up read was this poller's first; it follows the cluster from now on.
+        metrics.set_topology_source("poll");
     }
     tasks
 }

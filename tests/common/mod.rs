@@ -5,7 +5,10 @@
 //! here is stopped on drop, pass or fail.
 #![allow(dead_code)]
 
+pub mod bin;
+pub mod http;
 mod load;
+pub mod nodes;
 mod python;
 // Not every test file uses each of these.
 #[allow(unused_imports)]

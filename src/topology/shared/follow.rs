@@ -81,7 +81,8 @@ async fn watch(
     tracing::info!(observer = %addr, "following the shared observer");
     // The observer's stream is settled by configEpoch; the epoch-less refresh stands aside.
     store.bus_authoritative.store(true, Ordering::Relaxed);
-    metrics.set_topology_source("observer");
+    // Which source serves the map is said once the observer's first snapshot is in use.
+    let mut first = true;
     let mut body = resp.into_body();
     let mut lines = BytesMut::new();
     loop {
@@ -99,6 +100,10 @@ async fn watch(
             match from_json(&String::from_utf8_lossy(&l)) {
                 Some((nodes, slots)) => {
                     store.publish(nodes, slots, Learned::Observer);
+                    if first {
+                        first = false;
+                        metrics.set_topology_source("observer");
+                    }
                 }
                 None => return "unreadable snapshot".into(),
             }

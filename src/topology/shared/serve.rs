@@ -51,13 +51,26 @@ fn handle(store: &Arc<TopologyStore>, metrics: &Metrics, req: Request<Incoming>)
     if !matches!(path.as_str(), "/v1/topology" | "/v1/topology/watch" | "/healthz" | "/metrics") {
         return full(StatusCode::NOT_FOUND, "text/plain", "not found\n");
     }
-    if req.method() != Method::GET {
-        return full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+    // HEAD wherever GET is, as HTTP asks (probes and monitors use it); hyper leaves the body out.
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut r = full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     match path.as_str() {
         "/healthz" => full(StatusCode::OK, "text/plain", "ok\n"),
         "/metrics" => full(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
         "/v1/topology" => full(StatusCode::OK, "application/json", to_json(&store.load_full())),
+        _ if head => {
+            // The stream's headers (chunked, as for GET) without subscribing to a stream that
+            // would never be read.
+            let none = futures_util::stream::empty::<Result<Frame<Bytes>, Infallible>>();
+            let mut r = Response::new(StreamBody::new(none).boxed());
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-ndjson"));
+            r
+        }
         _ => {
             // One line now, then one per published version.
             let rx = store.subscribe();

@@ -71,6 +71,8 @@ pub async fn run(store: Arc<TopologyStore>, poller: Arc<Poller>, cfg: ObserverCo
         my_id: Arc::new(Mutex::new(NodeId::random())),
         tx,
         polling: false,
+        heard: false,
+        links_since: Instant::now(),
         reconcile_asked: false,
         last: None,
         last_version: 0,
@@ -97,6 +99,10 @@ struct Observer {
     tx: mpsc::Sender<Event>,
     /// True while the bus gives us nothing and we poll instead.
     polling: bool,
+    /// Whether any PONG arrived yet: until then the map in use is the start-up read.
+    heard: bool,
+    /// When the first links were started: silence means "unreachable" only after a PONG timeout.
+    links_since: Instant,
     reconcile_asked: bool,
     /// What this observer last computed, and the store version it published (or saw) then.
     last: Option<(Vec<Node>, Box<[u16]>)>,
@@ -114,6 +120,7 @@ impl Observer {
         self.set_source(false);
         // Node set and bus ports first: the id check must happen before the first PING.
         self.reconcile().await;
+        self.links_since = Instant::now();
         let mut reconcile = tokio::time::interval(self.cfg.reconcile);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reconcile.tick().await;
@@ -170,7 +177,12 @@ impl Observer {
         }
         self.polling = polling;
         self.store.bus_authoritative.store(!polling, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.set_topology_source(if polling { "poll" } else { "bus" });
+        let source = match (polling, self.heard) {
+            (true, _) => "poll",
+            (false, true) => "bus",
+            (false, false) => "bootstrap",
+        };
+        self.metrics.set_topology_source(source);
     }
 
     /// Marks silent nodes unreachable and switches to polling when no node answers at all.
@@ -186,7 +198,10 @@ impl Observer {
             p.reachable = fresh;
         }
         let any_answer = self.peers.values().any(|p| p.last_pong.is_some_and(|t| t.elapsed() < timeout * 3));
-        if !self.peers.is_empty() {
+        // New links need a moment to connect and hear their first PONG: silence before one
+        // PONG timeout has passed is not yet an unreachable bus.
+        let starting = !self.heard && self.links_since.elapsed() < timeout;
+        if !self.peers.is_empty() && !starting {
             self.set_source(!any_answer);
         }
         if changed {
@@ -278,6 +293,11 @@ impl Observer {
                         self.dirty |= flagged || q.fail != fail;
                         q.fail = fail;
                     }
+                }
+                if !self.heard {
+                    // The settle after this event publishes the first map made of claims.
+                    self.heard = true;
+                    self.set_source(self.polling);
                 }
             }
         }
