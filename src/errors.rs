@@ -48,6 +48,7 @@ fixed! {
     noproto = "NOPROTO unsupported protocol version";
     proto_not_an_integer = "ERR Protocol version is not an integer or out of range";
     max_clients = "ERR max number of clients reached";
+    oom = "OOM command not allowed when used memory > 'maxmemory'.";
 
     // === the proxy's own ===
     empty_reply = "ERR clusterless: empty reply";

@@ -22,15 +22,16 @@
 //!   decision.
 //! - [`topology`]: the slot map snapshot and its sources.
 //! - Leaves, used by all: [`command`] (the command table), [`resp`] (protocol), [`slot`],
-//!   [`config`], [`metrics`], [`stats`], [`errors`] (every client-visible error text), [`sync`].
+//!   [`config`], [`metrics`], [`stats`], [`errors`] (every client-visible error text), [`sync`],
+//!   [`memory`] (what is buffered for clients, against its limits).
 //! - [`localcluster`]: throw-away local clusters for `clusterless dev` and the tests.
 //!
 //! A module imports only from its own layer or the ones below it (server > conn > session >
 //! route > backend... see `LAYERS` in tests/layers.rs, which checks every `use crate::` line).
 
 // Unsafe code is denied everywhere; the test-cluster harness allows the two libc calls it needs
-// (PDEATHSIG before exec, kill(2) of its own children), and the proxy one: malloc_trim after a
-// burst of clients.
+// (PDEATHSIG before exec, kill(2) of its own children), and the proxy two in server/memory.rs:
+// mallopt (a fixed mmap threshold) and malloc_trim after a burst.
 #![deny(unsafe_code)]
 // Data from sockets, config files and nodes never meets an unwrap: failures become errors (tests
 // may unwrap: clippy.toml). One lock helper, `sync::Mutex` (clippy.toml bans std's beside it).
@@ -43,6 +44,7 @@ pub mod config;
 mod conn;
 mod errors;
 pub mod localcluster;
+mod memory;
 mod metrics;
 pub mod resp;
 mod route;

@@ -75,6 +75,14 @@ pub struct Metrics {
     pub bus_rtt: HistogramVec,
     /// Per node: 0 up, 1 suspected (PFAIL reports), 2 failed (FAIL), 3 unreachable from here.
     pub node_health: IntGaugeVec,
+    /// Clients closed for overcoming their output buffer limit, by class.
+    output_limit_closed: IntCounterVec,
+    /// Clients closed for holding the most output when `limits.max_memory` was passed.
+    pub clients_evicted: IntCounter,
+    /// Bytes buffered for all clients (what `limits.max_memory` caps).
+    pub buffered_bytes: IntGauge,
+    /// 1 while past 3/4 of `limits.max_memory` (new requests refused with -OOM).
+    pub memory_refusing: IntGauge,
 }
 
 /// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
@@ -275,6 +283,40 @@ impl Metrics {
                     &["node"]
                 )?
             )?,
+            output_limit_closed: {
+                let c = reg!(
+                    r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "clusterless_client_output_limit_closed_total",
+                            "Clients closed for overcoming their output buffer limit, by class"
+                        ),
+                        &["class"]
+                    )?
+                )?;
+                for class in ["normal", "pubsub"] {
+                    c.with_label_values(&[class]);
+                }
+                c
+            },
+            clients_evicted: reg!(
+                r,
+                IntCounter::new(
+                    "clusterless_clients_evicted_total",
+                    "Clients closed for holding the most output when limits.max_memory was passed"
+                )?
+            )?,
+            buffered_bytes: reg!(
+                r,
+                IntGauge::new("clusterless_buffered_bytes", "Bytes buffered for clients (limits.max_memory caps it)")?
+            )?,
+            memory_refusing: reg!(
+                r,
+                IntGauge::new(
+                    "clusterless_memory_refusing",
+                    "1 while past 3/4 of limits.max_memory: requests that bring replies in are refused with -OOM"
+                )?
+            )?,
             registry: r,
         }))
     }
@@ -312,6 +354,11 @@ impl Metrics {
         if self.enabled {
             self.redirects.with_label_values(&[kind]).inc();
         }
+    }
+
+    /// Counts a client closed for overcoming its output buffer limit.
+    pub fn output_limit_closed(&self, class: &str) {
+        self.output_limit_closed.with_label_values(&[class]).inc();
     }
 
     /// Marks `source` (one of `bootstrap`, `bus`, `poll`, `observer`) as what keeps the slot map

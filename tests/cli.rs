@@ -158,6 +158,12 @@ fn unreadable_flag_and_variable_values_are_one_line() {
             "clusterless: invalid value 'nope' for --http: invalid socket address syntax",
         ),
         (&["dev", "--port", "70000"], &[], "clusterless: invalid value '70000' for --port: 70000 is not in 0..=65535"),
+        (&["--max-memory", "lots"], &[], "clusterless: invalid value 'lots' for --max-memory: not a size (like 512mb)"),
+        (
+            &[],
+            &[("CLUSTERLESS_MAX_MEMORY", "2x")],
+            "clusterless: invalid value '2x' for CLUSTERLESS_MAX_MEMORY (--max-memory): not a size (like 512mb)",
+        ),
         (
             &["--treads", "2"],
             &[],
@@ -417,6 +423,13 @@ fn file_only_keys_are_validated_by_name() {
         ("[topology]\nrefresh_interval_ms = 0\n", "topology.refresh_interval_ms"),
         ("[topology]\nmin_refresh_gap_ms = 0\n", "topology.min_refresh_gap_ms"),
         ("[lifecycle]\ndrain_timeout_ms = 0\n", "lifecycle.drain_timeout_ms"),
+        ("[limits]\nmax_memory = \"12zb\"\n", "limits.max_memory"),
+        ("[limits]\nmax_memory = true\n", "limits.max_memory"),
+        ("[limits]\nclient_query_buffer_limit = 0\n", "limits.client_query_buffer_limit"),
+        ("[limits]\nclient_query_buffer_limit = -1\n", "limits.client_query_buffer_limit"),
+        ("[limits]\nclient_output_buffer_limit = [\"pubsub 1mb\"]\n", "limits.client_output_buffer_limit"),
+        ("[limits]\nclient_output_buffer_limit = [\"replica 0 0 0\"]\n", "limits.client_output_buffer_limit"),
+        ("[limits]\nclient_output_buffer_limit = [\"pubsub 1xb 0 0\"]\n", "limits.client_output_buffer_limit"),
     ] {
         let f = dir.file("k.toml", text);
         one_line_exit_2(&["--config", &f, "--seed", DEAD, "--metrics", ""], &[], &format!("`{key}`"));

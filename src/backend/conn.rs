@@ -78,12 +78,12 @@ pub(super) async fn connection_task(
                     tracing::warn!(node = %addr, error = %e, "node unreachable");
                     down = true;
                 }
-                first.sink.deliver(Err(e.clone()));
+                first.sink.deliver(Err(e.clone()), 0);
                 let until = Instant::now() + backoff;
                 loop {
                     tokio::select! {
                         job = rx.recv() => match job {
-                            Some(j) => j.sink.deliver(Err(e.clone())),
+                            Some(j) => j.sink.deliver(Err(e.clone()), 0),
                             None => return,
                         },
                         _ = tokio::time::sleep_until(until) => break,
@@ -98,7 +98,11 @@ pub(super) async fn connection_task(
 struct Pending {
     sink: Sink,
     want: usize,
+    /// Replies read so far, kept or not (a client that left does not keep them).
+    seen: usize,
     got: Vec<Bytes>,
+    /// Bytes of `got` its sink admitted.
+    admitted: usize,
     sent_at: Instant,
 }
 
@@ -142,7 +146,14 @@ async fn run(
                     wbuf.extend_from_slice(&job.payload);
                     let sent_at = *batch_at.get_or_insert_with(Instant::now);
                     let got = Vec::with_capacity(job.replies);
-                    pending.push_back(Pending { sink: job.sink, want: job.replies, got, sent_at });
+                    pending.push_back(Pending {
+                        sink: job.sink,
+                        want: job.replies,
+                        seen: 0,
+                        got,
+                        admitted: 0,
+                        sent_at,
+                    });
                     batched += 1;
                 }
                 if wbuf.len() < MAX_WRITE_BATCH && pending.len() < MAX_IN_FLIGHT {
@@ -186,6 +197,7 @@ async fn run(
                 Err(_) => break 'conn BackendError::timeout(addr, Reason::WriteTimeout(cfg.request_timeout)),
             }
             wbuf.clear();
+            crate::memory::settle(&mut wbuf, 64 * 1024);
         }
         if !pool_open && pending.is_empty() {
             return (false, None);
@@ -207,14 +219,18 @@ async fn run(
                                 // reply means we lost track of the stream.
                                 break 'conn BackendError::lost(addr, Reason::Unsolicited);
                             };
-                            p.got.push(frame);
-                            if p.got.len() == p.want {
+                            p.seen += 1;
+                            if p.sink.admit(frame.len()) {
+                                p.admitted += frame.len();
+                                p.got.push(frame);
+                            }
+                            if p.seen == p.want {
                                 if let Some(p) = pending.pop_front() {
                                     if nm.enabled {
                                         let now = *read_at.get_or_insert_with(Instant::now);
                                         latency.observe(now.saturating_duration_since(p.sent_at).as_secs_f64());
                                     }
-                                    p.sink.deliver(Ok(p.got));
+                                    p.sink.deliver(Ok(p.got), p.admitted);
                                 }
                             }
                         }
@@ -225,7 +241,14 @@ async fn run(
                 if read_at.is_some() {
                     latency.flush();
                 }
-                if rbuf.capacity() - rbuf.len() < 4096 {
+                crate::memory::settle(&mut rbuf, 64 * 1024);
+                if scanner.wanted() > rbuf.capacity() {
+                    // A fresh buffer of exactly the frame's size: `reserve` may double an
+                    // allocation, and the frame would then hold twice its size until written.
+                    let mut exact = BytesMut::with_capacity(scanner.wanted());
+                    exact.extend_from_slice(&rbuf);
+                    rbuf = exact;
+                } else if rbuf.capacity() - rbuf.len() < 4096 {
                     rbuf.reserve(64 * 1024);
                 }
             }
@@ -246,7 +269,7 @@ async fn run(
     };
     tracing::debug!(node = %addr, error = %failure, in_flight = pending.len(), "backend connection dropped");
     for p in pending.drain(..) {
-        p.sink.deliver(Err(failure.clone()));
+        p.sink.deliver(Err(failure.clone()), p.admitted);
     }
     (pool_open, Some(failure))
 }

@@ -151,10 +151,11 @@ impl DedicatedPool {
 
     /// Returns a connection whose last request was fully answered; it is closed instead when the
     /// idle pool is full or it still holds unread bytes.
-    pub fn put(&self, d: Dedicated) {
+    pub fn put(&self, mut d: Dedicated) {
         if !d.rbuf.is_empty() {
             return;
         }
+        crate::memory::settle(&mut d.rbuf, 4096);
         let addr = d.addr.clone();
         {
             let mut m = self.idle.lock();

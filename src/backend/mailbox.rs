@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::BackendError;
+use crate::memory::Meter;
 use crate::sync::Mutex;
 
 /// A batch's replies, one per command it carried, or how the batch failed.
@@ -32,12 +33,30 @@ impl Sink {
         }
     }
 
-    pub(super) fn deliver(self, reply: Reply) {
+    /// A reply frame of `n` bytes came for this job: whether to keep it. A client's frames count
+    /// against its output as they come, not once the batch is whole: a batch of a thousand 1 MB
+    /// GETs must not gather a gigabyte before anyone sees it. The frames of a client that left or
+    /// is being closed for its output are dropped at once.
+    pub(super) fn admit(&self, n: usize) -> bool {
+        match self {
+            Sink::Once(_) => true,
+            Sink::Mailbox(m, _) => {
+                if m.closed.load(Ordering::Relaxed) || m.meter.is_over() {
+                    return false;
+                }
+                m.meter.queue(n);
+                true
+            }
+        }
+    }
+
+    /// Hands the batch's replies over; `admitted` is what [`Sink::admit`] counted for them.
+    pub(super) fn deliver(self, reply: Reply, admitted: usize) {
         match self {
             Sink::Once(tx) => {
                 let _ = tx.send(reply);
             }
-            Sink::Mailbox(m, tag) => m.deliver(tag, reply),
+            Sink::Mailbox(m, tag) => m.deliver(tag, reply, admitted),
         }
     }
 }
@@ -45,21 +64,24 @@ impl Sink {
 /// One client connection's replies from every node, tagged by batch; the client task takes them
 /// all at once when it wakes. A client's batches are not bounded by a channel: the client itself
 /// stops reading once `limits.max_pipeline` requests are in flight.
-#[derive(Default)]
 pub struct Mailbox {
     inner: Mutex<Delivered>,
     closed: AtomicBool,
+    /// The client's output: what is delivered here is pending for it until taken.
+    meter: Arc<Meter>,
 }
 
 #[derive(Default)]
 struct Delivered {
     replies: Vec<(u64, Reply)>,
+    /// Bytes of `replies`.
+    bytes: usize,
     waker: Option<Waker>,
 }
 
 impl Mailbox {
-    pub fn new() -> Arc<Mailbox> {
-        Arc::new(Mailbox::default())
+    pub fn new(meter: Arc<Meter>) -> Arc<Mailbox> {
+        Arc::new(Mailbox { inner: Mutex::new(Delivered::default()), closed: AtomicBool::new(false), meter })
     }
 
     /// The client is gone: batches not yet written are dropped.
@@ -67,9 +89,22 @@ impl Mailbox {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    fn deliver(&self, tag: u64, reply: Reply) {
+    fn deliver(&self, tag: u64, reply: Reply, admitted: usize) {
+        if self.closed.load(Ordering::Relaxed) || self.meter.is_over() {
+            // For a client that left or is being closed for its output: freed now.
+            self.meter.unqueue(admitted);
+            return;
+        }
+        let bytes = if reply.is_ok() {
+            admitted
+        } else {
+            // What came of a failed batch goes with it; the error is small.
+            self.meter.unqueue(admitted);
+            0
+        };
         let mut d = self.inner.lock();
         d.replies.push((tag, reply));
+        d.bytes += bytes;
         // Kept, not taken: the client task registers the same waker again on its next wait.
         if let Some(w) = &d.waker {
             w.wake_by_ref();
@@ -89,6 +124,7 @@ impl Mailbox {
             return false;
         }
         into.append(&mut d.replies);
+        self.meter.unqueue(std::mem::take(&mut d.bytes));
         true
     }
 }

@@ -115,7 +115,7 @@ impl Backend {
     pub fn submit(&self, addr: &str, cx: Cx, payload: Bytes, replies: usize, sink: Sink) {
         self.pick(addr, cx, |conn| {
             if let Err(mpsc::error::SendError(job)) = conn.send(conn::Job { payload, replies, sink }) {
-                job.sink.deliver(Err(BackendError::not_sent(addr, Reason::Closed)));
+                job.sink.deliver(Err(BackendError::not_sent(addr, Reason::Closed)), 0);
             }
         })
     }

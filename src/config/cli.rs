@@ -73,6 +73,9 @@ pub struct ProxyArgs {
     /// Maximum number of client connections.
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Bytes the proxy may buffer for its clients before it refuses new requests (e.g. 512mb).
+    #[arg(long, global = true, env = "CLUSTERLESS_MAX_MEMORY", value_parser = size)]
+    pub max_memory: Option<usize>,
     /// Client threads, each with its own node connections (0: one per CPU).
     #[arg(long, global = true, env = "CLUSTERLESS_THREADS")]
     pub threads: Option<usize>,
@@ -144,6 +147,11 @@ fn env_of(flag: &str) -> Option<String> {
         .flat_map(|c| c.get_arguments())
         .find(|a| a.get_long() == Some(long))?;
     found.get_env().and_then(|v| v.to_str()).map(str::to_string)
+}
+
+/// A size as Redis writes them, for flags.
+fn size(s: &str) -> Result<usize, String> {
+    super::redis_syntax::parse_size(s).ok_or_else(|| "not a size (like 512mb)".to_string())
 }
 
 #[cfg(test)]

@@ -160,6 +160,37 @@ pub(super) struct FileLimits {
     pub(super) max_bulk_len: Option<usize>,
     pub(super) max_inline_len: Option<usize>,
     pub(super) max_pipeline: Option<usize>,
+    pub(super) client_output_buffer_limit: Option<Vec<String>>,
+    pub(super) client_query_buffer_limit: Option<Size>,
+    pub(super) max_memory: Option<Size>,
+}
+
+/// A size as a number of bytes or as Redis writes them (`"32mb"`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Size(pub(super) usize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of bytes or a size like \"512mb\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+                usize::try_from(n).map(Size).map_err(|_| E::custom("too large"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+                usize::try_from(n).map(Size).map_err(|_| E::custom(format!("{n} is not a size")))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
+                super::redis_syntax::parse_size(s)
+                    .map(Size)
+                    .ok_or_else(|| E::custom(format!("`{s}` is not a size (like 512mb)")))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]

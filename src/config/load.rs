@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::file::{self, FileConfig};
+use super::redis_syntax::parse_output_limit;
 use super::{Config, ConfigError, CrossSlot, ProxyArgs, Source};
 
 fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
@@ -35,10 +36,17 @@ impl Config {
         c.limits.max_bulk_len = l.max_bulk_len.unwrap_or(c.limits.max_bulk_len);
         c.limits.max_inline_len = l.max_inline_len.unwrap_or(c.limits.max_inline_len);
         c.limits.max_pipeline = l.max_pipeline.unwrap_or(c.limits.max_pipeline);
+        for entry in l.client_output_buffer_limit.iter().flatten() {
+            parse_output_limit(entry, &mut c.limits.output)
+                .map_err(|why| bad("limits.client_output_buffer_limit", why))?;
+        }
+        c.limits.query_buffer = l.client_query_buffer_limit.map_or(c.limits.query_buffer, |s| s.0);
+        c.limits.max_memory = args.max_memory.or(l.max_memory.map(|s| s.0)).unwrap_or(c.limits.max_memory);
         positive("limits.max_clients", c.limits.max_clients as u64)?;
         positive("limits.max_bulk_len", c.limits.max_bulk_len as u64)?;
         positive("limits.max_inline_len", c.limits.max_inline_len as u64)?;
         positive("limits.max_pipeline", c.limits.max_pipeline as u64)?;
+        positive("limits.client_query_buffer_limit", c.limits.query_buffer as u64)?;
 
         c.auth.requirepass = args.requirepass.clone().or(file.auth.requirepass).filter(|p| !p.is_empty());
         c.auth.user = args.user.clone().or(file.auth.user).filter(|u| !u.is_empty());

@@ -6,9 +6,12 @@
 mod cli;
 mod file;
 mod load;
+mod redis_syntax;
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::memory::OutputLimits;
 
 pub use cli::{Cli, Command, DevArgs, ObserveArgs, ProxyArgs};
 
@@ -58,6 +61,13 @@ pub struct LimitsConfig {
     pub max_inline_len: usize,
     /// Requests one client may have in flight before we stop reading from it.
     pub max_pipeline: usize,
+    /// Redis's `client-output-buffer-limit` for the proxy's clients.
+    pub output: OutputLimits,
+    /// Redis's `client-query-buffer-limit`: the largest request, and the bytes of requests one
+    /// client may have in flight before we stop reading from it.
+    pub query_buffer: usize,
+    /// Bytes the proxy may buffer for all clients before it refuses new requests; 0: no cap.
+    pub max_memory: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -150,6 +160,9 @@ impl Config {
                 max_bulk_len: 512 * 1024 * 1024,
                 max_inline_len: 64 * 1024,
                 max_pipeline: 1024,
+                output: OutputLimits::default(),
+                query_buffer: 128 << 20,
+                max_memory: 0,
             },
             auth: AuthConfig::default(),
             backend: BackendConfig {

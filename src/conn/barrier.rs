@@ -42,13 +42,13 @@ pub(super) async fn run_barrier(
         "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
         _ => match sub_kind(name) {
             Some((kind, true)) => {
-                let proto = c.session.proto;
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                let (proto, meter) = (c.session.proto, &c.meter);
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, meter.clone()));
                 (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
             }
             Some((kind, false)) => {
-                let proto = c.session.proto;
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto));
+                let (proto, meter) = (c.session.proto, &c.meter);
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, meter.clone()));
                 let out = ps.unsubscribe(kind, &req.args[1..]).await;
                 if !ps.active() {
                     c.pubsub = None;

@@ -29,7 +29,7 @@ impl Gather {
     pub(super) fn add(&mut self, p: &Router, k: Keyed, inflight: &mut Inflight) -> Result<(), Keyed> {
         let topo = p.topology.load();
         let Some(addr) = healthy_master(&topo, k.slot) else { return Err(k) };
-        let seq = inflight.reserve();
+        let seq = inflight.reserve(k.req.raw.len());
         self.push(addr, Item::Whole(seq, k));
         Ok(())
     }
@@ -51,8 +51,9 @@ impl Gather {
                 self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd: sp.parts.cmd(part), readonly });
             }
         }
+        let size = sp.req.raw.len();
         let merge = Merge::new(sp.spec, sp.req.args.len(), sp.parts, cx.proto, sp.started);
-        let reserved = inflight.reserve_merge(merge);
+        let reserved = inflight.reserve_merge(merge, size);
         debug_assert_eq!(reserved, seq);
         Ok(())
     }

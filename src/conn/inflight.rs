@@ -19,6 +19,7 @@ use super::item::{Done, Item, Routed};
 use super::record::{outcome, Rec};
 use crate::backend::{Cx, Mailbox, Reply, Sink};
 use crate::command::CommandSpec;
+use crate::memory::Meter;
 use crate::metrics::Timed;
 use crate::route::{self, FirstTry, How, Parts, Router, Settled, Trace};
 
@@ -104,6 +105,14 @@ pub(super) struct Inflight {
     mailbox: Arc<Mailbox>,
     /// Replies taken from the mailbox, kept to reuse its allocation.
     delivered: Vec<(u64, Reply)>,
+    /// The size of each request in flight, in the order of `slots`, and their sum: a client's
+    /// requests in flight are bounded by bytes (`limits.client_query_buffer_limit`) as well.
+    sizes: VecDeque<u32>,
+    request_bytes: usize,
+    /// Bytes of the replies ready and not yet written (what the client holds, for its output
+    /// limit).
+    ready_bytes: usize,
+    meter: Arc<Meter>,
 }
 
 impl Drop for Inflight {
@@ -113,7 +122,7 @@ impl Drop for Inflight {
 }
 
 impl Inflight {
-    pub(super) fn new(p: Arc<Router>) -> Inflight {
+    pub(super) fn new(p: Arc<Router>, meter: Arc<Meter>) -> Inflight {
         Inflight {
             p,
             base: 0,
@@ -121,9 +130,18 @@ impl Inflight {
             running: FuturesUnordered::new(),
             sent: VecDeque::new(),
             sent_base: 0,
-            mailbox: Mailbox::new(),
+            mailbox: Mailbox::new(meter.clone()),
+            meter,
             delivered: Vec::new(),
+            sizes: VecDeque::new(),
+            request_bytes: 0,
+            ready_bytes: 0,
         }
+    }
+
+    /// Bytes of the requests in flight.
+    pub(super) fn request_bytes(&self) -> usize {
+        self.request_bytes
     }
 
     pub(super) fn len(&self) -> usize {
@@ -134,18 +152,21 @@ impl Inflight {
         self.slots.is_empty()
     }
 
-    pub(super) fn ready(&mut self, done: Done) {
-        self.slots.push_back(Slot::Ready(done));
+    /// The reply to a request of `size` bytes, answered already.
+    pub(super) fn ready(&mut self, done: Done, size: usize) {
+        self.ready_bytes += done.0.len();
+        self.push(Slot::Ready(done), size);
     }
 
-    /// A place for a reply that will come later; returns its sequence number.
-    pub(super) fn reserve(&mut self) -> u64 {
-        self.push(Slot::Waiting)
+    /// A place for the reply to a request of `size` bytes that will come later; returns its
+    /// sequence number.
+    pub(super) fn reserve(&mut self, size: usize) -> u64 {
+        self.push(Slot::Waiting, size)
     }
 
-    /// A place for a split request, answered once `merge` has all its parts.
-    pub(super) fn reserve_merge(&mut self, merge: Merge) -> u64 {
-        self.push(Slot::Merging(Box::new(merge)))
+    /// A place for a split request of `size` bytes, answered once `merge` has all its parts.
+    pub(super) fn reserve_merge(&mut self, merge: Merge, size: usize) -> u64 {
+        self.push(Slot::Merging(Box::new(merge)), size)
     }
 
     /// The sequence number the next reserved place gets.
@@ -153,8 +174,12 @@ impl Inflight {
         self.base + self.slots.len() as u64
     }
 
-    fn push(&mut self, slot: Slot) -> u64 {
+    fn push(&mut self, slot: Slot, size: usize) -> u64 {
         self.slots.push_back(slot);
+        // A request is at most `limits.max_bulk_len` per argument; counted in full up to 4 GB.
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.sizes.push_back(size);
+        self.request_bytes += size as usize;
         self.base + self.slots.len() as u64 - 1
     }
 
@@ -167,7 +192,7 @@ impl Inflight {
     /// made, a future only when polled (a hash-tagged MSET sent whole, then a GET of one of its
     /// keys, must reach the node in that order).
     pub(super) fn route(&mut self, r: Routed, cx: Cx) {
-        let seq = self.reserve();
+        let seq = self.reserve(r.req.raw.len());
         self.start(Box::pin(route(self.p.clone(), r, cx).map(move |d| Filled::One(seq, d))));
         self.collect();
     }
@@ -223,7 +248,9 @@ impl Inflight {
                 let Some(s) = self.slot(seq) else { return };
                 let Slot::Merging(m) = s else { return };
                 if let Some(done) = m.fill(idx, reply, redirected) {
+                    let n = done.0.len();
                     *s = Slot::Ready(done);
+                    self.ready_bytes += n;
                 }
             }
         }
@@ -234,8 +261,10 @@ impl Inflight {
     }
 
     fn put(&mut self, seq: u64, done: Done) {
+        let n = done.0.len();
         if let Some(s) = self.slot(seq) {
             *s = Slot::Ready(done);
+            self.ready_bytes += n;
         }
     }
 
@@ -275,7 +304,16 @@ impl Inflight {
             self.place(f);
             any = true;
         }
+        if any {
+            self.count_ready();
+        }
         any
+    }
+
+    /// Tells the client's meter what waits here: taken from the mailbox, these bytes left its
+    /// count there, and replies behind an unanswered request can wait a while.
+    pub(super) fn count_ready(&self) {
+        self.meter.set_ready(self.ready_bytes);
     }
 
     /// The oldest request's reply, if it has come.
@@ -284,14 +322,17 @@ impl Inflight {
             return None;
         }
         self.base += 1;
+        self.request_bytes -= self.sizes.pop_front().unwrap_or(0) as usize;
         match self.slots.pop_front() {
-            Some(Slot::Ready(done)) => Some(done),
+            Some(Slot::Ready(done)) => {
+                self.ready_bytes -= done.0.len();
+                Some(done)
+            }
             _ => None,
         }
     }
 }
 
-/// A single-slot keyed command on its way to the slot's master, in its client's batch.
 /// The rest of a node batch that did not simply succeed: each command redirected, refused, lost
 /// or answered late goes on through the router's retry loop. Resent concurrently and started in
 /// order, like commands sent one by one: a client's SET and GET of one key, both redirected,

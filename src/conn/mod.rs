@@ -3,7 +3,8 @@
 //! every reply that is ready into one write. The single-slot commands of one read, and the
 //! per-slot parts of its multi-key commands, go to each node as one batch ([`gather`]); replies
 //! find their place in the client's requests in flight ([`inflight`]); their metrics are recorded
-//! per batch of replies ([`record`]).
+//! per batch of replies ([`record`]) and they leave through [`output`], held to the client's
+//! output limit.
 //!
 //! Commands that change or depend on the connection's state (MULTI/EXEC/WATCH, blocking commands,
 //! subscriptions, WAIT, RESET) are barriers ([`barrier`]): the task first answers everything
@@ -15,6 +16,7 @@ mod barrier;
 mod gather;
 mod inflight;
 mod item;
+mod output;
 mod plan;
 mod record;
 
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,11 +37,13 @@ use barrier::{client_gone, run_barrier};
 use gather::Gather;
 use inflight::Inflight;
 use item::Routed;
+use output::Output;
 use plan::{plan, Conn, Plan};
 use record::Batch;
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
+use crate::memory::{Meter, Usage, Why};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::{Limits, Parsed, Request, RequestParser};
 use crate::route::Router;
@@ -56,6 +60,8 @@ pub struct Shared {
     pub cross_slot: CrossSlot,
     /// Flips to true when the proxy starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// What all clients have buffered, against `limits.max_memory`.
+    pub usage: Arc<Usage>,
 }
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
@@ -69,9 +75,11 @@ pub async fn serve(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut client = Client::new(h, stream, peer, id);
     client.run().await;
     // Watches, subscriptions and blocked pops end with their connections.
-    let Client { c, mut wr, .. } = client;
+    let Client { c, out, .. } = client;
+    // What it held leaves the total now, not when the last reply on its way has come.
+    c.meter.gone();
     drop(c);
-    let _ = wr.shutdown().await;
+    out.shutdown().await;
     stats.client_disconnected();
 }
 
@@ -91,12 +99,11 @@ struct Client {
     peer: SocketAddr,
     c: Conn,
     rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    out: Output,
     parser: RequestParser,
     // Buffers start small and grow with the client's bursts: ten thousand idle clients must not
     // cost ten thousand 16 KB buffers.
     rbuf: BytesMut,
-    wbuf: BytesMut,
     read_size: usize,
     inflight: Inflight,
     gather: Gather,
@@ -112,21 +119,25 @@ struct Client {
 impl Client {
     fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) -> Client {
         let session = Session::new(id, peer.to_string(), h.auth.clone());
-        let limits = Limits { max_bulk_len: h.limits.max_bulk_len, max_inline_len: h.limits.max_inline_len };
+        let limits = Limits {
+            max_bulk_len: h.limits.max_bulk_len,
+            max_inline_len: h.limits.max_inline_len,
+            max_request: h.limits.query_buffer,
+        };
         let parser = RequestParser::new(limits, session.authenticated);
-        let c = Conn { session, tx: TxState::new(h.cross_slot), pubsub: None };
+        let meter = Meter::new(h.limits.output, h.usage.clone());
+        let c = Conn { session, tx: TxState::new(h.cross_slot), pubsub: None, meter: meter.clone() };
         let (rd, wr) = stream.into_split();
         let draining = *h.shutdown.borrow();
         Client {
-            inflight: Inflight::new(h.router.clone()),
+            inflight: Inflight::new(h.router.clone(), meter),
             h,
             peer,
             c,
             rd,
-            wr,
+            out: Output::new(wr),
             parser,
             rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
             read_size: MIN_READ,
             gather: Gather::default(),
             barrier: None,
@@ -177,17 +188,20 @@ impl Client {
         let p = &self.h.router;
         // One clock read per batch of requests parsed from the buffer, not one per request.
         let mut batch_clock = None;
-        while self.barrier.is_none()
-            && !self.closing
-            && !self.need_bytes
-            && self.inflight.len() < self.h.limits.max_pipeline
-        {
+        while self.barrier.is_none() && !self.closing && !self.need_bytes && self.room() {
             match self.parser.next(&mut self.rbuf) {
                 Ok(Parsed::Request(req)) => {
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
                     let cx = self.c.cx();
+                    let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    match plan(p, &self.h.table, &mut self.c, req, started) {
+                    let mut planned = plan(p, &self.h.table, &mut self.c, req, started);
+                    if self.h.usage.refusing() && planned.allocates() {
+                        // Near `limits.max_memory`: what would bring more node replies in is
+                        // refused, as Redis refuses commands past maxmemory; replies drain.
+                        planned = Plan::Ready((crate::errors::oom(), None));
+                    }
+                    match planned {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(p, k, inflight) {
                                 gather.flush(cx, inflight);
@@ -203,7 +217,7 @@ impl Client {
                         Plan::Ready(done) => {
                             // Before anything that may change the session (HELLO 3, AUTH).
                             gather.flush(cx, inflight);
-                            inflight.ready(done);
+                            inflight.ready(done, size);
                         }
                         Plan::Routed(r) => {
                             gather.flush(cx, inflight);
@@ -218,7 +232,7 @@ impl Client {
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, error = %e, "closing client after protocol error");
                     p.metrics.clients_protocol_errors.inc();
-                    self.inflight.ready((crate::errors::frame(&e.0), None));
+                    self.inflight.ready((crate::errors::frame(&e.0), None), 0);
                     self.closing = true;
                 }
             }
@@ -252,9 +266,9 @@ impl Client {
             self.need_bytes = false;
         }
         for f in &out {
-            self.wbuf.extend_from_slice(f);
+            self.out.push(f);
         }
-        if write_out(&self.h.router.metrics, &mut self.wr, &mut self.wbuf).await.is_err() {
+        if !self.flush().await {
             return Next::Close;
         }
         after_command(&mut self.parser, &self.c, &mut self.closing);
@@ -285,6 +299,9 @@ impl Client {
             // A burst is over: give its memory back.
             self.rbuf = BytesMut::new();
             self.read_size = MIN_READ;
+        } else {
+            // A big request's allocation, still held by a small rest behind it.
+            crate::memory::settle(&mut self.rbuf, MAX_READ);
         }
         // Room for at least half a read: `read_size` grows with the requests, so that a request
         // of 1 KB does not arrive in two reads of a buffer with 1 KB left.
@@ -302,10 +319,12 @@ impl Client {
     ) -> Next {
         let subscribed = self.c.pubsub.as_ref().is_some_and(|ps| ps.active());
         let repair = self.c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
-        let can_read = !self.closing && self.need_bytes && self.inflight.len() < self.h.limits.max_pipeline;
+        let can_read = !self.closing && self.need_bytes && self.room();
+        let limited = self.c.meter.limited();
         let metrics = &self.h.router.metrics;
         tokio::select! {
             biased;
+            _ = self.c.meter.tripped(), if limited => return self.over_limit(),
             _ = self.inflight.front_ready(), if !self.inflight.is_empty() => return self.write_ready().await,
             Some(ev) = next_event(&mut self.c.pubsub), if subscribed => return self.on_event(ev).await,
             _ = changes.changed(), if subscribed => self.repair().await,
@@ -331,17 +350,58 @@ impl Client {
         let m = &self.h.router.metrics;
         self.inflight.collect();
         while let Some((r, rec)) = self.inflight.pop() {
-            self.wbuf.extend_from_slice(&r);
+            self.out.push(&r);
             if let Some(r) = rec {
                 self.batch.add(m, r);
             }
         }
+        self.inflight.count_ready();
         // Before the write: a client that reads its reply and then scrapes sees it counted.
         self.batch.flush(m);
-        match write_out(m, &mut self.wr, &mut self.wbuf).await {
-            Ok(()) => Next::Loop,
-            Err(_) => Next::Close,
+        if self.flush().await {
+            Next::Loop
+        } else {
+            Next::Close
         }
+    }
+
+    /// Writes the write buffer out; false when the connection is to close: the write failed, or
+    /// the client went over its output limit meanwhile (a slow reader while replies or messages
+    /// pile up for it).
+    async fn flush(&mut self) -> bool {
+        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
+        if self.out.flush(meter, m).await {
+            return true;
+        }
+        if meter.is_over() {
+            self.over_limit();
+        }
+        false
+    }
+
+    /// The client went over its output buffer limit, or held the most when all clients' output
+    /// passed `limits.max_memory`: closed, as Redis closes it, and what was held for it freed.
+    fn over_limit(&self) -> Next {
+        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
+        let pending = meter.pending();
+        match meter.why() {
+            Why::OutputLimit => {
+                let class = meter.class();
+                tracing::info!(peer = %self.peer, class, pending, "client closed for overcoming its output buffer limit");
+                m.output_limit_closed(class);
+            }
+            Why::MaxMemory => {
+                tracing::info!(peer = %self.peer, pending, "client evicted: it held the most output when limits.max_memory was passed");
+                m.clients_evicted.inc();
+            }
+        }
+        Next::Close
+    }
+
+    /// Whether another request may be read: fewer than `limits.max_pipeline` in flight, and
+    /// fewer bytes of them than `limits.client_query_buffer_limit`.
+    fn room(&self) -> bool {
+        self.inflight.len() < self.h.limits.max_pipeline && self.inflight.request_bytes() < self.h.limits.query_buffer
     }
 
     async fn on_event(&mut self, ev: Event) -> Next {
@@ -349,7 +409,7 @@ impl Client {
             match ev {
                 Event::Frame(id, f) => {
                     if let Some(m) = ps.on_frame(id, f) {
-                        self.wbuf.extend_from_slice(&m);
+                        self.out.push(&m);
                     }
                 }
                 Event::Closed(id) => ps.on_closed(id),
@@ -358,7 +418,7 @@ impl Client {
                 ps.repair(&self.h.router).await;
             }
         }
-        if !self.wbuf.is_empty() && write_out(&self.h.router.metrics, &mut self.wr, &mut self.wbuf).await.is_err() {
+        if !self.out.is_empty() && !self.flush().await {
             return Next::Close;
         }
         Next::Loop
@@ -414,18 +474,6 @@ async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
         Some(ps) => ps.next_event().await,
         None => std::future::pending().await,
     }
-}
-
-async fn write_out(m: &Metrics, wr: &mut OwnedWriteHalf, wbuf: &mut BytesMut) -> std::io::Result<()> {
-    wr.write_all(wbuf).await?;
-    if m.enabled {
-        m.bytes_out.inc_by(wbuf.len() as u64);
-    }
-    wbuf.clear();
-    if wbuf.capacity() > MAX_READ {
-        *wbuf = BytesMut::new();
-    }
-    Ok(())
 }
 
 #[inline]

@@ -12,6 +12,7 @@ use super::record::{outcome, Rec};
 use crate::backend::Cx;
 use crate::command::{self, Class, CommandSpec, CommandTable, Lookup, Special};
 use crate::errors;
+use crate::memory::Meter;
 use crate::metrics::{Outcome, Timed};
 use crate::resp::{reply, Request};
 use crate::route::{self, Router};
@@ -24,6 +25,8 @@ pub(super) struct Conn {
     pub(super) session: Session,
     pub(super) tx: TxState,
     pub(super) pubsub: Option<PubSub>,
+    /// Its pending output, against its class's limit.
+    pub(super) meter: Arc<Meter>,
 }
 
 impl Conn {
@@ -50,6 +53,14 @@ pub(super) enum Plan {
     Routed(Routed),
     /// Run alone, once everything before it is answered.
     Barrier(Arc<CommandSpec>, Request, Option<Instant>),
+}
+
+impl Plan {
+    /// Whether the plan brings node replies in (what `limits.max_memory` refuses when reached):
+    /// everything but an answer the proxy gives itself or a barrier (run alone, one at a time).
+    pub(super) fn allocates(&self) -> bool {
+        matches!(self, Plan::Keyed(_) | Plan::Split(_) | Plan::Routed(_))
+    }
 }
 
 /// Decides what answers `req`.

@@ -17,12 +17,22 @@ pub struct ReplyScanner {
     pos: usize,
     /// Elements still expected at each open aggregate level.
     stack: Vec<u64>,
+    /// After `Ok(None)`: the buffer length a bulk string being read needs (0: not known).
+    wanted: usize,
 }
 
 impl ReplyScanner {
+    /// After `scan` said more bytes are needed: how long the buffer must grow for the bulk
+    /// string it is in to be complete, so that a big value is read into one allocation of its
+    /// size rather than into a buffer that doubles (and then holds twice the value).
+    pub fn wanted(&self) -> usize {
+        self.wanted
+    }
+
     /// Returns the length of the complete reply at the front of `buf`, or `None` if more bytes are
     /// needed. After `Some(n)` the caller must remove those `n` bytes; the scanner has reset.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        self.wanted = 0;
         loop {
             let Some(&ty) = buf.get(self.pos) else { return Ok(None) };
             let Some(eol) = find_crlf(buf, self.pos + 1) else { return Ok(None) };
@@ -37,6 +47,7 @@ impl ReplyScanner {
                     if n >= 0 {
                         let end = next + n as usize + 2;
                         if buf.len() < end {
+                            self.wanted = end;
                             return Ok(None);
                         }
                         next = end;
@@ -228,6 +239,15 @@ mod tests {
         }
         deep.extend_from_slice(b":1\r\n");
         assert_eq!(reply_len(&deep).unwrap(), Some(deep.len()));
+    }
+
+    #[test]
+    fn the_scanner_says_how_long_a_big_bulk_needs_the_buffer() {
+        let mut s = ReplyScanner::default();
+        assert_eq!(s.scan(b"*2\r\n:1\r\n$1000000\r\nabc").unwrap(), None);
+        assert_eq!(s.wanted(), 8 + 10 + 1_000_000 + 2, "header, bulk header, value, CRLF");
+        assert_eq!(s.scan(b"*2\r\n:1\r\n$100").unwrap(), None);
+        assert_eq!(s.wanted(), 0, "the length is not known yet");
     }
 
     #[test]

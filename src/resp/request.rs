@@ -12,11 +12,13 @@ pub struct Limits {
     pub max_bulk_len: usize,
     /// Longest inline command line (`PROTO_INLINE_MAX_SIZE`, 64 KB).
     pub max_inline_len: usize,
+    /// Largest request, all its arguments together (`client-query-buffer-limit`).
+    pub max_request: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bulk_len: 512 * 1024 * 1024, max_inline_len: 64 * 1024 }
+        Limits { max_bulk_len: 512 * 1024 * 1024, max_inline_len: 64 * 1024, max_request: 1 << 30 }
     }
 }
 
@@ -162,9 +164,14 @@ impl RequestParser {
                     };
                     st.pos = eol + 2;
                     st.pending_bulk = Some(len);
+                    let need = st.pos + len + 2;
+                    if need > self.limits.max_request {
+                        // Refused on the header, before anything is buffered for it.
+                        self.state = None;
+                        return Err(ProtocolError::new("client reached max query buffer length"));
+                    }
                     // Grow once to the size the headers announce, so a big value is not copied
                     // over and over while it trickles in.
-                    let need = st.pos + len + 2;
                     if need > buf.capacity() {
                         buf.reserve(need - buf.len());
                     }
@@ -382,6 +389,19 @@ mod tests {
         let mut big = b"*".to_vec();
         big.extend(std::iter::repeat_n(b'1', 70000));
         assert_eq!(e(&big), "ERR Protocol error: too big mbulk count string");
+    }
+
+    #[test]
+    fn a_request_past_the_query_buffer_limit_is_refused_on_its_header() {
+        let limits = Limits { max_request: 64, ..Limits::default() };
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$30\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)), "30 more bytes fit: 25 + 30 + 2 <= 64");
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$50\r\n"[..]);
+        let e = p.next(&mut buf).err().map(|e| e.0);
+        assert_eq!(e.as_deref(), Some("ERR Protocol error: client reached max query buffer length"));
+        assert!(buf.capacity() < 1024, "nothing reserved for the refused value");
     }
 
     #[test]

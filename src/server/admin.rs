@@ -108,5 +108,13 @@ pub fn not_ready(p: &Shared) -> Option<String> {
     if uncovered > 0 {
         return Some(format!("{uncovered} slots have no master"));
     }
+    let usage = &p.conn.usage;
+    if usage.refusing() {
+        return Some(format!(
+            "{} bytes buffered for clients, past 3/4 of limits.max_memory ({}): new requests are refused",
+            usage.total(),
+            usage.max()
+        ));
+    }
     None
 }

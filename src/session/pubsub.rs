@@ -7,6 +7,7 @@
 //! during the gap may be missed, as with pub/sub anywhere.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{BackendError, Reason};
 use crate::errors;
+use crate::memory::Meter;
 use crate::resp::{self, reply, ReplyScanner};
 use crate::route::Router;
 use crate::slot;
@@ -84,15 +86,34 @@ pub struct PubSub {
     shard: BTreeMap<Bytes, String>,
     main: Option<SubConn>,
     shard_conns: HashMap<String, SubConn>,
+    /// Frames of every subscription connection, in the order they came. Not bounded by the
+    /// channel but by the client's output limit: what waits here counts in `meter`.
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+    meter: Arc<Meter>,
     next_id: u64,
     /// Something must be subscribed again (a connection died, a slot moved).
     pub needs_repair: bool,
 }
 
+impl Drop for PubSub {
+    /// Out of the pubsub class; what its subscriptions queued and the client never took is freed
+    /// with the channel.
+    fn drop(&mut self) {
+        self.meter.set_pubsub(false);
+        // The readers first (they run on this thread: stopped once aborted), then what they sent.
+        self.main = None;
+        self.shard_conns.clear();
+        while let Ok(ev) = self.rx.try_recv() {
+            if let Event::Frame(_, f) = ev {
+                self.meter.unqueue(f.len());
+            }
+        }
+    }
+}
+
 impl PubSub {
-    pub fn new(proto: u8) -> PubSub {
+    pub fn new(proto: u8, meter: Arc<Meter>) -> PubSub {
         let (tx, rx) = mpsc::unbounded_channel();
         PubSub {
             proto,
@@ -103,6 +124,7 @@ impl PubSub {
             shard_conns: HashMap::new(),
             tx,
             rx,
+            meter,
             next_id: 0,
             needs_repair: false,
         }
@@ -115,7 +137,11 @@ impl PubSub {
 
     /// The next event from any subscription connection.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let ev = self.rx.recv().await;
+        if let Some(Event::Frame(_, f)) = &ev {
+            self.meter.unqueue(f.len());
+        }
+        ev
     }
 
     fn confirm(&self, word: &str, name: Option<&[u8]>, count: usize) -> Bytes {
@@ -142,7 +168,7 @@ impl PubSub {
         let (rd, wr, buf, permit) = d.into_split();
         self.next_id += 1;
         let id = self.next_id;
-        let reader = tokio::spawn(read_loop(id, rd, buf, self.tx.clone()));
+        let reader = tokio::spawn(read_loop(id, rd, buf, self.tx.clone(), self.meter.clone()));
         Ok(SubConn { id, addr: addr.to_string(), wr, reader, _permit: permit })
     }
 
@@ -244,7 +270,7 @@ impl PubSub {
             }
             let deadline = tokio::time::Instant::now() + p.backend.config().request_timeout;
             while !waiting.is_empty() {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                match tokio::time::timeout_at(deadline, self.next_event()).await {
                     Ok(Some(Event::Frame(id, f))) => {
                         let el = resp::aggregate_elements(&f).unwrap_or_default();
                         let word = el.first().and_then(|w| resp::as_bulk(w).flatten());
@@ -271,6 +297,7 @@ impl PubSub {
             };
             out.push(self.confirm(kind.sub_word(), Some(n), self.count(kind)));
         }
+        self.meter.set_pubsub(self.active());
         out
     }
 
@@ -335,6 +362,7 @@ impl PubSub {
             }
         }
         self.close_unused();
+        self.meter.set_pubsub(self.active());
         out
     }
 
@@ -459,13 +487,27 @@ impl PubSub {
 }
 
 /// Forwards every frame of a subscription connection to its client task.
-async fn read_loop(id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut, tx: mpsc::UnboundedSender<Event>) {
+async fn read_loop(
+    id: u64,
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    tx: mpsc::UnboundedSender<Event>,
+    meter: Arc<Meter>,
+) {
     let mut scanner = ReplyScanner::default();
     loop {
         loop {
             match scanner.scan(&buf) {
                 Ok(Some(n)) => {
+                    if meter.is_over() {
+                        // The client is being closed for its output: nothing more is queued.
+                        return;
+                    }
+                    // Counted before it is queued, so that a client over its limit is closed
+                    // however fast the node publishes.
+                    meter.queue(n);
                     if tx.send(Event::Frame(id, buf.split_to(n).freeze())).is_err() {
+                        meter.unqueue(n);
                         return;
                     }
                 }
@@ -476,6 +518,7 @@ async fn read_loop(id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut, tx: mpsc::
                 }
             }
         }
+        crate::memory::settle(&mut buf, 16 * 1024);
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = tx.send(Event::Closed(id));
