@@ -73,6 +73,8 @@ struct NodeProc {
 /// A running local cluster; stopped on drop.
 pub struct LocalCluster {
     nodes: Vec<NodeProc>,
+    /// Plain (non-cluster) servers started beside the cluster, to stand where a node was.
+    strangers: Vec<NodeProc>,
     dir: PathBuf,
     spec: ClusterSpec,
 }
@@ -128,7 +130,7 @@ impl LocalCluster {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir)?;
-        let mut c = LocalCluster { nodes: Vec::new(), dir, spec: spec.clone() };
+        let mut c = LocalCluster { nodes: Vec::new(), strangers: Vec::new(), dir, spec: spec.clone() };
         for port in pick_ports(&spec.host, n, &[]) {
             c.spawn_node(port, None)?;
         }
@@ -147,26 +149,48 @@ impl LocalCluster {
     /// Starts a node on `port`; with `config_from`, with that node's cluster configuration (its id
     /// and what it knows of the cluster), as a node restarted elsewhere.
     fn spawn_node(&mut self, port: u16, config_from: Option<u16>) -> Result<()> {
-        let dir = self.dir.join(port.to_string());
+        let child = self.spawn(port, config_from, true)?;
+        self.nodes.push(NodeProc { port, child: Some(child), stopped: false });
+        Ok(())
+    }
+
+    /// Starts a plain, non-cluster redis-server on `port` (a free one when `None`), with the
+    /// cluster's password: what a proxy must never mistake for a node, whatever tells it the
+    /// address. Stopped with the cluster. Returns its port.
+    pub fn start_stranger(&mut self, port: Option<u16>) -> Result<u16> {
+        let used: Vec<u16> = self.ports().into_iter().chain(self.strangers.iter().map(|n| n.port)).collect();
+        let port = port.unwrap_or_else(|| pick_ports(&self.spec.host, 1, &used)[0]);
+        let child = self.spawn(port, None, false)?;
+        self.strangers.push(NodeProc { port, child: Some(child), stopped: false });
+        self.wait_ping(port, Duration::from_secs(10))?;
+        Ok(port)
+    }
+
+    fn spawn(&mut self, port: u16, config_from: Option<u16>, cluster: bool) -> Result<Child> {
+        let dir = self.dir.join(format!("{port}{}", if cluster { "" } else { "-plain" }));
         std::fs::create_dir_all(&dir)?;
         if let Some(old) = config_from {
             std::fs::copy(self.dir.join(old.to_string()).join("nodes.conf"), dir.join("nodes.conf"))?;
         }
         let mut conf = format!(
-            "port {port}\nbind {}\nprotected-mode no\ncluster-enabled yes\ncluster-config-file nodes.conf\n\
-             cluster-node-timeout {}\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
+            "port {port}\nbind {}\nprotected-mode no\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
             self.spec.host,
-            self.spec.node_timeout_ms,
             dir.display(),
             dir.join("redis.log").display()
         );
+        if cluster {
+            conf.push_str(&format!(
+                "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout {}\n",
+                self.spec.node_timeout_ms
+            ));
+        }
         if let Some(p) = &self.spec.password {
             conf.push_str(&format!("requirepass {p}\nmasterauth {p}\n"));
         }
-        if let Some(h) = &self.spec.hostname {
+        if let Some(h) = self.spec.hostname.as_ref().filter(|_| cluster) {
             conf.push_str(&format!("cluster-announce-hostname {h}\n"));
         }
-        if let Some(t) = &self.spec.endpoint_type {
+        if let Some(t) = self.spec.endpoint_type.as_ref().filter(|_| cluster) {
             conf.push_str(&format!("cluster-preferred-endpoint-type {t}\n"));
         }
         let conf_path = dir.join("redis.conf");
@@ -177,9 +201,7 @@ impl LocalCluster {
         // that PDEATHSIG follows the spawning *thread*: start clusters from a thread that outlives
         // them (the test's own thread, or main).
         set_pdeathsig(&mut cmd);
-        let child = cmd.spawn()?;
-        self.nodes.push(NodeProc { port, child: Some(child), stopped: false });
-        Ok(())
+        Ok(cmd.spawn()?)
     }
 
     fn wait_ping(&self, port: u16, limit: Duration) -> Result<()> {
@@ -190,10 +212,11 @@ impl LocalCluster {
                     return Ok(());
                 }
             }
-            if let Some(n) = self.nodes.iter().find(|n| n.port == port) {
-                if !n.alive() {
-                    return Err(HarnessError::Other(format!("redis-server on port {port} exited at start")));
-                }
+            // A stranger may stand on a killed node's port: only a port where nothing started
+            // here is alive has seen its server exit.
+            let mut started = self.nodes.iter().chain(&self.strangers).filter(|n| n.port == port).peekable();
+            if started.peek().is_some() && !started.any(NodeProc::alive) {
+                return Err(HarnessError::Other(format!("redis-server on port {port} exited at start")));
             }
             if start.elapsed() > limit {
                 return Err(HarnessError::Timeout {
@@ -407,7 +430,7 @@ impl LocalCluster {
 
     /// Kills every node and removes the directory. Safe to call more than once.
     pub fn stop(&mut self) {
-        for n in &mut self.nodes {
+        for n in self.nodes.iter_mut().chain(self.strangers.iter_mut()) {
             if let Some(mut child) = n.child.take() {
                 let pid = child.id() as i32;
                 // A stopped process ignores SIGKILL until continued on some kernels' accounting; be sure.
