@@ -83,6 +83,11 @@ pub struct Metrics {
     pub buffered_bytes: IntGauge,
     /// 1 while past 3/4 of `limits.max_memory` (new requests refused with -OOM).
     pub memory_refusing: IntGauge,
+    /// Node connections refused because the node was not the one the slot map names there.
+    pub nodes_refused: IntCounter,
+    /// 1 once the shared observer was caught placing a node where the cluster does not (the
+    /// proxy then watches the cluster itself).
+    pub observer_distrusted: IntGauge,
 }
 
 /// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
@@ -315,6 +320,20 @@ impl Metrics {
                 IntGauge::new(
                     "clusterless_memory_refusing",
                     "1 while past 3/4 of limits.max_memory: requests that bring replies in are refused with -OOM"
+                )?
+            )?,
+            nodes_refused: reg!(
+                r,
+                IntCounter::new(
+                    "clusterless_node_identity_refused_total",
+                    "Node connections dropped before use: CLUSTER MYID did not name the node the slot map names there"
+                )?
+            )?,
+            observer_distrusted: reg!(
+                r,
+                IntGauge::new(
+                    "clusterless_observer_distrusted",
+                    "1 once the shared observer placed a node where the cluster does not: the proxy watches the cluster itself"
                 )?
             )?,
             registry: r,

@@ -4,6 +4,7 @@
 //! no client hangs on a node that is down.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use super::mailbox::Sink;
-use super::{connect, Auth, BackendError, Failure, Reason};
+use super::{connect, Auth, BackendError, Directory, Failure, Reason, Verify};
 use crate::config::BackendConfig;
 use crate::metrics::NodeMetrics;
 use crate::resp::ReplyScanner;
@@ -43,6 +44,7 @@ pub(super) async fn connection_task(
     proto: u8,
     cfg: BackendConfig,
     auth: Auth,
+    directory: Arc<dyn Directory>,
     nm: NodeMetrics,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
@@ -51,7 +53,7 @@ pub(super) async fn connection_task(
     let mut down = false;
     loop {
         let Some(first) = rx.recv().await else { return };
-        match connect(&addr, proto, &auth, cfg.connect_timeout).await {
+        match connect(&addr, proto, &auth, cfg.connect_timeout, Verify::Node(&*directory)).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(20);
                 if down {

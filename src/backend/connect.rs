@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::{BackendError, Reason};
+use super::identity::MYID;
+use super::{BackendError, Reason, Verify};
 use crate::config::BackendConfig;
 use crate::resp::{self, ReplyScanner};
 
@@ -25,9 +26,16 @@ impl Auth {
     }
 }
 
-/// Opens a connection, sets TCP_NODELAY and authenticates (HELLO 3 for RESP3 connections).
-/// Nothing but the handshake has been sent when it fails, so every failure is `NotSent`.
-pub async fn connect(addr: &str, proto: u8, auth: &Auth, limit: Duration) -> Result<TcpStream, BackendError> {
+/// Opens a connection, sets TCP_NODELAY, authenticates (HELLO 3 for RESP3 connections) and asks
+/// the node who it is (`verify`), all in one pipelined write. Nothing but the handshake has been
+/// sent when it fails, so every failure is `NotSent`.
+pub async fn connect(
+    addr: &str,
+    proto: u8,
+    auth: &Auth,
+    limit: Duration,
+    verify: Verify<'_>,
+) -> Result<TcpStream, BackendError> {
     let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(BackendError::not_sent(addr, Reason::Connect).caused_by(e)),
@@ -46,7 +54,9 @@ pub async fn connect(addr: &str, proto: u8, auth: &Auth, limit: Duration) -> Res
     } else if let Some(p) = pass {
         handshake.push(vec![Bytes::from_static(b"AUTH"), user, p]);
     }
-    if !handshake.is_empty() {
+    let credentials = handshake.len();
+    handshake.push(MYID.iter().map(|w| Bytes::from_static(w.as_bytes())).collect());
+    {
         let mut out = BytesMut::new();
         for h in &handshake {
             out.extend_from_slice(&resp::encode_command(h));
@@ -55,11 +65,14 @@ pub async fn connect(addr: &str, proto: u8, auth: &Auth, limit: Duration) -> Res
             Ok(r) => r.map_err(BackendError::not_sent_after_all)?,
             Err(_) => return Err(BackendError::not_sent(addr, Reason::HandshakeTimeout(limit))),
         };
-        for r in replies {
-            if resp::is_error(&r) {
-                let text = String::from_utf8_lossy(resp::error_text(&r).unwrap_or(&r)).into_owned();
+        for r in &replies[..credentials] {
+            if resp::is_error(r) {
+                let text = String::from_utf8_lossy(resp::error_text(r).unwrap_or(r)).into_owned();
                 return Err(BackendError::not_sent(addr, Reason::AuthRefused(text)));
             }
+        }
+        if let Some(id) = replies.get(credentials) {
+            verify.check(addr, id)?;
         }
     }
     Ok(stream)
@@ -87,9 +100,15 @@ pub async fn exchange(stream: &mut TcpStream, addr: &str, out: &[u8], n: usize) 
 
 /// One-shot query on a fresh connection (for topology refreshes and start-up), bounded by `limit`
 /// to connect and twice that in all.
-pub async fn query(addr: &str, auth: &Auth, cmds: &[&[&str]], limit: Duration) -> Result<Vec<Bytes>, BackendError> {
+pub async fn query(
+    addr: &str,
+    auth: &Auth,
+    cmds: &[&[&str]],
+    limit: Duration,
+    verify: Verify<'_>,
+) -> Result<Vec<Bytes>, BackendError> {
     let work = async {
-        let mut stream = connect(addr, 2, auth, limit).await?;
+        let mut stream = connect(addr, 2, auth, limit, verify).await?;
         let mut out = BytesMut::new();
         for c in cmds {
             out.extend_from_slice(&resp::encode_command(c));

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{connect, exchange, Auth, BackendError, Reason};
+use super::{connect, exchange, Auth, BackendError, Directory, Reason, Verify};
 use crate::resp::{self, ReplyScanner};
 use crate::sync::Mutex;
 
@@ -29,6 +29,7 @@ const MAX_IDLE: usize = 8;
 /// The exclusive connections of the proxy, per node.
 pub struct DedicatedPool {
     auth: Auth,
+    directory: Arc<dyn Directory>,
     connect_timeout: Duration,
     per_node: usize,
     limits: Mutex<HashMap<String, Arc<Bound>>>,
@@ -56,8 +57,9 @@ pub struct Dedicated {
 }
 
 impl DedicatedPool {
-    pub fn new(auth: Auth, connect_timeout: Duration, per_node: usize) -> DedicatedPool {
+    pub fn new(auth: Auth, directory: Arc<dyn Directory>, connect_timeout: Duration, per_node: usize) -> DedicatedPool {
         DedicatedPool {
+            directory,
             auth,
             connect_timeout,
             per_node: per_node.max(1),
@@ -101,7 +103,7 @@ impl DedicatedPool {
                 }
             }
         };
-        let mut stream = connect(addr, proto, &self.auth, self.connect_timeout).await?;
+        let mut stream = connect(addr, proto, &self.auth, self.connect_timeout, Verify::Node(&*self.directory)).await?;
         let id = match tokio::time::timeout(
             self.connect_timeout,
             exchange(&mut stream, addr, &resp::encode_command(&["CLIENT", "ID"]), 1),

@@ -28,6 +28,14 @@ pub enum Reason {
     HandshakeTimeout(Duration),
     /// The node refused AUTH/HELLO with this text.
     AuthRefused(String),
+    /// The node at the address is not the one the map names there (or not a node of this
+    /// cluster): it answered `CLUSTER MYID` with `answered`.
+    WrongNode {
+        expected: Option<String>,
+        answered: String,
+    },
+    /// The node refused to say its id (the backend user lacks `+cluster|myid`).
+    NoIdentity(String),
     /// The connection task ended before it wrote the request.
     ClosedBeforeSend,
     /// The connection's queue is closed (the node left the map).
@@ -118,6 +126,15 @@ impl fmt::Display for BackendError {
             Reason::ConnectTimeout(d) => write!(f, "cannot connect to {n}: timed out after {} ms", ms(d))?,
             Reason::HandshakeTimeout(d) => write!(f, "{n}: no answer to AUTH/HELLO within {} ms", ms(d))?,
             Reason::AuthRefused(text) => write!(f, "{n} refused authentication: {text}")?,
+            Reason::WrongNode { expected: Some(e), answered } => {
+                write!(f, "{n} is not the node the slot map names there (expected {e}, it answered {answered})")?
+            }
+            Reason::WrongNode { expected: None, answered } => {
+                write!(f, "{n} is not a node of this cluster (it answered {answered})")?
+            }
+            Reason::NoIdentity(text) => {
+                write!(f, "{n} refused CLUSTER MYID ({text}); the backend user needs +cluster|myid")?
+            }
             Reason::ClosedBeforeSend => write!(f, "connection to {n} closed before sending")?,
             Reason::Closed => write!(f, "connection to {n} is closed")?,
             Reason::DedicatedBusy(k) => {

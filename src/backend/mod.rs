@@ -12,6 +12,7 @@ mod conn;
 mod connect;
 pub mod dedicated;
 mod error;
+mod identity;
 mod mailbox;
 
 use std::cell::Cell;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use connect::{connect, exchange, query, Auth};
 pub use dedicated::{Dedicated, DedicatedPool};
 pub use error::{BackendError, Failure, Reason};
+pub use identity::{Directory, Verify};
 pub use mailbox::{Mailbox, Reply, Sink};
 
 use crate::config::BackendConfig;
@@ -50,6 +52,8 @@ fn current_worker() -> usize {
 pub struct Backend {
     cfg: BackendConfig,
     auth: Auth,
+    /// Who each address must be: every new connection is checked against it.
+    directory: Arc<dyn Directory>,
     metrics: Arc<Metrics>,
     pools: Vec<Mutex<Pools>>,
 }
@@ -77,13 +81,22 @@ pub struct Cx {
 
 impl Backend {
     /// Connections for `workers` worker threads (and the control plane).
-    pub fn new(cfg: BackendConfig, metrics: Arc<Metrics>, workers: usize) -> Arc<Backend> {
+    pub fn new(
+        cfg: BackendConfig,
+        directory: Arc<dyn Directory>,
+        metrics: Arc<Metrics>,
+        workers: usize,
+    ) -> Arc<Backend> {
         let pools = (0..=workers).map(|_| Mutex::new(Pools::default())).collect();
-        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, metrics, pools })
+        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, directory, metrics, pools })
     }
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
     }
 
     pub fn config(&self) -> &BackendConfig {
@@ -141,6 +154,7 @@ impl Backend {
                         proto,
                         self.cfg.clone(),
                         self.auth.clone(),
+                        self.directory.clone(),
                         nm,
                         rx,
                     ));

@@ -66,7 +66,12 @@ impl Router {
         failover_hold: Duration,
     ) -> Router {
         let b = backend.config();
-        let dedicated = DedicatedPool::new(backend.auth().clone(), b.connect_timeout, b.dedicated_per_node);
+        let dedicated = DedicatedPool::new(
+            backend.auth().clone(),
+            backend.directory().clone(),
+            b.connect_timeout,
+            b.dedicated_per_node,
+        );
         Router {
             topology,
             poller,

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, Verify};
 use crate::command::CommandTable;
 use crate::config::{Config, Source};
 use crate::conn;
@@ -62,6 +62,7 @@ impl Shared {
         };
         sync(&m.clients_accepted, stats.total_connections.load(Ordering::Relaxed));
         sync(&m.clients_rejected, stats.rejected_connections.load(Ordering::Relaxed));
+        sync(&m.nodes_refused, self.router.topology.impostors());
         m.draining.set(self.draining.load(Ordering::Relaxed) as i64);
         m.buffered_bytes.set(self.conn.usage.total() as i64);
         m.memory_refusing.set(self.conn.usage.refusing() as i64);
@@ -180,8 +181,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // on which node answered COMMAND.
     let metrics = Metrics::new(&CommandTable::builtin().names(), cfg.admin_listen.is_some())?;
     let workers = workers::Workers::start(workers::count(cfg.limits.threads)).map_err(StartError::Workers)?;
-    let backend = Backend::new(cfg.backend.clone(), metrics.clone(), workers.len());
     let store = TopologyStore::new();
+    let backend = Backend::new(cfg.backend.clone(), store.clone(), metrics.clone(), workers.len());
     let poller = Poller::new(cfg.seeds.clone(), backend.auth().clone(), cfg.backend.connect_timeout);
     let (nodes, slots) = poller.fetch(&store).await?;
     store.publish(nodes, slots, Learned::Bootstrap);
@@ -251,7 +252,18 @@ fn topology_tasks(
     let refresher = topology::run_refresher(store.clone(), poller.clone(), poll_every, tc.min_refresh_gap);
     let mut tasks = vec![tokio::spawn(refresher)];
     if let Some(url) = tc.observer.clone() {
-        let follow = topology::shared::subscribe(url, store.clone(), poller.clone(), metrics.clone());
+        // Should the observer be caught lying, the proxy watches the cluster itself, as it would
+        // without an observer.
+        let own: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if tc.source == Source::Bus {
+            Box::pin(gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone()))
+        } else {
+            let m = metrics.clone();
+            Box::pin(async move {
+                m.set_topology_source("poll");
+                std::future::pending().await
+            })
+        };
+        let follow = topology::shared::subscribe(url, store.clone(), poller.clone(), metrics.clone(), own);
         tasks.push(tokio::spawn(follow));
     } else if tc.source == Source::Bus {
         let observer = gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone());
@@ -288,7 +300,15 @@ async fn drop_departed_pools(p: Arc<Router>) {
 /// master cannot give it.
 async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
     let limit = backend.config().connect_timeout * 3;
-    let version = match backend::query(master, backend.auth(), &[&["INFO", "server"]], limit).await {
+    let version = match backend::query(
+        master,
+        backend.auth(),
+        &[&["INFO", "server"]],
+        limit,
+        Verify::Node(&**backend.directory()),
+    )
+    .await
+    {
         Ok(r) => r
             .first()
             .and_then(crate::resp::as_bulk)
@@ -301,7 +321,7 @@ async fn load_table(master: &str, backend: &Backend) -> (CommandTable, String) {
             .unwrap_or_default(),
         Err(_) => String::new(),
     };
-    match backend::query(master, backend.auth(), &[&["COMMAND"]], limit).await {
+    match backend::query(master, backend.auth(), &[&["COMMAND"]], limit, Verify::Node(&**backend.directory())).await {
         Ok(r) => match r.first().and_then(|reply| CommandTable::from_command_reply(reply)) {
             Some(t) => return (t, version),
             None => tracing::warn!(node = master, "unreadable COMMAND reply; using the built-in command table"),

@@ -4,6 +4,7 @@
 //! observer's stream ([`shared`]); [`json`] is the snapshot's one JSON schema.
 
 pub mod gossip;
+mod identity;
 mod json;
 mod poll;
 pub mod shared;
@@ -14,4 +15,4 @@ pub use json::{from_json, to_json};
 pub use poll::{run_refresher, FetchError, Poller};
 pub(crate) use snapshot::{format_addr, split_addr};
 pub use snapshot::{Node, Role, Topology};
-pub use store::{Learned, TopologyStore};
+pub use store::{Impostor, Learned, TopologyStore};

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::snapshot::{format_addr, promote_owners, split_addr, UNOWNED};
 use super::{Learned, Node, Role, TopologyStore};
-use crate::backend::{self, Auth, BackendError};
+use crate::backend::{self, Auth, BackendError, Verify};
 use crate::slot::SLOTS;
 
 /// A map as one node reported it.
@@ -203,15 +203,15 @@ impl std::fmt::Display for FetchError {
     }
 }
 
-async fn ask_node(addr: &str, auth: &Auth, limit: Duration) -> Result<Reported, NodeError> {
+async fn ask_node(addr: &str, auth: &Auth, limit: Duration, verify: Verify<'_>) -> Result<Reported, NodeError> {
     let unreadable = |what| NodeError::Unreadable { node: addr.to_string(), what };
-    let r = backend::query(addr, auth, &[&["CLUSTER", "SHARDS"]], limit).await?;
+    let r = backend::query(addr, auth, &[&["CLUSTER", "SHARDS"]], limit, verify).await?;
     let reply: &Bytes = r.first().ok_or_else(|| unreadable("CLUSTER SHARDS"))?;
     if !crate::resp::is_error(reply) {
         return parse_shards(reply, addr).ok_or_else(|| unreadable("CLUSTER SHARDS"));
     }
     // Servers before 7.0 have no SHARDS.
-    let r = backend::query(addr, auth, &[&["CLUSTER", "SLOTS"]], limit).await?;
+    let r = backend::query(addr, auth, &[&["CLUSTER", "SLOTS"]], limit, verify).await?;
     let reply: &Bytes = r.first().ok_or_else(|| unreadable("CLUSTER SLOTS"))?;
     if crate::resp::is_error(reply) {
         let text = String::from_utf8_lossy(reply).trim_end().to_string();
@@ -231,7 +231,8 @@ pub async fn fetch(store: &TopologyStore, seeds: &[String], auth: &Auth, limit: 
             targets.push(s.clone());
         }
     }
-    let answers = futures_util::future::join_all(targets.iter().map(|t| ask_node(t, auth, limit))).await;
+    let answers =
+        futures_util::future::join_all(targets.iter().map(|t| ask_node(t, auth, limit, Verify::Query(store)))).await;
     let mut errors = Vec::new();
     let mut reports = Vec::new();
     for (t, a) in targets.iter().zip(answers) {

@@ -34,6 +34,10 @@ pub struct TopologyStore {
     /// Slots that lost their owner in a published map (the cluster's own answers said no node
     /// claims them): what a mismatch of node identities would inflate, so tests watch it.
     unassigned: AtomicU64,
+    /// Node connections refused because the node was not the one the map names (see
+    /// [`super::identity`]), and the latest such node.
+    pub(super) impostors: AtomicU64,
+    pub(super) impostor_tx: watch::Sender<Option<Impostor>>,
 }
 
 impl TopologyStore {
@@ -46,6 +50,8 @@ impl TopologyStore {
             bus_authoritative: AtomicBool::new(false),
             write: Mutex::new(()),
             unassigned: AtomicU64::new(0),
+            impostors: AtomicU64::new(0),
+            impostor_tx: watch::channel(None).0,
         })
     }
 
@@ -163,6 +169,17 @@ impl TopologyStore {
         }
         self.publish_locked(nodes, slots, Learned::Moved);
     }
+}
+
+/// A node connection that met the wrong node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Impostor {
+    pub addr: String,
+    /// The id the map names at `addr` (None: the map names none there; the node was not one of
+    /// the cluster's known nodes).
+    pub expected: Option<String>,
+    /// What the node answered: its id, or why it has none.
+    pub answered: String,
 }
 
 /// Where a map came from, which decides what it may change.

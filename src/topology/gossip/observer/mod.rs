@@ -22,7 +22,7 @@ use super::codec::{Header, NodeId, FLAG_FAIL, FLAG_HANDSHAKE, FLAG_NOADDR, FLAG_
 use super::link::{link, Beat, Event};
 use super::nodes::{parse_cluster_nodes, NodesLine};
 use super::ObserverConfig;
-use crate::backend;
+use crate::backend::{self, Verify};
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
 use crate::topology::{format_addr, Learned, Node, Poller, Role, TopologyStore};
@@ -358,9 +358,10 @@ impl Observer {
             self.peers.values().filter(|p| p.role == Role::Master).map(|p| p.addr.clone()).collect();
         targets.extend(self.poller.seeds().iter().cloned());
         let mut lines = None;
+        let verify = Verify::Query(&*self.store);
         for t in &targets {
             if let Ok(r) =
-                backend::query(t, self.poller.auth(), &[&["CLUSTER", "NODES"]], self.cfg.connect_timeout).await
+                backend::query(t, self.poller.auth(), &[&["CLUSTER", "NODES"]], self.cfg.connect_timeout, verify).await
             {
                 if let Some(Some(text)) = r.first().and_then(crate::resp::as_bulk) {
                     lines = Some(parse_cluster_nodes(&String::from_utf8_lossy(&text)));
