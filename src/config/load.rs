@@ -15,11 +15,7 @@ fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
 /// A secret given as a value (`key`) or in a file (`key_file`); an empty value counts as unset.
 /// Both at once is an error: which one was meant cannot be known, and using either silently
 /// would hide a stale setting.
-fn secret_or_file(
-    key: &str,
-    value: Option<Secret>,
-    file: Option<&Path>,
-) -> Result<Option<Secret>, ConfigError> {
+fn secret_or_file(key: &str, value: Option<Secret>, file: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
     match (value.filter(|v| !v.expose().is_empty()), file) {
         (Some(_), Some(_)) => {
             Err(ConfigError(format!("invalid config: `{key}` and `{key}_file` are both set; set one of them")))
@@ -80,9 +76,12 @@ impl Config {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
                 return Err(bad("auth.users", format!("`{}` is not a valid user name", u.name)));
             }
-            let password =
-                secret_or_file(&format!("{key}.password"), u.password.clone().map(Secret::new), u.password_file.as_deref())?
-                    .ok_or_else(|| bad("auth.users", format!("user `{}` needs a password", u.name)))?;
+            let password = secret_or_file(
+                &format!("{key}.password"),
+                u.password.clone().map(Secret::new),
+                u.password_file.as_deref(),
+            )?
+            .ok_or_else(|| bad("auth.users", format!("user `{}` needs a password", u.name)))?;
             let backend_password = secret_or_file(
                 &format!("{key}.backend_password"),
                 u.backend_password.clone().map(Secret::new),
@@ -159,9 +158,8 @@ impl Config {
         if let Some(path) = &c.topology.observer_ca_file {
             // Read here so that a wrong path stops the start; the certificates are parsed where
             // the TLS client is built.
-            std::fs::metadata(path).map_err(|e| {
-                bad("topology.observer_ca_file", format!("cannot read {}: {e}", path.display()))
-            })?;
+            std::fs::metadata(path)
+                .map_err(|e| bad("topology.observer_ca_file", format!("cannot read {}: {e}", path.display())))?;
         }
         c.topology.source = match args.topology_source.clone().or(t.source).as_deref() {
             None | Some("bus") => Source::Bus,
@@ -319,6 +317,132 @@ mod tests {
         assert!(c.auth.required());
         assert_eq!(c.backend.dedicated_per_node, 4);
         assert_eq!(Config::defaults().transactions.cross_slot, CrossSlot::Refuse);
+    }
+
+    /// A scratch file holding `text`, removed on drop.
+    struct Scratch(std::path::PathBuf);
+    impl Scratch {
+        fn new(text: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!(
+                "clusterless-secret-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::write(&p, text).unwrap();
+            Scratch(p)
+        }
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let (pass, node, app, token) =
+            (Scratch::new("client-pw\n"), Scratch::new("node-pw\n"), Scratch::new("app-pw"), Scratch::new("tok\n"));
+        let text = format!(
+            "[auth]\nrequirepass_file = \"{}\"\n[backend]\npassword_file = \"{}\"\n\
+             [[auth.users]]\nname = \"app\"\npassword_file = \"{}\"\nbackend_user = \"app-acl\"\n\
+             backend_password_file = \"{}\"\n\
+             [[auth.users]]\nname = \"ops\"\npassword = \"ops-pw\"\n\
+             [admin]\ntoken_file = \"{}\"\nopen_paths = [\"/healthz\"]\n\
+             [topology]\nobserver = \"https://obs:9737\"\nobserver_token_file = \"{}\"\n",
+            pass.path(),
+            node.path(),
+            app.path(),
+            node.path(),
+            token.path(),
+            token.path()
+        );
+        let c = with_file(&text).unwrap();
+        assert_eq!(c.auth.requirepass, Some(Secret::new("client-pw")));
+        assert_eq!(c.backend.password, Some(Secret::new("node-pw")));
+        let backend = Some(Credentials { user: "app-acl".into(), password: Secret::new("node-pw") });
+        assert_eq!(
+            c.auth.users,
+            vec![
+                User { name: "app".into(), password: Secret::new("app-pw"), backend },
+                User { name: "ops".into(), password: Secret::new("ops-pw"), backend: None },
+            ]
+        );
+        assert_eq!(c.admin.token, Some(Secret::new("tok")));
+        assert_eq!(c.admin.open_paths, vec!["/healthz".to_string()]);
+        assert_eq!(c.topology.observer_token, Some(Secret::new("tok")));
+        // Nothing of it shows when the configuration is printed.
+        let printed = format!("{c:?}");
+        for s in ["client-pw", "node-pw", "app-pw", "ops-pw", "tok\""] {
+            assert!(!printed.contains(s), "{s} in {printed}");
+        }
+        assert_eq!(Config::defaults().admin.open_paths, vec!["/healthz".to_string(), "/readyz".to_string()]);
+
+        // Flags name their files too.
+        let args = ProxyArgs {
+            requirepass_file: Some(pass.0.clone()),
+            backend_password_file: Some(node.0.clone()),
+            admin_token_file: Some(token.0.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.auth.requirepass, c.backend.password), (Some("client-pw".into()), Some("node-pw".into())));
+        assert_eq!(c.admin.token, Some("tok".into()));
+    }
+
+    #[test]
+    fn a_secret_and_its_file_are_not_both_set() {
+        let f = Scratch::new("pw\n");
+        let p = f.path();
+        let cases = [
+            (format!("[auth]\nrequirepass = \"a\"\nrequirepass_file = \"{p}\"\n"), "auth.requirepass"),
+            (format!("[backend]\npassword = \"a\"\npassword_file = \"{p}\"\n"), "backend.password"),
+            (format!("[[auth.users]]\nname = \"u\"\npassword = \"a\"\npassword_file = \"{p}\"\n"), "auth.users[0].password"),
+            (
+                format!("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_user = \"b\"\nbackend_password = \"c\"\nbackend_password_file = \"{p}\"\n"),
+                "auth.users[0].backend_password",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(
+                with_file(&text).unwrap_err().0,
+                format!("invalid config: `{key}` and `{key}_file` are both set; set one of them")
+            );
+        }
+        // The value from a flag and the file from the config file conflict as well.
+        let dir = Scratch::new(&format!("[auth]\nrequirepass_file = \"{p}\"\n"));
+        let args = ProxyArgs { config: Some(dir.0.clone()), requirepass: Some("flag".into()), ..Default::default() };
+        assert_eq!(
+            Config::load(&args).unwrap_err().0,
+            "invalid config: `auth.requirepass` and `auth.requirepass_file` are both set; set one of them"
+        );
+    }
+
+    #[test]
+    fn bad_secret_files_and_backend_credentials() {
+        let empty = Scratch::new("\n");
+        let e = with_file(&format!("[backend]\npassword_file = \"{}\"\n", empty.path())).unwrap_err().0;
+        assert_eq!(e, format!("invalid config: `backend.password_file`: {} is empty", empty.path()));
+        let e = with_file("[admin]\ntoken_file = \"/nonexistent/clusterless-token\"\n").unwrap_err().0;
+        assert_eq!(
+            e,
+            "invalid config: `admin.token_file`: cannot read /nonexistent/clusterless-token: No such file or \
+             directory (os error 2)"
+        );
+        let e = with_file("[topology]\nobserver_token_file = \"/nonexistent/t\"\n").unwrap_err().0;
+        assert!(e.starts_with("invalid config: `topology.observer_token_file`: cannot read /nonexistent/t: "), "{e}");
+        let e = with_file("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_user = \"b\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `auth.users[0].backend_user`: set together with backend_password");
+        let e = with_file("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_password = \"b\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `auth.users[0].backend_password`: set together with backend_user");
+        let e = with_file("[admin]\nopen_paths = [\"healthz\"]\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `admin.open_paths`: `healthz` is not a path (like /healthz)");
+        let e = with_file("[topology]\nobserver = \"ftp://o:1\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `topology.observer`: `ftp://o:1` is not http://HOST:PORT or https://HOST:PORT");
+        let e = with_file("[topology]\nobserver_ca_file = \"/nonexistent/ca.pem\"\n").unwrap_err().0;
+        assert!(e.starts_with("invalid config: `topology.observer_ca_file`: cannot read /nonexistent/ca.pem: "), "{e}");
     }
 
     #[test]

@@ -61,8 +61,11 @@ fn handle(
     if let Some(token) = token {
         let given = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
         if path != "/healthz" && !token.authorizes(given) {
-            let mut r =
-                full(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized: send Authorization: Bearer <observer token>\n");
+            let mut r = full(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "unauthorized: send Authorization: Bearer <observer token>\n",
+            );
             r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
             return r;
         }
