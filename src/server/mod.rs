@@ -81,6 +81,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("invalid config: `topology.observer`: {0}")]
+    Observer(String),
 }
 
 /// A started proxy: its addresses, a small API for what tests and `main` need to see, and the
@@ -223,7 +225,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
     });
-    let mut tasks = topology_tasks(&cfg, &store, &poller, &router.metrics);
+    let mut tasks = topology_tasks(&cfg, &store, &poller, &router.metrics)?;
     let shared =
         Arc::new(Shared { cfg, router, conn, draining: AtomicBool::new(false), seen_version: AtomicU64::new(0) });
     let workers = Arc::new(workers);
@@ -245,13 +247,15 @@ fn topology_tasks(
     store: &Arc<TopologyStore>,
     poller: &Arc<Poller>,
     metrics: &Arc<Metrics>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let tc = &cfg.topology;
     let poll_every = if tc.source == Source::Bus { tc.reconcile_interval } else { tc.refresh_interval };
     let refresher = topology::run_refresher(store.clone(), poller.clone(), poll_every, tc.min_refresh_gap);
     let mut tasks = vec![tokio::spawn(refresher)];
-    if let Some(url) = tc.observer.clone() {
-        let follow = topology::shared::subscribe(url, store.clone(), poller.clone(), metrics.clone());
+    if let Some(url) = &tc.observer {
+        let link = topology::shared::Link::new(url, tc.observer_token.as_ref(), tc.observer_ca_file.as_deref())
+            .map_err(StartError::Observer)?;
+        let follow = topology::shared::subscribe(link, store.clone(), poller.clone(), metrics.clone());
         tasks.push(tokio::spawn(follow));
     } else if tc.source == Source::Bus {
         let observer = gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone());
@@ -260,7 +264,7 @@ fn topology_tasks(
         // The start-up read was this poller's first; it follows the cluster from now on.
         metrics.set_topology_source("poll");
     }
-    tasks
+    Ok(tasks)
 }
 
 /// The bus observer's settings from the proxy's configuration.

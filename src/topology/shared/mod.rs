@@ -4,9 +4,10 @@
 //! change). A proxy started with `--observer http://ADDR` follows that stream ([`follow`]) instead
 //! of pinging the nodes itself, so N sidecars cost the nodes one observer's PINGs; while the
 //! observer is unreachable it polls `CLUSTER SHARDS` on its own and reconnects with backoff.
+//! The observer may require a bearer token; a proxy may reach it over TLS (`https://`).
 
 mod follow;
 mod serve;
 
-pub use follow::subscribe;
+pub use follow::{subscribe, Link};
 pub use serve::serve;
