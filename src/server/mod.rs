@@ -81,8 +81,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
-    #[error("invalid config: `topology.observer`: {0}")]
-    Observer(String),
+    #[error("invalid config: `{key}`: {why}")]
+    Observer { key: &'static str, why: String },
 }
 
 /// A started proxy: its addresses, a small API for what tests and `main` need to see, and the
@@ -177,6 +177,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
+    // Before the cluster is asked anything: a CA file that holds no certificate is a
+    // configuration error, whether or not the cluster answers.
+    let link = match &cfg.topology.observer {
+        Some(url) => Some(
+            topology::shared::Link::new(
+                url,
+                cfg.topology.observer_token.as_ref(),
+                cfg.topology.observer_ca_file.as_deref(),
+            )
+            .map_err(|(key, why)| StartError::Observer { key, why })?,
+        ),
+        None => None,
+    };
     memory::hold_mmap_threshold();
     // Names for the per-command series come from the built-in table, so that they do not depend
     // on which node answered COMMAND.
@@ -225,7 +238,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
     });
-    let mut tasks = topology_tasks(&cfg, &store, &poller, &router.metrics)?;
+    let mut tasks = topology_tasks(&cfg, link, &store, &poller, &router.metrics);
     let shared =
         Arc::new(Shared { cfg, router, conn, draining: AtomicBool::new(false), seen_version: AtomicU64::new(0) });
     let workers = Arc::new(workers);
@@ -244,17 +257,16 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 /// is the reconciliation interval), plus the shared-observer stream or the bus observer.
 fn topology_tasks(
     cfg: &Config,
+    observer: Option<topology::shared::Link>,
     store: &Arc<TopologyStore>,
     poller: &Arc<Poller>,
     metrics: &Arc<Metrics>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+) -> Vec<tokio::task::JoinHandle<()>> {
     let tc = &cfg.topology;
     let poll_every = if tc.source == Source::Bus { tc.reconcile_interval } else { tc.refresh_interval };
     let refresher = topology::run_refresher(store.clone(), poller.clone(), poll_every, tc.min_refresh_gap);
     let mut tasks = vec![tokio::spawn(refresher)];
-    if let Some(url) = &tc.observer {
-        let link = topology::shared::Link::new(url, tc.observer_token.as_ref(), tc.observer_ca_file.as_deref())
-            .map_err(StartError::Observer)?;
+    if let Some(link) = observer {
         let follow = topology::shared::subscribe(link, store.clone(), poller.clone(), metrics.clone());
         tasks.push(tokio::spawn(follow));
     } else if tc.source == Source::Bus {
@@ -264,7 +276,7 @@ fn topology_tasks(
         // The start-up read was this poller's first; it follows the cluster from now on.
         metrics.set_topology_source("poll");
     }
-    Ok(tasks)
+    tasks
 }
 
 /// The bus observer's settings from the proxy's configuration.

@@ -39,8 +39,9 @@ pub struct Link {
 impl Link {
     /// The link for `url` (`http://HOST:PORT` or `https://HOST:PORT`, checked by the config).
     /// An https link trusts the web's roots (webpki-roots) and the PEM certificates in
-    /// `ca_file`. Errors say what is wrong without showing the token.
-    pub fn new(url: &str, token: Option<&Secret>, ca_file: Option<&Path>) -> Result<Link, String> {
+    /// `ca_file`. Errors name the configuration key and say what is wrong without showing the
+    /// token.
+    pub fn new(url: &str, token: Option<&Secret>, ca_file: Option<&Path>) -> Result<Link, (&'static str, String)> {
         let (https, rest) = match url.strip_prefix("https://") {
             Some(rest) => (true, rest),
             None => (false, url.trim_start_matches("http://")),
@@ -48,8 +49,9 @@ impl Link {
         let addr = rest.trim_end_matches('/').to_string();
         let auth = match token {
             Some(t) => {
-                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                    .map_err(|_| "the observer token has characters an HTTP header cannot carry".to_string())?;
+                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
+                    ("topology.observer_token_file", "the token has characters an HTTP header cannot carry".into())
+                })?;
                 // Kept out of hyper's own debug output.
                 v.set_sensitive(true);
                 Some(v)
@@ -62,8 +64,9 @@ impl Link {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 let name = ServerName::try_from(host.to_string())
-                    .map_err(|e| format!("`{host}` cannot name a TLS server: {e}"))?;
-                Some((TlsConnector::from(Arc::new(client_config(ca_file)?)), name))
+                    .map_err(|e| ("topology.observer", format!("`{host}` cannot name a TLS server: {e}")))?;
+                let config = client_config(ca_file).map_err(|e| ("topology.observer_ca_file", e))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
             }
         };
         Ok(Link { addr, auth, tls })
