@@ -422,7 +422,9 @@ fn secret_twice_or_unusable_files_stop_the_start() {
     let seed = format!("127.0.0.1:{}", free_port());
     let both =
         |key: &str| format!("clusterless: invalid config: `{key}` and `{key}_file` are both set; set one of them\n");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, String)> = vec![
+    // (flags, variables, the whole of stderr)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case<'_>> = vec![
         (vec!["--requirepass", "fl4g-S3cret", "--requirepass-file", &pw], vec![], both("auth.requirepass")),
         (
             vec!["--backend-password-file", &pw],
