@@ -257,6 +257,7 @@ mod tests {
         assert_eq!(c.topology.failover_hold, d.topology.failover_hold);
         assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
         assert_eq!(c.drain_timeout, d.drain_timeout);
+        assert_eq!(c.admin.open_paths, d.admin.open_paths);
     }
 
     #[test]
