@@ -457,6 +457,13 @@ fn secret_twice_or_unusable_files_stop_the_start() {
             format!("clusterless: invalid config: `topology.observer_ca_file`: {pw} holds no PEM certificate\n"),
         ),
     ];
+    // --help names the variables but not the passwords they hold.
+    let secret_env = [("CLUSTERLESS_REQUIREPASS", "h3lp-S3cret"), ("CLUSTERLESS_BACKEND_PASSWORD", "h3lp-S3cret")];
+    let out = common::bin::command(&["--help"], &secret_env).output().expect("run clusterless --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: CLUSTERLESS_REQUIREPASS]"), "{help}");
+    assert!(help.contains("[env: CLUSTERLESS_BACKEND_PASSWORD]"), "{help}");
+    assert!(!help.contains("h3lp-S3cret"), "{help}");
     for (args, env, want) in cases {
         let all: Vec<&str> = args.iter().copied().chain(["--seed", &seed]).collect();
         let (code, stderr) = run_env(&all, &env);
