@@ -56,7 +56,7 @@ pub mod sync;
 mod topology;
 
 pub use metrics::exported_names as metric_names;
-pub use server::observe::{start as start_observer, ObserverService};
+pub use server::observe::{start as start_observer, start_with_token as start_observer_with_token, ObserverService};
 pub use server::{start, Running, StartError};
 pub use topology::gossip::codec as bus_codec;
 pub use topology::{Node, Role, Topology};

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clusterless::config::{Cli, Command, Config, DevArgs};
+use clusterless::config::{read_secret_file, Cli, Command, Config, DevArgs, Secret};
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
 
 fn main() -> ExitCode {
@@ -19,7 +19,13 @@ fn main() -> ExitCode {
     init_logs(&cfg);
     match cli.command {
         Some(Command::Dev(args)) => dev(cfg, args),
-        Some(Command::Observe(args)) => observe(cfg, args.http),
+        Some(Command::Observe(args)) => {
+            let token = match args.token_file.as_deref().map(|p| read_secret_file("--token-file", p)).transpose() {
+                Ok(t) => t,
+                Err(e) => return fail(&e.to_string()),
+            };
+            observe(cfg, args.http, token)
+        }
         None => run(cfg),
     }
 }
@@ -86,13 +92,13 @@ async fn drain(running: &clusterless::Running) {
 }
 
 /// Runs a standalone shared observer until SIGTERM/SIGINT.
-fn observe(cfg: Config, http: std::net::SocketAddr) -> ExitCode {
+fn observe(cfg: Config, http: std::net::SocketAddr, token: Option<Secret>) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     rt.block_on(async {
-        let service = match clusterless::start_observer(&cfg, http).await {
+        let service = match clusterless::start_observer_with_token(&cfg, http, token).await {
             Ok(s) => s,
             Err(e) => return fail(&e.to_string()),
         };

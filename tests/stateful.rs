@@ -623,7 +623,11 @@ async fn resp3_clients_get_resp3_replies_and_pushes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_style_users_from_config() {
-    let env = start_with(small(), |cfg| cfg.auth.users = vec![("app".into(), "s3cret".into())]).await;
+    let env = start_with(small(), |cfg| {
+        cfg.auth.users =
+            vec![clusterless::config::User { name: "app".into(), password: "s3cret".into(), backend: None }]
+    })
+    .await;
     let mut c = Raw::connect(env.addr()).await;
     assert_eq!(c.cmd(&[b"GET", b"k"]).await, b"-NOAUTH Authentication required.\r\n");
     assert_eq!(

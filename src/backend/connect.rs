@@ -10,14 +10,14 @@ use tokio::time::timeout;
 
 use super::identity::MYID;
 use super::{BackendError, Reason, Verify};
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, Secret};
 use crate::resp::{self, ReplyScanner};
 
 /// Credentials sent to every node when connecting.
 #[derive(Clone, Debug, Default)]
 pub struct Auth {
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 impl Auth {
@@ -43,7 +43,7 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let mut handshake: Vec<Vec<Bytes>> = Vec::new();
-    let pass = auth.password.as_deref().map(|p| Bytes::copy_from_slice(p.as_bytes()));
+    let pass = auth.password.as_ref().map(|p| Bytes::copy_from_slice(p.expose().as_bytes()));
     let user = Bytes::copy_from_slice(auth.user.as_deref().unwrap_or("default").as_bytes());
     if proto >= 3 {
         let mut h = vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")];

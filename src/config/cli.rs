@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use super::Secret;
+
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(name = "clusterless", version, about = "Makes a Redis Cluster look like one plain Redis server")]
@@ -31,6 +33,9 @@ pub struct ObserveArgs {
     /// HTTP address to serve the topology on.
     #[arg(long, default_value = "127.0.0.1:9737")]
     pub http: SocketAddr,
+    /// File holding the bearer token subscribers must send (all paths but /healthz).
+    #[arg(long, env = "CLUSTERLESS_OBSERVE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -59,8 +64,11 @@ pub struct ProxyArgs {
     #[arg(long = "seed", global = true, env = "CLUSTERLESS_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
     /// Password clients must AUTH with.
-    #[arg(long, global = true, env = "CLUSTERLESS_REQUIREPASS")]
-    pub requirepass: Option<String>,
+    #[arg(long, global = true, env = "CLUSTERLESS_REQUIREPASS", hide_env_values = true, value_parser = secret)]
+    pub requirepass: Option<Secret>,
+    /// File holding the password clients must AUTH with.
+    #[arg(long, global = true, env = "CLUSTERLESS_REQUIREPASS_FILE")]
+    pub requirepass_file: Option<PathBuf>,
     /// User name clients AUTH as (with requirepass).
     #[arg(long, global = true, env = "CLUSTERLESS_USER")]
     pub user: Option<String>,
@@ -68,8 +76,11 @@ pub struct ProxyArgs {
     #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_USER")]
     pub backend_user: Option<String>,
     /// Password for the backend nodes.
-    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_PASSWORD")]
-    pub backend_password: Option<String>,
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub backend_password: Option<Secret>,
+    /// File holding the password for the backend nodes.
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_PASSWORD_FILE")]
+    pub backend_password_file: Option<PathBuf>,
     /// Maximum number of client connections.
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
@@ -85,15 +96,25 @@ pub struct ProxyArgs {
     /// Log format: plain or json.
     #[arg(long, global = true, env = "CLUSTERLESS_LOG_FORMAT")]
     pub log_format: Option<String>,
-    /// Follow a shared observer (`http://HOST:PORT`) instead of watching the cluster itself.
+    /// Follow a shared observer (`http://HOST:PORT` or `https://HOST:PORT`) instead of watching
+    /// the cluster itself.
     #[arg(long, global = true, env = "CLUSTERLESS_OBSERVER")]
     pub observer: Option<String>,
+    /// File holding the bearer token to send to the shared observer.
+    #[arg(long, global = true, env = "CLUSTERLESS_OBSERVER_TOKEN_FILE")]
+    pub observer_token_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for an https:// observer (besides the web roots).
+    #[arg(long, global = true, env = "CLUSTERLESS_OBSERVER_CA_FILE")]
+    pub observer_ca_file: Option<PathBuf>,
     /// Where the slot map comes from: bus (gossip observer) or poll.
     #[arg(long = "topology-source", global = true, env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
     pub topology_source: Option<String>,
     /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
     #[arg(long = "metrics", global = true, env = "CLUSTERLESS_METRICS")]
     pub metrics: Option<String>,
+    /// File holding the bearer token the admin endpoint requires (but on admin.open_paths).
+    #[arg(long, global = true, env = "CLUSTERLESS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -147,6 +168,12 @@ fn env_of(flag: &str) -> Option<String> {
         .flat_map(|c| c.get_arguments())
         .find(|a| a.get_long() == Some(long))?;
     found.get_env().and_then(|v| v.to_str()).map(str::to_string)
+}
+
+/// A password given as a flag or variable, kept as a [`Secret`] so that printing the parsed
+/// command line cannot show it.
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
 }
 
 /// A size as Redis writes them, for flags.

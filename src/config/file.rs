@@ -2,7 +2,7 @@
 //! environment, the flags and the defaults; unknown keys are errors. Reading it reports any
 //! problem on one line naming the file, the line and the dotted key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
@@ -137,13 +137,19 @@ pub(super) struct FileTransactions {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileUser {
     pub(super) name: String,
-    pub(super) password: String,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) backend_user: Option<String>,
+    pub(super) backend_password: Option<String>,
+    pub(super) backend_password_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileAdmin {
     pub(super) listen: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) open_paths: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -197,6 +203,7 @@ impl<'de> Deserialize<'de> for Size {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileAuth {
     pub(super) requirepass: Option<String>,
+    pub(super) requirepass_file: Option<PathBuf>,
     pub(super) user: Option<String>,
     #[serde(default)]
     pub(super) users: Vec<FileUser>,
@@ -207,6 +214,7 @@ pub(super) struct FileAuth {
 pub(super) struct FileBackend {
     pub(super) user: Option<String>,
     pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
     pub(super) connections_per_node: Option<usize>,
     pub(super) connect_timeout_ms: Option<u64>,
     pub(super) request_timeout_ms: Option<u64>,
@@ -225,6 +233,8 @@ pub(super) struct FileTopology {
     pub(super) reconcile_interval_ms: Option<u64>,
     pub(super) failover_hold_ms: Option<u64>,
     pub(super) observer: Option<String>,
+    pub(super) observer_token_file: Option<PathBuf>,
+    pub(super) observer_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]

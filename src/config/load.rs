@@ -1,13 +1,29 @@
 //! Merging the file, the environment and the flags over the defaults, and validating each key.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::file::{self, FileConfig};
 use super::redis_syntax::parse_output_limit;
-use super::{Config, ConfigError, CrossSlot, ProxyArgs, Source};
+use super::secret::{read_file, Secret};
+use super::{Config, ConfigError, Credentials, CrossSlot, ProxyArgs, Source, User};
 
 fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid config: `{key}`: {why}"))
+}
+
+/// A secret given as a value (`key`) or in a file (`key_file`); an empty value counts as unset.
+/// Both at once is an error: which one was meant cannot be known, and using either silently
+/// would hide a stale setting.
+fn secret_or_file(key: &str, value: Option<Secret>, file: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
+    match (value.filter(|v| !v.expose().is_empty()), file) {
+        (Some(_), Some(_)) => {
+            Err(ConfigError(format!("invalid config: `{key}` and `{key}_file` are both set; set one of them")))
+        }
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => read_file(&format!("{key}_file"), path).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 impl Config {
@@ -48,24 +64,47 @@ impl Config {
         positive("limits.max_pipeline", c.limits.max_pipeline as u64)?;
         positive("limits.client_query_buffer_limit", c.limits.query_buffer as u64)?;
 
-        c.auth.requirepass = args.requirepass.clone().or(file.auth.requirepass).filter(|p| !p.is_empty());
+        let requirepass = args.requirepass.clone().or(file.auth.requirepass.map(Secret::new));
+        let requirepass_file = args.requirepass_file.as_deref().or(file.auth.requirepass_file.as_deref());
+        c.auth.requirepass = secret_or_file("auth.requirepass", requirepass, requirepass_file)?;
         c.auth.user = args.user.clone().or(file.auth.user).filter(|u| !u.is_empty());
         if c.auth.user.is_some() && c.auth.requirepass.is_none() {
             return Err(bad("auth.user", "set together with auth.requirepass"));
         }
-        for u in &file.auth.users {
+        for (i, u) in file.auth.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
                 return Err(bad("auth.users", format!("`{}` is not a valid user name", u.name)));
             }
-            if u.password.is_empty() {
-                return Err(bad("auth.users", format!("user `{}` needs a password", u.name)));
-            }
-            c.auth.users.push((u.name.clone(), u.password.clone()));
+            let password = secret_or_file(
+                &format!("{key}.password"),
+                u.password.clone().map(Secret::new),
+                u.password_file.as_deref(),
+            )?
+            .ok_or_else(|| bad("auth.users", format!("user `{}` needs a password", u.name)))?;
+            let backend_password = secret_or_file(
+                &format!("{key}.backend_password"),
+                u.backend_password.clone().map(Secret::new),
+                u.backend_password_file.as_deref(),
+            )?;
+            let backend = match (u.backend_user.clone().filter(|b| !b.is_empty()), backend_password) {
+                (Some(user), Some(password)) => Some(Credentials { user, password }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(bad(&format!("{key}.backend_user"), "set together with backend_password"))
+                }
+                (None, Some(_)) => {
+                    return Err(bad(&format!("{key}.backend_password"), "set together with backend_user"))
+                }
+            };
+            c.auth.users.push(User { name: u.name.clone(), password, backend });
         }
 
         let b = file.backend;
         c.backend.user = args.backend_user.clone().or(b.user).filter(|u| !u.is_empty());
-        c.backend.password = args.backend_password.clone().or(b.password).filter(|p| !p.is_empty());
+        let password = args.backend_password.clone().or(b.password.map(Secret::new));
+        let password_file = args.backend_password_file.as_deref().or(b.password_file.as_deref());
+        c.backend.password = secret_or_file("backend.password", password, password_file)?;
         if c.backend.user.is_some() && c.backend.password.is_none() {
             return Err(bad("backend.user", "set together with backend.password"));
         }
@@ -106,11 +145,21 @@ impl Config {
         c.topology.failover_hold = millis("topology.failover_hold_ms", t.failover_hold_ms, c.topology.failover_hold)?;
         c.topology.observer = args.observer.clone().or(t.observer).filter(|o| !o.is_empty());
         if let Some(o) = &c.topology.observer {
-            let hp = o
-                .strip_prefix("http://")
-                .ok_or_else(|| bad("topology.observer", format!("`{o}` is not http://HOST:PORT")))?;
+            let hp = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).ok_or_else(|| {
+                bad("topology.observer", format!("`{o}` is not http://HOST:PORT or https://HOST:PORT"))
+            })?;
             validate_hostport(hp.trim_end_matches('/'))
                 .map_err(|why| bad("topology.observer", format!("`{o}`: {why}")))?;
+        }
+        if let Some(path) = args.observer_token_file.as_deref().or(t.observer_token_file.as_deref()) {
+            c.topology.observer_token = Some(read_file("topology.observer_token_file", path)?);
+        }
+        c.topology.observer_ca_file = args.observer_ca_file.clone().or(t.observer_ca_file);
+        if let Some(path) = &c.topology.observer_ca_file {
+            // Read here so that a wrong path stops the start; the certificates are parsed where
+            // the TLS client is built.
+            std::fs::metadata(path)
+                .map_err(|e| bad("topology.observer_ca_file", format!("cannot read {}: {e}", path.display())))?;
         }
         c.topology.source = match args.topology_source.clone().or(t.source).as_deref() {
             None | Some("bus") => Source::Bus,
@@ -135,6 +184,15 @@ impl Config {
                     Some(a.parse().map_err(|_| bad("admin.listen", format!("`{a}` is not an IP:PORT address")))?)
             }
             None => {}
+        }
+        if let Some(path) = args.admin_token_file.as_deref().or(file.admin.token_file.as_deref()) {
+            c.admin.token = Some(read_file("admin.token_file", path)?);
+        }
+        if let Some(paths) = file.admin.open_paths {
+            if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+                return Err(bad("admin.open_paths", format!("`{p}` is not a path (like /healthz)")));
+            }
+            c.admin.open_paths = paths;
         }
         c.drain_timeout = millis("lifecycle.drain_timeout_ms", file.lifecycle.drain_timeout_ms, c.drain_timeout)?;
         if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
@@ -199,6 +257,7 @@ mod tests {
         assert_eq!(c.topology.failover_hold, d.topology.failover_hold);
         assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
         assert_eq!(c.drain_timeout, d.drain_timeout);
+        assert_eq!(c.admin.open_paths, d.admin.open_paths);
     }
 
     #[test]
@@ -231,7 +290,7 @@ mod tests {
         let e = with_file("[backend]\n\nbogus = 1\n").unwrap_err().0;
         assert!(e.contains(", line 3, `backend.bogus`: unknown field `bogus`"), "{e}");
         let e = with_file("[[auth.users]]\nname = \"a\"\n").unwrap_err().0;
-        assert!(e.ends_with(", line 1, `auth.users[0]`: missing field `password`"), "{e}");
+        assert_eq!(e, "invalid config: `auth.users`: user `a` needs a password");
         let e = with_file("backend = { max_redirects = -1 }\n").unwrap_err().0;
         assert!(e.ends_with(", line 1, `backend.max_redirects`: invalid value: integer `-1`, expected an integer from 0 to 4294967295"), "{e}");
     }
@@ -255,10 +314,136 @@ mod tests {
     fn stateful_settings() {
         let c = with_file("[transactions]\ncross_slot = \"per-shard\"\n[[auth.users]]\nname = \"app\"\npassword = \"pw\"\n[backend]\ndedicated_per_node = 4\n").unwrap();
         assert_eq!(c.transactions.cross_slot, CrossSlot::PerShard);
-        assert_eq!(c.auth.users, vec![("app".to_string(), "pw".to_string())]);
+        assert_eq!(c.auth.users, vec![User { name: "app".into(), password: Secret::new("pw"), backend: None }]);
         assert!(c.auth.required());
         assert_eq!(c.backend.dedicated_per_node, 4);
         assert_eq!(Config::defaults().transactions.cross_slot, CrossSlot::Refuse);
+    }
+
+    /// A scratch file holding `text`, removed on drop.
+    struct Scratch(std::path::PathBuf);
+    impl Scratch {
+        fn new(text: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!(
+                "clusterless-secret-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::write(&p, text).unwrap();
+            Scratch(p)
+        }
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let (pass, node, app, token) =
+            (Scratch::new("client-pw\n"), Scratch::new("node-pw\n"), Scratch::new("app-pw"), Scratch::new("tok\n"));
+        let text = format!(
+            "[auth]\nrequirepass_file = \"{}\"\n[backend]\npassword_file = \"{}\"\n\
+             [[auth.users]]\nname = \"app\"\npassword_file = \"{}\"\nbackend_user = \"app-acl\"\n\
+             backend_password_file = \"{}\"\n\
+             [[auth.users]]\nname = \"ops\"\npassword = \"ops-pw\"\n\
+             [admin]\ntoken_file = \"{}\"\nopen_paths = [\"/healthz\"]\n\
+             [topology]\nobserver = \"https://obs:9737\"\nobserver_token_file = \"{}\"\n",
+            pass.path(),
+            node.path(),
+            app.path(),
+            node.path(),
+            token.path(),
+            token.path()
+        );
+        let c = with_file(&text).unwrap();
+        assert_eq!(c.auth.requirepass, Some(Secret::new("client-pw")));
+        assert_eq!(c.backend.password, Some(Secret::new("node-pw")));
+        let backend = Some(Credentials { user: "app-acl".into(), password: Secret::new("node-pw") });
+        assert_eq!(
+            c.auth.users,
+            vec![
+                User { name: "app".into(), password: Secret::new("app-pw"), backend },
+                User { name: "ops".into(), password: Secret::new("ops-pw"), backend: None },
+            ]
+        );
+        assert_eq!(c.admin.token, Some(Secret::new("tok")));
+        assert_eq!(c.admin.open_paths, vec!["/healthz".to_string()]);
+        assert_eq!(c.topology.observer_token, Some(Secret::new("tok")));
+        // Nothing of it shows when the configuration is printed.
+        let printed = format!("{c:?}");
+        for s in ["client-pw", "node-pw", "app-pw", "ops-pw", "tok\""] {
+            assert!(!printed.contains(s), "{s} in {printed}");
+        }
+        assert_eq!(Config::defaults().admin.open_paths, vec!["/healthz".to_string(), "/readyz".to_string()]);
+
+        // Flags name their files too.
+        let args = ProxyArgs {
+            requirepass_file: Some(pass.0.clone()),
+            backend_password_file: Some(node.0.clone()),
+            admin_token_file: Some(token.0.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.auth.requirepass, c.backend.password), (Some("client-pw".into()), Some("node-pw".into())));
+        assert_eq!(c.admin.token, Some("tok".into()));
+    }
+
+    #[test]
+    fn a_secret_and_its_file_are_not_both_set() {
+        let f = Scratch::new("pw\n");
+        let p = f.path();
+        let cases = [
+            (format!("[auth]\nrequirepass = \"a\"\nrequirepass_file = \"{p}\"\n"), "auth.requirepass"),
+            (format!("[backend]\npassword = \"a\"\npassword_file = \"{p}\"\n"), "backend.password"),
+            (format!("[[auth.users]]\nname = \"u\"\npassword = \"a\"\npassword_file = \"{p}\"\n"), "auth.users[0].password"),
+            (
+                format!("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_user = \"b\"\nbackend_password = \"c\"\nbackend_password_file = \"{p}\"\n"),
+                "auth.users[0].backend_password",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(
+                with_file(&text).unwrap_err().0,
+                format!("invalid config: `{key}` and `{key}_file` are both set; set one of them")
+            );
+        }
+        // The value from a flag and the file from the config file conflict as well.
+        let dir = Scratch::new(&format!("[auth]\nrequirepass_file = \"{p}\"\n"));
+        let args = ProxyArgs { config: Some(dir.0.clone()), requirepass: Some("flag".into()), ..Default::default() };
+        assert_eq!(
+            Config::load(&args).unwrap_err().0,
+            "invalid config: `auth.requirepass` and `auth.requirepass_file` are both set; set one of them"
+        );
+    }
+
+    #[test]
+    fn bad_secret_files_and_backend_credentials() {
+        let empty = Scratch::new("\n");
+        let e = with_file(&format!("[backend]\npassword_file = \"{}\"\n", empty.path())).unwrap_err().0;
+        assert_eq!(e, format!("invalid config: `backend.password_file`: {} is empty", empty.path()));
+        let e = with_file("[admin]\ntoken_file = \"/nonexistent/clusterless-token\"\n").unwrap_err().0;
+        assert_eq!(
+            e,
+            "invalid config: `admin.token_file`: cannot read /nonexistent/clusterless-token: No such file or \
+             directory (os error 2)"
+        );
+        let e = with_file("[topology]\nobserver_token_file = \"/nonexistent/t\"\n").unwrap_err().0;
+        assert!(e.starts_with("invalid config: `topology.observer_token_file`: cannot read /nonexistent/t: "), "{e}");
+        let e = with_file("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_user = \"b\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `auth.users[0].backend_user`: set together with backend_password");
+        let e = with_file("[[auth.users]]\nname = \"u\"\npassword = \"a\"\nbackend_password = \"b\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `auth.users[0].backend_password`: set together with backend_user");
+        let e = with_file("[admin]\nopen_paths = [\"healthz\"]\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `admin.open_paths`: `healthz` is not a path (like /healthz)");
+        let e = with_file("[topology]\nobserver = \"ftp://o:1\"\n").unwrap_err().0;
+        assert_eq!(e, "invalid config: `topology.observer`: `ftp://o:1` is not http://HOST:PORT or https://HOST:PORT");
+        let e = with_file("[topology]\nobserver_ca_file = \"/nonexistent/ca.pem\"\n").unwrap_err().0;
+        assert!(e.starts_with("invalid config: `topology.observer_ca_file`: cannot read /nonexistent/ca.pem: "), "{e}");
     }
 
     #[test]

@@ -7,13 +7,16 @@ mod cli;
 mod file;
 mod load;
 mod redis_syntax;
+mod secret;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::memory::OutputLimits;
 
 pub use cli::{Cli, Command, DevArgs, ObserveArgs, ProxyArgs};
+pub use secret::{read_file as read_secret_file, Secret};
 
 /// A configuration problem, reported as one line naming the key or file.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Admin HTTP address; `None` turns the endpoint (and metric recording) off.
     pub admin_listen: Option<SocketAddr>,
+    pub admin: AdminConfig,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
     pub transactions: TransactionsConfig,
@@ -70,14 +74,45 @@ pub struct LimitsConfig {
     pub max_memory: usize,
 }
 
+/// Who may use the admin HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// When set, every path but `open_paths` needs `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Paths answered without the token (probes cannot send one).
+    pub open_paths: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig { token: None, open_paths: vec!["/healthz".into(), "/readyz".into()] }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct AuthConfig {
     /// When set, clients must AUTH before anything else.
-    pub requirepass: Option<String>,
+    pub requirepass: Option<Secret>,
     /// The user name accepted with the password (`default` when unset).
     pub user: Option<String>,
     /// Further ACL-style users (`AUTH name password`), besides `user`/`requirepass`.
-    pub users: Vec<(String, String)>,
+    pub users: Vec<User>,
+}
+
+/// A user clients may `AUTH name password` as (`[[auth.users]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: Secret,
+    /// The nodes' credentials for this user's commands; `None`: the `backend` ones.
+    pub backend: Option<Credentials>,
+}
+
+/// A user name and password for the nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
 }
 
 impl AuthConfig {
@@ -90,7 +125,7 @@ impl AuthConfig {
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub connections_per_node: usize,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -118,8 +153,13 @@ pub struct TopologyConfig {
     pub reconcile_interval: Duration,
     /// How long requests for a slot whose master is failing are held for the new owner.
     pub failover_hold: Duration,
-    /// A shared observer to follow instead of the proxy's own (`http://HOST:PORT`).
+    /// A shared observer to follow instead of the proxy's own (`http://HOST:PORT` or
+    /// `https://HOST:PORT`).
     pub observer: Option<String>,
+    /// The bearer token sent to the shared observer.
+    pub observer_token: Option<Secret>,
+    /// PEM certificates trusted for an `https://` observer, besides the built-in web roots.
+    pub observer_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -183,9 +223,12 @@ impl Config {
                 reconcile_interval: Duration::from_millis(30_000),
                 failover_hold: Duration::from_millis(5000),
                 observer: None,
+                observer_token: None,
+                observer_ca_file: None,
             },
             log: LogConfig { level: "info".into(), level_given: false, json: false },
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9736))),
+            admin: AdminConfig::default(),
             drain_timeout: Duration::from_millis(10_000),
             transactions: TransactionsConfig::default(),
         }

@@ -2,7 +2,9 @@
 //! alive), `/readyz` (200 only with a usable slot map while accepting clients; 503 and a one-line
 //! reason otherwise, and while draining) and `/topology` (the current snapshot as JSON, the schema
 //! the shared observer serves at `/v1/topology`). GET and HEAD (hyper leaves the body out) are
-//! answered, as by the shared observer; other paths are 404, other methods 405.
+//! answered, as by the shared observer; other paths are 404, other methods 405. With
+//! `admin.token_file` set, every path but `admin.open_paths` first needs `Authorization: Bearer
+//! <token>` (401 otherwise, before anything else is said about the path).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,8 +62,22 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// 401 with the challenge RFC 6750 asks for.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized: send Authorization: Bearer <admin token>\n");
+    r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+    r
+}
+
 fn handle(p: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    let admin = &p.cfg.admin;
+    if let Some(token) = &admin.token {
+        let given = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if !admin.open_paths.iter().any(|o| o == path) && !token.authorizes(given) {
+            return unauthorized();
+        }
+    }
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/topology");
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");

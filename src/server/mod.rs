@@ -82,6 +82,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("invalid config: `{key}`: {why}")]
+    Observer { key: &'static str, why: String },
 }
 
 /// A started proxy: its addresses, a small API for what tests and `main` need to see, and the
@@ -176,6 +178,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
+    // Before the cluster is asked anything: a CA file that holds no certificate is a
+    // configuration error, whether or not the cluster answers.
+    let link = match &cfg.topology.observer {
+        Some(url) => Some(
+            topology::shared::Link::new(
+                url,
+                cfg.topology.observer_token.as_ref(),
+                cfg.topology.observer_ca_file.as_deref(),
+            )
+            .map_err(|(key, why)| StartError::Observer { key, why })?,
+        ),
+        None => None,
+    };
     memory::hold_mmap_threshold();
     // Names for the per-command series come from the built-in table, so that they do not depend
     // on which node answered COMMAND.
@@ -224,7 +239,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
     });
-    let mut tasks = topology_tasks(&cfg, &store, &poller, &router.metrics);
+    let mut tasks = topology_tasks(&cfg, link, &store, &poller, &router.metrics);
     let shared =
         Arc::new(Shared { cfg, router, conn, draining: AtomicBool::new(false), seen_version: AtomicU64::new(0) });
     let workers = Arc::new(workers);
@@ -243,6 +258,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 /// is the reconciliation interval), plus the shared-observer stream or the bus observer.
 fn topology_tasks(
     cfg: &Config,
+    observer: Option<topology::shared::Link>,
     store: &Arc<TopologyStore>,
     poller: &Arc<Poller>,
     metrics: &Arc<Metrics>,
@@ -251,7 +267,7 @@ fn topology_tasks(
     let poll_every = if tc.source == Source::Bus { tc.reconcile_interval } else { tc.refresh_interval };
     let refresher = topology::run_refresher(store.clone(), poller.clone(), poll_every, tc.min_refresh_gap);
     let mut tasks = vec![tokio::spawn(refresher)];
-    if let Some(url) = tc.observer.clone() {
+    if let Some(link) = observer {
         // Should the observer be caught lying, the proxy watches the cluster itself, as it would
         // without an observer.
         let own: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if tc.source == Source::Bus {
@@ -263,7 +279,7 @@ fn topology_tasks(
                 std::future::pending().await
             })
         };
-        let follow = topology::shared::subscribe(url, store.clone(), poller.clone(), metrics.clone(), own);
+        let follow = topology::shared::subscribe(link, store.clone(), poller.clone(), metrics.clone(), own);
         tasks.push(tokio::spawn(follow));
     } else if tc.source == Source::Bus {
         let observer = gossip::run(store.clone(), poller.clone(), observer_config(cfg), metrics.clone());

@@ -1,6 +1,7 @@
 //! `clusterless observe`: one shared observer for many proxies. It bootstraps from the seeds, runs
 //! the bus observer (polling on its own when the bus is unreachable) and serves its snapshot over
-//! HTTP (`/v1/topology`, `/v1/topology/watch`, `/healthz`, `/metrics`).
+//! HTTP (`/v1/topology`, `/v1/topology/watch`, `/healthz`, `/metrics`), all but `/healthz`
+//! behind a bearer token when one is given.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use tokio::net::TcpListener;
 
 use super::StartError;
 use crate::backend::Auth;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::metrics::Metrics;
 use crate::topology::{self, gossip, Learned, Poller, TopologyStore};
 
@@ -40,8 +41,17 @@ impl Drop for ObserverService {
     }
 }
 
-/// Starts a shared observer serving on `http`.
+/// Starts a shared observer serving on `http`, open to all.
 pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, StartError> {
+    start_with_token(cfg, http, None).await
+}
+
+/// Starts a shared observer serving on `http`; with `token`, subscribers must send it.
+pub async fn start_with_token(
+    cfg: &Config,
+    http: SocketAddr,
+    token: Option<Secret>,
+) -> Result<ObserverService, StartError> {
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
@@ -56,8 +66,8 @@ pub async fn start(cfg: &Config, http: SocketAddr) -> Result<ObserverService, St
     let ocfg = super::observer_config(cfg);
     let tasks = vec![
         tokio::spawn(gossip::run(store.clone(), poller, ocfg, metrics.clone())),
-        tokio::spawn(topology::shared::serve(store.clone(), metrics, listener)),
+        tokio::spawn(topology::shared::serve(store.clone(), metrics, listener, token.clone())),
     ];
-    tracing::info!(http = %addr, "shared observer serving /v1/topology and /v1/topology/watch");
+    tracing::info!(http = %addr, token = token.is_some(), "shared observer serving /v1/topology and /v1/topology/watch");
     Ok(ObserverService { addr, store, tasks })
 }

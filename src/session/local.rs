@@ -52,9 +52,9 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     // The config, not the session, is read below while the session is changed.
     let cfg = s.auth.clone();
     if let Some(u) = user {
-        let listed = cfg.users.iter().find(|(name, _)| name.as_bytes() == u);
-        if let Some((_, want)) = listed {
-            return if constant_time_eq(pass, want.as_bytes()) {
+        let listed = cfg.users.iter().find(|listed| listed.name.as_bytes() == u);
+        if let Some(want) = listed {
+            return if want.password.matches(pass) {
                 s.authenticated = true;
                 reply::ok()
             } else {
@@ -76,20 +76,12 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     };
     let want_user = cfg.user.as_deref().unwrap_or("default");
     let user_ok = user.map(|u| u == want_user.as_bytes()).unwrap_or(want_user == "default");
-    if user_ok && constant_time_eq(pass, required.as_bytes()) {
+    if user_ok && required.matches(pass) {
         s.authenticated = true;
         reply::ok()
     } else {
         errors::wrongpass()
     }
-}
-
-/// Compares passwords without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn hello(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {

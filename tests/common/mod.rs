@@ -162,7 +162,7 @@ pub async fn start_topo(spec: ClusterSpec, topo: Topo, tweak: impl FnOnce(&mut C
     let cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("start cluster");
     let mut cfg = shipped_config(cluster.seed());
     if let Some(p) = cluster.password() {
-        cfg.backend.password = Some(p.to_string());
+        cfg.backend.password = Some(p.into());
     }
     let observer = match topo {
         Topo::Bus => None,

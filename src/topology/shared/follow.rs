@@ -1,14 +1,9 @@
 //! A proxy following a shared observer: one long `GET /v1/topology/watch` (hyper's HTTP/1.1
-//! client), each line a snapshot published as is; while the observer cannot be reached, the
-//! proxy polls the cluster itself and reconnects with backoff.
-//!
-//! The observer is trusted only as far as the cluster agrees with it. Its first snapshot must
-//! name the nodes the proxy's seeds named (a stream about another cluster is refused), and when a
-//! node connection meets a node that is not the one the map names at its address, the cluster
-//! itself is asked who is there: if it does not place that node there either, the observer's map
-//! was false, and the proxy stops following it for good and watches the cluster on its own.
+//! client, over TLS for `https://`, with the bearer token when one is configured), each line a
+//! snapshot published as is; while the observer cannot be reached, or refuses the token, the
+//! proxy polls the cluster itself and reconnects with backoff. Once the cluster contradicts the
+//! observer ([`super::trust`]), the proxy stops following it for good.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,34 +12,43 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::link::Link;
+use super::trust::{contradicted, foreign};
 use crate::metrics::Metrics;
-use crate::topology::{from_json, Impostor, Learned, Node, Poller, TopologyStore};
+use crate::topology::{from_json, Learned, Poller, TopologyStore};
+
+/// How a refusal of the token (401) begins the reason [`follow`] returns: it is logged once per
+/// run of refusals, not at every retry.
+const REFUSED: &str = "401 Unauthorized";
 
 /// How following the stream ended.
 enum Ended {
-    /// The observer could not be reached or its stream broke: try again later.
+    /// The observer could not be reached, refused us, or its stream broke: try again later.
     Lost(String),
     /// The observer's map was found false: never follow it again.
     Distrusted(String),
 }
 
-/// Follows a shared observer at `url` (`http://host:port`), publishing every snapshot; polls the
-/// cluster itself while the observer cannot be reached. Once the observer is caught lying, runs
-/// `fallback` (the proxy's own bus observer) instead, for good.
+/// Follows a shared observer through `link`, publishing every snapshot; polls the cluster itself
+/// while the observer cannot be reached or refuses the token. Once the observer is caught lying,
+/// runs `fallback` (the proxy's own way of watching the cluster) instead, for good.
 pub async fn subscribe(
-    url: String,
+    link: Link,
     store: Arc<TopologyStore>,
     poller: Arc<Poller>,
     metrics: Arc<Metrics>,
     fallback: impl Future<Output = ()>,
 ) {
     let limit = poller.limit();
-    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr = &link.addr;
     let mut backoff = Duration::from_millis(200);
+    // Whether the last attempt was refused: a refusal is an error to fix, said once per episode.
+    let mut refused = false;
     loop {
-        let why = match follow(&addr, &store, &poller, &metrics, limit).await {
+        let why = match follow(&link, &store, &poller, &metrics, limit).await {
             Ended::Lost(why) => why,
             Ended::Distrusted(why) => {
                 store.bus_authoritative.store(false, Ordering::Relaxed);
@@ -60,7 +64,15 @@ pub async fn subscribe(
         };
         store.bus_authoritative.store(false, Ordering::Relaxed);
         metrics.set_topology_source("poll");
-        tracing::warn!(observer = %addr, error = %why, "shared observer unreachable: polling the cluster until it is back");
+        if why.starts_with(REFUSED) {
+            if !refused {
+                tracing::error!(observer = %addr, error = %why, "the shared observer refused this proxy (check topology.observer_token_file): polling the cluster until it accepts");
+            }
+            refused = true;
+        } else {
+            refused = false;
+            tracing::warn!(observer = %addr, error = %why, "shared observer unreachable: polling the cluster until it is back");
+        }
         // Poll while reconnecting, so that the map keeps following the cluster.
         let until = tokio::time::Instant::now() + backoff;
         while tokio::time::Instant::now() < until {
@@ -74,51 +86,66 @@ pub async fn subscribe(
 }
 
 /// Follows the stream until it ends; returns why it ended.
-async fn follow(addr: &str, store: &TopologyStore, poller: &Poller, metrics: &Metrics, limit: Duration) -> Ended {
-    let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+async fn follow(link: &Link, store: &TopologyStore, poller: &Poller, metrics: &Metrics, limit: Duration) -> Ended {
+    let stream = match tokio::time::timeout(limit, TcpStream::connect(&link.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Ended::Lost(format!("connect: {e}")),
         Err(_) => return Ended::Lost("connect timed out".into()),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    match &link.tls {
+        None => over(stream, link, store, poller, metrics, limit).await,
+        Some((tls, name)) => match tokio::time::timeout(limit, tls.connect(name.clone(), stream)).await {
+            Ok(Ok(s)) => over(s, link, store, poller, metrics, limit).await,
+            Ok(Err(e)) => Ended::Lost(format!("TLS handshake: {e}")),
+            Err(_) => Ended::Lost("TLS handshake timed out".into()),
+        },
+    }
+}
+
+/// HTTP over an open connection (plain or TLS).
+async fn over<IO>(
+    io: IO,
+    link: &Link,
+    store: &TopologyStore,
+    poller: &Poller,
+    metrics: &Metrics,
+    limit: Duration,
+) -> Ended
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(h) => h,
         Err(e) => return Ended::Lost(format!("HTTP handshake: {e}")),
     };
     // The connection's own task; it ends when the stream does or `sender` is dropped.
     let conn = tokio::spawn(conn);
-    let why = watch(addr, &mut sender, store, poller, metrics, limit).await;
+    let why = match watch(&link.addr, link.auth.as_ref(), &mut sender, store, poller, metrics, limit).await {
+        Err(why) => Ended::Lost(why),
+        Ok(distrusted) => Ended::Distrusted(distrusted),
+    };
     conn.abort();
     why
 }
 
+/// Reads the stream: `Err` with why it ended, `Ok` with the reason once the observer is caught
+/// lying.
 async fn watch(
     addr: &str,
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    store: &TopologyStore,
-    poller: &Poller,
-    metrics: &Metrics,
-    limit: Duration,
-) -> Ended {
-    match stream(addr, sender, store, poller, metrics, limit).await {
-        Err(why) => Ended::Lost(why),
-        Ok(distrusted) => Ended::Distrusted(distrusted),
-    }
-}
-
-/// Reads the stream; `Err` when it ends, `Ok` with the reason once the observer is caught lying.
-async fn stream(
-    addr: &str,
+    auth: Option<&hyper::header::HeaderValue>,
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     store: &TopologyStore,
     poller: &Poller,
     metrics: &Metrics,
     limit: Duration,
 ) -> Result<String, String> {
-    let req = match hyper::Request::get("/v1/topology/watch")
+    let mut req = hyper::Request::get("/v1/topology/watch")
         .header(hyper::header::HOST, addr)
-        .header(hyper::header::ACCEPT, "application/x-ndjson")
-        .body(Empty::<Bytes>::new())
-    {
+        .header(hyper::header::ACCEPT, "application/x-ndjson");
+    if let Some(a) = auth {
+        req = req.header(hyper::header::AUTHORIZATION, a.clone());
+    }
+    let req = match req.body(Empty::<Bytes>::new()) {
         Ok(r) => r,
         Err(e) => return Err(format!("request: {e}")),
     };
@@ -127,6 +154,10 @@ async fn stream(
         Ok(Err(e)) => return Err(format!("request: {e}")),
         Err(_) => return Err("no answer in time".into()),
     };
+    if resp.status() == hyper::StatusCode::UNAUTHORIZED {
+        let why = if auth.is_some() { "the token was refused" } else { "the observer requires a token" };
+        return Err(format!("{REFUSED}: {why}"));
+    }
     if resp.status() != hyper::StatusCode::OK {
         return Err(format!("unexpected answer: {}", resp.status()));
     }
@@ -177,37 +208,4 @@ async fn stream(
             }
         }
     }
-}
-
-/// Why the observer's first snapshot is about another cluster: it names fewer than half of the
-/// node ids the proxy's own start-up read found (a staging observer's URL in a production
-/// manifest, or a stream made up).
-fn foreign(nodes: &[Node], store: &TopologyStore) -> Option<String> {
-    let ours: HashSet<String> = store.load().nodes.iter().map(|n| n.id.clone()).filter(|id| !id.is_empty()).collect();
-    if ours.is_empty() {
-        return None;
-    }
-    let shared = nodes.iter().filter(|n| ours.contains(&n.id)).count();
-    (shared * 2 < ours.len()).then(|| {
-        format!("its map names {shared} of the {} nodes the seeds named: it watches another cluster", ours.len())
-    })
-}
-
-/// Why the observer is wrong about the node a connection met at `lie.addr`: the map (the
-/// observer's) names a node there, the node there is someone else, and the cluster's own answer
-/// does not place the named node at that address either. `None` when the cluster agrees with the
-/// observer (the node itself changed: the refresh it asked for sorts it out) or cannot say.
-async fn contradicted(lie: &Impostor, store: &TopologyStore, poller: &Poller) -> Option<String> {
-    let expected = lie.expected.as_deref()?;
-    let (nodes, _) = poller.fetch(store).await.ok()?;
-    let there = nodes.iter().find(|n| n.addr == lie.addr || n.ip_addr == lie.addr);
-    if there.is_some_and(|n| n.id == expected) {
-        return None;
-    }
-    Some(format!(
-        "it placed node {expected} at {}, where the node answered {} and the cluster places {}",
-        lie.addr,
-        lie.answered,
-        there.map(|n| n.id.as_str()).unwrap_or("no node")
-    ))
 }

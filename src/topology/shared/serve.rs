@@ -1,4 +1,7 @@
 //! The shared observer's HTTP side: its snapshot, a stream of snapshots, health and metrics.
+//! With a token (`clusterless observe --token-file`), every path but `/healthz` (which says only
+//! that the process runs, and which probes cannot send a token to) needs `Authorization: Bearer
+//! <token>`: the snapshot names every node of the cluster.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::topology::{to_json, TopologyStore};
 
@@ -27,7 +31,8 @@ fn full(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Resp
 
 /// Serves the observer's snapshot until the task is stopped; the connections (watch streams
 /// included) belong to this task and end with it, so subscribers notice at once.
-pub async fn serve(store: Arc<TopologyStore>, metrics: Arc<Metrics>, listener: TcpListener) {
+pub async fn serve(store: Arc<TopologyStore>, metrics: Arc<Metrics>, listener: TcpListener, token: Option<Secret>) {
+    let token = Arc::new(token);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -35,19 +40,36 @@ pub async fn serve(store: Arc<TopologyStore>, metrics: Arc<Metrics>, listener: T
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let (store, metrics, token) = (store.clone(), metrics.clone(), token.clone());
         conns.spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let (store, metrics) = (store.clone(), metrics.clone());
-                async move { Ok::<_, Infallible>(handle(&store, &metrics, req)) }
+                let (store, metrics, token) = (store.clone(), metrics.clone(), token.clone());
+                async move { Ok::<_, Infallible>(handle(&store, &metrics, token.as_ref().as_ref(), req)) }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
 
-fn handle(store: &Arc<TopologyStore>, metrics: &Metrics, req: Request<Incoming>) -> Response<Body> {
+fn handle(
+    store: &Arc<TopologyStore>,
+    metrics: &Metrics,
+    token: Option<&Secret>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(token) = token {
+        let given = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if path != "/healthz" && !token.authorizes(given) {
+            let mut r = full(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "unauthorized: send Authorization: Bearer <observer token>\n",
+            );
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
     if !matches!(path.as_str(), "/v1/topology" | "/v1/topology/watch" | "/healthz" | "/metrics") {
         return full(StatusCode::NOT_FOUND, "text/plain", "not found\n");
     }
