@@ -62,7 +62,22 @@ async fn failover(env: &Env, replica: u16) {
         }
     })
     .await;
-    let _: () = redis::cmd("PING").query_async(&mut r).await.expect("PING");
+    // Every node knows it as a replica (a demoted master's new role travels by gossip; its master
+    // ignores a failover request from a node it does not know as its replica yet).
+    let id = env.cluster.node_id(replica).expect("replica id");
+    let ports = env.cluster.ports();
+    eventually("every node knows the replica's role", || {
+        tokio::task::block_in_place(|| {
+            ports.iter().all(|&p| {
+                let nodes = env.cluster.cli(p, &["CLUSTER", "NODES"]).unwrap_or_default();
+                nodes.lines().any(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    f.first() == Some(&id.as_str()) && f.get(2).is_some_and(|flags| flags.contains("slave"))
+                })
+            })
+        })
+    })
+    .await;
     if let Err(e) = tokio::task::block_in_place(|| env.cluster.failover(replica)) {
         for p in env.cluster.ports() {
             let log = std::fs::read_to_string(env.cluster.log_path(p)).unwrap_or_default();
