@@ -316,3 +316,109 @@ async fn transactions_through_live_reshards_and_a_failover() {
     assert_eq!(on_owner(&env, &a).await, Some(n.to_string()));
     assert_eq!(on_owner(&env, &b).await, Some(log));
 }
+
+/// A live reshard of `slot` to `to`, begun: `first` migrated alone, the rest still on the
+/// owner, which is returned.
+fn begin(env: &Env, slot: u16, to: u16, first: &str) -> u16 {
+    let from = env.cluster.slot_owner(slot).expect("owner");
+    tokio::task::block_in_place(|| begin_move(&env.cluster, slot, from, to, &[first]));
+    from
+}
+
+/// The reshard finished: the other keys migrated, the slot assigned to `to` everywhere.
+async fn finish(env: &Env, slot: u16, from: u16, to: u16) {
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slot, from, to)).expect("finish");
+    proxy_routes(env, slot, to).await;
+}
+
+/// EVALSHA of a script loaded through the proxy, EVALSHA of one the proxy saw in an EVAL, and
+/// FCALL of a function loaded through the proxy, on keys of one slot that is resharded to another
+/// master (run also while it is half-migrated), failed over, and resharded to a master added
+/// after the loads: each script runs exactly once per call, EVALSHA never answers NOSCRIPT; the
+/// function is not on the added master, as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_functions_through_reshards_and_a_failover() {
+    let mut env = start(with_replicas()).await;
+    env.converges("start").await;
+    let ms = env.cluster.masters();
+    let slot = env.cluster.slots_of(ms[0])[200];
+    let (k, k2, fk) = (key_in_slot(slot, "sc-a-"), key_in_slot(slot, "sc-b-"), key_in_slot(slot, "sc-f-"));
+    let mut c = Raw::connect(env.addr()).await;
+    // Redis's own SHA1 of the body.
+    let body = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    let loaded = c.text(&["SCRIPT", "LOAD", body]).await;
+    let sha = loaded.lines().nth(1).expect("a sha").to_string();
+    assert_eq!(loaded, format!("$40\r\n{sha}\r\n"));
+    // A script seen only in an EVAL: the proxy remembers it (its SHA read from a node).
+    let body2 = "return redis.call('APPEND', KEYS[1], ARGV[1])";
+    assert_eq!(c.text(&["EVAL", body2, "1", &k2, "e0,"]).await, int(3));
+    let owner = env.cluster.slot_owner(slot).expect("owner");
+    let mut o = env.node(owner).await;
+    let sha2: String = redis::cmd("SCRIPT").arg("LOAD").arg(body2).query_async(&mut o).await.expect("sha2");
+    let lib = "#!lua name=combo\nredis.register_function('combo_incr', \
+               function(keys, args) return redis.call('INCR', keys[1]) end)";
+    assert_eq!(c.text(&["FUNCTION", "LOAD", lib]).await, "$5\r\ncombo\r\n");
+    assert_eq!(c.text(&["SET", &k, "0"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["SET", &fk, "0"]).await, "+OK\r\n");
+    let (mut n, mut log, mut f) = (0usize, String::from("e0,"), 0usize);
+
+    // 1. Live reshard to another master, checked half-way (the migrated key through ASK on the
+    //    target, the others on the source) and after.
+    let from = begin(&env, slot, ms[1], &k);
+    n += 1;
+    assert_eq!(c.text(&["EVALSHA", &sha, "1", &k, "1"]).await, int(n), "EVALSHA through ASK");
+    log += "e1,";
+    assert_eq!(c.text(&["EVALSHA", &sha2, "1", &k2, "e1,"]).await, int(log.len()), "EVALSHA on the source");
+    f += 1;
+    assert_eq!(c.text(&["FCALL", "combo_incr", "1", &fk]).await, int(f), "FCALL on the source");
+    finish(&env, slot, from, ms[1]).await;
+    n += 1;
+    assert_eq!(c.text(&["EVALSHA", &sha, "1", &k, "1"]).await, int(n), "EVALSHA after the reshard");
+    log += "e2,";
+    assert_eq!(c.text(&["EVALSHA", &sha2, "1", &k2, "e2,"]).await, int(log.len()));
+    f += 1;
+    assert_eq!(c.text(&["FCALL", "combo_incr", "1", &fk]).await, int(f), "FCALL after the reshard");
+
+    // 2. CLUSTER FAILOVER of the slot's master.
+    let replica = env.cluster.replicas_of(ms[1])[0];
+    let mut r = env.node(replica).await;
+    // Redis does not replicate its script cache: the promoted replica has neither script, so
+    // the EVALSHAs below live only if the proxy loads them there.
+    let exists: Vec<i64> = redis::cmd("SCRIPT").arg("EXISTS").arg(&sha).arg(&sha2).query_async(&mut r).await.unwrap();
+    assert_eq!(exists, [0, 0], "the replica has no scripts before its promotion");
+    failover(&env, replica).await;
+    env.converges("failover").await;
+    n += 1;
+    assert_eq!(c.text(&["EVALSHA", &sha, "1", &k, "1"]).await, int(n), "EVALSHA after a failover");
+    log += "e3,";
+    assert_eq!(c.text(&["EVALSHA", &sha2, "1", &k2, "e3,"]).await, int(log.len()));
+    f += 1;
+    assert_eq!(c.text(&["FCALL", "combo_incr", "1", &fk]).await, int(f), "FCALL after a failover");
+
+    // 3. A master added after the loads, given the slot: the script is loaded there on NOSCRIPT.
+    let new = tokio::task::block_in_place(|| env.cluster.add_master()).expect("add master");
+    env.converges("a master added").await;
+    let mut at_new = env.node(new).await;
+    let exists: Vec<i64> =
+        redis::cmd("SCRIPT").arg("EXISTS").arg(&sha).arg(&sha2).query_async(&mut at_new).await.unwrap();
+    assert_eq!(exists, [0, 0], "the added master has no scripts");
+    let libs: redis::Value = redis::cmd("FUNCTION").arg("LIST").query_async(&mut at_new).await.unwrap();
+    assert!(format!("{libs:?}").contains("combo_incr"), "redis-cli copied the library: {libs:?}");
+    let from = begin(&env, slot, new, &k);
+    n += 1;
+    assert_eq!(c.text(&["EVALSHA", &sha, "1", &k, "1"]).await, int(n), "EVALSHA through ASK to an added master");
+    log += "e4,";
+    assert_eq!(c.text(&["EVALSHA", &sha2, "1", &k2, "e4,"]).await, int(log.len()), "EVALSHA on the source");
+    finish(&env, slot, from, new).await;
+    n += 1;
+    assert_eq!(c.text(&["EVALSHA", &sha, "1", &k, "1"]).await, int(n), "EVALSHA on the added master");
+    log += "e5,";
+    assert_eq!(c.text(&["EVALSHA", &sha2, "1", &k2, "e5,"]).await, int(log.len()), "EVALSHA on the added master");
+    // redis-cli --cluster add-node copies the functions of an existing node to the one it adds
+    // (the README's "not copied" is about the proxy), so FCALL works there too.
+    f += 1;
+    assert_eq!(c.text(&["FCALL", "combo_incr", "1", &fk]).await, int(f), "FCALL on the added master");
+    // Every effect exactly once, on the node that owns the slot now.
+    let got: Vec<Option<String>> = redis::cmd("MGET").arg(&k).arg(&k2).arg(&fk).query_async(&mut at_new).await.unwrap();
+    assert_eq!(got, [Some(n.to_string()), Some(log), Some(f.to_string())]);
+}
