@@ -17,6 +17,8 @@ use clusterless::localcluster::LocalCluster;
 use common::*;
 
 const TRYAGAIN: &str = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
+const UNBLOCKED: &str =
+    "-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n";
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 /// First half of a live reshard of `slot` by hand: IMPORTING on `to`, MIGRATING on `from`, and
@@ -554,4 +556,135 @@ async fn scan_through_reshards_and_a_failover() {
     env.converges("failover").await;
     scan_rest(&mut c, cursor, &mut seen).await;
     assert_eq!(missed(&all, &seen, &victim_slots), Vec::<String>::new(), "keys of the other masters");
+}
+
+/// Clients of node `port` blocked in `cmd` right now (CLIENT LIST: `cmd=<cmd>`, `b` in flags).
+async fn blocked(env: &Env, port: u16, cmd: &str) -> usize {
+    let mut n = env.node(port).await;
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut n).await.unwrap_or_default();
+    list.lines()
+        .filter(|l| {
+            let field = |name: &str| {
+                l.split(' ').find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or("")
+            };
+            field("cmd") == cmd && field("flags").contains('b')
+        })
+        .count()
+}
+
+/// Waits until each master in `want` has exactly that many clients blocked in `cmd`.
+async fn blocked_as(env: &Env, cmd: &str, want: &[(u16, usize)], what: &str) {
+    eventually_async(what, || async {
+        for &(p, n) in want {
+            if blocked(env, p, cmd).await != n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// A blocking command sent on its own connection; its reply read later.
+async fn send_blocking(env: &Env, args: &[&str]) -> Raw {
+    let mut c = Raw::connect(env.addr()).await;
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    c.send(&clusterless::resp::encode_command(&args)).await;
+    c
+}
+
+fn bulk(s: &str) -> String {
+    format!("${}\r\n{s}\r\n", s.len())
+}
+
+/// BLPOP, BLMPOP and BZMPOP over keys on three masters, blocked while one key's slot is resharded
+/// (keys moving, an element pushed while the slot is half-migrated) and while a master fails
+/// over: the pop blocks again where the slots now live, and what is pushed afterwards is
+/// delivered once, the rest left where it was pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_slot_pops_through_a_reshard_and_a_failover() {
+    let env = start(with_replicas()).await;
+    env.converges("start").await;
+    let ms = env.cluster.masters();
+    let slots: Vec<u16> = ms.iter().map(|&m| env.cluster.slots_of(m)[300]).collect();
+    let q: Vec<String> = slots.iter().map(|&s| key_in_slot(s, "pq-")).collect();
+    let mut c = Raw::connect(env.addr()).await;
+    // A key that the reshard carries along.
+    assert_eq!(c.text(&["SET", &key_in_slot(slots[0], "pfill-"), "x"]).await, "+OK\r\n");
+
+    // 1. BLPOP blocked on every master; q0's slot moves from m0 to m1 entirely.
+    let mut p = send_blocking(&env, &["BLPOP", &q[0], &q[1], &q[2], "0"]).await;
+    blocked_as(&env, "blpop", &[(ms[0], 1), (ms[1], 1), (ms[2], 1)], "BLPOP blocks on every master").await;
+    tokio::task::block_in_place(|| move_slot(&env.cluster, slots[0], ms[0], ms[1]));
+    blocked_as(&env, "blpop", &[(ms[0], 0), (ms[1], 2), (ms[2], 1)], "BLPOP blocks where the slots live now").await;
+    let got = pipeline(&mut c, &[&["RPUSH", &q[0], "x0"], &["RPUSH", &q[2], "x2"]]).await;
+    assert_eq!(got, [int(1), int(1)]);
+    let popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
+    let left0 = c.text(&["LRANGE", &q[0], "0", "-1"]).await;
+    let left2 = c.text(&["LRANGE", &q[2], "0", "-1"]).await;
+    let (x0, x2) = (format!("*1\r\n{}", bulk("x0")), format!("*1\r\n{}", bulk("x2")));
+    if popped == format!("*2\r\n{}{}", bulk(&q[0]), bulk("x0")) {
+        assert_eq!((left0.as_str(), left2.as_str()), ("*0\r\n", x2.as_str()), "x0 delivered, x2 left");
+    } else {
+        assert_eq!(popped, format!("*2\r\n{}{}", bulk(&q[2]), bulk("x2")), "BLPOP after the reshard");
+        assert_eq!((left0.as_str(), left2.as_str()), (x0.as_str(), "*0\r\n"), "x2 delivered, x0 left");
+    }
+    assert_eq!(c.text(&["DEL", &q[0], &q[2]]).await, int(1));
+    blocked_as(&env, "blpop", &[(ms[0], 0), (ms[1], 0), (ms[2], 0)], "no pop left blocked").await;
+
+    // 2. BLMPOP (q0 and q1 on m1, q2 on m2) and a single-slot BLPOP blocked; CLUSTER FAILOVER
+    //    of m1; then elements pushed. Each pushed element is delivered once or left in its list:
+    //    the pops either stayed blocked and get them, or (what happens today, reported as a bug)
+    //    answered the node's UNBLOCKED when it turned replica, and a new BLMPOP gets them from
+    //    the promoted replica.
+    let blmpop = ["BLMPOP", "0", "3", &q[0], &q[1], &q[2], "LEFT", "COUNT", "2"];
+    let mut p = send_blocking(&env, &blmpop).await;
+    let single = key_in_slot(slots[1], "psingle-");
+    let mut p1 = send_blocking(&env, &["BLPOP", &single, "0"]).await;
+    blocked_as(&env, "blmpop", &[(ms[1], 2), (ms[2], 1)], "BLMPOP blocks on both masters").await;
+    blocked_as(&env, "blpop", &[(ms[1], 1)], "BLPOP blocks").await;
+    let r1 = env.cluster.replicas_of(ms[1])[0];
+    failover(&env, r1).await;
+    env.converges("failover").await;
+    assert_eq!(c.text(&["RPUSH", &q[1], "a", "b", "c"]).await, int(3));
+    assert_eq!(c.text(&["RPUSH", &single, "s1"]).await, int(1));
+    let want = format!("*2\r\n{}*2\r\n{}{}", bulk(&q[1]), bulk("a"), bulk("b"));
+    let mut popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
+    if popped == UNBLOCKED {
+        let args: Vec<&[u8]> = blmpop.iter().map(|a| a.as_bytes()).collect();
+        popped = String::from_utf8_lossy(&p.cmd(&args).await).into_owned();
+    }
+    assert_eq!(popped, want, "BLMPOP across a failover");
+    assert_eq!(c.text(&["LRANGE", &q[1], "0", "-1"]).await, format!("*1\r\n{}", bulk("c")));
+    assert_eq!(c.text(&["DEL", &q[1]]).await, int(1));
+    let popped = String::from_utf8_lossy(&p1.read_replies(1).await[0]).into_owned();
+    let left = c.text(&["LRANGE", &single, "0", "-1"]).await;
+    if popped == UNBLOCKED {
+        assert_eq!(left, format!("*1\r\n{}", bulk("s1")), "s1 left in its list");
+    } else {
+        assert_eq!(popped, format!("*2\r\n{}{}", bulk(&single), bulk("s1")), "BLPOP across a failover");
+        assert_eq!(left, "*0\r\n");
+    }
+    // Still served from the promoted replica after it: a new pop over all three blocks there.
+    let mut p = send_blocking(&env, &blmpop).await;
+    blocked_as(&env, "blmpop", &[(ms[1], 0), (r1, 2), (ms[2], 1)], "BLMPOP blocks on the promoted replica").await;
+    assert_eq!(c.text(&["RPUSH", &q[0], "d"]).await, int(1));
+    let popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
+    assert_eq!(popped, format!("*2\r\n{}*1\r\n{}", bulk(&q[0]), bulk("d")));
+    assert_eq!(c.text(&["EXISTS", &q[0], &q[1], &q[2]]).await, int(0));
+
+    // 3. BZMPOP blocked; q2's slot half-migrated to r1 (its other key moved), a member added
+    //    then (it lands on the target, through ASK), the reshard finished: delivered once.
+    let z: Vec<String> = slots.iter().map(|&s| key_in_slot(s, "pz-")).collect();
+    let zfill = key_in_slot(slots[2], "pzfill-");
+    assert_eq!(c.text(&["SET", &zfill, "x"]).await, "+OK\r\n");
+    let mut p = send_blocking(&env, &["BZMPOP", "0", "3", &z[0], &z[1], &z[2], "MIN"]).await;
+    blocked_as(&env, "bzmpop", &[(r1, 2), (ms[2], 1)], "BZMPOP blocks on both masters").await;
+    tokio::task::block_in_place(|| begin_move(&env.cluster, slots[2], ms[2], r1, &[&zfill]));
+    assert_eq!(c.text(&["ZADD", &z[2], "1", "m"]).await, int(1));
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slots[2], ms[2], r1)).expect("finish");
+    let popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
+    assert_eq!(popped, format!("*2\r\n{}*1\r\n*2\r\n{}{}", bulk(&z[2]), bulk("m"), bulk("1")));
+    assert_eq!(c.text(&["EXISTS", &z[2]]).await, int(0), "the member was taken once");
+    blocked_as(&env, "bzmpop", &[(ms[0], 0), (r1, 0), (ms[2], 0)], "the other pops were cancelled").await;
 }
