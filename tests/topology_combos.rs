@@ -56,7 +56,7 @@ async fn proxy_routes(env: &Env, slot: u16, port: u16) {
 /// CLUSTER FAILOVER on `replica` once its link to its master is up (a demoted master resyncs
 /// first; a manual failover started before that would not begin).
 async fn failover(env: &Env, replica: u16) {
-    let mut r = env.node(replica).await;
+    let r = env.node(replica).await;
     eventually_async(&format!("replica {replica} is in sync"), || {
         let mut r = r.clone();
         async move {
