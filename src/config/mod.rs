@@ -120,6 +120,27 @@ impl AuthConfig {
     pub fn required(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
     }
+
+    /// The node credentials of the users that have their own, in order: login `i + 1` of the
+    /// node connections is entry `i`; login 0 is `backend.user`/`backend.password`.
+    pub fn backend_logins(&self) -> Vec<&Credentials> {
+        self.users.iter().filter_map(|u| u.backend.as_ref()).collect()
+    }
+
+    /// The node connections' login for user `name`: its own credentials' (see
+    /// [`AuthConfig::backend_logins`]), or 0 (the `backend` ones).
+    pub fn login_of(&self, name: &[u8]) -> u16 {
+        let mut login = 0u16;
+        for u in &self.users {
+            if u.backend.is_some() {
+                login = login.saturating_add(1);
+            }
+            if u.name.as_bytes() == name {
+                return if u.backend.is_some() { login } else { 0 };
+            }
+        }
+        0
+    }
 }
 
 #[derive(Clone, Debug)]

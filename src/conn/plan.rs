@@ -32,7 +32,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Who is asking, for the backend: the protocol now, and this client's lane.
     pub(super) fn cx(&self) -> Cx {
-        Cx { proto: self.session.proto, lane: self.session.id as u32 }
+        Cx { proto: self.session.proto, lane: self.session.id as u32, login: self.session.login }
     }
 
     /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.

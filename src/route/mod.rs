@@ -67,7 +67,7 @@ impl Router {
     ) -> Router {
         let b = backend.config();
         let dedicated = DedicatedPool::new(
-            backend.auth().clone(),
+            backend.logins().clone(),
             backend.directory().clone(),
             b.connect_timeout,
             b.dedicated_per_node,

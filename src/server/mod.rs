@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{self, Backend, Verify};
+use crate::backend::{self, Auth, Backend, Verify};
 use crate::command::CommandTable;
 use crate::config::{Config, Source};
 use crate::conn;
@@ -197,7 +197,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new(&CommandTable::builtin().names(), cfg.admin_listen.is_some())?;
     let workers = workers::Workers::start(workers::count(cfg.limits.threads)).map_err(StartError::Workers)?;
     let store = TopologyStore::new();
-    let backend = Backend::new(cfg.backend.clone(), store.clone(), metrics.clone(), workers.len());
+    let backend = Backend::new(
+        cfg.backend.clone(),
+        Auth::logins(&cfg.backend, &cfg.auth.backend_logins()),
+        store.clone(),
+        metrics.clone(),
+        workers.len(),
+    );
     let poller = Poller::new(cfg.seeds.clone(), backend.auth().clone(), cfg.backend.connect_timeout);
     let (nodes, slots) = poller.fetch(&store).await?;
     store.publish(nodes, slots, Learned::Bootstrap);
