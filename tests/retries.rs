@@ -1,0 +1,315 @@
+//! The retry and redirect policy (README, "Topology and failures"): TRYAGAIN and LOADING retried
+//! within `backend.retry_budget_ms`, at most `backend.max_redirects` MOVED/ASK hops, one refresh
+//! for a burst of MOVED, the slot map settled by majority at bootstrap, and a request for a master
+//! that is gone held at most `topology.failover_hold_ms` and then answered with an error.
+//!
+//! Real clusters wherever one can be made to answer what the claim is about; the scripted fake
+//! node (tests/common/fake.rs) only for LOADING on demand, a MOVED loop between two nodes, and
+//! seeds that disagree at bootstrap, which no real cluster produces on request.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clusterless::resp::encode_command;
+use common::fake::{id_of, Fake, Script};
+use common::*;
+
+/// Slack on top of a documented bound for scheduling on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_secs(1);
+
+const LOADING: &str = "-LOADING Redis is loading the dataset in memory\r\n";
+
+fn bulk(s: &str) -> String {
+    format!("${}\r\n{s}\r\n", s.len())
+}
+
+fn is_get(args: &[Vec<u8>]) -> bool {
+    args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"GET"))
+}
+
+/// A proxy with the shipped defaults in front of fake nodes (`seeds`), `tweak` applied.
+async fn proxy_for(seeds: &[&Fake], tweak: impl FnOnce(&mut clusterless::config::Config)) -> clusterless::Running {
+    init_logs();
+    let mut cfg = shipped_config(seeds[0].addr());
+    cfg.seeds = seeds.iter().map(|f| f.addr()).collect();
+    tweak(&mut cfg);
+    clusterless::start(cfg).await.expect("start proxy")
+}
+
+/// LOADING (fake node: a real node answers LOADING only while it loads its dataset at start-up,
+/// for a time the test cannot choose; the real-cluster test of the same retry loop is
+/// `tryagain_is_retried_until_the_migration_ends_or_the_budget_runs_out` below, TRYAGAIN and
+/// LOADING being one branch of `route::retry`). A GET answered LOADING three times is sent again
+/// until the value comes; one answered LOADING for ever gets the node's LOADING error once the
+/// retry budget (3 s shipped) is spent, after a handful of paced attempts, not thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_is_retried_within_the_retry_budget() {
+    let mut node = Fake::bind(&id_of('a')).await;
+    let warm = Arc::new(AtomicU64::new(0));
+    let cold = Arc::new(AtomicU64::new(0));
+    let (w, c) = (warm.clone(), cold.clone());
+    let script: Script = Arc::new(move |args, _| {
+        if !is_get(args) {
+            return None;
+        }
+        match args.get(1).map(Vec::as_slice) {
+            Some(b"warm") => {
+                let n = w.fetch_add(1, Ordering::SeqCst) + 1;
+                Some(if n <= 3 { LOADING.as_bytes().to_vec() } else { b"$5\r\nready\r\n".to_vec() })
+            }
+            Some(b"cold") => {
+                c.fetch_add(1, Ordering::SeqCst);
+                Some(LOADING.as_bytes().to_vec())
+            }
+            _ => None,
+        }
+    });
+    let view = vec![node.member(&[(0, 16383)])];
+    node.serve(view, script);
+    let proxy = proxy_for(&[&node], |_| {}).await;
+    let budget = proxy.config().backend.retry_budget;
+    let mut c = Raw::connect(proxy.addr()).await;
+
+    assert_eq!(c.text(&["GET", "warm"]).await, "$5\r\nready\r\n");
+    assert_eq!(warm.load(Ordering::SeqCst), 4, "three LOADING answers, then the value: four GETs");
+
+    let t = Instant::now();
+    assert_eq!(c.text(&["GET", "cold"]).await, LOADING);
+    let took = t.elapsed();
+    assert!(took >= budget && took < budget + SLACK, "LOADING returned after the retry budget {budget:?}: {took:?}");
+    // Backoff doubling from a few ms to 200 ms fits about twenty attempts in 3 s; no retry gives
+    // 1, a retry without pause thousands.
+    let tries = cold.load(Ordering::SeqCst);
+    assert!((5..=60).contains(&tries), "paced retries within the budget: {tries} GETs");
+    assert_eq!(c.text(&["PING"]).await, "+PONG\r\n", "the connection stays usable");
+}
+
+/// A MOVED loop (fake nodes: real nodes agree on a slot's owner within a gossip round and never
+/// send a request back and forth; the real-cluster MOVED path is `moved_burst_costs_one_refresh`
+/// below and `transactions_are_sent_again_after_moved_and_ask` in tests/stateful.rs). Two nodes
+/// answer every GET with MOVED to each other: the request ends after `max_redirects` hops (5
+/// shipped: 6 GETs in all) with the last MOVED, promptly; with `max_redirects = 1` (the setting
+/// under test), after 2 GETs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_loop_ends_after_max_redirects() {
+    let mut a = Fake::bind(&id_of('a')).await;
+    let mut b = Fake::bind(&id_of('b')).await;
+    let view = vec![a.member(&[(0, 16383)])];
+    let moved_to = |port: u16| -> Script {
+        Arc::new(move |args, _| {
+            if !is_get(args) {
+                return None;
+            }
+            let slot = clusterless::slot::slot(args.get(1)?);
+            Some(format!("-MOVED {slot} 127.0.0.1:{port}\r\n").into_bytes())
+        })
+    };
+    a.serve(view.clone(), moved_to(b.port));
+    b.serve(view, moved_to(a.port));
+    let slot = clusterless::slot::slot(b"loop");
+    let (to_a, to_b) =
+        (format!("-MOVED {slot} 127.0.0.1:{}\r\n", a.port), format!("-MOVED {slot} 127.0.0.1:{}\r\n", b.port));
+    let gets = || a.count("GET") + b.count("GET");
+
+    let proxy = proxy_for(&[&a], |_| {}).await;
+    let max = proxy.config().backend.max_redirects as u64;
+    assert_eq!(max, 5, "the shipped default");
+    let mut c = Raw::connect(proxy.addr()).await;
+    let t = Instant::now();
+    let got = c.text(&["GET", "loop"]).await;
+    let took = t.elapsed();
+    assert!(got == to_a || got == to_b, "the last MOVED is the answer: {got:?}");
+    assert_eq!(gets(), max + 1, "one GET and {max} redirected ones");
+    assert!(took < SLACK, "MOVED is followed without waiting: {took:?}");
+
+    let before = gets();
+    let tight = proxy_for(&[&a], |cfg| cfg.backend.max_redirects = 1).await;
+    let mut c = Raw::connect(tight.addr()).await;
+    let got = c.text(&["GET", "loop"]).await;
+    assert!(got == to_a || got == to_b, "the last MOVED is the answer: {got:?}");
+    assert_eq!(gets() - before, 2, "max_redirects = 1: one GET and one redirected one");
+}
+
+/// Seeds that disagree (fake nodes: a real cluster's nodes converge within a gossip round, so
+/// the disagreement cannot be held still for a bootstrap; every real-cluster test bootstraps
+/// through the same `poll::fetch`, where all seeds agree). Two of three seeds say slots 0-8191
+/// are A's and 8192-16383 B's; the third says it owns everything. The map taken is the
+/// majority's, whether the dissenting seed is listed first or last, and requests go there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_takes_the_majoritys_map() {
+    let mut a = Fake::bind(&id_of('a')).await;
+    let mut b = Fake::bind(&id_of('b')).await;
+    let mut d = Fake::bind(&id_of('d')).await;
+    let majority = vec![a.member(&[(0, 8191)]), b.member(&[(8192, 16383)])];
+    let dissent = vec![d.member(&[(0, 16383)])];
+    let says =
+        |name: &'static str| -> Script { Arc::new(move |args, _| is_get(args).then(|| bulk(name).into_bytes())) };
+    a.serve(majority.clone(), says("A"));
+    b.serve(majority, says("B"));
+    d.serve(dissent, says("D"));
+    let low = key_in_slot(0, "maj-");
+    let high = key_in_slot(16383, "maj-");
+
+    for seeds in [[&d, &a, &b], [&a, &b, &d]] {
+        let asked = d.count("CLUSTER SHARDS");
+        let proxy = proxy_for(&seeds, |_| {}).await;
+        assert!(d.count("CLUSTER SHARDS") > asked, "the dissenting seed was asked");
+        let t = proxy.topology();
+        assert_eq!(t.master_for(0), Some(a.addr().as_str()));
+        assert_eq!(t.master_for(8191), Some(a.addr().as_str()));
+        assert_eq!(t.master_for(8192), Some(b.addr().as_str()));
+        assert_eq!(t.master_for(16383), Some(b.addr().as_str()));
+        let mut c = Raw::connect(proxy.addr()).await;
+        assert_eq!(c.text(&["GET", &low]).await, bulk("A"));
+        assert_eq!(c.text(&["GET", &high]).await, bulk("B"));
+    }
+    assert_eq!(d.count("GET"), 0, "nothing was sent to the minority's owner");
+}
+
+/// The number in `INFO errorstats`/`commandstats` line `name:calls=N,...` (or `count=N`) of a node.
+fn node_stat(env: &Env, port: u16, section: &str, prefix: &str) -> u64 {
+    let info = env.cluster.cli(port, &["INFO", section]).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split(|c| c == ',' || c == '=').nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// TRYAGAIN (real cluster): a slot half migrated, one of two keys of the slot already on the
+/// target; MGET of both (one slot, so one MGET sent whole) is refused by the source with TRYAGAIN.
+/// While the migration stays half done, the proxy sends it again until the retry budget (3 s
+/// shipped) is spent, then answers the node's TRYAGAIN; when the migration finishes within the
+/// budget, the retried MGET follows the MOVED and answers both values. The admin endpoint is on
+/// (port 0) only so that the proxy's redirect counters can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tryagain_is_retried_until_the_migration_ends_or_the_budget_runs_out() {
+    let env = start_with(small(), common::http::admin_on).await;
+    let budget = env.proxy.config().backend.retry_budget;
+    let m = env.cluster.masters();
+    let (from, to) = (m[0], m[2]);
+    let slot = env.cluster.slots_of(from)[11];
+    let (ka, kb) = (key_in_slot(slot, "tra-"), key_in_slot(slot, "trb-"));
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.text(&["SET", &ka, "1"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["SET", &kb, "2"]).await, "+OK\r\n");
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_begin(slot, from, to)).expect("migrate half");
+    let on_target = env.cluster.cli(to, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]).unwrap();
+    assert_eq!(on_target, "1", "one key of the two moved");
+    let errorstat = "errorstat_TRYAGAIN:";
+
+    // Still half migrated at the end of the budget: the node's own TRYAGAIN, after several tries.
+    let (proxy_seen, node_seen) = (env.proxy.redirects("tryagain"), node_stat(&env, from, "errorstats", errorstat));
+    let t = Instant::now();
+    let got = c.text(&["MGET", &ka, &kb]).await;
+    let took = t.elapsed();
+    assert_eq!(got, "-TRYAGAIN Multiple keys request during rehashing of slot\r\n");
+    assert!(took >= budget && took < budget + SLACK, "answered after the retry budget {budget:?}: {took:?}");
+    let node_count = node_stat(&env, from, "errorstats", errorstat) - node_seen;
+    assert!(node_count >= 3, "the source refused it {node_count} times: sent again, not given up at once");
+    assert_eq!(env.proxy.redirects("tryagain") - proxy_seen, node_count, "each refusal counted once");
+
+    // The migration finishes while the MGET is being retried: it answers both values.
+    let (proxy_seen, node_seen) = (env.proxy.redirects("tryagain"), node_stat(&env, from, "errorstats", errorstat));
+    let addr = env.addr();
+    let mget = {
+        let (ka, kb) = (ka.clone(), kb.clone());
+        tokio::spawn(async move {
+            let mut c = Raw::connect(addr).await;
+            c.text(&["MGET", &ka, &kb]).await
+        })
+    };
+    eventually("the source refused the MGET", || env.proxy.redirects("tryagain") > proxy_seen).await;
+    assert!(!mget.is_finished(), "a refused MGET waits for the slot, it is not answered with the refusal");
+    tokio::task::block_in_place(|| env.cluster.migrate_slot_manual_finish(slot, from, to)).expect("finish");
+    assert_eq!(mget.await.unwrap(), "*2\r\n$1\r\n1\r\n$1\r\n2\r\n");
+    assert!(node_stat(&env, from, "errorstats", errorstat) > node_seen);
+    assert_eq!(env.cluster.cli(to, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]).unwrap(), "2");
+}
+
+/// One refresh for a burst of MOVED (real cluster, `topology.source = "poll"`: with the bus
+/// observer the map follows the bus and a MOVED asks no CLUSTER SHARDS while the bus answers, so
+/// the refresher is what this claim is about). 200 slots of one master are pointed at another in
+/// the proxy's map; 200 pipelined GETs, one per slot, all meet MOVED at once. Each is answered
+/// with its value, the proxy counts 200 MOVED, and every master is asked CLUSTER SHARDS (counted
+/// by the nodes themselves, `INFO commandstats`) once, or twice when MOVEDs arrive while the
+/// first refresh is in flight (single-flight keeps one more, not one per request). The admin
+/// endpoint is on (port 0) only so that the proxy's redirect counters can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_burst_costs_one_refresh() {
+    let env = start_topo(small(), Topo::Poll, common::http::admin_on).await;
+    let m = env.cluster.masters();
+    let (owner, wrong) = (m[0], m[1]);
+    let wrong_addr = format!("127.0.0.1:{wrong}");
+    let slots: Vec<u16> = env.cluster.slots_of(owner).into_iter().take(200).collect();
+    let keys: Vec<String> = slots.iter().map(|&s| key_in_slot(s, "mb-")).collect();
+    let mut c = Raw::connect(env.addr()).await;
+    let sets: Vec<u8> = keys.iter().flat_map(|k| encode_command(&["SET", k, k]).to_vec()).collect();
+    c.send(&sets).await;
+    assert!(c.read_replies(keys.len()).await.iter().all(|r| r == b"+OK\r\n"));
+    let shards = |p: u16| node_stat(&env, p, "commandstats", "cmdstat_cluster|shards:");
+
+    // One MOVED first: its refresh restarts the refresher's periodic timer (10 s), so that no
+    // periodic refresh falls into the measurement below.
+    let before: u64 = m.iter().map(|&p| shards(p)).sum();
+    env.proxy.misroute_slot(slots[0], &wrong_addr);
+    assert_eq!(c.text(&["GET", &keys[0]]).await, bulk(&keys[0]));
+    eventually("the first MOVED's refresh ran", || m.iter().map(|&p| shards(p)).sum::<u64>() > before).await;
+
+    let base: Vec<u64> = m.iter().map(|&p| shards(p)).collect();
+    let moved = env.proxy.redirects("moved");
+    for &s in &slots {
+        env.proxy.misroute_slot(s, &wrong_addr);
+    }
+    let gets: Vec<u8> = keys.iter().flat_map(|k| encode_command(&["GET", k]).to_vec()).collect();
+    c.send(&gets).await;
+    let replies = c.read_replies(keys.len()).await;
+    for (k, r) in keys.iter().zip(&replies) {
+        assert_eq!(String::from_utf8_lossy(r), bulk(k), "{k} answered after its MOVED");
+    }
+    assert_eq!(env.proxy.redirects("moved") - moved, 200, "every GET met MOVED");
+    // Time passes on purpose: a refresh per MOVED, even paced by the 100 ms minimum gap, would
+    // show ten more in this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (&p, b) in m.iter().zip(&base) {
+        let n = shards(p) - b;
+        assert!((1..=2).contains(&n), "node {p} asked CLUSTER SHARDS {n} times for a burst of 200 MOVED");
+    }
+    let t = env.proxy.topology();
+    let owner_addr = format!("127.0.0.1:{owner}");
+    assert!(slots.iter().all(|&s| t.master_for(s) == Some(owner_addr.as_str())), "the map is right again");
+}
+
+/// Hold expiry (real cluster, shipped defaults, masters without replicas): a master killed with
+/// nothing to take over. Once the proxy sees it failing, a request for one of its slots is held
+/// for `topology.failover_hold_ms` (5 s) for a new owner that never comes, then answered with the
+/// proxy's unreachable error: not earlier (it was held), not later than the bound plus slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_master_gone_for_good_is_held_for_the_bound_then_fails() {
+    let mut env = start(small()).await;
+    env.converges("start").await;
+    let hold = env.proxy.config().topology.failover_hold;
+    assert_eq!(hold, Duration::from_millis(5000), "the shipped default");
+    let victim = env.cluster.masters()[1];
+    let slot = env.cluster.slots_of(victim)[3];
+    let key = key_in_slot(slot, "hold-");
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.text(&["SET", &key, "v"]).await, "+OK\r\n");
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    let port = format!(":{victim}");
+    eventually("the proxy sees the master failing", || {
+        env.proxy.topology().nodes.iter().any(|n| n.addr.ends_with(&port) && n.failed)
+    })
+    .await;
+
+    let t = Instant::now();
+    let got = c.text(&["GET", &key]).await;
+    let took = t.elapsed();
+    let want = format!("-ERR clusterless: master of slot {slot} is unreachable: ");
+    assert!(got.starts_with(&want), "{got:?}");
+    assert!(took >= hold, "held for the new owner up to {hold:?}, answered after {took:?}");
+    assert!(took < hold + SLACK, "held at most {hold:?}: {took:?}");
+}
