@@ -87,24 +87,26 @@ async fn loading_is_retried_within_the_retry_budget() {
     assert_eq!(c.text(&["PING"]).await, "+PONG\r\n", "the connection stays usable");
 }
 
-/// A MOVED loop (fake nodes: real nodes agree on a slot's owner within a gossip round and never
-/// send a request back and forth; the real-cluster MOVED path is `moved_burst_costs_one_refresh`
+/// A MOVED loop and an ASK loop (fake nodes: real nodes agree on a slot's owner within a gossip round and never
+/// send a request back and forth; the real-cluster MOVED path is `a_burst_of_moved_is_coalesced_into_few_refreshes`
 /// below and `transactions_are_sent_again_after_moved_and_ask` in tests/stateful.rs). Two nodes
-/// answer every GET with MOVED to each other: the request ends after `max_redirects` hops (5
-/// shipped: 6 GETs in all) with the last MOVED, promptly; with `max_redirects = 1` (the setting
-/// under test), after 2 GETs.
+/// answer every GET with MOVED (or, for one key, ASK) to each other: the request ends after
+/// `max_redirects` hops (5 shipped: 6 GETs in all) with the last redirect, promptly; with
+/// `max_redirects = 1` (the setting under test), after 2 GETs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_loop_ends_after_max_redirects() {
     let mut a = Fake::bind(&id_of('a')).await;
     let mut b = Fake::bind(&id_of('b')).await;
     let view = vec![a.member(&[(0, 16383)])];
+    // GET askloop is answered ASK to the other node, every other GET MOVED to it.
     let moved_to = |port: u16| -> Script {
         Arc::new(move |args, _| {
             if !is_get(args) {
                 return None;
             }
-            let slot = clusterless::slot::slot(args.get(1)?);
-            Some(format!("-MOVED {slot} 127.0.0.1:{port}\r\n").into_bytes())
+            let key = args.get(1)?;
+            let kind = if key == b"askloop" { "ASK" } else { "MOVED" };
+            Some(format!("-{kind} {} 127.0.0.1:{port}\r\n", clusterless::slot::slot(key)).into_bytes())
         })
     };
     a.serve(view.clone(), moved_to(b.port));
@@ -124,6 +126,15 @@ async fn a_redirect_loop_ends_after_max_redirects() {
     assert!(got == to_a || got == to_b, "the last MOVED is the answer: {got:?}");
     assert_eq!(gets(), max + 1, "one GET and {max} redirected ones");
     assert!(took < SLACK, "MOVED is followed without waiting: {took:?}");
+
+    // ASK hops count too, and ASK leaves the map alone: A (the map's owner) answers first, so the
+    // sixth GET, the last, goes to B, whose ASK back to A is the answer.
+    let (before, asking) = (gets(), a.count("ASKING") + b.count("ASKING"));
+    let s = clusterless::slot::slot(b"askloop");
+    assert_eq!(c.text(&["GET", "askloop"]).await, format!("-ASK {s} 127.0.0.1:{}\r\n", a.port));
+    assert_eq!(gets() - before, max + 1, "one GET and {max} sent after ASKING");
+    assert_eq!(a.count("ASKING") + b.count("ASKING") - asking, max, "one ASKING per hop");
+    assert_eq!(proxy.topology().master_for(s), Some(a.addr().as_str()), "ASK leaves the map alone");
 
     let before = gets();
     let tight = proxy_for(&[&a], |cfg| cfg.backend.max_redirects = 1).await;
@@ -148,6 +159,10 @@ async fn bootstrap_takes_the_majoritys_map() {
     let says =
         |name: &'static str| -> Script { Arc::new(move |args, _| is_get(args).then(|| bulk(name).into_bytes())) };
     a.serve(majority.clone(), says("A"));
+    // The fake names itself as it announces itself (the proxy may check a node's identity).
+    let mut direct = Raw::connect(common::fake::sock(a.port)).await;
+    assert_eq!(direct.text(&["CLUSTER", "MYID"]).await, bulk(&a.id));
+    assert!(direct.text(&["CLUSTER", "NODES"]).await.contains(&format!("{} {}@", a.id, a.addr())));
     b.serve(majority, says("B"));
     d.serve(dissent, says("D"));
     let low = key_in_slot(0, "maj-");
@@ -174,7 +189,7 @@ fn node_stat(env: &Env, port: u16, section: &str, prefix: &str) -> u64 {
     let info = env.cluster.cli(port, &["INFO", section]).expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|rest| rest.split(|c| c == ',' || c == '=').nth(1))
+        .and_then(|rest| rest.split([',', '=']).nth(1))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -243,7 +258,7 @@ async fn tryagain_is_retried_until_the_migration_ends_or_the_budget_runs_out() {
 /// refresh at the first MOVED, one for those during it, then at most one per 100 ms the burst
 /// lasted. The admin endpoint is on (port 0) only so that the redirect counters can be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moved_burst_costs_one_refresh() {
+async fn a_burst_of_moved_is_coalesced_into_few_refreshes() {
     let env = start_topo(small(), Topo::Poll, common::http::admin_on).await;
     let m = env.cluster.masters();
     let (owner, wrong) = (m[0], m[1]);
@@ -323,4 +338,106 @@ async fn a_request_for_a_master_gone_for_good_is_held_for_the_bound_then_fails()
     assert!(got.starts_with(&want), "{got:?}");
     assert!(took >= hold, "held for the new owner up to {hold:?}, answered after {took:?}");
     assert!(took < hold + SLACK, "held at most {hold:?}: {took:?}");
+}
+
+/// A pub/sub message frame as a RESP2 subscriber gets it.
+fn message(ch: &str, payload: &str) -> String {
+    format!("*3\r\n{}{}{}", bulk("message"), bulk(ch), bulk(payload))
+}
+
+/// Subscribers on `ch` that node `port` itself counts (PUBSUB NUMSUB asked of the node).
+fn numsub(env: &Env, port: u16, ch: &str) -> u64 {
+    let out = tokio::task::block_in_place(|| env.cluster.cli(port, &["PUBSUB", "NUMSUB", ch])).unwrap_or_default();
+    out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Reads one frame from `sub` within `limit`: None when nothing came.
+async fn next_frame(sub: &mut Raw, limit: Duration) -> Option<String> {
+    let frames = tokio::time::timeout(limit, sub.read_replies(1)).await.ok()?;
+    assert!(!frames.is_empty(), "the subscriber's connection was closed");
+    Some(String::from_utf8_lossy(&frames[0]).into_owned())
+}
+
+/// Pub/sub repair when a node leaves the cluster while still running (real cluster): a fourth
+/// master, without slots, holds a client's SUBSCRIBE; every other node then CLUSTER FORGETs it.
+/// It still runs and its connection stays open, but the cluster no longer sends it any PUBLISH:
+/// a proxy that kept the subscription there would deliver nothing. The proxy drops the node from
+/// its map and subscribes again on a member, without the client noticing (no unsubscribe, no
+/// error, the connection open); messages published during the gap may be missed (README), those
+/// after arrive each once, in order, and the nodes themselves show where the subscription is.
+/// The gap is long: the node still answers the bus observer's PINGs, so the proxy learns that it
+/// left only at the periodic reconciliation (`topology.reconcile_interval_ms`, 30 s shipped;
+/// measured 28 s), which bounds the wait here.
+/// (The node dying, and leaving the masters by CLUSTER FAILOVER, are in tests/stateful.rs,
+/// `subscriptions_move_when_their_node_leaves_or_dies`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_moves_when_its_node_leaves_the_cluster_alive() {
+    let mut env = start(small()).await;
+    let leaving = tokio::task::block_in_place(|| env.cluster.add_master()).expect("add master");
+    let leaving_addr = format!("127.0.0.1:{leaving}");
+    eventually("the proxy knows the new master", || env.proxy.topology().masters().contains(&leaving_addr.as_str()))
+        .await;
+    let ch = "leaving-news";
+    let subscribed = format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(ch));
+    // Subscriptions go to the masters in turn: subscribe until one lands on the leaving node.
+    let mut subs = Vec::new();
+    while numsub(&env, leaving, ch) == 0 {
+        assert!(subs.len() < 8, "no subscription went to the new master");
+        let mut s = Raw::connect(env.addr()).await;
+        assert_eq!(s.text(&["SUBSCRIBE", ch]).await, subscribed);
+        subs.push(s);
+    }
+    let members: Vec<u16> = env.cluster.masters().into_iter().filter(|&m| m != leaving).collect();
+    let id = env.cluster.node_id(leaving).expect("id");
+    tokio::task::block_in_place(|| {
+        for &m in &members {
+            env.cluster.cli(m, &["CLUSTER", "FORGET", &id]).expect("CLUSTER FORGET");
+        }
+    });
+    let forgot = Instant::now();
+
+    let mut c = Raw::connect(env.addr()).await;
+    let sub = subs.last_mut().expect("a subscriber");
+    // The node still answers on its own bus, so only the periodic check of the bus view
+    // (`topology.reconcile_interval_ms`, 30 s shipped) can tell the proxy it left: the bound.
+    let deadline = forgot + env.proxy.config().topology.reconcile_interval + 3 * SLACK;
+    'probe: for i in 1.. {
+        assert!(
+            Instant::now() < deadline,
+            "no message reached the subscriber {:?} after its node left",
+            forgot.elapsed()
+        );
+        assert!(c.text(&["PUBLISH", ch, &format!("probe-{i}")]).await.starts_with(':'));
+        while let Some(f) = next_frame(sub, Duration::from_millis(300)).await {
+            let payload = f.rsplit("\r\n").nth(1).unwrap_or_default().to_string();
+            assert_eq!(f, message(ch, &payload), "only this channel's messages, no unsubscribe or error");
+            if payload.starts_with("probe-") {
+                break 'probe;
+            }
+        }
+    }
+    eprintln!(
+        "repaired after {:?}; proxy map has it: {}",
+        forgot.elapsed(),
+        env.proxy.topology().nodes.iter().any(|n| n.addr == leaving_addr)
+    );
+    assert_eq!(numsub(&env, leaving, ch), 0, "nothing subscribed on the node that left any more");
+    let on_members: u64 = members.iter().map(|&m| numsub(&env, m, ch)).sum();
+    assert_eq!(on_members, subs.len() as u64, "every subscriber's subscription on a cluster member");
+    let want: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
+    for w in &want {
+        assert!(c.text(&["PUBLISH", ch, w]).await.starts_with(':'));
+    }
+    for s in subs.iter_mut() {
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let f = next_frame(s, PATIENCE).await.expect("a message");
+            let payload = f.rsplit("\r\n").nth(1).unwrap_or_default().to_string();
+            assert_eq!(f, message(ch, &payload));
+            if !payload.starts_with("probe-") {
+                got.push(payload);
+            }
+        }
+        assert_eq!(got, want, "every message once, in order");
+    }
 }

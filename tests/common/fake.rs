@@ -18,7 +18,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use clusterless::sync::Mutex;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -102,7 +104,7 @@ impl Fake {
 
     /// How many commands named `name` (`GET`, `CLUSTER SHARDS`, ...) it received.
     pub fn count(&self, name: &str) -> u64 {
-        self.counts.lock().unwrap().get(name).copied().unwrap_or(0)
+        self.counts.lock().get(name).copied().unwrap_or(0)
     }
 }
 
@@ -151,7 +153,7 @@ impl Node {
         let (cmd, sub) = (upper(0), upper(1));
         let name = if matches!(cmd.as_str(), "CLUSTER" | "CLIENT") { format!("{cmd} {sub}") } else { cmd.clone() };
         let nth = {
-            let mut c = self.counts.lock().unwrap();
+            let mut c = self.counts.lock();
             let n = c.entry(name.clone()).or_insert(0);
             *n += 1;
             *n
@@ -264,7 +266,7 @@ fn parse_request(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
 
 /// A fake node id: `c` repeated 40 times.
 pub fn id_of(c: char) -> String {
-    std::iter::repeat(c).take(40).collect()
+    std::iter::repeat_n(c, 40).collect()
 }
 
 /// The address a fake listens on, as a socket address.
