@@ -313,9 +313,16 @@ async fn a_burst_of_moved_is_coalesced_into_few_refreshes() {
 /// nothing to take over. Once the proxy sees it failing, a request for one of its slots is held
 /// for `topology.failover_hold_ms` (5 s) for a new owner that never comes, then answered with the
 /// proxy's unreachable error: not earlier (it was held), not later than the bound plus slack.
+///
+/// CLUSTERDOWN (same cluster): once the live masters declare the dead one failed, the cluster is
+/// down (`cluster-require-full-coverage yes`, Redis's default) and they refuse their own slots
+/// with `-CLUSTERDOWN The cluster is down`. A request for such a slot is not held (its master is
+/// fine) but retried within the retry budget (3 s shipped), then answered with the node's error;
+/// the node counts the refusals itself (`INFO errorstats`). The admin endpoint is on (port 0)
+/// only so that the proxy's redirect counters can be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_a_master_gone_for_good_is_held_for_the_bound_then_fails() {
-    let mut env = start(small()).await;
+    let mut env = start_with(small(), common::http::admin_on).await;
     env.converges("start").await;
     let hold = env.proxy.config().topology.failover_hold;
     assert_eq!(hold, Duration::from_millis(5000), "the shipped default");
@@ -338,6 +345,26 @@ async fn a_request_for_a_master_gone_for_good_is_held_for_the_bound_then_fails()
     assert!(got.starts_with(&want), "{got:?}");
     assert!(took >= hold, "held for the new owner up to {hold:?}, answered after {took:?}");
     assert!(took < hold + SLACK, "held at most {hold:?}: {took:?}");
+
+    let budget = env.proxy.config().backend.retry_budget;
+    let live = env.cluster.masters().into_iter().find(|&m| m != victim).expect("a live master");
+    let other = key_in_slot(env.cluster.slots_of(live)[3], "down-");
+    let down = "-CLUSTERDOWN The cluster is down\r\n";
+    let mut n = Raw::connect(common::fake::sock(live)).await;
+    let deadline = Instant::now() + PATIENCE;
+    while n.text(&["GET", &other]).await != down {
+        assert!(Instant::now() < deadline, "the live masters never declared the cluster down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let errorstat = "errorstat_CLUSTERDOWN:";
+    let (proxy_seen, node_seen) = (env.proxy.redirects("clusterdown"), node_stat(&env, live, "errorstats", errorstat));
+    let t = Instant::now();
+    assert_eq!(c.text(&["GET", &other]).await, down);
+    let took = t.elapsed();
+    assert!(took >= budget && took < budget + SLACK, "answered after the retry budget {budget:?}: {took:?}");
+    let refused = node_stat(&env, live, "errorstats", errorstat) - node_seen;
+    assert!(refused >= 3, "the node refused it {refused} times: sent again, not given up at once");
+    assert_eq!(env.proxy.redirects("clusterdown") - proxy_seen, refused, "each refusal counted once");
 }
 
 /// A pub/sub message frame as a RESP2 subscriber gets it.
