@@ -184,6 +184,48 @@ async fn bootstrap_takes_the_majoritys_map() {
     assert_eq!(d.count("GET"), 0, "nothing was sent to the minority's owner");
 }
 
+/// Seeds that come to disagree after start-up (fake nodes, for the reason above; the real-cluster
+/// refresh through the same `poll::fetch` is `a_burst_of_moved_is_coalesced_into_few_refreshes`
+/// with `topology.source = "poll"`). Three seeds agree at start that A owns every slot. One of
+/// them then says C owns everything: the proxy keeps polling (the fakes' bus never answers, so
+/// the shipped bus observer polls CLUSTER SHARDS every second) and keeps A, the majority's
+/// owner. A second one says the same: the majority now names C, and the map and the requests
+/// follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_follows_the_majority_not_one_dissenting_node() {
+    let mut a = Fake::bind(&id_of('a')).await;
+    let mut b = Fake::bind(&id_of('b')).await;
+    let mut c = Fake::bind(&id_of('c')).await;
+    let owned_by = |owner: &Fake| -> Vec<common::fake::Member> {
+        [&a, &b, &c].iter().map(|f| f.member(if f.id == owner.id { &[(0, 16383)] } else { &[] })).collect()
+    };
+    let (all_a, all_c) = (owned_by(&a), owned_by(&c));
+    let says =
+        |name: &'static str| -> Script { Arc::new(move |args, _| is_get(args).then(|| bulk(name).into_bytes())) };
+    a.serve(all_a.clone(), says("A"));
+    b.serve(all_a.clone(), says("B"));
+    c.serve(all_a, says("C"));
+    let proxy = proxy_for(&[&a, &b, &c], |_| {}).await;
+    let key = key_in_slot(7, "maj-r-");
+    let mut cl = Raw::connect(proxy.addr()).await;
+    assert_eq!(cl.text(&["GET", &key]).await, bulk("A"));
+
+    // One node of three dissents: two whole polls after it changed its view, still A.
+    c.set_view(all_c.clone());
+    let asked = (a.count("CLUSTER SHARDS"), c.count("CLUSTER SHARDS"));
+    eventually("two polls asked both A and the dissenting node", || {
+        a.count("CLUSTER SHARDS") >= asked.0 + 2 && c.count("CLUSTER SHARDS") >= asked.1 + 2
+    })
+    .await;
+    assert_eq!(proxy.topology().master_for(7), Some(a.addr().as_str()), "one dissenting node of three");
+    assert_eq!(cl.text(&["GET", &key]).await, bulk("A"));
+
+    // Two of three: the majority's owner is C.
+    b.set_view(all_c);
+    eventually("the map follows the majority", || proxy.topology().master_for(7) == Some(c.addr().as_str())).await;
+    assert_eq!(cl.text(&["GET", &key]).await, bulk("C"));
+}
+
 /// The number in `INFO errorstats`/`commandstats` line `name:calls=N,...` (or `count=N`) of a node.
 fn node_stat(env: &Env, port: u16, section: &str, prefix: &str) -> u64 {
     let info = env.cluster.cli(port, &["INFO", section]).expect("INFO");

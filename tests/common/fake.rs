@@ -46,6 +46,7 @@ pub struct Fake {
     /// Bound, never accepting: the announced cluster bus port.
     bus: std::net::TcpListener,
     listener: Option<TcpListener>,
+    view: Arc<Mutex<Vec<Member>>>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
     task: Option<JoinHandle<()>>,
 }
@@ -71,6 +72,7 @@ impl Fake {
             port,
             bus,
             listener: Some(listener),
+            view: Arc::new(Mutex::new(Vec::new())),
             counts: Arc::new(Mutex::new(HashMap::new())),
             task: None,
         }
@@ -94,12 +96,24 @@ impl Fake {
     /// everything else.
     pub fn serve(&mut self, view: Vec<Member>, script: Script) {
         let listener = self.listener.take().expect("serve once");
-        let node = Arc::new(Node { id: self.id.clone(), port: self.port, view, script, counts: self.counts.clone() });
+        self.set_view(view);
+        let node = Arc::new(Node {
+            id: self.id.clone(),
+            port: self.port,
+            view: self.view.clone(),
+            script,
+            counts: self.counts.clone(),
+        });
         self.task = Some(tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 tokio::spawn(node.clone().conn(s));
             }
         }));
+    }
+
+    /// From now on, reports the cluster as `view` (a node whose view of the cluster changed).
+    pub fn set_view(&self, view: Vec<Member>) {
+        *self.view.lock() = view;
     }
 
     /// How many commands named `name` (`GET`, `CLUSTER SHARDS`, ...) it received.
@@ -111,7 +125,7 @@ impl Fake {
 struct Node {
     id: String,
     port: u16,
-    view: Vec<Member>,
+    view: Arc<Mutex<Vec<Member>>>,
     script: Script,
     counts: Arc<Mutex<HashMap<String, u64>>>,
 }
@@ -190,8 +204,9 @@ impl Node {
     }
 
     fn shards(&self) -> String {
-        let mut o = format!("*{}\r\n", self.view.len());
-        for m in &self.view {
+        let view = self.view.lock().clone();
+        let mut o = format!("*{}\r\n", view.len());
+        for m in &view {
             o.push_str("*4\r\n");
             o.push_str(&bulk("slots"));
             o.push_str(&format!("*{}\r\n", m.slots.len() * 2));
@@ -215,8 +230,9 @@ impl Node {
     }
 
     fn slots(&self) -> String {
-        let mut o = format!("*{}\r\n", self.view.iter().map(|m| m.slots.len()).sum::<usize>());
-        for m in &self.view {
+        let view = self.view.lock().clone();
+        let mut o = format!("*{}\r\n", view.iter().map(|m| m.slots.len()).sum::<usize>());
+        for m in &view {
             for (a, b) in &m.slots {
                 o.push_str(&format!("*3\r\n:{a}\r\n:{b}\r\n*3\r\n{}:{}\r\n{}", bulk("127.0.0.1"), m.port, bulk(&m.id)));
             }
@@ -226,7 +242,7 @@ impl Node {
 
     fn nodes(&self) -> String {
         let mut o = String::new();
-        for m in &self.view {
+        for m in self.view.lock().iter() {
             let me = if m.port == self.port { "myself,master" } else { "master" };
             let ranges: Vec<String> =
                 m.slots.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
