@@ -1,11 +1,12 @@
-//! The retry and redirect policy (README, "Topology and failures"): TRYAGAIN and LOADING retried
-//! within `backend.retry_budget_ms`, at most `backend.max_redirects` MOVED/ASK hops, one refresh
-//! for a burst of MOVED, the slot map settled by majority at bootstrap, and a request for a master
-//! that is gone held at most `topology.failover_hold_ms` and then answered with an error.
+//! The retry and redirect policy (README, "Topology and failures"): TRYAGAIN, CLUSTERDOWN and
+//! LOADING retried within `backend.retry_budget_ms`, at most `backend.max_redirects` MOVED/ASK
+//! hops, the refreshes a burst of MOVED costs, the slot map settled by majority at bootstrap and at
+//! refresh, a request for a master that is gone held at most `topology.failover_hold_ms` and then
+//! answered with an error, and subscriptions moved off a node removed from the cluster.
 //!
 //! Real clusters wherever one can be made to answer what the claim is about; the scripted fake
-//! node (tests/common/fake.rs) only for LOADING on demand, a MOVED loop between two nodes, and
-//! seeds that disagree at bootstrap, which no real cluster produces on request.
+//! node (tests/common/fake.rs) only for LOADING on demand, MOVED and ASK loops between two nodes,
+//! and nodes that disagree about the map, which no real cluster produces on request.
 
 mod common;
 
@@ -44,7 +45,8 @@ async fn proxy_for(seeds: &[&Fake], tweak: impl FnOnce(&mut clusterless::config:
 /// `tryagain_is_retried_until_the_migration_ends_or_the_budget_runs_out` below, TRYAGAIN and
 /// LOADING being one branch of `route::retry`). A GET answered LOADING three times is sent again
 /// until the value comes; one answered LOADING for ever gets the node's LOADING error once the
-/// retry budget (3 s shipped) is spent, after a handful of paced attempts, not thousands.
+/// retry budget (3 s shipped) is spent, after a handful of paced attempts, not thousands. The
+/// admin endpoint is on (port 0) only so that `retries_total` and `requests_held_total` can be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loading_is_retried_within_the_retry_budget() {
     let mut node = Fake::bind(&id_of('a')).await;
@@ -69,12 +71,18 @@ async fn loading_is_retried_within_the_retry_budget() {
     });
     let view = vec![node.member(&[(0, 16383)])];
     node.serve(view, script);
-    let proxy = proxy_for(&[&node], |_| {}).await;
+    let proxy = proxy_for(&[&node], common::http::admin_on).await;
     let budget = proxy.config().backend.retry_budget;
+    let admin = proxy.admin_addr().expect("admin endpoint");
     let mut c = Raw::connect(proxy.addr()).await;
 
+    let before = common::http::scrape(admin).await;
     assert_eq!(c.text(&["GET", "warm"]).await, "$5\r\nready\r\n");
     assert_eq!(warm.load(Ordering::SeqCst), 4, "three LOADING answers, then the value: four GETs");
+    let after = common::http::scrape(admin).await;
+    let delta = |k: &str| common::http::get(&after, k) - common::http::get(&before, k);
+    assert_eq!(delta("clusterless_retries_total"), 3.0, "sent again three times");
+    assert_eq!(delta("clusterless_requests_held_total"), 1.0, "one request waited for the cluster");
 
     let t = Instant::now();
     assert_eq!(c.text(&["GET", "cold"]).await, LOADING);
@@ -228,7 +236,7 @@ async fn refresh_follows_the_majority_not_one_dissenting_node() {
 
 /// The number in `INFO errorstats`/`commandstats` line `name:calls=N,...` (or `count=N`) of a node.
 fn node_stat(env: &Env, port: u16, section: &str, prefix: &str) -> u64 {
-    let info = env.cluster.cli(port, &["INFO", section]).expect("INFO");
+    let info = tokio::task::block_in_place(|| env.cluster.cli(port, &["INFO", section])).expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|rest| rest.split([',', '=']).nth(1))
