@@ -417,6 +417,79 @@ async fn a_request_for_a_master_gone_for_good_is_held_for_the_bound_then_fails()
     assert_eq!(env.proxy.redirects("clusterdown") - proxy_seen, refused, "each refusal counted once");
 }
 
+/// "Hash slot not served" with `topology.source = "poll"` (real cluster; the bus source, and a
+/// proxy started after the slot was dropped, are in tests/commands.rs, `slot_not_served`). Here
+/// the proxy's own map loses the slot's owner: only CLUSTER SHARDS answers in which no node
+/// claims a slot may do that (README). One slot is deleted from every node's map (CLUSTER
+/// DELSLOTS, the owner first; `cluster-require-full-coverage no` so that the nodes keep serving
+/// the rest). Its key gets `-CLUSTERDOWN Hash slot not served` within the retry budget, the map
+/// then has no owner for that slot (and only that slot), the owner's other slots still work, and
+/// once the owner claims the slot again (ADDSLOTS) the key is served again, with its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_nobody_claims_is_not_served_then_served_again() {
+    let env = start_topo(small(), Topo::Poll, |_| {}).await;
+    let not_served = "-CLUSTERDOWN Hash slot not served\r\n";
+    let budget = env.proxy.config().backend.retry_budget;
+    let owner = env.cluster.masters()[1];
+    let owned = env.cluster.slots_of(owner);
+    let gone = owned[5];
+    let (key, other) = (key_in_slot(gone, "ns-"), key_in_slot(owned[6], "ns-"));
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.text(&["SET", &key, "1"]).await, "+OK\r\n");
+    let ports = env.cluster.ports();
+    tokio::task::block_in_place(|| {
+        for &p in &ports {
+            env.cluster.cli(p, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]).expect("CONFIG SET");
+        }
+    });
+    let mut order = vec![owner];
+    order.extend(ports.iter().copied().filter(|&p| p != owner));
+    for p in order {
+        let mut n = Raw::connect(common::fake::sock(p)).await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            tokio::task::block_in_place(|| env.cluster.cli(p, &["CLUSTER", "DELSLOTS", &gone.to_string()])).ok();
+            let got = n.text(&["GET", &key]).await;
+            if got == not_served {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {p} still serves slot {gone}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let t = Instant::now();
+    assert_eq!(c.text(&["GET", &key]).await, not_served);
+    assert!(t.elapsed() < budget + SLACK, "answered within the retry budget: {:?}", t.elapsed());
+    eventually("the proxy's map has no owner for the slot", || env.proxy.topology().master_for(gone).is_none()).await;
+    assert_eq!(env.proxy.slots_unassigned(), 1, "only the deleted slot lost its owner");
+    assert_eq!(env.proxy.topology().uncovered(), 1);
+    let t = Instant::now();
+    assert_eq!(c.text(&["GET", &key]).await, not_served, "the proxy's own answer, the same text");
+    assert!(t.elapsed() < budget + SLACK, "answered within the retry budget: {:?}", t.elapsed());
+    assert_eq!(c.text(&["SET", &other, "x"]).await, "+OK\r\n", "the owner's other slots work");
+
+    tokio::task::block_in_place(|| env.cluster.cli(owner, &["CLUSTER", "ADDSLOTS", &gone.to_string()]))
+        .expect("ADDSLOTS");
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got = c.text(&["GET", &key]).await;
+        let done = got == "$1\r\n1\r\n";
+        answers.push(got);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answers.iter().all(|a| a == "$1\r\n1\r\n" || a == not_served),
+        "only the value or the not-served error meanwhile: {answers:?}"
+    );
+    assert_eq!(env.proxy.topology().master_for(gone), Some(format!("127.0.0.1:{owner}").as_str()));
+}
+
 /// A pub/sub message frame as a RESP2 subscriber gets it.
 fn message(ch: &str, payload: &str) -> String {
     format!("*3\r\n{}{}{}", bulk("message"), bulk(ch), bulk(payload))
