@@ -2,7 +2,8 @@
 //! LOADING retried within `backend.retry_budget_ms`, at most `backend.max_redirects` MOVED/ASK
 //! hops, the refreshes a burst of MOVED costs, the slot map settled by majority at bootstrap and at
 //! refresh, a request for a master that is gone held at most `topology.failover_hold_ms` and then
-//! answered with an error, and subscriptions moved off a node removed from the cluster.
+//! answered with an error, a slot nobody claims answered `-CLUSTERDOWN Hash slot not served`, and
+//! subscriptions moved off a node removed from the cluster.
 //!
 //! Real clusters wherever one can be made to answer what the claim is about; the scripted fake
 //! node (tests/common/fake.rs) only for LOADING on demand, MOVED and ASK loops between two nodes,
