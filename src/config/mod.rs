@@ -39,6 +39,21 @@ pub struct Config {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
     pub transactions: TransactionsConfig,
+    pub commands: CommandsConfig,
+}
+
+/// How the proxy answers commands about the servers themselves.
+#[derive(Clone, Debug)]
+pub struct CommandsConfig {
+    /// CONFIG SET / RESETSTAT / REWRITE: sent to every node (and remembered for nodes that join
+    /// later), or refused.
+    pub config_set_all_nodes: bool,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> CommandsConfig {
+        CommandsConfig { config_set_all_nodes: true }
+    }
 }
 
 /// What MULTI ... EXEC does when its commands touch several slots.
@@ -252,6 +267,7 @@ impl Config {
             admin: AdminConfig::default(),
             drain_timeout: Duration::from_millis(10_000),
             transactions: TransactionsConfig::default(),
+            commands: CommandsConfig::default(),
         }
     }
 }

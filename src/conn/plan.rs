@@ -115,7 +115,9 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         }
         Class::Keyed => Timed::Keyed,
         Class::MGet | Class::MSet | Class::SumKeys => Timed::Fanout,
-        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo => Timed::AllMasters,
+        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo | Class::ServerLog | Class::AllNodes => {
+            Timed::AllMasters
+        }
         Class::AnyMaster => Timed::AnyMaster,
         Class::Scan => Timed::Scan,
         Class::Info => Timed::Info,

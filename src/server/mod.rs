@@ -25,7 +25,7 @@ use crate::config::{Config, Source};
 use crate::conn;
 use crate::memory::Usage;
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::route::{self, Router};
 use crate::stats::ProxyStats;
 use crate::topology::{self, gossip, Learned, Poller, Topology, TopologyStore};
 
@@ -216,6 +216,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => (CommandTable::builtin(), String::new()),
     };
     table.bind_metrics(&metrics);
+    if !cfg.commands.config_set_all_nodes {
+        table.refuse_all_nodes(crate::errors::Refusal::NodeAdmin);
+    }
 
     let listen = cfg.listen;
     let listener =
@@ -251,6 +254,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let workers = Arc::new(workers);
     tasks.push(tokio::spawn(accept::accept_loop(shared.clone(), listener, workers.clone(), shutdown_rx)));
     tasks.push(tokio::spawn(drop_departed_pools(shared.router.clone())));
+    tasks.push(tokio::spawn(route::keep_node_config(shared.router.clone())));
     tasks.push(tokio::spawn(memory::release_after_bursts(shared.router.stats.clone(), shared.conn.usage.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
