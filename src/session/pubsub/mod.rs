@@ -4,7 +4,10 @@
 //! subscription sets itself, answers the confirmations with the client's own counts, and repairs
 //! subscriptions without the client noticing: when the node behind them dies, leaves the map, or
 //! (shard channels) gives up the slot, they are made again on the new node. Messages published
-//! during the gap may be missed, as with pub/sub anywhere.
+//! during the gap may be missed, as with pub/sub anywhere. Keyspace notifications, which each node
+//! publishes for its own keys only, are subscribed on every master ([`events`]).
+
+mod events;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -88,6 +91,8 @@ pub struct PubSub {
     shard: BTreeMap<Bytes, String>,
     main: Option<SubConn>,
     shard_conns: HashMap<String, SubConn>,
+    /// Per master, the connection carrying the subscriptions that can bring keyspace notifications.
+    events: HashMap<String, SubConn>,
     /// Frames of every subscription connection, in the order they came. Not bounded by the
     /// channel but by the client's output limit: what waits here counts in `meter`.
     tx: mpsc::UnboundedSender<Event>,
@@ -106,6 +111,7 @@ impl Drop for PubSub {
         // The readers first (they run on this thread: stopped once aborted), then what they sent.
         self.main = None;
         self.shard_conns.clear();
+        self.events.clear();
         while let Ok(ev) = self.rx.try_recv() {
             if let Event::Frame(_, f) = ev {
                 self.meter.unqueue(f.len());
@@ -125,6 +131,7 @@ impl PubSub {
             shard: BTreeMap::new(),
             main: None,
             shard_conns: HashMap::new(),
+            events: HashMap::new(),
             tx,
             rx,
             meter,
@@ -263,6 +270,14 @@ impl PubSub {
                 match self.send_sub(p, kind, None, &fresh).await {
                     Ok(id) => {
                         waiting.extend(fresh.iter().map(|c| (id, c.clone())));
+                        let carrying: Vec<Bytes> = fresh
+                            .iter()
+                            .filter(|n| events::may_carry_events(n, kind == Kind::Pattern))
+                            .cloned()
+                            .collect();
+                        if !carrying.is_empty() {
+                            waiting.extend(self.sub_events(p, kind, &carrying).await);
+                        }
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -351,6 +366,16 @@ impl PubSub {
             }
             out.push(self.confirm(kind.unsub_word(), Some(n), self.count(kind)));
         }
+        let carrying: Vec<&Bytes> =
+            targets.iter().filter(|n| events::may_carry_events(n, kind == Kind::Pattern)).collect();
+        if kind != Kind::Shard && !carrying.is_empty() {
+            let mut cmd: Vec<&[u8]> = vec![kind.unsub_word().as_bytes()];
+            cmd.extend(carrying.iter().map(|c| c.as_ref()));
+            let payload = resp::encode_command(&cmd);
+            for c in self.events.values_mut() {
+                let _ = c.wr.write_all(&payload).await;
+            }
+        }
         for (node, chans) in by_node {
             let mut cmd: Vec<&[u8]> = vec![kind.unsub_word().as_bytes()];
             cmd.extend(chans.iter().map(|c| c.as_ref()));
@@ -374,6 +399,10 @@ impl PubSub {
         if self.channels.is_empty() && self.patterns.is_empty() {
             self.main = None;
         }
+        let (chans, pats) = self.carrying_events();
+        if chans.is_empty() && pats.is_empty() {
+            self.events.clear();
+        }
         let used: BTreeSet<&String> = self.shard.values().collect();
         self.shard_conns.retain(|a, _| used.contains(a));
     }
@@ -381,7 +410,10 @@ impl PubSub {
     /// A frame from a subscription connection: a message to forward, or `None` (confirmations,
     /// which the proxy answers itself, and frames of connections it already dropped).
     pub fn on_frame(&mut self, id: u64, f: Bytes) -> Option<Bytes> {
-        let current = self.main.as_ref().is_some_and(|c| c.id == id) || self.shard_conns.values().any(|c| c.id == id);
+        let from_events = self.events.values().any(|c| c.id == id);
+        let current = from_events
+            || self.main.as_ref().is_some_and(|c| c.id == id)
+            || self.shard_conns.values().any(|c| c.id == id);
         if !current {
             return None;
         }
@@ -392,6 +424,14 @@ impl PubSub {
             // published before it read our UNSUBSCRIBE, which the client has already seen confirmed.
             b"message" | b"pmessage" | b"smessage" => {
                 let name = resp::as_bulk(el.get(1)?)??;
+                // Each message once: keyspace notifications from the masters' own connections,
+                // everything else from the main one.
+                if word.as_ref() != b"smessage" {
+                    let channel = if &word[..] == b"pmessage" { resp::as_bulk(el.get(2)?)?? } else { name.clone() };
+                    if events::is_event_channel(&channel) != from_events {
+                        return None;
+                    }
+                }
                 let wanted = match &word[..] {
                     b"message" => self.channels.contains(&name),
                     b"pmessage" => self.patterns.contains(&name),
@@ -414,6 +454,11 @@ impl PubSub {
     }
 
     pub fn on_closed(&mut self, id: u64) {
+        let before = self.events.len();
+        self.events.retain(|_, c| c.id != id);
+        if self.events.len() != before {
+            self.needs_repair = true;
+        }
         if self.main.as_ref().is_some_and(|c| c.id == id) {
             self.main = None;
             self.needs_repair = true;
@@ -458,6 +503,9 @@ impl PubSub {
                     ok = false;
                 }
             }
+        }
+        if !self.sync_events(p).await {
+            ok = false;
         }
         // Shard channels whose slot owner changed or whose connection died.
         let moves: Vec<(Bytes, String)> = {
