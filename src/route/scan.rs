@@ -1,5 +1,40 @@
-//! SCAN with one cursor over the whole cluster: the low bits pick the master (in slot order), the
-//! rest is that master's own cursor; each master is walked to its end before the next begins.
+//! SCAN with one cursor over the whole cluster: the shards (a master and its replicas) are walked
+//! one after the other, each to its end, in the order of their [`Shard::key`], a number derived
+//! from the shard's lowest node id, which neither a reshard nor a failover changes.
+//!
+//! # The cursor
+//!
+//! A u64 in decimal, as Redis's. 0 starts a scan and ends one. Otherwise, from the low bits:
+//!
+//! | bits   | field |
+//! |--------|-------|
+//! | 0-15   | the key of the shard being scanned (1..=65535; 0 with other bits set is `-ERR invalid cursor`) |
+//! | 16-27  | a 12-bit hash of the node id of the master the node cursor came from |
+//! | 28-63  | that master's own SCAN cursor (one that does not fit: `-ERR clusterless: node cursor too large to encode`) |
+//!
+//! # Continuing a cursor
+//!
+//! 1. The shard with the cursor's key; if none, the shard whose master or a replica has the
+//!    cursor's node hash (a shard whose lowest node id changed: a replica joined or left); the
+//!    scan's position in the order stays the cursor's key either way.
+//! 2. If that shard's master is not the node the cursor came from (a failover), the shard is
+//!    scanned again from its start: another node's cursor means nothing on it (its hash table,
+//!    seeded per process, orders keys differently).
+//! 3. If no shard matches (it left the cluster), the scan goes on at the next key, from its start.
+//! 4. When a shard's master answers 0, the scan goes on at the first shard with a greater key.
+//!
+//! # What is guaranteed
+//!
+//! As Redis's SCAN: a key present for the whole scan is returned at least once, and one present
+//! for part of it may or may not be, provided its slot stayed on the same shard for the whole scan.
+//! That holds through failovers inside that shard (the new master is scanned from its start, so
+//! keys already returned may come again) and through reshards of other slots. Not covered: keys of
+//! slots that moved from one shard to another during the scan (missed or repeated); keys of a shard
+//! whose lowest node id changed (a node with a lower id joined it, or its lowest-id node left it)
+//! before the scan reached it, or while it was being scanned if no node it had then is left in it;
+//! and, with odds of 1 in 4096 per failover caught mid-shard, a new master whose id hashes as the
+//! old one's (its predecessor's cursor is then used on it). With no topology change, every key is
+//! returned exactly once.
 
 use bytes::Bytes;
 
@@ -7,28 +42,126 @@ use super::Router;
 use crate::backend::Cx;
 use crate::errors;
 use crate::resp::{self, reply, Request};
+use crate::topology::{stable_hash, Node, Shard};
 
-/// Bits of the client cursor that say which master the scan is on (up to 1024 masters).
-const SCAN_NODE_BITS: u32 = 10;
+/// Bits of the shard key (the lowest of the cursor).
+const SHARD_BITS: u32 = 16;
+/// Bits of the hash of the master's id (above the shard key).
+const TAG_BITS: u32 = 12;
+/// Where the node's own cursor starts; it has the 36 bits above.
+const NODE_SHIFT: u32 = SHARD_BITS + TAG_BITS;
 
-/// SCAN with one cursor over the whole cluster: the low bits pick the master (in slot order), the
-/// rest is that master's own cursor; each master is walked to its end before the next begins.
+/// A non-zero SCAN cursor of the proxy, decoded (see the module doc for the layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanCursor {
+    /// The key of the shard being scanned ([`Shard::key`]), 1..=65535.
+    pub shard: u16,
+    /// [`ScanCursor::tag_of`] the master whose cursor `node` is (`TAG_BITS` bits).
+    pub tag: u16,
+    /// The master's own cursor: 0 = the shard's start.
+    pub node: u64,
+}
+
+impl ScanCursor {
+    /// The cursor a client holds for this position, or `None` if the node cursor does not fit.
+    pub fn encode(self) -> Option<u64> {
+        if self.shard == 0 || self.node >> (64 - NODE_SHIFT) != 0 {
+            return None;
+        }
+        let tag = u64::from(self.tag) & ((1 << TAG_BITS) - 1);
+        Some(self.node << NODE_SHIFT | tag << SHARD_BITS | u64::from(self.shard))
+    }
+
+    /// A client's non-zero cursor; `None` if the proxy cannot have issued it (no shard key).
+    pub fn decode(cursor: u64) -> Option<ScanCursor> {
+        let shard = (cursor & ((1 << SHARD_BITS) - 1)) as u16;
+        let tag = ((cursor >> SHARD_BITS) & ((1 << TAG_BITS) - 1)) as u16;
+        (shard != 0).then_some(ScanCursor { shard, tag, node: cursor >> NODE_SHIFT })
+    }
+
+    /// The hash of a node that a cursor carries: of its id, or its address if the id is unknown.
+    pub fn tag_of(node: &Node) -> u16 {
+        let name = if node.id.is_empty() { &node.addr } else { &node.id };
+        (stable_hash(name.as_bytes()) >> (64 - TAG_BITS)) as u16
+    }
+}
+
+/// What one SCAN call does.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Send SCAN `node` to the master of `shards[shard]`; `pos` is the scan's position (the shard
+    /// key the reply's cursor names while this shard is not finished).
+    Scan { pos: u16, shard: usize, node: u64 },
+    /// Nothing left: answer cursor 0 and no keys.
+    Done,
+}
+
+/// Where a client's cursor continues, in `shards` (ordered by key) whose masters' and replicas'
+/// tags `tag(node index)` gives.
+fn resolve(shards: &[Shard], tag: impl Fn(u16) -> u16, cursor: Option<ScanCursor>) -> Step {
+    let Some(c) = cursor else {
+        return if shards.is_empty() { Step::Done } else { Step::Scan { pos: shards[0].key, shard: 0, node: 0 } };
+    };
+    let node = |s: &Shard| if tag(s.master) == c.tag { c.node } else { 0 };
+    let same = shards
+        .iter()
+        .position(|s| s.key == c.shard)
+        .or_else(|| shards.iter().position(|s| tag(s.master) == c.tag))
+        .or_else(|| shards.iter().position(|s| s.members.iter().any(|&m| tag(m) == c.tag)));
+    if let Some(i) = same {
+        return Step::Scan { pos: c.shard, shard: i, node: node(&shards[i]) };
+    }
+    match shards.iter().position(|s| s.key > c.shard) {
+        Some(i) => Step::Scan { pos: shards[i].key, shard: i, node: 0 },
+        None => Step::Done,
+    }
+}
+
+/// The client's next cursor after the master of `shards[shard]` (tag `tag`) answered `next`.
+/// `None`: `next` does not fit.
+fn next_cursor(shards: &[Shard], tag: impl Fn(u16) -> u16, pos: u16, shard: usize, next: u64) -> Option<u64> {
+    if next != 0 {
+        let master = shards.get(shard).map_or(0, |s| tag(s.master));
+        return ScanCursor { shard: pos, tag: master, node: next }.encode();
+    }
+    match shards.iter().find(|s| s.key > pos) {
+        Some(s) => ScanCursor { shard: s.key, tag: tag(s.master), node: 0 }.encode(),
+        None => Some(0),
+    }
+}
+
+/// SCAN with one cursor over the whole cluster (see the module doc).
 pub(super) async fn scan(p: &Router, req: Request, cx: Cx) -> Bytes {
     let invalid = || errors::invalid_cursor();
     let Some(cursor) = req.args.get(1).and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok()) else {
         return invalid();
     };
-    let owners: Vec<String> = p.topology.load().slot_owners().into_iter().map(str::to_string).collect();
-    let idx = (cursor & ((1 << SCAN_NODE_BITS) - 1)) as usize;
-    let node_cursor = cursor >> SCAN_NODE_BITS;
-    let Some(addr) = owners.get(idx) else {
-        return if owners.is_empty() { errors::slot_not_served() } else { invalid() };
+    let client = match cursor {
+        0 => None,
+        c => match ScanCursor::decode(c) {
+            Some(c) => Some(c),
+            None => return invalid(),
+        },
+    };
+    let topo = p.topology.load_full();
+    let shards = topo.shards();
+    if shards.is_empty() {
+        return errors::slot_not_served();
+    }
+    let tag = |i: u16| topo.nodes.get(usize::from(i)).map_or(0, ScanCursor::tag_of);
+    let (pos, shard, node_cursor) = match resolve(shards, tag, client) {
+        Step::Scan { pos, shard, node } => (pos, shard, node),
+        Step::Done => return reply::array(&[reply::bulk(b"0"), reply::array::<Bytes>(&[])]),
+    };
+    let Some(addr) = shards.get(shard).and_then(|s| topo.nodes.get(usize::from(s.master))).map(|n| n.addr.clone())
+    else {
+        return errors::slot_not_served();
     };
     let mut args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();
     let nc = node_cursor.to_string();
     args[1] = nc.as_bytes();
     let cmd = resp::encode_command(&args);
-    let r = match p.backend.send_one(addr, cx, cmd).await {
+    let r = match p.backend.send_one(&addr, cx, cmd).await {
         Ok(r) => r,
         Err(e) => return e.reply(),
     };
@@ -45,16 +178,148 @@ pub(super) async fn scan(p: &Router, req: Request, cx: Cx) -> Bytes {
         Some(n) => n,
         None => return errors::unexpected_reply("SCAN cursor"),
     };
-    let client_next = if next == 0 {
-        if idx + 1 >= owners.len() {
-            0
-        } else {
-            (idx + 1) as u64
-        }
-    } else if next >> (64 - SCAN_NODE_BITS) != 0 {
+    let Some(client_next) = next_cursor(shards, tag, pos, shard, next) else {
         return errors::scan_cursor_too_large();
-    } else {
-        (next << SCAN_NODE_BITS) | idx as u64
     };
     reply::array(&[reply::bulk(client_next.to_string().as_bytes()), keys.clone()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(key: u16, master: u16, members: &[u16]) -> Shard {
+        Shard { key, master, members: members.to_vec() }
+    }
+
+    /// Node i's tag is 100 + i.
+    fn tag(i: u16) -> u16 {
+        100 + i
+    }
+
+    #[test]
+    fn layout_is_shard_then_tag_then_node_cursor() {
+        let c = ScanCursor { shard: 5, tag: 3, node: 7 };
+        assert_eq!(c.encode(), Some((7 << 28) | (3 << 16) | 5));
+        assert_eq!(ScanCursor::decode((7 << 28) | (3 << 16) | 5), Some(c));
+        let max = ScanCursor { shard: 65535, tag: 4095, node: (1 << 36) - 1 };
+        assert_eq!(max.encode(), Some(u64::MAX));
+        assert_eq!(ScanCursor::decode(u64::MAX), Some(max));
+    }
+
+    #[test]
+    fn round_trips() {
+        for (shard, tag, node) in
+            [(1, 0, 0), (65535, 4095, 0), (300, 17, 1), (9, 4095, 12_345_678_901), (2, 1, 1 << 35)]
+        {
+            let c = ScanCursor { shard, tag, node };
+            let n = c.encode().expect("fits");
+            assert_ne!(n, 0, "a cursor naming a shard is never 0 (the end)");
+            assert_eq!(ScanCursor::decode(n), Some(c));
+        }
+    }
+
+    #[test]
+    fn node_cursor_too_large_does_not_encode() {
+        assert_eq!(ScanCursor { shard: 1, tag: 0, node: 1 << 36 }.encode(), None);
+        assert_eq!(ScanCursor { shard: 1, tag: 0, node: u64::MAX }.encode(), None);
+    }
+
+    #[test]
+    fn a_cursor_without_shard_key_is_invalid() {
+        assert_eq!(ScanCursor::decode(1 << 16), None);
+        assert_eq!(ScanCursor::decode(1 << 28), None);
+        assert_eq!(ScanCursor::decode(u64::MAX << 16), None);
+    }
+
+    #[test]
+    fn tag_is_twelve_bits_of_the_id_or_the_address() {
+        let node = |id: &str, addr: &str| Node {
+            id: id.into(),
+            addr: addr.into(),
+            ip_addr: addr.into(),
+            role: crate::topology::Role::Master,
+            master_id: None,
+            failed: false,
+            config_epoch: None,
+        };
+        let a = node("07c37dfeb235213a872192d90877d0cd55635b91", "127.0.0.1:7000");
+        assert!(ScanCursor::tag_of(&a) < 4096);
+        assert_eq!(
+            ScanCursor::tag_of(&a),
+            ScanCursor::tag_of(&node(&a.id, "10.0.0.1:7000")),
+            "the id, not the address"
+        );
+        assert_eq!(ScanCursor::tag_of(&node("", "127.0.0.1:7000")), (stable_hash(b"127.0.0.1:7000") >> 52) as u16);
+    }
+
+    #[test]
+    fn a_scan_walks_every_shard_in_key_order_once() {
+        let shards = [shard(10, 0, &[0, 3]), shard(20, 1, &[1]), shard(30, 2, &[2, 4])];
+        let mut step = resolve(&shards, tag, None);
+        let mut visited = Vec::new();
+        // Each master answers a non-zero cursor once, then 0.
+        let mut cursor = 0u64;
+        for _ in 0..10 {
+            let Step::Scan { pos, shard, node } = step else { break };
+            visited.push((shards[shard].key, node));
+            let next = if node == 0 { 42 } else { 0 };
+            cursor = next_cursor(&shards, tag, pos, shard, next).expect("fits");
+            if cursor == 0 {
+                break;
+            }
+            step = resolve(&shards, tag, ScanCursor::decode(cursor));
+        }
+        assert_eq!(cursor, 0);
+        assert_eq!(visited, [(10, 0), (10, 42), (20, 0), (20, 42), (30, 0), (30, 42)]);
+    }
+
+    #[test]
+    fn the_cursor_continues_on_the_same_master() {
+        let shards = [shard(10, 0, &[0, 3]), shard(20, 1, &[1])];
+        let c = ScanCursor { shard: 10, tag: tag(0), node: 77 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 10, shard: 0, node: 77 });
+    }
+
+    #[test]
+    fn a_failed_over_shard_starts_again_on_its_new_master() {
+        // Node 3 was the master (the cursor's tag), node 0 is now.
+        let shards = [shard(10, 0, &[0, 3]), shard(20, 1, &[1])];
+        let c = ScanCursor { shard: 10, tag: tag(3), node: 77 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 10, shard: 0, node: 0 });
+        // The next cursor carries the new master's tag, so it continues there.
+        let next = next_cursor(&shards, tag, 10, 0, 5).expect("fits");
+        assert_eq!(ScanCursor::decode(next), Some(ScanCursor { shard: 10, tag: tag(0), node: 5 }));
+    }
+
+    #[test]
+    fn a_shard_whose_key_changed_is_found_by_its_nodes_and_the_position_kept() {
+        // The shard at 15 (master 5) had a replica with a lower id join: it is at 40 now.
+        let shards = [shard(10, 0, &[0]), shard(20, 1, &[1]), shard(40, 5, &[5, 6])];
+        let c = ScanCursor { shard: 15, tag: tag(5), node: 9 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 15, shard: 2, node: 9 });
+        // Finished: the next is the first shard after position 15, the shard at 20 (the one at
+        // 40 comes again later: duplicates, no gap).
+        let next = next_cursor(&shards, tag, 15, 2, 0).expect("fits");
+        assert_eq!(ScanCursor::decode(next), Some(ScanCursor { shard: 20, tag: tag(1), node: 0 }));
+        // Found by a replica (its master failed over and left): scanned from its start.
+        let c = ScanCursor { shard: 15, tag: tag(6), node: 9 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 15, shard: 2, node: 0 });
+    }
+
+    #[test]
+    fn a_shard_that_left_is_followed_by_the_next_key() {
+        let shards = [shard(10, 0, &[0]), shard(30, 2, &[2])];
+        let c = ScanCursor { shard: 20, tag: tag(9), node: 9 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 30, shard: 1, node: 0 });
+        let c = ScanCursor { shard: 40, tag: tag(9), node: 9 };
+        assert_eq!(resolve(&shards, tag, Some(c)), Step::Done);
+    }
+
+    #[test]
+    fn the_last_shard_finished_ends_the_scan() {
+        let shards = [shard(10, 0, &[0]), shard(30, 2, &[2])];
+        assert_eq!(next_cursor(&shards, tag, 30, 1, 0), Some(0));
+        assert_eq!(next_cursor(&shards, tag, 30, 1, 1 << 36), None, "too large");
+    }
 }
