@@ -9,21 +9,20 @@
 //! | bits   | field |
 //! |--------|-------|
 //! | 0-15   | the key of the shard being scanned (1..=65535; 0 with other bits set is `-ERR invalid cursor`) |
-//! | 16-27  | a 12-bit hash of the node id of the master the node cursor came from |
+//! | 16-27  | which master of the shard the node cursor came from: its place among the shard's nodes ordered by id (4 bits, 15 for 15 and more) and an 8-bit hash of its id |
 //! | 28-63  | that master's own SCAN cursor (one that does not fit: `-ERR clusterless: node cursor too large to encode`) |
 //!
 //! # Continuing a cursor
 //!
-//! 1. The shard with the cursor's key; if none, the shard whose master or a replica has the
-//!    cursor's node hash (a shard whose lowest node id changed: a replica joined or left); the
-//!    scan's position in the order stays the cursor's key either way.
-//! 2. If that shard's master is not the node the cursor came from (a failover), the shard is
-//!    scanned again from its start: another node's cursor means nothing on it (its hash table,
-//!    seeded per process, orders keys differently).
-//! 3. If no shard matches (it left the cluster, or is seen mid-failover with its old master not yet
-//!    reported as the new one's replica), the scan starts again from the first shard: its keys
-//!    may now be anywhere in the order, and a repeat is allowed where a gap is not.
-//! 4. When a shard's master answers 0, the scan goes on at the first shard with a greater key.
+//! 1. The shard with the cursor's key. If its master is the node the cursor came from (same place
+//!    among the shard's nodes, same hash), the master's cursor goes on; if not (a failover), the
+//!    shard is scanned again from its start: another node's cursor means nothing there (its hash
+//!    table, seeded per process, orders keys differently).
+//! 2. If no shard has that key (it left the cluster, its lowest node id changed, or it is seen
+//!    mid-failover with the demoted master not yet reported as the new one's replica), the scan
+//!    starts again from the first shard: the shard may be anywhere in the order now, and a repeat
+//!    is allowed where a gap is not.
+//! 3. When a shard's master answers 0, the scan goes on at the first shard with a greater key.
 //!
 //! # What is guaranteed
 //!
@@ -39,8 +38,10 @@
 //!   master's claim and the demoted one's report that it follows it, a failover; rarer, a shard
 //!   with the same 16-bit hash joined or left, which moves keys by one): if the scan went past its
 //!   new key meanwhile, it is skipped;
-//! - with odds of 1 in 4096 per failover that catches a shard mid-scan, a new master whose id
-//!   hashes to the same 12 bits as the old one's: the old master's cursor is used on it.
+//! - a failover while the scan is in the shard, in a shard that also gained or lost nodes so that
+//!   the new master has the old one's place among them: with odds of 1 in 256 its id's hash is
+//!   the old one's too, and the old master's cursor is used on it. (With the same nodes, a new
+//!   master always has another place.)
 
 use bytes::Bytes;
 
@@ -52,8 +53,10 @@ use crate::topology::{stable_hash, Node, Shard};
 
 /// Bits of the shard key (the lowest of the cursor).
 const SHARD_BITS: u32 = 16;
-/// Bits of the hash of the master's id (above the shard key).
+/// Bits saying which master of the shard (above the shard key): its place, then a hash.
 const TAG_BITS: u32 = 12;
+/// Of the tag: bits of the hash of the master's id (the place has the 4 above).
+const TAG_HASH_BITS: u32 = 8;
 /// Where the node's own cursor starts; it has the 36 bits above.
 const NODE_SHIFT: u32 = SHARD_BITS + TAG_BITS;
 
@@ -85,10 +88,15 @@ impl ScanCursor {
         (shard != 0).then_some(ScanCursor { shard, tag, node: cursor >> NODE_SHIFT })
     }
 
-    /// The hash of a node that a cursor carries: of its id, or its address if the id is unknown.
-    pub fn tag_of(node: &Node) -> u16 {
-        let name = if node.id.is_empty() { &node.addr } else { &node.id };
-        (stable_hash(name.as_bytes()) >> (64 - TAG_BITS)) as u16
+    /// Which master of `shard` a cursor came from: the master's place in [`Shard::members`] (up to
+    /// 15) and 8 bits of the hash of its id (of its address if the id is unknown).
+    pub fn tag_of(shard: &Shard, nodes: &[Node]) -> u16 {
+        let place = shard.members.iter().position(|&m| m == shard.master).unwrap_or(0).min(15) as u16;
+        let hash = nodes.get(usize::from(shard.master)).map_or(0, |n| {
+            let name = if n.id.is_empty() { &n.addr } else { &n.id };
+            (stable_hash(name.as_bytes()) >> (64 - TAG_HASH_BITS)) as u16
+        });
+        place << TAG_HASH_BITS | hash
     }
 }
 
@@ -102,35 +110,30 @@ enum Step {
     Done,
 }
 
-/// Where a client's cursor continues, in `shards` (ordered by key) whose masters' and replicas'
-/// tags `tag(node index)` gives.
-fn resolve(shards: &[Shard], tag: impl Fn(u16) -> u16, cursor: Option<ScanCursor>) -> Step {
-    let Some(c) = cursor else {
-        return if shards.is_empty() { Step::Done } else { Step::Scan { pos: shards[0].key, shard: 0, node: 0 } };
-    };
-    let node = |s: &Shard| if tag(s.master) == c.tag { c.node } else { 0 };
-    let same = shards
-        .iter()
-        .position(|s| s.key == c.shard)
-        .or_else(|| shards.iter().position(|s| tag(s.master) == c.tag))
-        .or_else(|| shards.iter().position(|s| s.members.iter().any(|&m| tag(m) == c.tag)));
-    match same {
-        Some(i) => Step::Scan { pos: c.shard, shard: i, node: node(&shards[i]) },
-        // Gone, or changed beyond recognition (a shard seen while it fails over: the demoted master
-        // not yet reported as the new one's replica); it may be anywhere in the order now.
-        None => resolve(shards, tag, None),
+/// Where a client's cursor continues, in `shards` (ordered by key) whose masters' tags `tag`
+/// gives.
+fn resolve(shards: &[Shard], tag: impl Fn(&Shard) -> u16, cursor: Option<ScanCursor>) -> Step {
+    let found = cursor.and_then(|c| Some((c, shards.iter().position(|s| s.key == c.shard)?)));
+    match found {
+        Some((c, i)) => {
+            let node = if tag(&shards[i]) == c.tag { c.node } else { 0 };
+            Step::Scan { pos: c.shard, shard: i, node }
+        }
+        // A new scan, or the shard not found: from the first shard.
+        None if shards.is_empty() => Step::Done,
+        None => Step::Scan { pos: shards[0].key, shard: 0, node: 0 },
     }
 }
 
-/// The client's next cursor after the master of `shards[shard]` (tag `tag`) answered `next`.
-/// `None`: `next` does not fit.
-fn next_cursor(shards: &[Shard], tag: impl Fn(u16) -> u16, pos: u16, shard: usize, next: u64) -> Option<u64> {
+/// The client's next cursor after the master of `shards[shard]` answered `next`. `None`: `next`
+/// does not fit.
+fn next_cursor(shards: &[Shard], tag: impl Fn(&Shard) -> u16, pos: u16, shard: usize, next: u64) -> Option<u64> {
     if next != 0 {
-        let master = shards.get(shard).map_or(0, |s| tag(s.master));
+        let master = shards.get(shard).map_or(0, &tag);
         return ScanCursor { shard: pos, tag: master, node: next }.encode();
     }
     match shards.iter().find(|s| s.key > pos) {
-        Some(s) => ScanCursor { shard: s.key, tag: tag(s.master), node: 0 }.encode(),
+        Some(s) => ScanCursor { shard: s.key, tag: tag(s), node: 0 }.encode(),
         None => Some(0),
     }
 }
@@ -150,7 +153,7 @@ pub(super) async fn scan(p: &Router, req: Request, cx: Cx) -> Bytes {
     };
     let topo = p.topology.load_full();
     let shards = topo.shards();
-    let tag = |i: u16| topo.nodes.get(usize::from(i)).map_or(0, ScanCursor::tag_of);
+    let tag = |s: &Shard| ScanCursor::tag_of(s, &topo.nodes);
     let (pos, shard, node_cursor) = match resolve(shards, tag, client) {
         Step::Scan { pos, shard, node } => (pos, shard, node),
         Step::Done => return errors::slot_not_served(),
@@ -189,14 +192,27 @@ pub(super) async fn scan(p: &Router, req: Request, cx: Cx) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::Role;
 
     fn shard(key: u16, master: u16, members: &[u16]) -> Shard {
         Shard { key, master, members: members.to_vec() }
     }
 
-    /// Node i's tag is 100 + i.
-    fn tag(i: u16) -> u16 {
-        100 + i
+    /// A shard's tag in these tests: 100 + its master's index.
+    fn tag(s: &Shard) -> u16 {
+        100 + s.master
+    }
+
+    fn node(id: &str, addr: &str) -> Node {
+        Node {
+            id: id.into(),
+            addr: addr.into(),
+            ip_addr: addr.into(),
+            role: Role::Master,
+            master_id: None,
+            failed: false,
+            config_epoch: None,
+        }
     }
 
     #[test]
@@ -235,24 +251,23 @@ mod tests {
     }
 
     #[test]
-    fn tag_is_twelve_bits_of_the_id_or_the_address() {
-        let node = |id: &str, addr: &str| Node {
-            id: id.into(),
-            addr: addr.into(),
-            ip_addr: addr.into(),
-            role: crate::topology::Role::Master,
-            master_id: None,
-            failed: false,
-            config_epoch: None,
-        };
-        let a = node("07c37dfeb235213a872192d90877d0cd55635b91", "127.0.0.1:7000");
-        assert!(ScanCursor::tag_of(&a) < 4096);
-        assert_eq!(
-            ScanCursor::tag_of(&a),
-            ScanCursor::tag_of(&node(&a.id, "10.0.0.1:7000")),
-            "the id, not the address"
+    fn the_tag_is_the_masters_place_and_a_hash_of_its_id() {
+        let nodes = [node("aaa", "127.0.0.1:1"), node("bbb", "127.0.0.1:2"), node("", "127.0.0.1:3")];
+        let h = |name: &str| (stable_hash(name.as_bytes()) >> 56) as u16;
+        // Members ordered by id: aaa (0), bbb (1).
+        assert_eq!(ScanCursor::tag_of(&shard(1, 0, &[0, 1]), &nodes), h("aaa"));
+        assert_eq!(ScanCursor::tag_of(&shard(1, 1, &[0, 1]), &nodes), 1 << 8 | h("bbb"));
+        // A failover inside the same nodes always changes the place, whatever the hashes.
+        assert_ne!(
+            ScanCursor::tag_of(&shard(1, 0, &[0, 1]), &nodes) >> 8,
+            ScanCursor::tag_of(&shard(1, 1, &[0, 1]), &nodes) >> 8
         );
-        assert_eq!(ScanCursor::tag_of(&node("", "127.0.0.1:7000")), (stable_hash(b"127.0.0.1:7000") >> 52) as u16);
+        // No id: the address's hash.
+        assert_eq!(ScanCursor::tag_of(&shard(1, 2, &[2]), &nodes), h("127.0.0.1:3"));
+        // The place saturates at 15: it stays in 12 bits.
+        let members: Vec<u16> = (0..20).collect();
+        let many: Vec<Node> = (0..20).map(|i| node(&format!("{i:02}"), "127.0.0.1:1")).collect();
+        assert_eq!(ScanCursor::tag_of(&shard(1, 19, &members), &many), 15 << 8 | h("19"));
     }
 
     #[test]
@@ -279,7 +294,7 @@ mod tests {
     #[test]
     fn the_cursor_continues_on_the_same_master() {
         let shards = [shard(10, 0, &[0, 3]), shard(20, 1, &[1])];
-        let c = ScanCursor { shard: 10, tag: tag(0), node: 77 };
+        let c = ScanCursor { shard: 10, tag: 100, node: 77 };
         assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 10, shard: 0, node: 77 });
     }
 
@@ -287,36 +302,22 @@ mod tests {
     fn a_failed_over_shard_starts_again_on_its_new_master() {
         // Node 3 was the master (the cursor's tag), node 0 is now.
         let shards = [shard(10, 0, &[0, 3]), shard(20, 1, &[1])];
-        let c = ScanCursor { shard: 10, tag: tag(3), node: 77 };
+        let c = ScanCursor { shard: 10, tag: 103, node: 77 };
         assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 10, shard: 0, node: 0 });
         // The next cursor carries the new master's tag, so it continues there.
         let next = next_cursor(&shards, tag, 10, 0, 5).expect("fits");
-        assert_eq!(ScanCursor::decode(next), Some(ScanCursor { shard: 10, tag: tag(0), node: 5 }));
-    }
-
-    #[test]
-    fn a_shard_whose_key_changed_is_found_by_its_nodes_and_the_position_kept() {
-        // The shard at 15 (master 5) had a replica with a lower id join: it is at 40 now.
-        let shards = [shard(10, 0, &[0]), shard(20, 1, &[1]), shard(40, 5, &[5, 6])];
-        let c = ScanCursor { shard: 15, tag: tag(5), node: 9 };
-        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 15, shard: 2, node: 9 });
-        // Finished: the next is the first shard after position 15, the shard at 20 (the one at
-        // 40 comes again later: duplicates, no gap).
-        let next = next_cursor(&shards, tag, 15, 2, 0).expect("fits");
-        assert_eq!(ScanCursor::decode(next), Some(ScanCursor { shard: 20, tag: tag(1), node: 0 }));
-        // Found by a replica (its master failed over and left): scanned from its start.
-        let c = ScanCursor { shard: 15, tag: tag(6), node: 9 };
-        assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 15, shard: 2, node: 0 });
+        assert_eq!(ScanCursor::decode(next), Some(ScanCursor { shard: 10, tag: 100, node: 5 }));
     }
 
     #[test]
     fn a_shard_not_found_restarts_the_scan() {
         let shards = [shard(10, 0, &[0]), shard(30, 2, &[2])];
         for key in [5, 20, 40] {
-            let c = ScanCursor { shard: key, tag: tag(9), node: 9 };
+            let c = ScanCursor { shard: key, tag: 100, node: 9 };
             assert_eq!(resolve(&shards, tag, Some(c)), Step::Scan { pos: 10, shard: 0, node: 0 }, "key {key}");
         }
         assert_eq!(resolve(&[], tag, Some(ScanCursor { shard: 5, tag: 0, node: 9 })), Step::Done);
+        assert_eq!(resolve(&[], tag, None), Step::Done);
     }
 
     #[test]

@@ -164,7 +164,8 @@ pub struct Shard {
     pub key: u16,
     /// The master, an index into [`Topology::nodes`].
     pub master: u16,
-    /// The master and its replicas (indexes into [`Topology::nodes`]).
+    /// The master and its replicas (indexes into [`Topology::nodes`]), ordered by node id (then
+    /// address): a failover changes the master's place in it unless nodes also joined or left.
     pub members: Vec<u16>,
 }
 
@@ -199,6 +200,7 @@ fn shards_of(nodes: &[Node], slots: &[u16]) -> Vec<Shard> {
                 }
             }
         }
+        members.sort_by_key(|&i| nodes.get(usize::from(i)).map(|n| (n.id.as_str(), n.addr.as_str())));
         let identity = members
             .iter()
             .filter_map(|&i| nodes.get(usize::from(i)))
@@ -332,6 +334,10 @@ mod tests {
         }
         let shard_a = got.iter().find(|s| s.1 == "m-a").expect("m-a");
         assert_eq!(shard_a.2, ["a-r", "m-a"]);
+        for s in t.shards() {
+            let ids: Vec<&str> = s.members.iter().map(|&i| t.nodes[usize::from(i)].id.as_str()).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "members in id order: {ids:?}");
+        }
         assert_eq!(t.slot_owners().len(), 3);
     }
 
