@@ -38,10 +38,13 @@
 //!   master's claim and the demoted one's report that it follows it, a failover; rarer, a shard
 //!   with the same 16-bit hash joined or left, which moves keys by one): if the scan went past its
 //!   new key meanwhile, it is skipped;
-//! - a failover while the scan is in the shard, in a shard that also gained or lost nodes so that
-//!   the new master has the old one's place among them: with odds of 1 in 256 its id's hash is
-//!   the old one's too, and the old master's cursor is used on it. (With the same nodes, a new
-//!   master always has another place.)
+//! - a failover while the scan is in the shard, seen with other nodes than when the cursor was
+//!   issued (nodes joined or left, or, for a moment, the demoted master not yet reported as a
+//!   replica), if the new master has the old one's place among them: with odds of 1 in 256 its
+//!   id's hash is the old one's too, and the old master's cursor is used on it. With the same
+//!   nodes a new master always has another place; in a shard of a master and one replica a
+//!   failover is always recognized (seen alone, the new master has place 0; the old one had place
+//!   0 only if its id was the lower, and then the shard's key, from its lowest id, changed).
 
 use bytes::Bytes;
 
