@@ -157,9 +157,9 @@ impl Topology {
 /// others does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
-    /// 1..=65535, unique in a map: the 16-bit [`stable_hash`] of the identity (1 + hash mod 65535),
-    /// moved up (or, at the top of the range, down) by as little as makes the keys distinct, in
-    /// the order of (hash, identity). Depends only on the identities, so every proxy in front of
+    /// 1..=65535, unique in a map: 1 + the 64-bit FNV-1a hash (`stable_hash`) of the identity mod
+    /// 65535, moved up (or, at the top of the range, down) by as little as makes the keys
+    /// distinct, in the order of (hash, identity). Depends only on the identities, so every proxy in front of
     /// the cluster, and every map with the same shards, gives a shard the same key.
     pub key: u16,
     /// The master, an index into [`Topology::nodes`].
