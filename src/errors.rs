@@ -174,6 +174,13 @@ pub fn unreachable(slot: u16, why: impl Display) -> Bytes {
     frame(&format!("ERR clusterless: master of slot {slot} is unreachable: {why}"))
 }
 
+/// A node's error for a command sent to every node, naming the node (`-ERR ... (node HOST:PORT)`).
+pub fn on_node(reply: &[u8], addr: &str) -> Bytes {
+    let text = String::from_utf8_lossy(reply);
+    let text = text.trim_start_matches(['-', '!']).trim_end();
+    frame(&format!("{text} (node {addr})"))
+}
+
 /// A node went silent after the command was written.
 pub fn may_have_run(what: impl Display) -> Bytes {
     frame(&format!("ERR clusterless: {what}; the command may or may not have been executed"))

@@ -291,7 +291,7 @@ async fn any_master_round_robin_and_info() {
         assert_eq!(got, dbsizes, "keyless {f} runs on one master, round robin");
     }
 
-    // SLOWLOG LEN and LATENCY: master i gets i + 1 slow commands (a busy script of 150 ms, the
+    // SLOWLOG LEN and LATENCY LATEST: master i gets i + 1 slow commands (a busy script of 150 ms, the
     // slowlog threshold raised to 100 ms so that nothing else counts), and only the first master
     // records latency events.
     let slow = busy_script(150);
@@ -314,18 +314,13 @@ async fn any_master_round_robin_and_info() {
         });
     }
     futures_util::future::join_all(setups).await;
-    let mut lens = BTreeSet::new();
+    // One server's logs: every master's, merged (not one master's in turn).
     for _ in 0..3 {
         let n: i64 = redis::cmd("SLOWLOG").arg("LEN").query_async(&mut c).await.unwrap();
-        lens.insert(n);
-    }
-    assert_eq!(lens, [1, 2, 3].into(), "SLOWLOG LEN from each master in turn");
-    let mut latest = Vec::new();
-    for _ in 0..3 {
+        assert_eq!(n, 1 + 2 + 3, "SLOWLOG LEN is the masters' sum");
         let v: Vec<redis::Value> = redis::cmd("LATENCY").arg("LATEST").query_async(&mut c).await.unwrap();
-        latest.push(v.len());
+        assert_eq!(v.len(), 1, "LATENCY LATEST: the one master's event, once");
     }
-    assert_eq!(sorted(&latest), vec![0, 0, 1], "LATENCY LATEST: one master of three has an event");
 
     // COMMAND COUNT / COMMAND INFO: a master's own answer, byte for byte.
     let mut n0 = node_raw(masters[0]).await;
@@ -773,9 +768,6 @@ async fn refused_commands_never_reach_a_node() {
         (vec!["MONITOR"], na("MONITOR", admin)),
         (vec!["SHUTDOWN", "NOSAVE"], na("SHUTDOWN", admin)),
         (vec!["DEBUG", "SLEEP", "0"], na("DEBUG", admin)),
-        (vec!["CONFIG", "SET", "slowlog-max-len", "777"], na("CONFIG SET", admin)),
-        (vec!["config", "set", "maxmemory-samples", "7"], na("CONFIG SET", admin)),
-        (vec!["CONFIG", "REWRITE"], na("CONFIG REWRITE", admin)),
         (vec!["REPLICAOF", "NO", "ONE"], na("REPLICAOF", admin)),
         (vec!["FAILOVER"], na("FAILOVER", admin)),
         (vec!["SAVE"], na("SAVE", admin)),
@@ -806,8 +798,7 @@ async fn refused_commands_never_reach_a_node() {
         let got = r.text(&["CONFIG", "GET", "port"]).await;
         assert!(got.starts_with("*2\r\n$4\r\nport\r\n"), "{got}");
     }
-    // No node saw any of them: not in any master's command statistics, and CONFIG SET changed
-    // nothing anywhere.
+    // No node saw any of them: not in any master's command statistics.
     let never = [
         "migrate",
         "waitaof",
@@ -816,8 +807,6 @@ async fn refused_commands_never_reach_a_node() {
         "monitor",
         "shutdown",
         "debug",
-        "config|set",
-        "config|rewrite",
         "replicaof",
         "failover",
         "save",
@@ -841,10 +830,6 @@ async fn refused_commands_never_reach_a_node() {
         for name in never {
             assert!(!stats.contains(&format!("cmdstat_{name}:")), "master {m} ran {name}: {stats}");
         }
-        let v: Vec<String> = on_node(&env, m, &cmd(&["CONFIG", "GET", "slowlog-max-len"])).await;
-        assert_eq!(v, vec!["slowlog-max-len".to_string(), "128".to_string()], "master {m}");
-        let v: Vec<String> = on_node(&env, m, &cmd(&["CONFIG", "GET", "maxmemory-samples"])).await;
-        assert_eq!(v, vec!["maxmemory-samples".to_string(), "5".to_string()], "master {m}");
         let role: Vec<redis::Value> = on_node(&env, m, &cmd(&["ROLE"])).await;
         let role: String = redis::from_redis_value(role[0].clone()).unwrap();
         assert_eq!(role, "master", "master {m} still a master");

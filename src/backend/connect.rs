@@ -10,7 +10,7 @@ use tokio::time::timeout;
 
 use super::identity::MYID;
 use super::{BackendError, Reason, Verify};
-use crate::config::{BackendConfig, Secret};
+use crate::config::{BackendConfig, Credentials, Secret};
 use crate::resp::{self, ReplyScanner};
 
 /// Credentials sent to every node when connecting.
@@ -23,6 +23,14 @@ pub struct Auth {
 impl Auth {
     pub fn from_config(c: &BackendConfig) -> Auth {
         Auth { user: c.user.clone(), password: c.password.clone() }
+    }
+
+    /// The logins of the node connections: 0 is `backend`'s, then each proxy user's own node
+    /// credentials (`[[auth.users]] backend_user`), so that the nodes' ACLs decide what each
+    /// proxy user may do.
+    pub fn logins(c: &BackendConfig, users: &[&Credentials]) -> Vec<Auth> {
+        let own = users.iter().map(|u| Auth { user: Some(u.user.clone()), password: Some(u.password.clone()) });
+        std::iter::once(Auth::from_config(c)).chain(own).collect()
     }
 }
 

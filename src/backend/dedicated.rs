@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{connect, exchange, Auth, BackendError, Directory, Reason, Verify};
+use super::{connect, exchange, Auth, BackendError, Cx, Directory, Reason, Verify};
 use crate::resp::{self, ReplyScanner};
 use crate::sync::Mutex;
 
@@ -28,13 +28,17 @@ const MAX_IDLE: usize = 8;
 
 /// The exclusive connections of the proxy, per node.
 pub struct DedicatedPool {
-    auth: Auth,
+    /// Per login, the credentials (see [`super::Cx::login`]).
+    logins: Arc<[Auth]>,
     directory: Arc<dyn Directory>,
     connect_timeout: Duration,
     per_node: usize,
     limits: Mutex<HashMap<String, Arc<Bound>>>,
-    idle: Mutex<HashMap<(String, u8), Vec<Dedicated>>>,
+    idle: Mutex<HashMap<Kind, Vec<Dedicated>>>,
 }
+
+/// Which connections are interchangeable: the same node, protocol and login.
+type Kind = (String, u8, u16);
 
 /// One node's bound: a permit per open connection, in use or idle.
 struct Bound {
@@ -48,6 +52,7 @@ struct Bound {
 pub struct Dedicated {
     pub addr: String,
     pub proto: u8,
+    pub login: u16,
     /// The node's own id for this connection (`CLIENT ID`), to unblock it from elsewhere.
     pub node_client_id: i64,
     stream: TcpStream,
@@ -57,10 +62,15 @@ pub struct Dedicated {
 }
 
 impl DedicatedPool {
-    pub fn new(auth: Auth, directory: Arc<dyn Directory>, connect_timeout: Duration, per_node: usize) -> DedicatedPool {
+    pub fn new(
+        logins: Arc<[Auth]>,
+        directory: Arc<dyn Directory>,
+        connect_timeout: Duration,
+        per_node: usize,
+    ) -> DedicatedPool {
         DedicatedPool {
             directory,
-            auth,
+            logins,
             connect_timeout,
             per_node: per_node.max(1),
             limits: Mutex::new(HashMap::new()),
@@ -70,7 +80,10 @@ impl DedicatedPool {
 
     /// An idle connection to `addr`, or a new one when the node's bound allows it. Waits up to the
     /// connect timeout for a place under the bound; never sends anything that could run twice.
-    pub async fn get(&self, addr: &str, proto: u8) -> Result<Dedicated, BackendError> {
+    /// The connection speaks `cx`'s protocol and authenticates as its login.
+    pub async fn get(&self, addr: &str, cx: Cx) -> Result<Dedicated, BackendError> {
+        let proto = if cx.proto >= 3 { 3 } else { 2 };
+        let login = cx.login.min((self.logins.len() - 1) as u16);
         let bound = self.bound(addr);
         let deadline = Instant::now() + self.connect_timeout;
         let permit = loop {
@@ -78,16 +91,19 @@ impl DedicatedPool {
             let returned = bound.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(d) = self.take_idle(addr, proto) {
+            if let Some(d) = self.take_idle(&(addr.to_string(), proto, login)) {
                 return Ok(d);
             }
             if let Ok(p) = bound.permits.clone().try_acquire_owned() {
                 break p;
             }
-            // An idle connection of the other protocol holds a place nobody uses: closing it frees
-            // its permit for the next look.
-            let other = if proto >= 3 { 2 } else { 3 };
-            let unused = self.idle.lock().get_mut(&(addr.to_string(), other)).and_then(Vec::pop);
+            // An idle connection of another protocol or login holds a place nobody uses: closing
+            // it frees its permit for the next look.
+            let unused = {
+                let mut idle = self.idle.lock();
+                let other = idle.iter_mut().find(|(k, v)| k.0 == addr && (k.1, k.2) != (proto, login) && !v.is_empty());
+                other.and_then(|(_, v)| v.pop())
+            };
             if let Some(d) = unused {
                 drop(d);
                 continue;
@@ -103,7 +119,8 @@ impl DedicatedPool {
                 }
             }
         };
-        let mut stream = connect(addr, proto, &self.auth, self.connect_timeout, Verify::Node(&*self.directory)).await?;
+        let auth = &self.logins[usize::from(login)];
+        let mut stream = connect(addr, proto, auth, self.connect_timeout, Verify::Node(&*self.directory)).await?;
         let id = match tokio::time::timeout(
             self.connect_timeout,
             exchange(&mut stream, addr, &resp::encode_command(&["CLIENT", "ID"]), 1),
@@ -118,6 +135,7 @@ impl DedicatedPool {
         Ok(Dedicated {
             addr: addr.to_string(),
             proto,
+            login,
             node_client_id: id,
             stream,
             rbuf: BytesMut::with_capacity(4096),
@@ -137,11 +155,10 @@ impl DedicatedPool {
             .clone()
     }
 
-    /// An idle connection to `addr` speaking `proto` that is still open.
-    fn take_idle(&self, addr: &str, proto: u8) -> Option<Dedicated> {
-        let key = (addr.to_string(), proto);
+    /// An idle connection of `kind` that is still open.
+    fn take_idle(&self, kind: &Kind) -> Option<Dedicated> {
         loop {
-            let d = self.idle.lock().get_mut(&key).and_then(Vec::pop)?;
+            let d = self.idle.lock().get_mut(kind).and_then(Vec::pop)?;
             // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
             // node (restarted, failed over) and must not carry a request that would then fail.
             let mut probe = [0u8; 1];
@@ -161,7 +178,7 @@ impl DedicatedPool {
         let addr = d.addr.clone();
         {
             let mut m = self.idle.lock();
-            let v = m.entry((addr.clone(), d.proto)).or_default();
+            let v = m.entry((addr.clone(), d.proto, d.login)).or_default();
             if v.len() >= MAX_IDLE {
                 // Closed: its permit goes to a waiter by itself.
                 return;
@@ -175,7 +192,7 @@ impl DedicatedPool {
 
     /// Closes idle connections to nodes that `keep` rejects.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        self.idle.lock().retain(|(addr, _), _| keep(addr));
+        self.idle.lock().retain(|(addr, _, _), _| keep(addr));
     }
 }
 

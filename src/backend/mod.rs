@@ -51,7 +51,8 @@ fn current_worker() -> usize {
 /// requests then never leave its thread); slot 0 serves callers outside the workers.
 pub struct Backend {
     cfg: BackendConfig,
-    auth: Auth,
+    /// Per login (see [`Cx::login`]) the credentials its connections authenticate with.
+    logins: Arc<[Auth]>,
     /// Who each address must be: every new connection is checked against it.
     directory: Arc<dyn Directory>,
     metrics: Arc<Metrics>,
@@ -59,8 +60,8 @@ pub struct Backend {
 }
 
 /// One worker's connections, by node address (looked up per batch: a fast hash, the addresses
-/// come from the cluster); RESP2 and RESP3 connections apart.
-type Pools = rustc_hash::FxHashMap<String, [Option<NodePool>; 2]>;
+/// come from the cluster), then by login and protocol (index `login * 2 + (RESP3 ? 1 : 0)`).
+type Pools = rustc_hash::FxHashMap<String, Vec<Option<NodePool>>>;
 
 struct NodePool {
     conns: Vec<mpsc::UnboundedSender<conn::Job>>,
@@ -72,27 +73,38 @@ impl NodePool {
     }
 }
 
-/// Who is asking: the client's protocol version and its lane (connection affinity).
+/// Who is asking: the client's protocol version, its lane (connection affinity) and the login
+/// its requests use on the nodes.
 #[derive(Clone, Copy, Debug)]
 pub struct Cx {
     pub proto: u8,
     pub lane: u32,
+    /// Index of the node credentials (0: `backend.user`; others: a proxy user's own).
+    pub login: u16,
 }
 
 impl Backend {
     /// Connections for `workers` worker threads (and the control plane).
+    /// `logins[0]` is what topology queries and the proxy's own upkeep use (see [`Auth::logins`]).
     pub fn new(
         cfg: BackendConfig,
+        logins: Vec<Auth>,
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
         workers: usize,
     ) -> Arc<Backend> {
         let pools = (0..=workers).map(|_| Mutex::new(Pools::default())).collect();
-        Arc::new(Backend { auth: Auth::from_config(&cfg), cfg, directory, metrics, pools })
+        let logins: Arc<[Auth]> = if logins.is_empty() { Arc::from([Auth::from_config(&cfg)]) } else { logins.into() };
+        Arc::new(Backend { logins, cfg, directory, metrics, pools })
     }
 
+    /// The proxy's own login (login 0).
     pub fn auth(&self) -> &Auth {
-        &self.auth
+        &self.logins[0]
+    }
+
+    pub fn logins(&self) -> &Arc<[Auth]> {
+        &self.logins
     }
 
     pub fn directory(&self) -> &Arc<dyn Directory> {
@@ -138,22 +150,26 @@ impl Backend {
         let w = current_worker().min(self.pools.len() - 1);
         // Only this worker's own tasks (and the retain sweep) take this lock: uncontended.
         let mut pools = self.pools[w].lock();
-        let v = usize::from(cx.proto >= 3);
-        if let Some(Some(p)) = pools.get(addr).map(|e| &e[v]) {
+        let login = usize::from(cx.login).min(self.logins.len() - 1);
+        let v = login * 2 + usize::from(cx.proto >= 3);
+        if let Some(Some(p)) = pools.get(addr).and_then(|e| e.get(v)) {
             return f(p.pick(cx.lane));
         }
         let entry = pools.entry(addr.to_string()).or_default();
+        if entry.len() <= v {
+            entry.resize_with(v + 1, || None);
+        }
         let pool = entry[v].get_or_insert_with(|| {
             let conns = (0..self.cfg.connections_per_node)
                 .map(|_| {
                     let (tx, rx) = mpsc::unbounded_channel();
                     let nm = self.metrics.node(addr);
-                    let proto = if v == 1 { 3 } else { 2 };
+                    let proto = if v % 2 == 1 { 3 } else { 2 };
                     tokio::spawn(conn::connection_task(
                         addr.to_string(),
                         proto,
                         self.cfg.clone(),
-                        self.auth.clone(),
+                        self.logins[login].clone(),
                         self.directory.clone(),
                         nm,
                         rx,

@@ -12,6 +12,7 @@ pub(super) fn special_of(name: &str) -> Special {
         "script|load" => Special::RememberScript(2),
         "evalsha" | "evalsha_ro" => Special::EvalSha,
         "script|flush" => Special::ScriptFlush,
+        "script|exists" => Special::ScriptExists,
         "publish" => Special::Publish,
         _ => Special::None,
     }
@@ -47,6 +48,10 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
         }
         "script|load" | "function|load" => Class::AllMasters(Merge::First),
         "script|exists" => Class::AllMasters(Merge::And),
+        "script|kill" | "function|kill" => Class::AllMasters(Merge::AnyOk),
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" | "latency|latest" | "latency|history" | "latency|reset" => {
+            Class::ServerLog
+        }
         "randomkey" => Class::RandomKey,
         "scan" => Class::Scan,
         "info" => Class::Info,
@@ -65,7 +70,8 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
         n if n == "config" || n == "module" || n.starts_with("module|") || n.starts_with("acl|") => {
             Class::Refused(Refusal::NodeAdmin)
         }
-        "config|get" => Class::AnyMaster,
+        "config|get" | "config|help" => Class::AnyMaster,
+        "config|set" | "config|resetstat" | "config|rewrite" => Class::AllNodes,
         n if n.starts_with("config|") => Class::Refused(Refusal::NodeAdmin),
         _ => {
             if matches!(keys, KeyRule::None) {

@@ -47,6 +47,11 @@ pub enum Class {
     Stateful,
     /// PUBSUB CHANNELS/NUMSUB/NUMPAT...: asked of every node and merged.
     PubSubInfo,
+    /// SLOWLOG GET/LEN/RESET, LATENCY LATEST/HISTORY/RESET: every master's log, merged as one.
+    ServerLog,
+    /// CONFIG SET/RESETSTAT/REWRITE: every node, masters and replicas; CONFIG SET remembered for
+    /// nodes that join later.
+    AllNodes,
 }
 
 /// How the replies of an all-masters command become one.
@@ -62,6 +67,9 @@ pub enum Merge {
     First,
     /// Element-wise AND of integer arrays (SCRIPT EXISTS).
     And,
+    /// `+OK` when any said OK (a script was killed somewhere), else the first error (NOTBUSY):
+    /// SCRIPT KILL, FUNCTION KILL.
+    AnyOk,
 }
 
 /// What the router does for a command besides its class, resolved once from the name so that a
@@ -75,6 +83,8 @@ pub enum Special {
     EvalSha,
     /// SCRIPT FLUSH: forget the scripts seen.
     ScriptFlush,
+    /// SCRIPT EXISTS: a script the proxy would load where missing exists.
+    ScriptExists,
     /// PUBLISH: sent to the channel slot's master, so one publisher's messages keep their order.
     Publish,
 }

@@ -138,6 +138,19 @@ impl CommandTable {
         }
     }
 
+    /// Refuses the commands sent to every node (CONFIG SET ...) for `why`: the setting
+    /// `commands.config_set = "refuse"`. Runs before the table is shared.
+    pub fn refuse_all_nodes(&mut self, why: crate::errors::Refusal) {
+        for spec in self.map.values_mut() {
+            let Some(s) = Arc::get_mut(spec) else { continue };
+            for sub in s.subcommands.values_mut() {
+                if let Some(sub) = Arc::get_mut(sub).filter(|sub| sub.class == super::Class::AllNodes) {
+                    sub.class = super::Class::Refused(why);
+                }
+            }
+        }
+    }
+
     /// Number of top-level commands.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -296,7 +309,15 @@ mod tests {
         assert_eq!(class("cluster info"), Class::Local);
         assert_eq!(class("cluster slots"), Class::Local);
         assert_eq!(class("config get maxmemory"), Class::AnyMaster);
-        assert!(matches!(class("config set maxmemory 1"), Class::Refused(_)));
+        assert_eq!(class("config set maxmemory 1"), Class::AllNodes);
+        assert_eq!(class("slowlog get"), Class::ServerLog);
+        assert_eq!(class("script kill"), Class::AllMasters(Merge::AnyOk));
+        let mut refusing = CommandTable::builtin();
+        refusing.refuse_all_nodes(crate::errors::Refusal::NodeAdmin);
+        match refusing.lookup(&args("config set maxmemory 1")) {
+            Lookup::Found(spec) => assert!(matches!(spec.class, Class::Refused(_))),
+            _ => panic!(),
+        }
         assert_eq!(class("blpop a 0"), Class::Keyed);
         assert_eq!(class("multi"), Class::Stateful);
         assert_eq!(class("pubsub numsub a"), Class::PubSubInfo);

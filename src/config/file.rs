@@ -125,6 +125,14 @@ pub(super) struct FileConfig {
     pub(super) lifecycle: FileLifecycle,
     #[serde(default)]
     pub(super) transactions: FileTransactions,
+    #[serde(default)]
+    pub(super) commands: FileCommands,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCommands {
+    pub(super) config_set: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -125,6 +125,13 @@ impl Config {
         if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
             return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));
         }
+        c.commands.config_set_all_nodes = match file.commands.config_set.as_deref() {
+            None | Some("all-nodes") => true,
+            Some("refuse") => false,
+            Some(other) => {
+                return Err(bad("commands.config_set", format!("`{other}` is not \"all-nodes\" or \"refuse\"")))
+            }
+        };
         c.transactions.cross_slot = match file.transactions.cross_slot.as_deref() {
             None | Some("refuse") => CrossSlot::Refuse,
             Some("per-shard") => CrossSlot::PerShard,

@@ -39,6 +39,21 @@ pub struct Config {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
     pub transactions: TransactionsConfig,
+    pub commands: CommandsConfig,
+}
+
+/// How the proxy answers commands about the servers themselves.
+#[derive(Clone, Debug)]
+pub struct CommandsConfig {
+    /// CONFIG SET / RESETSTAT / REWRITE: sent to every node (and remembered for nodes that join
+    /// later), or refused.
+    pub config_set_all_nodes: bool,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> CommandsConfig {
+        CommandsConfig { config_set_all_nodes: true }
+    }
 }
 
 /// What MULTI ... EXEC does when its commands touch several slots.
@@ -119,6 +134,27 @@ impl AuthConfig {
     /// Whether clients must authenticate at all.
     pub fn required(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
+    }
+
+    /// The node credentials of the users that have their own, in order: login `i + 1` of the
+    /// node connections is entry `i`; login 0 is `backend.user`/`backend.password`.
+    pub fn backend_logins(&self) -> Vec<&Credentials> {
+        self.users.iter().filter_map(|u| u.backend.as_ref()).collect()
+    }
+
+    /// The node connections' login for user `name`: its own credentials' (see
+    /// [`AuthConfig::backend_logins`]), or 0 (the `backend` ones).
+    pub fn login_of(&self, name: &[u8]) -> u16 {
+        let mut login = 0u16;
+        for u in &self.users {
+            if u.backend.is_some() {
+                login = login.saturating_add(1);
+            }
+            if u.name.as_bytes() == name {
+                return if u.backend.is_some() { login } else { 0 };
+            }
+        }
+        0
     }
 }
 
@@ -231,6 +267,7 @@ impl Config {
             admin: AdminConfig::default(),
             drain_timeout: Duration::from_millis(10_000),
             transactions: TransactionsConfig::default(),
+            commands: CommandsConfig::default(),
         }
     }
 }

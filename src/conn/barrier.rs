@@ -31,7 +31,7 @@ pub(super) async fn run_barrier(
     let (out, class): (Vec<Bytes>, Timed) = match name {
         "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
         "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
-        "watch" => (vec![c.tx.watch(p, &req.args, cx.proto).await], Timed::Transaction),
+        "watch" => (vec![c.tx.watch(p, &req.args, cx).await], Timed::Transaction),
         "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),
         "reset" => {
             c.tx.discard(p).await;
@@ -42,13 +42,13 @@ pub(super) async fn run_barrier(
         "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
         _ => match sub_kind(name) {
             Some((kind, true)) => {
-                let (proto, meter) = (c.session.proto, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, meter.clone()));
+                let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone()));
                 (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
             }
             Some((kind, false)) => {
-                let (proto, meter) = (c.session.proto, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, meter.clone()));
+                let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone()));
                 let out = ps.unsubscribe(kind, &req.args[1..]).await;
                 if !ps.active() {
                     c.pubsub = None;

@@ -32,7 +32,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Who is asking, for the backend: the protocol now, and this client's lane.
     pub(super) fn cx(&self) -> Cx {
-        Cx { proto: self.session.proto, lane: self.session.id as u32 }
+        Cx { proto: self.session.proto, lane: self.session.id as u32, login: self.session.login }
     }
 
     /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.
@@ -115,7 +115,9 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         }
         Class::Keyed => Timed::Keyed,
         Class::MGet | Class::MSet | Class::SumKeys => Timed::Fanout,
-        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo => Timed::AllMasters,
+        Class::AllMasters(_) | Class::RandomKey | Class::PubSubInfo | Class::ServerLog | Class::AllNodes => {
+            Timed::AllMasters
+        }
         Class::AnyMaster => Timed::AnyMaster,
         Class::Scan => Timed::Scan,
         Class::Info => Timed::Info,

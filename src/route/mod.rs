@@ -5,10 +5,13 @@
 //! - [`retry`]: one command to its slot's master, following redirects within a retry budget.
 //! - [`redirect`]: what a reply asks for (MOVED, ASK, TRYAGAIN, a late answer), per batch.
 //! - [`split`]: MGET/MSET/DEL-like commands split per slot and merged back.
-//! - [`whole`], [`scan`], [`info`], [`pubsub_info`]: commands about the whole cluster.
+//! - [`whole`], [`scan`], [`info`], [`pubsub_info`], [`logs`]: commands about the whole cluster.
 //! - [`scripts`]: scripts seen, reloaded where a node answers NOSCRIPT.
+//! - [`config`]: CONFIG SET on every node, and again on nodes that join later.
 
+mod config;
 mod info;
+mod logs;
 mod pubsub_info;
 mod redirect;
 mod retry;
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use config::{keep_node_config, NodeConfig};
 pub use redirect::{classify, deposed, deposed_error, settle, FirstTry, Redirect, Settled};
 pub use retry::{continue_slot, send_to_any, send_to_slot, Budget, How};
 pub use scripts::Scripts;
@@ -49,6 +53,8 @@ pub struct Router {
     /// Exclusive connections: blocking commands, WATCH, subscriptions.
     pub dedicated: DedicatedPool,
     pub scripts: Scripts,
+    /// What CONFIG SET through the proxy set, for nodes that join later.
+    pub node_config: NodeConfig,
     pub metrics: Arc<Metrics>,
     /// The proxy's own facts, for the sections of INFO it answers itself.
     pub stats: Arc<ProxyStats>,
@@ -68,7 +74,7 @@ impl Router {
     ) -> Router {
         let b = backend.config();
         let dedicated = DedicatedPool::new(
-            backend.auth().clone(),
+            backend.logins().clone(),
             backend.directory().clone(),
             b.connect_timeout,
             b.dedicated_per_node,
@@ -79,6 +85,7 @@ impl Router {
             backend,
             dedicated,
             scripts: Scripts::default(),
+            node_config: NodeConfig::default(),
             metrics,
             stats,
             failover_hold,
@@ -119,6 +126,7 @@ pub async fn route(p: Arc<Router>, spec: Arc<CommandSpec>, req: Request, cx: Cx,
         }
         Special::EvalSha => return scripts::evalsha(&p, &spec, req, cx, trace).await,
         Special::ScriptFlush => p.scripts.forget_all(),
+        Special::ScriptExists => return scripts::exists(&p, req, cx).await,
         // Every node hears every PUBLISH over the cluster bus, but messages sent to different
         // nodes can overtake each other: one node per channel keeps a publisher's order.
         Special::Publish if req.args.len() == 3 => {
@@ -150,6 +158,8 @@ pub(super) async fn route_class(p: &Router, spec: &CommandSpec, req: Request, cx
         Class::Scan => scan::scan(p, req, cx).await,
         Class::Info => info::info(p, &req.args, cx).await,
         Class::PubSubInfo => pubsub_info::pubsub(p, &req.args, cx).await,
+        Class::ServerLog => logs::server_log(p, &req.args, cx).await,
+        Class::AllNodes => config::all_nodes(p, &req.args, cx).await,
         Class::Local | Class::Refused(_) | Class::Stateful => errors::internal_routing(),
     }
 }

@@ -126,7 +126,7 @@ async fn attempt(
     if !how.exclusive {
         return p.backend.send(addr, cx, payload, n).await;
     }
-    let mut conn = p.dedicated.get(addr, cx.proto).await?;
+    let mut conn = p.dedicated.get(addr, cx).await?;
     let replies = conn.request(&payload, n).await?;
     p.dedicated.put(conn);
     Ok(replies)

@@ -66,6 +66,23 @@ pub(super) async fn evalsha(p: &Router, spec: &CommandSpec, req: Request, cx: Cx
     route_class(p, spec, req, cx, trace).await
 }
 
+/// SCRIPT EXISTS: 1 for a script every master has, or one the proxy has seen (an EVALSHA of it
+/// would load it where missing and run), as one server that has it would answer.
+pub(super) async fn exists(p: &Router, req: Request, cx: Cx) -> Bytes {
+    let on_all = whole::all_masters(p, req.raw.clone(), Merge::And, cx).await;
+    let Some(flags) = resp::aggregate_elements(&on_all) else { return on_all };
+    let shas = req.args.get(2..).unwrap_or_default();
+    let out: Vec<Bytes> = flags
+        .iter()
+        .zip(shas)
+        .map(|(f, sha)| {
+            let known = resp::as_int(f).unwrap_or(0) != 0 || p.scripts.get(sha).is_some();
+            crate::resp::reply::int(i64::from(known))
+        })
+        .collect();
+    crate::resp::reply::array(&out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

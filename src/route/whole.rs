@@ -29,6 +29,13 @@ pub async fn all_masters(p: &Router, cmd: Bytes, merge: Merge, cx: Cx) -> Bytes 
 }
 
 fn merge_all(merge: Merge, replies: Vec<Bytes>) -> Bytes {
+    if merge == Merge::AnyOk {
+        // A script runs on one master at a time: killing it anywhere is killing it.
+        return match replies.iter().find(|r| !resp::is_error(r)) {
+            Some(ok) => ok.clone(),
+            None => replies.into_iter().next().unwrap_or_else(errors::empty_reply),
+        };
+    }
     if let Some(e) = replies.iter().find(|r| resp::is_error(r)) {
         return e.clone();
     }
@@ -47,7 +54,7 @@ fn merge_all(merge: Merge, replies: Vec<Bytes>) -> Bytes {
             }
             reply::array(&all)
         }
-        Merge::AllOk => reply::ok(),
+        Merge::AllOk | Merge::AnyOk => reply::ok(),
         Merge::First => replies.into_iter().next().unwrap_or_else(reply::ok),
         Merge::And => {
             let lists: Vec<Vec<Bytes>> =

@@ -19,13 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{self, Backend, Verify};
+use crate::backend::{self, Auth, Backend, Verify};
 use crate::command::CommandTable;
 use crate::config::{Config, Source};
 use crate::conn;
 use crate::memory::Usage;
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::route::{self, Router};
 use crate::stats::ProxyStats;
 use crate::topology::{self, gossip, Learned, Poller, Topology, TopologyStore};
 
@@ -197,7 +197,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new(&CommandTable::builtin().names(), cfg.admin_listen.is_some())?;
     let workers = workers::Workers::start(workers::count(cfg.limits.threads)).map_err(StartError::Workers)?;
     let store = TopologyStore::new();
-    let backend = Backend::new(cfg.backend.clone(), store.clone(), metrics.clone(), workers.len());
+    let backend = Backend::new(
+        cfg.backend.clone(),
+        Auth::logins(&cfg.backend, &cfg.auth.backend_logins()),
+        store.clone(),
+        metrics.clone(),
+        workers.len(),
+    );
     let poller = Poller::new(cfg.seeds.clone(), backend.auth().clone(), cfg.backend.connect_timeout);
     let (nodes, slots) = poller.fetch(&store).await?;
     store.publish(nodes, slots, Learned::Bootstrap);
@@ -210,6 +216,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => (CommandTable::builtin(), String::new()),
     };
     table.bind_metrics(&metrics);
+    if !cfg.commands.config_set_all_nodes {
+        table.refuse_all_nodes(crate::errors::Refusal::NodeAdmin);
+    }
 
     let listen = cfg.listen;
     let listener =
@@ -245,6 +254,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let workers = Arc::new(workers);
     tasks.push(tokio::spawn(accept::accept_loop(shared.clone(), listener, workers.clone(), shutdown_rx)));
     tasks.push(tokio::spawn(drop_departed_pools(shared.router.clone())));
+    tasks.push(tokio::spawn(route::keep_node_config(shared.router.clone())));
     tasks.push(tokio::spawn(memory::release_after_bursts(shared.router.stats.clone(), shared.conn.usage.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));

@@ -39,6 +39,7 @@ pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes 
             s.name = None;
             s.proto = 2;
             s.authenticated = !s.auth.required();
+            s.login = 0;
             Bytes::from_static(b"+RESET\r\n")
         }
         "cluster" | "readonly" | "readwrite" | "asking" => errors::not_cluster(),
@@ -56,6 +57,7 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
         if let Some(want) = listed {
             return if want.password.matches(pass) {
                 s.authenticated = true;
+                s.login = cfg.login_of(u);
                 reply::ok()
             } else {
                 errors::wrongpass()
@@ -78,6 +80,7 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     let user_ok = user.map(|u| u == want_user.as_bytes()).unwrap_or(want_user == "default");
     if user_ok && required.matches(pass) {
         s.authenticated = true;
+        s.login = 0;
         reply::ok()
     } else {
         errors::wrongpass()

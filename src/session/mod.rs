@@ -27,10 +27,12 @@ pub struct Session {
     pub quit: bool,
     /// Who may authenticate, and how.
     pub auth: Arc<AuthConfig>,
+    /// The node credentials this client's requests use (see `AuthConfig::login_of`).
+    pub login: u16,
 }
 
 impl Session {
     pub fn new(id: u64, peer: String, auth: Arc<AuthConfig>) -> Session {
-        Session { id, peer, name: None, authenticated: !auth.required(), proto: 2, quit: false, auth }
+        Session { id, peer, name: None, authenticated: !auth.required(), proto: 2, quit: false, auth, login: 0 }
     }
 }

@@ -16,7 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-use crate::backend::{BackendError, Reason};
+use crate::backend::{BackendError, Cx, Reason};
 use crate::errors;
 use crate::memory::Meter;
 use crate::resp::{self, reply, ReplyScanner};
@@ -80,6 +80,8 @@ impl Kind {
 /// One client's subscriptions.
 pub struct PubSub {
     proto: u8,
+    /// The node credentials its subscription connections use.
+    login: u16,
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
     /// Shard channel -> the node it is subscribed on.
@@ -113,10 +115,11 @@ impl Drop for PubSub {
 }
 
 impl PubSub {
-    pub fn new(proto: u8, meter: Arc<Meter>) -> PubSub {
+    pub fn new(proto: u8, login: u16, meter: Arc<Meter>) -> PubSub {
         let (tx, rx) = mpsc::unbounded_channel();
         PubSub {
             proto,
+            login,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             shard: BTreeMap::new(),
@@ -164,7 +167,7 @@ impl PubSub {
     }
 
     async fn open(&mut self, p: &Router, addr: &str) -> Result<SubConn, SubscribeError> {
-        let d = p.dedicated.get(addr, self.proto).await?;
+        let d = p.dedicated.get(addr, Cx { proto: self.proto, lane: 0, login: self.login }).await?;
         let (rd, wr, buf, permit) = d.into_split();
         self.next_id += 1;
         let id = self.next_id;

@@ -338,6 +338,9 @@ pub async fn run_refresher(store: Arc<TopologyStore>, poller: Arc<Poller>, inter
         if since < min_gap {
             tokio::time::sleep(min_gap - since).await;
         }
+        // Requests made until now are answered by the fetch about to start: a burst of MOVEDs
+        // that kept arriving during the pause must not buy a refresh of its own afterwards.
+        let _ = futures_util::FutureExt::now_or_never(store.refresh.notified());
         last = Instant::now();
         if store.bus_authoritative.load(std::sync::atomic::Ordering::Relaxed) {
             continue;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod fake;
 pub mod http;
 mod load;
 pub mod nodes;

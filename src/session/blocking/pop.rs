@@ -236,7 +236,7 @@ impl<'a> Pop<'a> {
         for (s, keys) in &by_slot {
             let addr = p.topology.load().master_for(*s).map(str::to_string);
             let got = match addr {
-                Some(a) => p.dedicated.get(&a, cx.proto).await.map_err(Some),
+                Some(a) => p.dedicated.get(&a, cx).await.map_err(Some),
                 None => Err(None),
             };
             match got {
@@ -340,7 +340,9 @@ async fn pop_once(
         if cancelled {
             let id = c.node_client_id.to_string();
             let unblock = resp::encode_command(&["CLIENT", "UNBLOCK", id.as_str()]);
-            let _ = p.backend.send(&c.addr, cx, unblock, 1).await;
+            // The proxy's own login: the client's user may not be allowed CLIENT UNBLOCK, and a pop
+            // left running would take an element nobody receives.
+            let _ = p.backend.send(&c.addr, Cx { login: 0, ..cx }, unblock, 1).await;
         }
         let tick = if cancelled { Some(Instant::now() + Duration::from_millis(20)) } else { give_up };
         tokio::select! {

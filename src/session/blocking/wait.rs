@@ -55,7 +55,7 @@ pub async fn wait(p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
         .filter(|&ms| ms > 0)
         .map(|ms| std::time::Duration::from_millis(ms as u64) + p.backend.config().request_timeout);
     let runs = targets.iter().map(|(addr, s)| async move {
-        let mut c = p.dedicated.get(addr, cx.proto).await?;
+        let mut c = p.dedicated.get(addr, cx).await?;
         let key = marker_key(*s);
         let mut payload = resp::encode_command(&[b"EVAL".as_ref(), MARKER.as_bytes(), b"1", &key]).to_vec();
         payload.extend_from_slice(&resp::encode_command(&[b"WAIT".as_ref(), n, t]));

@@ -144,7 +144,7 @@ impl TxState {
     }
 
     /// WATCH key [key ...]: on an exclusive connection to each key's node.
-    pub async fn watch(&mut self, p: &Router, args: &[Bytes], proto: u8) -> Bytes {
+    pub async fn watch(&mut self, p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
         if self.multi.is_some() {
             return errors::watch_in_multi();
         }
@@ -183,7 +183,7 @@ impl TxState {
             for (addr, ks) in by_node {
                 let idx = match self.watches.iter().position(|w| w.addr == addr) {
                     Some(i) => i,
-                    None => match p.dedicated.get(&addr, proto).await {
+                    None => match p.dedicated.get(&addr, cx).await {
                         Ok(d) => {
                             self.watches.push(d);
                             self.watches.len() - 1
