@@ -56,10 +56,11 @@ pub mod sync;
 mod topology;
 
 pub use metrics::exported_names as metric_names;
+pub use route::ScanCursor;
 pub use server::observe::{start as start_observer, start_with_token as start_observer_with_token, ObserverService};
 pub use server::{start, Running, StartError};
 pub use topology::gossip::codec as bus_codec;
-pub use topology::{Node, Role, Topology};
+pub use topology::{Node, Role, Shard, Topology};
 
 /// The hot path's pieces, for the microbenchmarks in bench/micro.rs.
 pub mod hot {

@@ -67,9 +67,9 @@ fn keyspace(v: &str) -> (i64, i64) {
 }
 
 /// A whole SCAN with `extra` arguments: every key returned (repeats included) and the number of
-/// calls it took. Each cursor on the way is the proxy's own: a node cursor shifted left 10 bits
-/// plus the index of a master.
-async fn scan_all(c: &mut MultiplexedConnection, extra: &[&str], masters: usize) -> (Vec<String>, usize) {
+/// calls it took. Each cursor on the way is the proxy's own, naming one of the `shards` (their
+/// keys in the proxy's map).
+async fn scan_all(c: &mut MultiplexedConnection, extra: &[&str], shards: &[u16]) -> (Vec<String>, usize) {
     let mut cursor = 0u64;
     let mut out = Vec::new();
     let mut calls = 0;
@@ -81,7 +81,11 @@ async fn scan_all(c: &mut MultiplexedConnection, extra: &[&str], masters: usize)
         if next == 0 {
             return (out, calls);
         }
-        assert!(((next & 1023) as usize) < masters, "cursor {next} names master {}", next & 1023);
+        let named = clusterless::ScanCursor::decode(next).map(|c| c.shard);
+        assert!(
+            named.is_some_and(|k| shards.contains(&k)),
+            "cursor {next} names shard {named:?}, not one of {shards:?}"
+        );
         assert!(calls < 100_000, "SCAN must terminate");
         cursor = next;
     }
@@ -137,24 +141,26 @@ async fn whole_cluster_keyspace_commands() {
     assert_eq!(sorted(&hk), sorted(&want), "KEYS with a pattern, over every master");
 
     // SCAN: one cursor over every master, each key exactly once.
-    let (seen, calls_1000) = scan_all(&mut c, &["COUNT", "1000"], masters.len()).await;
+    let shards: Vec<u16> = env.proxy.topology().shards().iter().map(|s| s.key).collect();
+    assert_eq!(shards.len(), 3);
+    let (seen, calls_1000) = scan_all(&mut c, &["COUNT", "1000"], &shards).await;
     assert_eq!(seen.len(), all.len(), "no key twice");
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), all);
     // COUNT is kept: 1000 per call walks 3600 keys in a few calls; the node default (10) takes
     // hundreds.
-    let (seen, calls_default) = scan_all(&mut c, &[], masters.len()).await;
+    let (seen, calls_default) = scan_all(&mut c, &[], &shards).await;
     assert_eq!(seen.len(), all.len());
     assert!(calls_1000 <= 30, "SCAN COUNT 1000 took {calls_1000} calls: COUNT was dropped");
     assert!(calls_default > 100, "SCAN without COUNT took only {calls_default} calls");
     // MATCH and TYPE are kept, together and alone; TYPE excludes the other types.
-    let (got, _) = scan_all(&mut c, &["TYPE", "hash"], masters.len()).await;
+    let (got, _) = scan_all(&mut c, &["TYPE", "hash"], &shards).await;
     assert_eq!(sorted(&got), sorted(&hashes), "SCAN TYPE hash: the hashes only");
-    let (got, _) = scan_all(&mut c, &["MATCH", "l:2*", "COUNT", "500", "TYPE", "list"], masters.len()).await;
+    let (got, _) = scan_all(&mut c, &["MATCH", "l:2*", "COUNT", "500", "TYPE", "list"], &shards).await;
     let want: Vec<String> = lists.iter().filter(|k| k.starts_with("l:2")).cloned().collect();
     assert_eq!(sorted(&got), sorted(&want));
-    let (got, _) = scan_all(&mut c, &["MATCH", "s:*", "TYPE", "list"], masters.len()).await;
+    let (got, _) = scan_all(&mut c, &["MATCH", "s:*", "TYPE", "list"], &shards).await;
     assert!(got.is_empty(), "strings are not lists: {got:?}");
-    let (got, _) = scan_all(&mut c, &["MATCH", "s:12*"], masters.len()).await;
+    let (got, _) = scan_all(&mut c, &["MATCH", "s:12*"], &shards).await;
     let want: Vec<String> = strings.iter().filter(|k| k.starts_with("s:12")).cloned().collect();
     assert_eq!(sorted(&got), sorted(&want));
 

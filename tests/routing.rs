@@ -181,6 +181,8 @@ async fn whole_cluster_commands() {
     assert_eq!(lists, vec!["list:1".to_string()]);
     let mut r = Raw::connect(env.addr()).await;
     assert_eq!(r.text(&["SCAN", "abc"]).await, "-ERR invalid cursor\r\n");
+    // A number the proxy cannot have issued: its low 16 bits, the shard's key, are 0.
+    assert_eq!(r.text(&["SCAN", "65536"]).await, "-ERR invalid cursor\r\n");
 
     let all: Vec<String> = c.keys("sk:1*").await.unwrap();
     assert_eq!(all.len(), 1111);

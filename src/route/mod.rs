@@ -17,6 +17,7 @@ mod redirect;
 mod retry;
 mod scan;
 mod scripts;
+pub use scan::ScanCursor;
 pub mod split;
 mod whole;
 

@@ -14,5 +14,5 @@ mod store;
 pub use json::{from_json, to_json};
 pub use poll::{run_refresher, FetchError, Poller};
 pub(crate) use snapshot::{format_addr, split_addr};
-pub use snapshot::{Node, Role, Topology};
+pub use snapshot::{stable_hash, Node, Role, Shard, Topology};
 pub use store::{Impostor, Learned, TopologyStore};

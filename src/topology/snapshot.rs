@@ -46,8 +46,8 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// Per slot an index into `nodes`, or `UNOWNED`.
     pub(super) slots: Box<[u16]>,
-    /// Masters that own slots, ordered by their lowest slot (stable across failovers, used by SCAN).
-    owners: Vec<u16>,
+    /// The shards that own slots (a master and its replicas), in SCAN's order: by [`Shard::key`].
+    shards: Vec<Shard>,
     /// When this map was learned.
     pub learned_at: Instant,
 }
@@ -59,23 +59,8 @@ impl Topology {
     }
 
     pub(super) fn build(version: u64, nodes: Vec<Node>, slots: Box<[u16]>) -> Topology {
-        // Each owner's lowest slot, in one pass over the slots.
-        let mut first: Vec<Option<usize>> = vec![None; nodes.len()];
-        for (s, &n) in slots.iter().enumerate() {
-            if let Some(f @ None) = first.get_mut(n as usize) {
-                *f = Some(s);
-            }
-        }
-        let mut owners: Vec<(usize, u16)> =
-            first.iter().enumerate().filter_map(|(n, f)| f.map(|s| (s, n as u16))).collect();
-        owners.sort();
-        Topology {
-            version,
-            nodes,
-            slots,
-            owners: owners.into_iter().map(|(_, n)| n).collect(),
-            learned_at: Instant::now(),
-        }
+        let shards = shards_of(&nodes, &slots);
+        Topology { version, nodes, slots, shards, learned_at: Instant::now() }
     }
 
     /// Address of the master serving `slot`.
@@ -101,9 +86,14 @@ impl Topology {
         self.nodes.get(i as usize)
     }
 
-    /// Addresses of the masters that own slots, in slot order.
+    /// Addresses of the masters that own slots, in SCAN's shard order.
     pub fn slot_owners(&self) -> Vec<&str> {
-        self.owners.iter().filter_map(|&i| self.nodes.get(i as usize)).map(|n| n.addr.as_str()).collect()
+        self.shards.iter().filter_map(|s| self.nodes.get(usize::from(s.master))).map(|n| n.addr.as_str()).collect()
+    }
+
+    /// The shards that own slots, in SCAN's order (ascending [`Shard::key`], each key once).
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
     }
 
     /// Addresses of every live master, with or without slots (so that SCRIPT LOAD reaches new ones).
@@ -159,6 +149,93 @@ impl Topology {
     }
 }
 
+/// A master that owns slots, with its replicas: what SCAN walks one after the other.
+///
+/// A shard is known by its *identity*, the lowest node id among its nodes (the master's address
+/// when its id is unknown). A failover swaps roles inside the same set of nodes and a reshard moves
+/// slots, neither changes it; only a node joining or leaving the shard with a lower id than all the
+/// others does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// 1..=65535, unique in a map: 1 + the 64-bit FNV-1a hash (`stable_hash`) of the identity mod
+    /// 65535, moved up (or, at the top of the range, down) by as little as makes the keys
+    /// distinct, in the order of (hash, identity). Depends only on the identities, so every proxy in front of
+    /// the cluster, and every map with the same shards, gives a shard the same key.
+    pub key: u16,
+    /// The master, an index into [`Topology::nodes`].
+    pub master: u16,
+    /// The master and its replicas (indexes into [`Topology::nodes`]), ordered by node id (then
+    /// address): a failover changes the master's place in it unless nodes also joined or left.
+    pub members: Vec<u16>,
+}
+
+/// 64-bit FNV-1a: a hash that is the same in every build and process (SCAN cursors are handed to
+/// clients and come back, possibly to another proxy), unlike std's.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The shards of a map, ordered and keyed as [`Shard::key`] says.
+fn shards_of(nodes: &[Node], slots: &[u16]) -> Vec<Shard> {
+    let mut owns = vec![false; nodes.len()];
+    for &o in slots {
+        if let Some(x) = owns.get_mut(usize::from(o)) {
+            *x = true;
+        }
+    }
+    // (hash key, identity, master, members)
+    let mut found: Vec<(u32, String, u16, Vec<u16>)> = Vec::new();
+    for (m, master) in nodes.iter().enumerate().filter(|&(i, _)| owns.get(i).copied().unwrap_or(false)) {
+        let Ok(m) = u16::try_from(m) else { continue };
+        let mut members = vec![m];
+        if !master.id.is_empty() {
+            for (r, n) in nodes.iter().enumerate() {
+                if n.role == Role::Replica
+                    && n.master_id.as_deref() == Some(master.id.as_str())
+                    && owns.get(r) != Some(&true)
+                {
+                    if let Ok(r) = u16::try_from(r) {
+                        members.push(r);
+                    }
+                }
+            }
+        }
+        members.sort_by_key(|&i| nodes.get(usize::from(i)).map(|n| (n.id.as_str(), n.addr.as_str())));
+        let identity = members
+            .iter()
+            .filter_map(|&i| nodes.get(usize::from(i)))
+            .map(|n| n.id.as_str())
+            .filter(|id| !id.is_empty())
+            .min()
+            .unwrap_or(master.addr.as_str())
+            .to_string();
+        let key = 1 + (stable_hash(identity.as_bytes()) % 65535) as u32;
+        found.push((key, identity, m, members));
+    }
+    found.sort();
+    let keys = distinct_keys(found.iter().map(|f| f.0).collect());
+    found
+        .into_iter()
+        .zip(keys)
+        .map(|((_, _, master, members), key)| Shard { key: u16::try_from(key).unwrap_or(u16::MAX), master, members })
+        .collect()
+}
+
+/// Sorted keys in 1..=65535 made distinct, each as close to its own as the others allow: up past
+/// equal ones, then down from the top of the range if that overflowed it (a map has fewer than
+/// 65535 shards: node indexes are u16 and one is reserved).
+fn distinct_keys(mut keys: Vec<u32>) -> Vec<u32> {
+    for i in 1..keys.len() {
+        keys[i] = keys[i].max(keys[i - 1] + 1);
+    }
+    let mut ceiling = 65536u32;
+    for k in keys.iter_mut().rev() {
+        *k = (*k).min(ceiling - 1);
+        ceiling = *k;
+    }
+    keys
+}
+
 impl Node {
     /// Whether `other` is the same node: the same id when both have one, else an address in common.
     pub fn is(&self, other: &Node) -> bool {
@@ -196,5 +273,117 @@ pub fn promote_owners(nodes: &mut [Node], slots: &[u16]) {
     }
     for (n, _) in nodes.iter_mut().zip(owns).filter(|(_, o)| *o) {
         n.role = Role::Master;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, port: u16, master_of: Option<&str>) -> Node {
+        let addr = format!("127.0.0.1:{port}");
+        Node {
+            id: id.to_string(),
+            addr: addr.clone(),
+            ip_addr: addr,
+            role: if master_of.is_some() { Role::Replica } else { Role::Master },
+            master_id: master_of.map(str::to_string),
+            failed: false,
+            config_epoch: None,
+        }
+    }
+
+    /// Slots in three equal thirds over nodes 0, 1, 2.
+    fn thirds() -> Box<[u16]> {
+        (0..SLOTS).map(|s| (s * 3 / SLOTS) as u16).collect()
+    }
+
+    /// (key, master id, member ids sorted) per shard, in order.
+    fn shape(t: &Topology) -> Vec<(u16, String, Vec<String>)> {
+        t.shards()
+            .iter()
+            .map(|s| {
+                let mut m: Vec<String> = s.members.iter().map(|&i| t.nodes[usize::from(i)].id.clone()).collect();
+                m.sort();
+                (s.key, t.nodes[usize::from(s.master)].id.clone(), m)
+            })
+            .collect()
+    }
+
+    fn three_with_replicas() -> Vec<Node> {
+        vec![
+            node("m-c", 1, None),
+            node("m-a", 2, None),
+            node("m-b", 3, None),
+            node("r-c", 4, Some("m-c")),
+            node("a-r", 5, Some("m-a")),
+            node("r-b", 6, Some("m-b")),
+        ]
+    }
+
+    #[test]
+    fn a_shard_is_its_master_and_replicas_keyed_by_the_lowest_id() {
+        let t = Topology::build(1, three_with_replicas(), thirds());
+        let got = shape(&t);
+        assert_eq!(got.len(), 3);
+        let keys: Vec<u16> = got.iter().map(|s| s.0).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "ordered by distinct keys: {keys:?}");
+        for (key, master, members) in &got {
+            let lowest = members.first().expect("members");
+            assert_eq!(*key, 1 + (stable_hash(lowest.as_bytes()) % 65535) as u16, "key of {master}");
+        }
+        let shard_a = got.iter().find(|s| s.1 == "m-a").expect("m-a");
+        assert_eq!(shard_a.2, ["a-r", "m-a"]);
+        for s in t.shards() {
+            let ids: Vec<&str> = s.members.iter().map(|&i| t.nodes[usize::from(i)].id.as_str()).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "members in id order: {ids:?}");
+        }
+        assert_eq!(t.slot_owners().len(), 3);
+    }
+
+    #[test]
+    fn neither_a_reshard_nor_a_failover_changes_the_shards_keys() {
+        let before = Topology::build(1, three_with_replicas(), thirds());
+        // Slot 0 moves from the first master to the third: the order by lowest slot would change.
+        let mut slots = thirds();
+        slots[0] = 2;
+        let resharded = Topology::build(2, three_with_replicas(), slots);
+        // m-a fails over to a-r.
+        let mut nodes = three_with_replicas();
+        nodes[1].role = Role::Replica;
+        nodes[1].master_id = Some("a-r".into());
+        nodes[4].role = Role::Master;
+        nodes[4].master_id = None;
+        let slots: Box<[u16]> = thirds().iter().map(|&o| if o == 1 { 4 } else { o }).collect();
+        let failed_over = Topology::build(3, nodes, slots);
+        let keys = |t: &Topology| -> Vec<(u16, Vec<String>)> { shape(t).into_iter().map(|(k, _, m)| (k, m)).collect() };
+        assert_eq!(keys(&resharded), keys(&before));
+        assert_eq!(keys(&failed_over), keys(&before));
+        assert!(shape(&failed_over).iter().any(|s| s.1 == "a-r"), "a-r is the master now");
+    }
+
+    #[test]
+    fn colliding_keys_are_made_distinct_in_range() {
+        // Many shards: keys distinct, ascending, in 1..=65535, and the same whatever order the
+        // nodes come in.
+        let n = 3000usize;
+        let nodes: Vec<Node> = (0..n).map(|i| node(&format!("{i:040x}"), i as u16, None)).collect();
+        let slots: Box<[u16]> = (0..SLOTS).map(|s| (s % n) as u16).collect();
+        let t = Topology::build(1, nodes.clone(), slots.clone());
+        let keys: Vec<u16> = t.shards().iter().map(|s| s.key).collect();
+        assert_eq!(keys.len(), n);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(keys[0] >= 1);
+        let hashes: std::collections::HashSet<u64> =
+            t.nodes.iter().map(|n| 1 + stable_hash(n.id.as_bytes()) % 65535).collect();
+        assert!(hashes.len() < n, "some hashes collide, so the test shows them made distinct");
+        let mut rev = nodes;
+        rev.reverse();
+        let slots_rev: Box<[u16]> = slots.iter().map(|&o| (n - 1 - usize::from(o)) as u16).collect();
+        let t2 = Topology::build(1, rev, slots_rev);
+        assert_eq!(shape(&t2), shape(&t));
+        // Keys forced up against the top of the range come down from it.
+        assert_eq!(distinct_keys(vec![7, 7, 8, 65535, 65535, 65535]), [7, 8, 9, 65533, 65534, 65535]);
+        assert_eq!(distinct_keys(vec![1, 65534, 65535, 65535]), [1, 65533, 65534, 65535]);
     }
 }
