@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::{Class, CommandSpec, KeyRule, Merge, Special};
 use crate::errors::Refusal;
+use crate::resp::parse_int;
 
 pub(super) fn special_of(name: &str) -> Special {
     match name {
@@ -27,9 +28,9 @@ pub(super) fn key_rule(name: &str) -> Option<KeyRule> {
         }
         "blmpop" | "bzmpop" => KeyRule::NumKeys { at: 2, dest: None },
         "xread" | "xreadgroup" => KeyRule::Streams,
-        "sort" | "sort_ro" | "georadius" | "georadiusbymember" | "georadius_ro" | "georadiusbymember_ro" => {
-            KeyRule::StoreOption
-        }
+        // Only the writing forms take STORE: SORT_RO and the _RO GEORADIUS forms answer `syntax
+        // error` to it, as on one server, so their STORE argument is no key (no CROSSSLOT first).
+        "sort" | "georadius" | "georadiusbymember" => KeyRule::StoreOption,
         _ => return None,
     })
 }
@@ -51,7 +52,7 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
         "scan" => Class::Scan,
         "info" => Class::Info,
         "ping" | "echo" | "select" | "quit" | "auth" | "hello" | "reset" | "cluster" | "readonly" | "readwrite"
-        | "asking" => Class::Local,
+        | "asking" | "acl|whoami" => Class::Local,
         n if n == "client" || n.starts_with("client|") || n.starts_with("cluster|") => Class::Local,
         // Connection-state commands: the client task runs them in order, one at a time.
         "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "psubscribe" | "unsubscribe"
@@ -75,6 +76,31 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
             }
         }
     }
+}
+
+/// True when COPY's `DB` option names a database other than 0: the proxy is a server with one
+/// database, which answers `DB index is out of range` (a cluster node's own answer names the
+/// cluster). Other mistakes (a DB that is not a number, an unknown option before it) are left to
+/// the node, which answers them in Redis's order.
+pub fn copy_to_other_db(args: &[Bytes]) -> bool {
+    let mut i = 3;
+    while let Some(a) = args.get(i) {
+        if a.eq_ignore_ascii_case(b"replace") {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"db") {
+            return match args.get(i + 1).and_then(|d| parse_int(d)) {
+                Some(0) => {
+                    i += 2;
+                    continue;
+                }
+                Some(_) => true,
+                None => false,
+            };
+        } else {
+            return false;
+        }
+    }
+    false
 }
 
 /// True when `args` ask a command to block (XREAD/XREADGROUP with BLOCK).

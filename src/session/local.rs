@@ -1,9 +1,9 @@
 //! The commands the proxy answers itself, in Redis's own words: PING, ECHO, SELECT, QUIT, AUTH,
-//! HELLO, RESET, CLIENT, CLUSTER and friends.
+//! HELLO, RESET, ACL WHOAMI, CLIENT, CLUSTER and friends.
 
 use bytes::Bytes;
 
-use super::Session;
+use super::{Session, DEFAULT_USER};
 use crate::errors::{self, Refusal};
 use crate::resp::{parse_int, reply};
 use crate::route::Router;
@@ -15,6 +15,8 @@ fn eq_ci(a: &[u8], b: &str) -> bool {
 /// Answers a command of class `Local`. `name` is the spec's lower-case name.
 pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
     match name {
+        // PING's arity is "at least 1" in the table; Redis's PING itself refuses a second argument.
+        "ping" if args.len() > 2 => errors::wrong_arity("ping"),
         "ping" => match args.get(1) {
             Some(m) => reply::bulk(m),
             None => Bytes::from_static(b"+PONG\r\n"),
@@ -35,12 +37,16 @@ pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes 
             _ => errors::syntax(),
         },
         "hello" => hello(p, s, args),
+        "acl|whoami" => reply::bulk(&s.user),
         "reset" => {
+            s.user = Bytes::from_static(DEFAULT_USER);
             s.name = None;
             s.proto = 2;
             s.authenticated = !s.auth.required();
             Bytes::from_static(b"+RESET\r\n")
         }
+        // A subcommand Redis does not know gets its usual answer, also with cluster support off.
+        "cluster" if args.len() > 1 => errors::unknown_subcommand(&args[1], "cluster"),
         "cluster" | "readonly" | "readwrite" | "asking" => errors::not_cluster(),
         n if n.starts_with("cluster|") => errors::not_cluster(),
         n if n == "client" || n.starts_with("client|") => client(p, s, args),
@@ -53,9 +59,10 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     let cfg = s.auth.clone();
     if let Some(u) = user {
         let listed = cfg.users.iter().find(|(name, _)| name.as_bytes() == u);
-        if let Some((_, want)) = listed {
+        if let Some((name, want)) = listed {
             return if constant_time_eq(pass, want.as_bytes()) {
                 s.authenticated = true;
+                s.user = Bytes::copy_from_slice(name.as_bytes());
                 reply::ok()
             } else {
                 errors::wrongpass()
@@ -70,7 +77,10 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
         // Redis without a password: the default user is "nopass", so AUTH default <anything> is OK.
         return match user {
             None => errors::no_password(),
-            Some(u) if eq_ci(u, "default") => reply::ok(),
+            Some(u) if eq_ci(u, "default") => {
+                s.user = Bytes::from_static(DEFAULT_USER);
+                reply::ok()
+            }
             Some(_) => errors::wrongpass(),
         };
     };
@@ -78,6 +88,7 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     let user_ok = user.map(|u| u == want_user.as_bytes()).unwrap_or(want_user == "default");
     if user_ok && constant_time_eq(pass, required.as_bytes()) {
         s.authenticated = true;
+        s.user = Bytes::copy_from_slice(want_user.as_bytes());
         reply::ok()
     } else {
         errors::wrongpass()

@@ -14,6 +14,9 @@ use bytes::Bytes;
 
 use crate::config::AuthConfig;
 
+/// The user every connection starts as, as in Redis.
+pub const DEFAULT_USER: &[u8] = b"default";
+
 /// What one client connection carries between requests.
 #[derive(Debug)]
 pub struct Session {
@@ -21,6 +24,8 @@ pub struct Session {
     pub peer: String,
     pub name: Option<Bytes>,
     pub authenticated: bool,
+    /// The user it authenticated as (ACL WHOAMI): `default` until an AUTH names another.
+    pub user: Bytes,
     /// RESP version negotiated with HELLO (2 or 3).
     pub proto: u8,
     /// Set by QUIT: reply, flush, close.
@@ -31,6 +36,15 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: u64, peer: String, auth: Arc<AuthConfig>) -> Session {
-        Session { id, peer, name: None, authenticated: !auth.required(), proto: 2, quit: false, auth }
+        Session {
+            id,
+            peer,
+            name: None,
+            authenticated: !auth.required(),
+            user: Bytes::from_static(DEFAULT_USER),
+            proto: 2,
+            quit: false,
+            auth,
+        }
     }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::backend::{BackendError, Cx, Dedicated, Reason};
 use crate::command::{Class, CommandSpec};
 use crate::config::CrossSlot;
-use crate::errors;
+use crate::errors::{self, Refusal};
 use crate::resp::{self, reply, Request};
 use crate::route::{self, Budget, Redirect, Router};
 use crate::slot;
@@ -91,9 +91,11 @@ impl TxState {
             e
         };
         let slot = match spec.class {
-            Class::Refused(why) => return refuse(m, why.frame(&spec.name)),
+            Class::Refused(why) => return refuse(m, spec.refusal(why, &req.args)),
             Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select") => None,
-            Class::Local => return refuse(m, errors::not_in_multi()),
+            // Sent in the block, they would act on the node's connection, not on the client's.
+            Class::Local => return refuse(m, Refusal::InMulti.frame(&spec.name)),
+            Class::Stateful if spec.name.contains("subscribe") => return refuse(m, Refusal::InMulti.frame(&spec.name)),
             Class::Keyed | Class::MGet | Class::MSet | Class::SumKeys => match spec.key_positions(&req.args) {
                 Some(k) if !k.is_empty() => match route::common_slot(&req.args, &k) {
                     Some(s) => Some(s),
