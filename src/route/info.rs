@@ -331,5 +331,5 @@ pub(super) async fn info(p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
             out.push_str(&format!("{k}:{v}\r\n"));
         }
     }
-    reply::bulk(out.as_bytes())
+    reply::verbatim(cx.proto, out.as_bytes())
 }

@@ -186,8 +186,8 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
                 errors::unrecognized_option(&args[2])
             }
         }
-        "info" if args.len() == 2 => reply::bulk(client_line(p, s).as_bytes()),
-        "list" => reply::bulk(client_line(p, s).as_bytes()),
+        "info" if args.len() == 2 => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
+        "list" => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
         "setname" | "getname" | "id" | "setinfo" | "info" => errors::wrong_arity(&format!("client|{sub_l}")),
         // The proxy's own connections to the nodes are never evicted for a client's sake.
         "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
