@@ -395,6 +395,16 @@ async fn edges_answer_as_one_server() {
         assert_eq!(p.text(&["EXEC"]).await, execabort, "{bad:?}");
         assert_eq!(p.text(&["EXISTS", "{t}k"]).await, ":0\r\n", "nothing ran after {bad:?}");
     }
+    // ACL WHOAMI inside MULTI answers in EXEC's array, with the client's user (not the node's).
+    for args in [&["MULTI"][..], &["ACL", "WHOAMI"], &["PING", "x"], &["EXEC"]] {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
+    }
+    // A RESP2 subscriber's PING: the same arity rule, and the same pong array.
+    let mut psub = Raw::connect(env.addr()).await;
+    let mut ssub = raw(plain_port).await;
+    for args in [&["SUBSCRIBE", "ch"][..], &["PING", "a", "b"], &["PING", "a"], &["PING"]] {
+        assert_eq!(psub.text(args).await, ssub.text(args).await, "subscribed: {args:?}");
+    }
     // The node connections stayed ordinary (a SUBSCRIBE sent in a block would have left a shared
     // one subscribed): other clients' commands on every master still work.
     let mut other = Raw::connect(env.addr()).await;
@@ -449,4 +459,8 @@ async fn acl_whoami_names_the_authenticated_user() {
         assert_eq!(got, s.text(args).await, "{args:?}");
     }
     assert_eq!(p.text(&["ACL", "WHOAMI"]).await, "$5\r\nalice\r\n");
+    for args in [&["MULTI"][..], &["ACL", "WHOAMI"], &["EXEC"]] {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
+    }
+    assert_eq!(p.text(&["EXEC"]).await, "-ERR EXEC without MULTI\r\n");
 }

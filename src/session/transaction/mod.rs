@@ -92,7 +92,8 @@ impl TxState {
         };
         let slot = match spec.class {
             Class::Refused(why) => return refuse(m, spec.refusal(why, &req.args)),
-            Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select") => None,
+            // ACL WHOAMI arrives here as an ECHO of the client's user (see `conn::plan`).
+            Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select" | "acl|whoami") => None,
             // Sent in the block, they would act on the node's connection, not on the client's.
             Class::Local => return refuse(m, Refusal::InMulti.frame(&spec.name)),
             Class::Stateful if spec.name.contains("subscribe") => return refuse(m, Refusal::InMulti.frame(&spec.name)),
