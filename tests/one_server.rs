@@ -335,6 +335,14 @@ async fn edges_answer_as_one_server() {
         &["COPY", "{c}src", "{c}dst2", "DB", "x"],
         &["COPY", "{c}src", "{c}dst2", "FOO", "DB", "1"],
         &["GET", "{c}dst"],
+        // COPY's own errors come first, as on one server: `a` and `c` are in different slots,
+        // yet no CROSSSLOT.
+        &["COPY", "a", "c", "FOO"],
+        &["COPY", "a", "c", "DB"],
+        &["COPY", "a", "c", "DB", "x"],
+        &["COPY", "a", "c", "REPLACE", "DB", "0", "DB"],
+        &["CLIENT", "NO-EVICT", "x"],
+        &["CLIENT", "NO-EVICT", "on"],
     ];
     for proto in ["2", "3"] {
         assert!(p.text(&["HELLO", proto]).await.starts_with(if proto == "2" { "*14\r\n" } else { "%7\r\n" }));

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{Class, CommandSpec, KeyRule, Merge, Special};
-use crate::errors::Refusal;
+use crate::errors::{self, Refusal};
 use crate::resp::parse_int;
 
 pub(super) fn special_of(name: &str) -> Special {
@@ -78,29 +78,27 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
     }
 }
 
-/// True when COPY's `DB` option names a database other than 0: the proxy is a server with one
-/// database, which answers `DB index is out of range` (a cluster node's own answer names the
-/// cluster). Other mistakes (a DB that is not a number, an unknown option before it) are left to
-/// the node, which answers them in Redis's order.
-pub fn copy_to_other_db(args: &[Bytes]) -> bool {
+/// COPY's own errors, which one server answers from the arguments alone, before anything else:
+/// an unknown option (`syntax error`), a DB that is not a number, and a DB other than 0 (the proxy
+/// is a server with one database: `DB index is out of range`, as SELECT says; a cluster node's own
+/// answer would name the cluster). Checked in Redis's order, so that keys of two slots with a bad
+/// option get the option's error, as on one server, not `-CROSSSLOT`.
+pub fn copy_error(args: &[Bytes]) -> Option<Bytes> {
     let mut i = 3;
     while let Some(a) = args.get(i) {
         if a.eq_ignore_ascii_case(b"replace") {
             i += 1;
-        } else if a.eq_ignore_ascii_case(b"db") {
-            return match args.get(i + 1).and_then(|d| parse_int(d)) {
-                Some(0) => {
-                    i += 2;
-                    continue;
-                }
-                Some(_) => true,
-                None => false,
-            };
+        } else if a.eq_ignore_ascii_case(b"db") && i + 1 < args.len() {
+            match args.get(i + 1).and_then(|d| parse_int(d)) {
+                Some(0) => i += 2,
+                Some(_) => return Some(errors::db_out_of_range()),
+                None => return Some(errors::not_an_integer()),
+            }
         } else {
-            return false;
+            return Some(errors::syntax());
         }
     }
-    false
+    None
 }
 
 /// True when `args` ask a command to block (XREAD/XREADGROUP with BLOCK).

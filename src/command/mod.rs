@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-pub use class::{asks_to_block, copy_to_other_db};
+pub use class::{asks_to_block, copy_error};
 pub use table::{CommandTable, Lookup};
 
 use crate::errors::Refusal;

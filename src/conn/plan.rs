@@ -138,8 +138,11 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         Class::Local if name == "reset" => return Plan::Barrier(spec, req, started),
         Class::Local => return answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
         Class::Refused(why) => return answer(spec.refusal(why, &req.args), Timed::Refused),
-        Class::Keyed if name == "copy" && command::copy_to_other_db(&req.args) => {
-            return answer(errors::db_out_of_range(), Timed::Keyed)
+        Class::Keyed if name == "copy" => {
+            if let Some(e) = command::copy_error(&req.args) {
+                return answer(e, Timed::Keyed);
+            }
+            Timed::Keyed
         }
         _ if spec.blocking && (!matches!(name, "xread" | "xreadgroup") || command::asks_to_block(&spec, &req.args)) => {
             return Plan::Barrier(spec, req, started)

@@ -140,6 +140,11 @@ fn merge_fields(section: &str, all: &[&Section]) -> Section {
             all.iter().filter_map(|s| s.iter().find(|(k2, _)| k2 == k)).map(|(_, v)| v.as_str()).collect();
         if let Some(folded) = fold_numbers(&values, fold_of(section, k)) {
             *v = folded;
+        } else if k.ends_with("_status") {
+            // `rdb_last_bgsave_status`, `aof_last_write_status`: a failure anywhere is the answer.
+            if let Some(bad) = values.iter().find(|s| **s != "ok") {
+                *v = bad.to_string();
+            }
         }
     }
     let totals: Vec<(String, String)> = out
@@ -332,4 +337,72 @@ pub(super) async fn info(p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
         }
     }
     reply::verbatim(cx.proto, out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sec(pairs: &[(&str, &str)]) -> Section {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn stat_lines_are_the_union_summed_per_line() {
+        let a = sec(&[("cmdstat_get", "calls=3,usec=9,usec_per_call=3.00,rejected_calls=0,failed_calls=1")]);
+        let b = sec(&[
+            ("cmdstat_set", "calls=1,usec=5,usec_per_call=5.00,rejected_calls=0,failed_calls=0"),
+            ("cmdstat_get", "calls=1,usec=1,usec_per_call=1.00,rejected_calls=2,failed_calls=0"),
+        ]);
+        let got = merge_stat_lines(&[&a, &b]);
+        assert_eq!(
+            got,
+            sec(&[
+                ("cmdstat_get", "calls=4,usec=10,usec_per_call=2.50,rejected_calls=2,failed_calls=1"),
+                ("cmdstat_set", "calls=1,usec=5,usec_per_call=5.00,rejected_calls=0,failed_calls=0"),
+            ])
+        );
+        let p = merge_stat_lines(&[
+            &sec(&[("latency_percentiles_usec_get", "p50=1.003,p99=9.001")]),
+            &sec(&[("latency_percentiles_usec_get", "p50=2.007,p99=3.001")]),
+        ]);
+        assert_eq!(p, sec(&[("latency_percentiles_usec_get", "p50=2.007,p99=9.001")]));
+    }
+
+    #[test]
+    fn fields_fold_by_meaning() {
+        let a = sec(&[("used_memory", "1048576"), ("used_memory_human", "1.00M"), ("mem_fragmentation_ratio", "2.50")]);
+        let b =
+            sec(&[("used_memory", "524288"), ("used_memory_human", "512.00K"), ("mem_fragmentation_ratio", "1.10")]);
+        assert_eq!(
+            merge_fields("Memory", &[&a, &b]),
+            sec(&[("used_memory", "1572864"), ("used_memory_human", "1.50M"), ("mem_fragmentation_ratio", "2.50")])
+        );
+        let a = sec(&[
+            ("rdb_bgsave_in_progress", "0"),
+            ("rdb_last_bgsave_status", "ok"),
+            ("rdb_changes_since_last_save", "3"),
+        ]);
+        let b = sec(&[
+            ("rdb_bgsave_in_progress", "1"),
+            ("rdb_last_bgsave_status", "err"),
+            ("rdb_changes_since_last_save", "4"),
+        ]);
+        assert_eq!(
+            merge_fields("Persistence", &[&a, &b]),
+            sec(&[
+                ("rdb_bgsave_in_progress", "1"),
+                ("rdb_last_bgsave_status", "err"),
+                ("rdb_changes_since_last_save", "7")
+            ])
+        );
+        let a = sec(&[("instantaneous_input_kbps", "0.25"), ("latest_fork_usec", "300")]);
+        let b = sec(&[("instantaneous_input_kbps", "1.50"), ("latest_fork_usec", "200")]);
+        assert_eq!(
+            merge_fields("Stats", &[&a, &b]),
+            sec(&[("instantaneous_input_kbps", "1.75"), ("latest_fork_usec", "300")])
+        );
+        assert_eq!(bytes_to_human(1023), "1023B");
+        assert_eq!(bytes_to_human(1024 * 1024 * 1024 * 3 / 2), "1.50G");
+    }
 }

@@ -191,6 +191,7 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
         "setname" | "getname" | "id" | "setinfo" | "info" => errors::wrong_arity(&format!("client|{sub_l}")),
         // The proxy's own connections to the nodes are never evicted for a client's sake.
         "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
+        "no-evict" if args.len() == 3 => errors::syntax(),
         "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => {
             Refusal::NodeClients.frame(&format!("client|{sub_l}"))
         }
