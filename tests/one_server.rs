@@ -268,6 +268,8 @@ async fn info_answers_as_one_server() {
     let wrongtype = "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
     assert_eq!(p.text(&["LPUSH", &ks[0], "x"]).await, wrongtype);
     assert_eq!(p.text(&["LPUSH", &ks[1], "x"]).await, wrongtype);
+    // The cluster's own commands (here one sent straight to a master) are no client's.
+    assert!(raw(masters[0]).await.text(&["CLUSTER", "INFO"]).await.contains("cluster_state:ok"));
     let got = info(&mut p, &["commandstats", "errorstats", "stats", "memory"]).await;
     let mut own = Vec::new();
     for &m in &masters {
@@ -276,6 +278,8 @@ async fn info_answers_as_one_server() {
     let sec = |all: &Sections, n: &str| all.iter().find(|(x, _)| x == n).map(|(_, f)| f.clone()).unwrap_or_default();
     let find = |f: &[(String, String)], k: &str| f.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
     let cs = sec(&got, "Commandstats");
+    assert!(find(&sec(&own[0], "Commandstats"), "cmdstat_cluster|info").is_some(), "control");
+    assert!(!cs.iter().any(|(k, _)| k.starts_with("cmdstat_cluster|")), "{cs:?}");
     // Lines one master alone has: its own line, as it wrote it.
     assert_eq!(find(&cs, "cmdstat_sadd"), find(&sec(&own[1], "Commandstats"), "cmdstat_sadd"), "{cs:?}");
     assert_eq!(find(&cs, "cmdstat_hset"), find(&sec(&own[2], "Commandstats"), "cmdstat_hset"), "{cs:?}");

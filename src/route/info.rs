@@ -170,7 +170,7 @@ fn merge_stat_lines(all: &[&Section]) -> Section {
     let mut names: Vec<String> = Vec::new();
     for sec in all {
         for (k, _) in sec.iter() {
-            if !names.contains(k) {
+            if !names.contains(k) && !cluster_internal(k) {
                 names.push(k.clone());
             }
         }
@@ -205,6 +205,16 @@ fn merge_stat_lines(all: &[&Section]) -> Section {
             (name, v)
         })
         .collect()
+}
+
+/// A command-statistics line of a command no client of the proxy can have run: the cluster's own
+/// (CLUSTER, replication, ASKING and READONLY/READWRITE are answered or refused by the proxy), sent
+/// by replicas, tools and the proxy itself. One server's statistics count its clients' commands.
+fn cluster_internal(line: &str) -> bool {
+    let cmd =
+        line.strip_prefix("cmdstat_").or_else(|| line.strip_prefix("latency_percentiles_usec_")).unwrap_or_default();
+    cmd.starts_with("cluster|")
+        || matches!(cmd, "cluster" | "psync" | "sync" | "replconf" | "asking" | "readonly" | "readwrite")
 }
 
 fn own_section(p: &Router, name: &str, first: Option<&Section>, all: &[&Section]) -> Option<Section> {
@@ -362,6 +372,8 @@ mod tests {
                 ("cmdstat_set", "calls=1,usec=5,usec_per_call=5.00,rejected_calls=0,failed_calls=0"),
             ])
         );
+        let internal = sec(&[("cmdstat_cluster|nodes", "calls=1"), ("cmdstat_psync", "calls=1")]);
+        assert_eq!(merge_stat_lines(&[&internal]), Vec::new());
         let p = merge_stat_lines(&[
             &sec(&[("latency_percentiles_usec_get", "p50=1.003,p99=9.001")]),
             &sec(&[("latency_percentiles_usec_get", "p50=2.007,p99=3.001")]),
