@@ -399,6 +399,9 @@ async fn edges_answer_as_one_server() {
         (&["SUBSCRIBE", "ch"], in_multi("SUBSCRIBE")),
         (&["PSUBSCRIBE", "c*"], in_multi("PSUBSCRIBE")),
         (&["CLIENT", "SETNAME", "x"], in_multi("CLIENT SETNAME")),
+        // A non-cluster server's own answer, at queue time here (Redis gives it at EXEC).
+        (&["CLUSTER", "INFO"], "-ERR This instance has cluster support disabled\r\n".into()),
+        (&["READONLY"], "-ERR This instance has cluster support disabled\r\n".into()),
     ];
     for (bad, err) in refused {
         assert_eq!(p.text(&["MULTI"]).await, "+OK\r\n");

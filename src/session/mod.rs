@@ -1,4 +1,4 @@
-//! One client's state between requests (authentication, protocol version, name, id) and the
+//! One client's state between requests (authentication and user, protocol version, name, id) and the
 //! per-connection features built on it: the commands the proxy answers itself ([`local`]),
 //! transactions ([`transaction`]), blocking commands and WAIT ([`blocking`]), subscriptions
 //! ([`pubsub`]).

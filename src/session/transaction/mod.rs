@@ -94,6 +94,18 @@ impl TxState {
             Class::Refused(why) => return refuse(m, spec.refusal(why, &req.args)),
             // ACL WHOAMI arrives here as an ECHO of the client's user (see `conn::plan`).
             Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select" | "acl|whoami") => None,
+            // A non-cluster server's answer, given at queue time (Redis gives it at EXEC).
+            Class::Local if spec.name == "cluster" => {
+                let e = match req.args.get(1) {
+                    Some(sub) => errors::unknown_subcommand(sub, "cluster"),
+                    None => errors::not_cluster(),
+                };
+                return refuse(m, e);
+            }
+            Class::Local if matches!(spec.name.as_str(), "readonly" | "readwrite" | "asking") => {
+                return refuse(m, errors::not_cluster())
+            }
+            Class::Local if spec.name.starts_with("cluster|") => return refuse(m, errors::not_cluster()),
             // Sent in the block, they would act on the node's connection, not on the client's.
             Class::Local => return refuse(m, Refusal::InMulti.frame(&spec.name)),
             Class::Stateful if spec.name.contains("subscribe") => return refuse(m, Refusal::InMulti.frame(&spec.name)),
