@@ -398,7 +398,12 @@ async fn edges_answer_as_one_server() {
         ),
         (&["SUBSCRIBE", "ch"], in_multi("SUBSCRIBE")),
         (&["PSUBSCRIBE", "c*"], in_multi("PSUBSCRIBE")),
-        (&["CLIENT", "SETNAME", "x"], in_multi("CLIENT SETNAME")),
+        (&["HELLO", "3"], in_multi("HELLO")),
+        (&["AUTH", "x"], in_multi("AUTH")),
+        (
+            &["CLIENT", "KILL", "ID", "1"],
+            "-ERR 'CLIENT KILL' is not available through clusterless: it acts on one node's connections, and the proxy's clients are not the nodes' clients\r\n".into(),
+        ),
         // A non-cluster server's own answer, at queue time here (Redis gives it at EXEC).
         (&["CLUSTER", "INFO"], "-ERR This instance has cluster support disabled\r\n".into()),
         (&["READONLY"], "-ERR This instance has cluster support disabled\r\n".into()),
@@ -410,10 +415,43 @@ async fn edges_answer_as_one_server() {
         assert_eq!(p.text(&["EXEC"]).await, execabort, "{bad:?}");
         assert_eq!(p.text(&["EXISTS", "{t}k"]).await, ":0\r\n", "nothing ran after {bad:?}");
     }
-    // ACL WHOAMI inside MULTI answers in EXEC's array, with the client's user (not the node's).
-    for args in [&["MULTI"][..], &["ACL", "WHOAMI"], &["PING", "x"], &["EXEC"]] {
+    // Commands the proxy answers itself, inside MULTI: queued, run at EXEC in their places in
+    // its array (ACL WHOAMI names the client's user, not the node's), not at all after DISCARD
+    // or a WATCH abort.
+    let mut other = Raw::connect(env.addr()).await;
+    let steps: &[&[&str]] = &[
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "n1"],
+        &["SET", "{t}a", "1"],
+        &["CLIENT", "GETNAME"],
+        &["ACL", "WHOAMI"],
+        &["CLIENT", "NO-EVICT", "on"],
+        &["GET", "{t}a"],
+        &["EXEC"],
+        &["CLIENT", "GETNAME"],
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "n2"],
+        &["ACL", "WHOAMI"],
+        &["EXEC"],
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "n3"],
+        &["DISCARD"],
+        &["CLIENT", "GETNAME"],
+        &["WATCH", "{t}w"],
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "n4"],
+        &["SET", "{t}b", "1"],
+    ];
+    for args in steps {
         assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
     }
+    // The watched key changes on each side: EXEC answers nil, and the name stays.
+    assert_eq!(other.text(&["SET", "{t}w", "x"]).await, "+OK\r\n");
+    assert_eq!(raw(plain_port).await.text(&["SET", "{t}w", "x"]).await, "+OK\r\n");
+    for args in [&["EXEC"][..], &["CLIENT", "GETNAME"], &["EXISTS", "{t}b"]] {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
+    }
+    assert_eq!(p.text(&["CLIENT", "GETNAME"]).await, "$2\r\nn2\r\n");
     // A RESP2 subscriber's PING: the same arity rule, and the same pong array.
     let mut psub = Raw::connect(env.addr()).await;
     let mut ssub = raw(plain_port).await;
@@ -422,7 +460,6 @@ async fn edges_answer_as_one_server() {
     }
     // The node connections stayed ordinary (a SUBSCRIBE sent in a block would have left a shared
     // one subscribed): other clients' commands on every master still work.
-    let mut other = Raw::connect(env.addr()).await;
     for m in env.cluster.masters() {
         let k = key_in_slot(env.cluster.slots_of(m)[0], "after");
         assert_eq!(other.text(&["SET", &k, "1"]).await, "+OK\r\n");

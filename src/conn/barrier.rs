@@ -36,7 +36,7 @@ pub(super) async fn run_barrier(
         (p.stats.hold(Count::Blocked), with_timeout)
     });
     let (out, class): (Vec<Bytes>, Timed) = match name {
-        "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
+        "exec" => (vec![c.tx.exec(p, cx, &mut c.session).await], Timed::Transaction),
         "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
         "watch" => (vec![c.tx.watch(p, &req.args, cx.proto).await], Timed::Transaction),
         "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),

@@ -108,14 +108,6 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             "watch" => answer(errors::watch_in_multi(), Timed::Transaction),
             "quit" => answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
             _ => {
-                // Sent as it is, ACL WHOAMI would name the proxy's user on the node: ECHO of the
-                // client's own user takes its place in EXEC's array (AUTH cannot change it
-                // meanwhile: it is refused inside MULTI).
-                let req = if name == "acl|whoami" {
-                    Request::from_args(vec![Bytes::from_static(b"ECHO"), c.session.user.clone()])
-                } else {
-                    req
-                };
                 let r = c.tx.queue(p, &spec, req);
                 answer(r, Timed::Transaction)
             }

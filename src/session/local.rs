@@ -192,14 +192,23 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
         // The proxy's own connections to the nodes are never evicted for a client's sake.
         "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
         "no-evict" if args.len() == 3 => errors::syntax(),
-        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => {
-            Refusal::NodeClients.frame(&format!("client|{sub_l}"))
+        _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
+            let name = format!("client|{sub_l}");
+            refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
         }
-        "tracking" | "trackinginfo" | "caching" | "getredir" => Refusal::Tracking.frame(&format!("client|{sub_l}")),
         "help" => reply::array(&[reply::bulk(
             b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
+    }
+}
+
+/// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
+pub fn refusal_of(name: &str) -> Option<Refusal> {
+    match name.strip_prefix("client|")? {
+        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => Some(Refusal::NodeClients),
+        "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
+        _ => None,
     }
 }
 
