@@ -437,12 +437,23 @@ async fn edges_answer_as_one_server() {
         &["CLIENT", "SETNAME", "n3"],
         &["DISCARD"],
         &["CLIENT", "GETNAME"],
-        &["WATCH", "{t}w"],
-        &["MULTI"],
-        &["CLIENT", "SETNAME", "n4"],
-        &["SET", "{t}b", "1"],
     ];
     for args in steps {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
+    }
+    // COPY's own errors inside MULTI: queued, and failing in EXEC's array as on one server (keys
+    // of two slots included: no CROSSSLOT), the other commands running.
+    for args in
+        [&["UNWATCH"][..], &["MULTI"], &["SET", "{t}x", "1"], &["COPY", "a", "c", "FOO"], &["GET", "{t}x"], &["EXEC"]]
+    {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
+    }
+    assert_eq!(p.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(p.text(&["COPY", "{c}src", "{c}dst3", "DB", "1"]).await, "+QUEUED\r\n");
+    assert_eq!(p.text(&["EXEC"]).await, "*1\r\n-ERR DB index is out of range\r\n");
+    assert_eq!(p.text(&["WATCH", "{t}w"]).await, "+OK\r\n");
+    assert_eq!(s.text(&["WATCH", "{t}w"]).await, "+OK\r\n");
+    for args in [&["MULTI"][..], &["CLIENT", "SETNAME", "n4"], &["SET", "{t}b", "1"]] {
         assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
     }
     // The watched key changes on each side: EXEC answers nil, and the name stays.

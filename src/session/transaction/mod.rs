@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::{local, Session};
 use crate::backend::{BackendError, Cx, Dedicated, Reason};
-use crate::command::{Class, CommandSpec};
+use crate::command::{self, Class, CommandSpec};
 use crate::config::CrossSlot;
 use crate::errors::{self, Refusal};
 use crate::resp::{self, reply, Request};
@@ -58,11 +58,19 @@ struct Multi {
     queued: Vec<Queued>,
     /// Commands the proxy answers itself (CLIENT SETNAME, ACL WHOAMI, ...), by their place in
     /// the queue: run at EXEC, in order, once the nodes' part has run.
-    local: Vec<(usize, String, Vec<Bytes>)>,
+    local: Vec<(usize, Local)>,
     /// A command was refused at queue time: EXEC answers EXECABORT.
     dirty: bool,
     /// The one slot of the keys queued so far (refuse mode).
     slot: Option<u16>,
+}
+
+/// A queued command the proxy answers at EXEC without a node.
+enum Local {
+    /// Run then by the proxy (CLIENT SETNAME, ACL WHOAMI, ...).
+    Run(String, Vec<Bytes>),
+    /// Known already: an error one server gives only when the command runs (COPY ... DB 1).
+    Answer(Bytes),
 }
 
 pub(super) struct Queued {
@@ -110,6 +118,12 @@ impl TxState {
             m.dirty = true;
             e
         };
+        // One server fails COPY's bad options when it runs, in EXEC's array, whatever its keys'
+        // slots; the node, in a cluster's words.
+        if let Some(e) = (spec.name == "copy").then(|| command::copy_error(&req.args)).flatten() {
+            m.local.push((m.queued.len() + m.local.len(), Local::Answer(e)));
+            return Bytes::from_static(b"+QUEUED\r\n");
+        }
         let slot = match spec.class {
             Class::Refused(why) => return refuse(m, spec.refusal(why, &req.args)),
             Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select") => None,
@@ -127,7 +141,7 @@ impl TxState {
             Class::Local if spec.name.starts_with("cluster|") => return refuse(m, errors::not_cluster()),
             // Answered by the proxy at EXEC, in their place in EXEC's array.
             Class::Local if local_in_multi(&spec.name) => {
-                m.local.push((m.queued.len() + m.local.len(), spec.name.clone(), req.args));
+                m.local.push((m.queued.len() + m.local.len(), Local::Run(spec.name.clone(), req.args)));
                 return Bytes::from_static(b"+QUEUED\r\n");
             }
             Class::Local if local::refusal_of(&spec.name).is_some() => {
@@ -299,11 +313,11 @@ impl TxState {
         let mut all = Vec::new();
         for i in 0.. {
             match local.peek() {
-                Some((at, ..)) if *at == i => {
-                    if let Some((_, name, args)) = local.next() {
-                        all.push(local::handle(p, session, &name, &args));
-                    }
-                }
+                Some((at, ..)) if *at == i => match local.next() {
+                    Some((_, Local::Run(name, args))) => all.push(local::handle(p, session, &name, &args)),
+                    Some((_, Local::Answer(r))) => all.push(r),
+                    None => {}
+                },
                 _ => match from_nodes.next() {
                     Some(r) => all.push(r),
                     None if local.peek().is_none() => break,
