@@ -35,7 +35,6 @@ fixed! {
     not_cluster = "ERR This instance has cluster support disabled";
     bad_client_name = "ERR Client names cannot contain spaces, newlines or special characters.";
     execabort = "EXECABORT Transaction discarded because of previous errors.";
-    not_in_multi = "ERR Command not allowed inside a transaction";
     multi_nested = "ERR MULTI calls can not be nested";
     watch_in_multi = "ERR WATCH inside MULTI is not allowed";
     exec_without_multi = "ERR EXEC without MULTI";
@@ -136,6 +135,11 @@ pub enum Refusal {
     NodeClients,
     /// CLIENT TRACKING, CACHING, ...: client-side caching.
     Tracking,
+    /// A command inside MULTI that would act on the connection to the node the transaction's
+    /// block runs on, not on the client's (CLIENT, HELLO, AUTH, SUBSCRIBE, ...).
+    InMulti,
+    /// A command for every node (CONFIG SET) inside MULTI: the transaction runs on one.
+    AllNodesInMulti,
 }
 
 impl Refusal {
@@ -152,6 +156,16 @@ impl Refusal {
                 "it acts on one node's connections, and the proxy's clients are not the nodes' clients"
             }
             Refusal::Tracking => "client-side caching needs each node to send invalidations for one client connection",
+            Refusal::AllNodesInMulti => {
+                return frame(&format!(
+                    "ERR '{shown}' is not available through clusterless inside MULTI: it goes to every node, and a transaction runs on one"
+                ))
+            }
+            Refusal::InMulti => {
+                return frame(&format!(
+                    "ERR '{shown}' is not available through clusterless inside MULTI: a transaction runs on a node's connection, and this command acts on the client's"
+                ))
+            }
         };
         frame(&format!("ERR '{shown}' is not available through clusterless: {why}"))
     }

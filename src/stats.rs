@@ -1,9 +1,11 @@
 //! Facts about the proxy process itself that its answers show as one server's would: address,
-//! uptime, the cluster's Redis version, and client counts. The server owns them; INFO, HELLO and
-//! CLIENT read them, client connections keep the counts.
+//! uptime, run id, the cluster's Redis version, and client counts (connected, blocked, subscribed,
+//! watching). The server owns them; INFO, HELLO and CLIENT read them, client connections keep the
+//! counts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -17,7 +19,45 @@ pub struct ProxyStats {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// This process's `run_id` (40 hex characters, new at every start, as Redis's): the masters'
+    /// own would change with a failover and be the same for every proxy in front of them.
+    pub run_id: String,
+    /// The replication id shown by INFO replication (the proxy is a master without replicas).
+    pub replid: String,
     next_client_id: AtomicU64,
+    counts: [AtomicUsize; 4],
+}
+
+/// A client count INFO clients shows, held while a client is in that state ([`ProxyStats::hold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Waiting in a blocking command (BLPOP, XREAD BLOCK, WAIT, ...): `blocked_clients`.
+    Blocked,
+    /// Blocked with a timeout: `clients_in_timeout_table`.
+    InTimeoutTable,
+    /// Holding at least one subscription: `pubsub_clients`.
+    PubSub,
+    /// Holding at least one WATCH: `watching_clients`.
+    Watching,
+}
+
+/// One client counted in a [`Count`] until this is dropped (also when its connection ends).
+pub struct Held {
+    stats: Arc<ProxyStats>,
+    what: Count,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats.counts[self.what as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// 40 random hex characters, as Redis makes its run id.
+fn random_hex40() -> String {
+    use rand::Rng;
+    let mut r = rand::rng();
+    (0..40).map(|_| char::from_digit(r.random_range(0..16), 16).unwrap_or('0')).collect()
 }
 
 impl ProxyStats {
@@ -30,8 +70,22 @@ impl ProxyStats {
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            run_id: random_hex40(),
+            replid: random_hex40(),
             next_client_id: AtomicU64::new(0),
+            counts: Default::default(),
         }
+    }
+
+    /// Counts one client in `what` until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>, what: Count) -> Held {
+        self.counts[what as usize].fetch_add(1, Ordering::Relaxed);
+        Held { stats: self.clone(), what }
+    }
+
+    /// How many clients are in `what` now.
+    pub fn count(&self, what: Count) -> usize {
+        self.counts[what as usize].load(Ordering::Relaxed)
     }
 
     /// A client connected: its id (1, 2, ...).

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 
 use super::{Class, CommandSpec, KeyRule, Merge, Special};
-use crate::errors::Refusal;
+use crate::errors::{self, Refusal};
+use crate::resp::parse_int;
 
 pub(super) fn special_of(name: &str) -> Special {
     match name {
@@ -28,9 +29,9 @@ pub(super) fn key_rule(name: &str) -> Option<KeyRule> {
         }
         "blmpop" | "bzmpop" => KeyRule::NumKeys { at: 2, dest: None },
         "xread" | "xreadgroup" => KeyRule::Streams,
-        "sort" | "sort_ro" | "georadius" | "georadiusbymember" | "georadius_ro" | "georadiusbymember_ro" => {
-            KeyRule::StoreOption
-        }
+        // Only the writing forms take STORE: SORT_RO and the _RO GEORADIUS forms answer `syntax
+        // error` to it, as on one server, so their STORE argument is no key (no CROSSSLOT first).
+        "sort" | "georadius" | "georadiusbymember" => KeyRule::StoreOption,
         _ => return None,
     })
 }
@@ -56,7 +57,7 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
         "scan" => Class::Scan,
         "info" => Class::Info,
         "ping" | "echo" | "select" | "quit" | "auth" | "hello" | "reset" | "cluster" | "readonly" | "readwrite"
-        | "asking" => Class::Local,
+        | "asking" | "acl|whoami" => Class::Local,
         n if n == "client" || n.starts_with("client|") || n.starts_with("cluster|") => Class::Local,
         // Connection-state commands: the client task runs them in order, one at a time.
         "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "psubscribe" | "unsubscribe"
@@ -81,6 +82,29 @@ pub(super) fn class_of(name: &str, keys: KeyRule) -> Class {
             }
         }
     }
+}
+
+/// COPY's own errors, which one server answers from the arguments alone, before anything else:
+/// an unknown option (`syntax error`), a DB that is not a number, and a DB other than 0 (the proxy
+/// is a server with one database: `DB index is out of range`, as SELECT says; a cluster node's own
+/// answer would name the cluster). Checked in Redis's order, so that keys of two slots with a bad
+/// option get the option's error, as on one server, not `-CROSSSLOT`.
+pub fn copy_error(args: &[Bytes]) -> Option<Bytes> {
+    let mut i = 3;
+    while let Some(a) = args.get(i) {
+        if a.eq_ignore_ascii_case(b"replace") {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"db") && i + 1 < args.len() {
+            match args.get(i + 1).and_then(|d| parse_int(d)) {
+                Some(0) => i += 2,
+                Some(_) => return Some(errors::db_out_of_range()),
+                None => return Some(errors::not_an_integer()),
+            }
+        } else {
+            return Some(errors::syntax());
+        }
+    }
+    None
 }
 
 /// True when `args` ask a command to block (XREAD/XREADGROUP with BLOCK).

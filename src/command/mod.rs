@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-pub use class::asks_to_block;
+pub use class::{asks_to_block, copy_error};
 pub use table::{CommandTable, Lookup};
 
 use crate::errors::Refusal;
@@ -128,6 +128,16 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// The answer to a refused command: for a container (ACL, CONFIG, MODULE) reached with a
+    /// subcommand the table does not know, Redis's `unknown subcommand`, as one server answers;
+    /// otherwise the refusal naming the command.
+    pub fn refusal(&self, why: Refusal, args: &[Bytes]) -> Bytes {
+        match args.get(1) {
+            Some(sub) if !self.subcommands.is_empty() => crate::errors::unknown_subcommand(sub, &self.name),
+            _ => why.frame(&self.name),
+        }
+    }
+
     /// Redis's arity rule: positive means exactly, negative means at least.
     pub fn arity_ok(&self, argc: usize) -> bool {
         let a = self.arity;

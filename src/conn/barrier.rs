@@ -17,6 +17,7 @@ use crate::resp::Request;
 use crate::route::Router;
 use crate::session::pubsub::PubSub;
 use crate::session::{blocking, local};
+use crate::stats::Count;
 
 /// Runs a barrier command; returns the frames to write.
 pub(super) async fn run_barrier(
@@ -28,8 +29,14 @@ pub(super) async fn run_barrier(
 ) -> Vec<Bytes> {
     let cx = c.cx();
     let name = spec.name.as_str();
+    // Counted in INFO's blocked_clients while it runs; the guard goes with this future, also
+    // when the client leaves mid-block.
+    let _blocked = blocking::blocks(name).then(|| {
+        let with_timeout = blocking::has_timeout(name, &req.args).then(|| p.stats.hold(Count::InTimeoutTable));
+        (p.stats.hold(Count::Blocked), with_timeout)
+    });
     let (out, class): (Vec<Bytes>, Timed) = match name {
-        "exec" => (vec![c.tx.exec(p, cx).await], Timed::Transaction),
+        "exec" => (vec![c.tx.exec(p, cx, &mut c.session).await], Timed::Transaction),
         "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
         "watch" => (vec![c.tx.watch(p, &req.args, cx).await], Timed::Transaction),
         "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),
@@ -58,6 +65,7 @@ pub(super) async fn run_barrier(
             None => (vec![blocking::run(p, spec, req, cx).await], Timed::Blocking),
         },
     };
+    c.recount(&p.stats);
     if let Some(t) = started {
         let first = out.first().map(|r| &r[..]).unwrap_or_default();
         p.metrics.command_by_id(spec.metric_id).record(outcome(first, false));

@@ -19,6 +19,7 @@ use crate::route::{self, Router};
 use crate::session::pubsub::{Kind, PubSub};
 use crate::session::transaction::TxState;
 use crate::session::{local, Session};
+use crate::stats::{Count, Held, ProxyStats};
 
 /// One connection's state beyond the session: its transaction and its subscriptions.
 pub(super) struct Conn {
@@ -27,12 +28,28 @@ pub(super) struct Conn {
     pub(super) pubsub: Option<PubSub>,
     /// Its pending output, against its class's limit.
     pub(super) meter: Arc<Meter>,
+    /// Counted in INFO's pubsub_clients / watching_clients while it subscribes / watches.
+    pub(super) subscribed: Option<Held>,
+    pub(super) watching: Option<Held>,
 }
 
 impl Conn {
     /// Who is asking, for the backend: the protocol now, and this client's lane.
     pub(super) fn cx(&self) -> Cx {
         Cx { proto: self.session.proto, lane: self.session.id as u32, login: self.session.login }
+    }
+
+    /// Brings the INFO counts up to date after a command that may have (un)subscribed or
+    /// (un)watched; dropping the connection drops its guards, and with them its counts.
+    pub(super) fn recount(&mut self, stats: &Arc<ProxyStats>) {
+        let subscribed = self.pubsub.as_ref().is_some_and(|ps| ps.active());
+        if subscribed != self.subscribed.is_some() {
+            self.subscribed = subscribed.then(|| stats.hold(Count::PubSub));
+        }
+        let watching = self.tx.watching();
+        if watching != self.watching.is_some() {
+            self.watching = watching.then(|| stats.hold(Count::Watching));
+        }
     }
 
     /// RESP2 clients with subscriptions may only (un)subscribe, PING, QUIT and RESET.
@@ -96,6 +113,9 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             }
         };
     }
+    if c.subscribed_resp2() && name == "ping" && req.args.len() > 2 {
+        return answer(errors::wrong_arity("ping"), Timed::Local);
+    }
     if c.subscribed_resp2() && name == "ping" {
         // In subscribed mode Redis answers PING with a push-style array.
         let msg = req.args.get(1).cloned().unwrap_or_default();
@@ -109,7 +129,13 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         },
         Class::Local if name == "reset" => return Plan::Barrier(spec, req, started),
         Class::Local => return answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
-        Class::Refused(why) => return answer(why.frame(name), Timed::Refused),
+        Class::Refused(why) => return answer(spec.refusal(why, &req.args), Timed::Refused),
+        Class::Keyed if name == "copy" => {
+            if let Some(e) = command::copy_error(&req.args) {
+                return answer(e, Timed::Keyed);
+            }
+            Timed::Keyed
+        }
         _ if spec.blocking && (!matches!(name, "xread" | "xreadgroup") || command::asks_to_block(&spec, &req.args)) => {
             return Plan::Barrier(spec, req, started)
         }

@@ -24,6 +24,21 @@ pub fn bulk(b: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Text as Redis sends INFO and CLIENT INFO/LIST: a RESP3 verbatim string (`=len\r\ntxt:...`),
+/// a bulk string in RESP2.
+pub fn verbatim(proto: u8, text: &[u8]) -> Bytes {
+    if proto < 3 {
+        return bulk(text);
+    }
+    let mut out = BytesMut::with_capacity(text.len() + 24);
+    out.put_u8(b'=');
+    put_decimal(&mut out, text.len() as i64 + 4);
+    out.put_slice(b"\r\ntxt:");
+    out.put_slice(text);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
 /// The null reply in the client's protocol version.
 pub fn null(proto: u8) -> Bytes {
     if proto >= 3 {

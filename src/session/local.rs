@@ -1,9 +1,9 @@
 //! The commands the proxy answers itself, in Redis's own words: PING, ECHO, SELECT, QUIT, AUTH,
-//! HELLO, RESET, CLIENT, CLUSTER and friends.
+//! HELLO, RESET, ACL WHOAMI, CLIENT, CLUSTER and friends.
 
 use bytes::Bytes;
 
-use super::Session;
+use super::{Session, DEFAULT_USER};
 use crate::errors::{self, Refusal};
 use crate::resp::{parse_int, reply};
 use crate::route::Router;
@@ -15,6 +15,8 @@ fn eq_ci(a: &[u8], b: &str) -> bool {
 /// Answers a command of class `Local`. `name` is the spec's lower-case name.
 pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
     match name {
+        // PING's arity is "at least 1" in the table; Redis's PING itself refuses a second argument.
+        "ping" if args.len() > 2 => errors::wrong_arity("ping"),
         "ping" => match args.get(1) {
             Some(m) => reply::bulk(m),
             None => Bytes::from_static(b"+PONG\r\n"),
@@ -35,13 +37,17 @@ pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes 
             _ => errors::syntax(),
         },
         "hello" => hello(p, s, args),
+        "acl|whoami" => reply::bulk(&s.user),
         "reset" => {
+            s.user = Bytes::from_static(DEFAULT_USER);
             s.name = None;
             s.proto = 2;
             s.authenticated = !s.auth.required();
             s.login = 0;
             Bytes::from_static(b"+RESET\r\n")
         }
+        // A subcommand Redis does not know gets its usual answer, also with cluster support off.
+        "cluster" if args.len() > 1 => errors::unknown_subcommand(&args[1], "cluster"),
         "cluster" | "readonly" | "readwrite" | "asking" => errors::not_cluster(),
         n if n.starts_with("cluster|") => errors::not_cluster(),
         n if n == "client" || n.starts_with("client|") => client(p, s, args),
@@ -58,6 +64,7 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
             return if want.password.matches(pass) {
                 s.authenticated = true;
                 s.login = cfg.login_of(u);
+                s.user = Bytes::copy_from_slice(want.name.as_bytes());
                 reply::ok()
             } else {
                 errors::wrongpass()
@@ -72,7 +79,10 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
         // Redis without a password: the default user is "nopass", so AUTH default <anything> is OK.
         return match user {
             None => errors::no_password(),
-            Some(u) if eq_ci(u, "default") => reply::ok(),
+            Some(u) if eq_ci(u, "default") => {
+                s.user = Bytes::from_static(DEFAULT_USER);
+                reply::ok()
+            }
             Some(_) => errors::wrongpass(),
         };
     };
@@ -81,6 +91,7 @@ fn auth(s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> Bytes {
     if user_ok && required.matches(pass) {
         s.authenticated = true;
         s.login = 0;
+        s.user = Bytes::copy_from_slice(want_user.as_bytes());
         reply::ok()
     } else {
         errors::wrongpass()
@@ -170,19 +181,29 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
                 errors::unrecognized_option(&args[2])
             }
         }
-        "info" if args.len() == 2 => reply::bulk(client_line(p, s).as_bytes()),
-        "list" => reply::bulk(client_line(p, s).as_bytes()),
+        "info" if args.len() == 2 => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
+        "list" => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
         "setname" | "getname" | "id" | "setinfo" | "info" => errors::wrong_arity(&format!("client|{sub_l}")),
         // The proxy's own connections to the nodes are never evicted for a client's sake.
         "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
-        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => {
-            Refusal::NodeClients.frame(&format!("client|{sub_l}"))
+        "no-evict" if args.len() == 3 => errors::syntax(),
+        _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
+            let name = format!("client|{sub_l}");
+            refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
         }
-        "tracking" | "trackinginfo" | "caching" | "getredir" => Refusal::Tracking.frame(&format!("client|{sub_l}")),
         "help" => reply::array(&[reply::bulk(
             b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
+    }
+}
+
+/// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
+pub fn refusal_of(name: &str) -> Option<Refusal> {
+    match name.strip_prefix("client|")? {
+        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => Some(Refusal::NodeClients),
+        "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
+        _ => None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! One client's state between requests (authentication, protocol version, name, id) and the
+//! One client's state between requests (authentication and user, protocol version, name, id) and the
 //! per-connection features built on it: the commands the proxy answers itself ([`local`]),
 //! transactions ([`transaction`]), blocking commands and WAIT ([`blocking`]), subscriptions
 //! ([`pubsub`]).
@@ -14,6 +14,9 @@ use bytes::Bytes;
 
 use crate::config::AuthConfig;
 
+/// The user every connection starts as, as in Redis.
+pub const DEFAULT_USER: &[u8] = b"default";
+
 /// What one client connection carries between requests.
 #[derive(Debug)]
 pub struct Session {
@@ -21,6 +24,8 @@ pub struct Session {
     pub peer: String,
     pub name: Option<Bytes>,
     pub authenticated: bool,
+    /// The user it authenticated as (ACL WHOAMI): `default` until an AUTH names another.
+    pub user: Bytes,
     /// RESP version negotiated with HELLO (2 or 3).
     pub proto: u8,
     /// Set by QUIT: reply, flush, close.
@@ -33,6 +38,16 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: u64, peer: String, auth: Arc<AuthConfig>) -> Session {
-        Session { id, peer, name: None, authenticated: !auth.required(), proto: 2, quit: false, auth, login: 0 }
+        Session {
+            id,
+            peer,
+            name: None,
+            authenticated: !auth.required(),
+            user: Bytes::from_static(DEFAULT_USER),
+            proto: 2,
+            quit: false,
+            auth,
+            login: 0,
+        }
     }
 }

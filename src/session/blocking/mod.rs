@@ -19,6 +19,39 @@ use crate::errors;
 use crate::resp::Request;
 use crate::route::{self, How, Router, Trace};
 
+/// Whether a barrier command named `name` makes its client wait (Redis's blocked_clients): the
+/// blocking commands, and WAIT.
+pub fn blocks(name: &str) -> bool {
+    matches!(
+        name,
+        "blpop"
+            | "brpop"
+            | "blmove"
+            | "brpoplpush"
+            | "blmpop"
+            | "bzpopmin"
+            | "bzpopmax"
+            | "bzmpop"
+            | "xread"
+            | "xreadgroup"
+            | "wait"
+    )
+}
+
+/// Whether the command blocks with a timeout (not 0, "forever"): Redis keeps such clients in its
+/// timeout table (clients_in_timeout_table).
+pub fn has_timeout(name: &str, args: &[Bytes]) -> bool {
+    let at = match name {
+        "blmpop" | "bzmpop" => args.get(1),
+        "wait" => args.get(2),
+        "xread" | "xreadgroup" => {
+            args.iter().position(|a| a.eq_ignore_ascii_case(b"block")).and_then(|i| args.get(i + 1))
+        }
+        _ => args.last(),
+    };
+    at.and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 0.0)
+}
+
 /// Pops the proxy can spread over several slots.
 fn splittable(name: &str) -> bool {
     matches!(name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop")

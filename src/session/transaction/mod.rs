@@ -19,13 +19,30 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::{local, Session};
 use crate::backend::{BackendError, Cx, Dedicated, Reason};
-use crate::command::{Class, CommandSpec};
+use crate::command::{self, Class, CommandSpec};
 use crate::config::CrossSlot;
-use crate::errors;
+use crate::errors::{self, Refusal};
 use crate::resp::{self, reply, Request};
 use crate::route::{self, Budget, Redirect, Router};
 use crate::slot;
+
+/// The commands the proxy answers itself that may be queued: they read or name the client's own
+/// connection without changing how it talks (HELLO, AUTH and subscriptions would, mid-EXEC).
+fn local_in_multi(name: &str) -> bool {
+    matches!(
+        name,
+        "acl|whoami"
+            | "client|setname"
+            | "client|getname"
+            | "client|id"
+            | "client|info"
+            | "client|list"
+            | "client|no-evict"
+            | "client|setinfo"
+    )
+}
 
 /// One client's transaction state.
 pub struct TxState {
@@ -39,10 +56,21 @@ pub struct TxState {
 #[derive(Default)]
 struct Multi {
     queued: Vec<Queued>,
+    /// Commands the proxy answers itself (CLIENT SETNAME, ACL WHOAMI, ...), by their place in
+    /// the queue: run at EXEC, in order, once the nodes' part has run.
+    local: Vec<(usize, Local)>,
     /// A command was refused at queue time: EXEC answers EXECABORT.
     dirty: bool,
     /// The one slot of the keys queued so far (refuse mode).
     slot: Option<u16>,
+}
+
+/// A queued command the proxy answers at EXEC without a node.
+enum Local {
+    /// Run then by the proxy (CLIENT SETNAME, ACL WHOAMI, ...).
+    Run(String, Vec<Bytes>),
+    /// Known already: an error one server gives only when the command runs (COPY ... DB 1).
+    Answer(Bytes),
 }
 
 pub(super) struct Queued {
@@ -90,10 +118,41 @@ impl TxState {
             m.dirty = true;
             e
         };
+        // One server fails COPY's bad options when it runs, in EXEC's array, whatever its keys'
+        // slots; the node, in a cluster's words.
+        if let Some(e) = (spec.name == "copy").then(|| command::copy_error(&req.args)).flatten() {
+            m.local.push((m.queued.len() + m.local.len(), Local::Answer(e)));
+            return Bytes::from_static(b"+QUEUED\r\n");
+        }
         let slot = match spec.class {
-            Class::Refused(why) => return refuse(m, why.frame(&spec.name)),
+            Class::Refused(why) => return refuse(m, spec.refusal(why, &req.args)),
             Class::Local if matches!(spec.name.as_str(), "ping" | "echo" | "select") => None,
-            Class::Local => return refuse(m, errors::not_in_multi()),
+            // A non-cluster server's answer, given at queue time (Redis gives it at EXEC).
+            Class::Local if spec.name == "cluster" => {
+                let e = match req.args.get(1) {
+                    Some(sub) => errors::unknown_subcommand(sub, "cluster"),
+                    None => errors::not_cluster(),
+                };
+                return refuse(m, e);
+            }
+            Class::Local if matches!(spec.name.as_str(), "readonly" | "readwrite" | "asking") => {
+                return refuse(m, errors::not_cluster())
+            }
+            Class::Local if spec.name.starts_with("cluster|") => return refuse(m, errors::not_cluster()),
+            // Answered by the proxy at EXEC, in their place in EXEC's array.
+            Class::Local if local_in_multi(&spec.name) => {
+                m.local.push((m.queued.len() + m.local.len(), Local::Run(spec.name.clone(), req.args)));
+                return Bytes::from_static(b"+QUEUED\r\n");
+            }
+            Class::Local if local::refusal_of(&spec.name).is_some() => {
+                let why = local::refusal_of(&spec.name).unwrap_or(Refusal::InMulti);
+                return refuse(m, why.frame(&spec.name));
+            }
+            // Sent in the block, they would act on the node's connection, not on the client's;
+            // answered at EXEC, they would change the connection in the middle of EXEC's reply.
+            Class::Local => return refuse(m, Refusal::InMulti.frame(&spec.name)),
+            Class::Stateful if spec.name.contains("subscribe") => return refuse(m, Refusal::InMulti.frame(&spec.name)),
+            Class::AllNodes => return refuse(m, Refusal::AllNodesInMulti.frame(&spec.name)),
             Class::Keyed | Class::MGet | Class::MSet | Class::SumKeys => match spec.key_positions(&req.args) {
                 Some(k) if !k.is_empty() => match route::common_slot(&req.args, &k) {
                     Some(s) => Some(s),
@@ -224,22 +283,49 @@ impl TxState {
     }
 
     /// EXEC: runs the queued commands and answers as Redis would (an array, nil after a WATCH
-    /// abort, EXECABORT after a queue-time error).
-    pub async fn exec(&mut self, p: &Router, cx: Cx) -> Bytes {
+    /// abort, EXECABORT after a queue-time error). The commands the proxy answers itself run
+    /// after the nodes' part, only if it ran, and take their places in the array.
+    pub async fn exec(&mut self, p: &Router, cx: Cx, session: &mut Session) -> Bytes {
         let Some(m) = self.multi.take() else { return errors::exec_without_multi() };
         if m.dirty {
             self.unwatch(p).await;
             return errors::execabort();
         }
-        if m.queued.is_empty() && self.watches.is_empty() {
-            return Bytes::from_static(b"*0\r\n");
+        let nodes = if m.queued.is_empty() && self.watches.is_empty() {
+            Bytes::from_static(b"*0\r\n")
+        } else {
+            let mut watches: Vec<Dedicated> = std::mem::take(&mut self.watches);
+            let out = exec::run(p, cx, &m.queued, &mut watches).await;
+            // EXEC cleared the watches of the connections it ran on; those are clean.
+            for w in watches {
+                p.dedicated.put(w);
+            }
+            out
+        };
+        if m.local.is_empty() {
+            return nodes;
         }
-        let mut watches: Vec<Dedicated> = std::mem::take(&mut self.watches);
-        let out = exec::run(p, cx, &m.queued, &mut watches).await;
-        // EXEC cleared the watches of the connections it ran on; those are clean.
-        for w in watches {
-            p.dedicated.put(w);
+        // Nil (a watched key changed) or an error: nothing ran, the local commands neither.
+        if resp::is_null(&nodes) {
+            return nodes;
         }
-        out
+        let Some(mut from_nodes) = resp::aggregate_elements(&nodes).map(Vec::into_iter) else { return nodes };
+        let mut local = m.local.into_iter().peekable();
+        let mut all = Vec::new();
+        for i in 0.. {
+            match local.peek() {
+                Some((at, ..)) if *at == i => match local.next() {
+                    Some((_, Local::Run(name, args))) => all.push(local::handle(p, session, &name, &args)),
+                    Some((_, Local::Answer(r))) => all.push(r),
+                    None => {}
+                },
+                _ => match from_nodes.next() {
+                    Some(r) => all.push(r),
+                    None if local.peek().is_none() => break,
+                    None => all.push(errors::missing_reply()),
+                },
+            }
+        }
+        reply::array(&all)
     }
 }
