@@ -33,7 +33,15 @@ pub struct TxState {
     cross_slot: CrossSlot,
     multi: Option<Multi>,
     /// Exclusive connections holding this client's WATCHes, one per node.
-    watches: Vec<Dedicated>,
+    watches: Vec<Watch>,
+}
+
+/// An exclusive connection holding WATCHes on its node, and what it watches there.
+pub(super) struct Watch {
+    pub(super) conn: Dedicated,
+    /// Each watched slot with one of its watched keys: EXEC checks that the node still owns
+    /// the slot (the key asks the node itself when the map cannot tell).
+    pub(super) slots: BTreeMap<u16, Bytes>,
 }
 
 #[derive(Default)]
@@ -84,7 +92,7 @@ impl TxState {
     /// Queues a command inside MULTI, answering `+QUEUED` or the queue-time error.
     pub fn queue(&mut self, p: &Router, spec: &CommandSpec, req: Request) -> Bytes {
         let per_shard = self.cross_slot == CrossSlot::PerShard;
-        let watch_node = self.watches.first().map(|w| w.addr.clone());
+        let watch_node = self.watches.first().map(|w| w.conn.addr.clone());
         let Some(m) = self.multi.as_mut() else { return errors::exec_without_multi() };
         let refuse = |m: &mut Multi, e: Bytes| {
             m.dirty = true;
@@ -132,7 +140,7 @@ impl TxState {
     /// UNWATCH (also after EXEC and DISCARD): clears the watches and returns the connections.
     pub async fn unwatch(&mut self, p: &Router) -> Bytes {
         let limit = p.backend.config().request_timeout;
-        for mut w in self.watches.drain(..) {
+        for Watch { conn: mut w, .. } in self.watches.drain(..) {
             let cmd = resp::encode_command(&["UNWATCH"]);
             if let Ok(Ok(r)) = tokio::time::timeout(limit, w.request(&cmd, 1)).await {
                 if r.first().is_some_and(|r| !resp::is_error(r)) {
@@ -175,39 +183,54 @@ impl TxState {
                 }
             }
             if !per_shard {
-                let other = self.watches.iter().find(|w| !by_node.contains_key(&w.addr));
+                let other = self.watches.iter().find(|w| !by_node.contains_key(&w.conn.addr));
                 if other.is_some() {
                     return errors::crossslot();
                 }
             }
             for (addr, ks) in by_node {
-                let idx = match self.watches.iter().position(|w| w.addr == addr) {
-                    Some(i) => i,
-                    None => match p.dedicated.get(&addr, proto).await {
-                        Ok(d) => {
-                            self.watches.push(d);
-                            self.watches.len() - 1
-                        }
+                // A connection already watching on this node, or a new one that joins the watches
+                // only once its WATCH succeeded: a WATCH refused with MOVED registered nothing,
+                // and a connection kept for it would pin the client to a node that no longer
+                // owns the key (every later WATCH there answering CROSSSLOT).
+                let held = self.watches.iter().position(|w| w.conn.addr == addr);
+                let mut fresh = None;
+                if held.is_none() {
+                    match p.dedicated.get(&addr, proto).await {
+                        Ok(d) => fresh = Some(d),
                         Err(e) => return e.reply(),
-                    },
-                };
+                    }
+                }
                 let mut cmd: Vec<&[u8]> = vec![b"WATCH"];
                 cmd.extend(ks.iter().map(|k| k.as_ref()));
                 let limit = p.backend.config().request_timeout;
-                let w = &mut self.watches[idx];
+                let w = match (held, fresh.as_mut()) {
+                    (Some(i), _) => &mut self.watches[i].conn,
+                    (None, Some(d)) => d,
+                    (None, None) => return errors::empty_reply(),
+                };
                 let r = match tokio::time::timeout(limit, w.request(&resp::encode_command(&cmd), 1)).await {
                     Ok(Ok(mut r)) => r.pop().unwrap_or_else(errors::empty_reply),
                     Ok(Err(e)) => {
-                        self.watches.remove(idx);
+                        // A broken connection loses its watches: the client's WATCH failed.
+                        if let Some(i) = held {
+                            self.watches.remove(i);
+                        }
                         return e.reply();
                     }
                     Err(_) => {
-                        self.watches.remove(idx);
+                        if let Some(i) = held {
+                            self.watches.remove(i);
+                        }
                         return BackendError::timeout(&addr, Reason::NoAnswerTo("WATCH")).reply();
                     }
                 };
                 match route::classify(&r, &addr) {
                     Redirect::Moved { slot, addr: to } => {
+                        // Nothing was watched there: a new connection goes back to the pool.
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
                         p.topology.patch_slot(slot, &to);
                         p.topology.request_refresh();
                         if budget.wait().await {
@@ -215,8 +238,40 @@ impl TxState {
                         }
                         return r;
                     }
-                    Redirect::None if !resp::is_error(&r) => {}
-                    _ => return r,
+                    // Half-migrated: an absent key's writes go to the target, a present key's
+                    // stay on the source, and the map names the source until the move ends. A
+                    // watch on either node could miss a write, and one on the target would
+                    // disagree with where the map sends MULTI's commands: wait (within the
+                    // retry budget) for the move to end, then watch on the new owner.
+                    Redirect::Ask { .. } | Redirect::Retry(_) => {
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
+                        p.topology.request_refresh();
+                        if budget.wait().await {
+                            continue 'again;
+                        }
+                        return r;
+                    }
+                    Redirect::None if !resp::is_error(&r) => {
+                        let i = match (held, fresh) {
+                            (Some(i), _) => i,
+                            (None, Some(conn)) => {
+                                self.watches.push(Watch { conn, slots: BTreeMap::new() });
+                                self.watches.len() - 1
+                            }
+                            (None, None) => return errors::empty_reply(),
+                        };
+                        for k in ks {
+                            self.watches[i].slots.entry(slot::slot(k)).or_insert_with(|| (*k).clone());
+                        }
+                    }
+                    _ => {
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
+                        return r;
+                    }
                 }
             }
             return reply::ok();
@@ -234,11 +289,12 @@ impl TxState {
         if m.queued.is_empty() && self.watches.is_empty() {
             return Bytes::from_static(b"*0\r\n");
         }
-        let mut watches: Vec<Dedicated> = std::mem::take(&mut self.watches);
+        let mut watches: Vec<Watch> = std::mem::take(&mut self.watches);
         let out = exec::run(p, cx, &m.queued, &mut watches).await;
-        // EXEC cleared the watches of the connections it ran on; those are clean.
+        // EXEC cleared the watches of the connections it ran on; those are clean (run drops the
+        // ones that may still hold watches).
         for w in watches {
-            p.dedicated.put(w);
+            p.dedicated.put(w.conn);
         }
         out
     }
