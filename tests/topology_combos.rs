@@ -357,6 +357,17 @@ async fn watch_of_an_absent_key_through_a_move_and_a_failover() {
     assert_eq!(on_owner(&env, &k).await, Some("mine".into()));
     assert_eq!(other.text(&["DEL", &k]).await, int(1));
 
+    // 2b. WATCH, the slot moves, WATCH again (it reaches the new owner): `+OK`, not CROSSSLOT
+    //     for the first watch left on the old owner; EXEC is nil all the same, since that first
+    //     watch could not see a write on the new owner between the two WATCHes.
+    assert_eq!(c.text(&["WATCH", &k]).await, "+OK\r\n");
+    tokio::task::block_in_place(|| move_slot(&env.cluster, slot, ms[0], ms[1]));
+    assert_eq!(other.text(&["SET", &k, "theirs"]).await, "+OK\r\n");
+    watch_and_set(&mut c, &k, "mine").await;
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC after a WATCH on each side of a move");
+    assert_eq!(on_owner(&env, &k).await, Some("theirs".into()));
+    assert_eq!(other.text(&["DEL", &k]).await, int(1));
+
     // 3. CLUSTER FAILOVER of the key's master, and another client writes the key on the promoted
     //    replica right away: nil at once, not only once the write reached the demoted master
     //    (where the watch connection is).

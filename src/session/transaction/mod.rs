@@ -34,6 +34,9 @@ pub struct TxState {
     multi: Option<Multi>,
     /// Exclusive connections holding this client's WATCHes, one per node.
     watches: Vec<Watch>,
+    /// A watch was dropped because its node no longer owns the watched slot (a later WATCH met
+    /// the move): it cannot vouch for its keys, so EXEC answers nil, as for a changed key.
+    lost: bool,
 }
 
 /// An exclusive connection holding WATCHes on its node, and what it watches there.
@@ -62,7 +65,7 @@ pub(super) struct Queued {
 
 impl TxState {
     pub fn new(cross_slot: CrossSlot) -> TxState {
-        TxState { cross_slot, multi: None, watches: Vec::new() }
+        TxState { cross_slot, multi: None, watches: Vec::new(), lost: false }
     }
 
     pub fn in_multi(&self) -> bool {
@@ -70,7 +73,7 @@ impl TxState {
     }
 
     pub fn watching(&self) -> bool {
-        !self.watches.is_empty()
+        !self.watches.is_empty() || self.lost
     }
 
     /// MULTI.
@@ -139,6 +142,7 @@ impl TxState {
 
     /// UNWATCH (also after EXEC and DISCARD): clears the watches and returns the connections.
     pub async fn unwatch(&mut self, p: &Router) -> Bytes {
+        self.lost = false;
         let limit = p.backend.config().request_timeout;
         for Watch { conn: mut w, .. } in self.watches.drain(..) {
             let cmd = resp::encode_command(&["UNWATCH"]);
@@ -183,9 +187,19 @@ impl TxState {
                 }
             }
             if !per_shard {
-                let other = self.watches.iter().find(|w| !by_node.contains_key(&w.conn.addr));
-                if other.is_some() {
+                // Keys watched earlier on another node: CROSSSLOT, as Redis Cluster answers,
+                // unless that node has lost their slots since (moved, failed over): then
+                // those watches can no longer see a write, and this client's EXEC must answer
+                // nil whatever happens next. They are dropped (closed, still watching).
+                let t = p.topology.load();
+                let lost = |w: &Watch| w.slots.keys().all(|&s| t.master_for(s) != Some(w.conn.addr.as_str()));
+                let others = || self.watches.iter().filter(|w| !by_node.contains_key(&w.conn.addr));
+                if others().any(|w| !lost(w)) {
                     return errors::crossslot();
+                }
+                if others().next().is_some() {
+                    self.lost = true;
+                    self.watches.retain(|w| by_node.contains_key(&w.conn.addr));
                 }
             }
             for (addr, ks) in by_node {
@@ -285,6 +299,10 @@ impl TxState {
         if m.dirty {
             self.unwatch(p).await;
             return errors::execabort();
+        }
+        if self.lost {
+            self.unwatch(p).await;
+            return reply::null_array(cx.proto);
         }
         if m.queued.is_empty() && self.watches.is_empty() {
             return Bytes::from_static(b"*0\r\n");
