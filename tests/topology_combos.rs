@@ -755,13 +755,34 @@ async fn cross_slot_pops_through_a_reshard_and_a_failover() {
     let mut p = send_blocking(&env, &blmpop).await;
     let single = key_in_slot(slots[1], "psingle-");
     let mut p1 = send_blocking(&env, &["BLPOP", &single, "0"]).await;
+    // And a pop with a timeout, which must block again with what is left of it.
+    let zsingle = key_in_slot(slots[1], "pzsingle-");
+    let mut p2 = send_blocking(&env, &["BZPOPMIN", &zsingle, "600"]).await;
     blocked_as(&env, "blmpop", &[(ms[1], 2), (ms[2], 1)], "BLMPOP blocks on both masters").await;
     blocked_as(&env, "blpop", &[(ms[1], 1)], "BLPOP blocks").await;
+    blocked_as(&env, "bzpopmin", &[(ms[1], 1)], "BZPOPMIN blocks").await;
     let r1 = env.cluster.replicas_of(ms[1])[0];
+    let mut monitor = Raw::connect(format!("127.0.0.1:{r1}").parse().expect("addr")).await;
+    assert_eq!(monitor.text(&["MONITOR"]).await, "+OK\r\n");
     failover(&env, r1).await;
     env.converges("failover").await;
     blocked_as(&env, "blmpop", &[(ms[1], 0), (r1, 2), (ms[2], 1)], "BLMPOP blocks again on the promoted replica").await;
     blocked_as(&env, "blpop", &[(ms[1], 0), (r1, 1)], "BLPOP blocks again on the promoted replica").await;
+    blocked_as(&env, "bzpopmin", &[(ms[1], 0), (r1, 1)], "BZPOPMIN blocks again on the promoted replica").await;
+    // The promoted replica got the BZPOPMIN with what was left of its 600 s (600 again would
+    // restart the client's timeout).
+    let needle = format!("\"BZPOPMIN\" \"{zsingle}\" \"");
+    let left = loop {
+        let line = String::from_utf8_lossy(&monitor.read_replies(1).await[0]).into_owned();
+        if let Some(i) = line.find(&needle) {
+            break line[i + needle.len()..].trim_end().trim_end_matches('"').parse::<f64>().expect("a timeout");
+        }
+    };
+    assert!(left > 0.0 && left < 600.0, "BZPOPMIN blocked again with {left} s left");
+    assert_eq!(c.text(&["ZADD", &zsingle, "7", "z"]).await, int(1));
+    let popped = String::from_utf8_lossy(&p2.read_replies(1).await[0]).into_owned();
+    assert_eq!(popped, format!("*3\r\n{}{}{}", bulk(&zsingle), bulk("z"), bulk("7")), "BZPOPMIN across a failover");
+    assert_eq!(c.text(&["EXISTS", &zsingle]).await, int(0), "z was taken once");
     assert_eq!(c.text(&["RPUSH", &q[1], "a", "b", "c"]).await, int(3));
     assert_eq!(c.text(&["RPUSH", &single, "s1"]).await, int(1));
     let want = format!("*2\r\n{}*2\r\n{}{}", bulk(&q[1]), bulk("a"), bulk("b"));
