@@ -3,7 +3,9 @@
 //! contiguous `MULTI ... EXEC` block, so no connection is held while the client thinks. A block is
 //! written in one piece to one connection, so no other client's command can land inside it. WATCH
 //! needs the node to remember the watch, so it pins an exclusive connection per node, and EXEC then
-//! runs on that connection. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
+//! runs on that connection. WATCH follows MOVED to the key's owner; a watch whose node has lost
+//! the watched slot by EXEC (moved, or the node failed over to a replica) cannot see writes to
+//! its keys any more, so EXEC answers nil instead of running the block unwatched elsewhere. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
 //! EXECABORT, or TRYAGAIN to EXEC itself, and nothing ran) is sent again where the slot now lives,
 //! within the retry budget; a node still refusing then gives EXEC its answer. A block answered
 //! late by a master deposed meanwhile (see `route::LATE_REPLY`) runs again on the new owner when
