@@ -43,12 +43,6 @@ pub async fn run(p: &Router, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes 
     }
 }
 
-/// Whether a node's reply says it ended a blocked command because it turned replica (a
-/// failover): the command did not run.
-pub(crate) fn unblocked_by_failover(r: &[u8]) -> bool {
-    crate::resp::error_text(r).is_some_and(|t| t.starts_with(errors::UNBLOCKED_ROLE_CHANGE))
-}
-
 /// Where a pop's timeout (seconds) is: the last argument, or the first after the name for
 /// BLMPOP and BZMPOP. `None` for XREAD and XREADGROUP, which are not blocked again after a
 /// failover: `$` would then mean "after the new master's last entry", and an entry added
@@ -77,7 +71,7 @@ async fn single(p: &Router, spec: &CommandSpec, slot: Option<u16>, args: &[Bytes
     loop {
         let r = route::continue_slot(p, slot.unwrap_or(0), cmd.clone(), how, cx, &Trace::default(), None).await;
         let (Some(i), Some(_)) = (at, secs) else { return r };
-        if !unblocked_by_failover(&r) {
+        if !route::unblocked_by_failover(&r) {
             return r;
         }
         p.metrics.redirect("unblocked");

@@ -277,14 +277,18 @@ impl<'a> Pop<'a> {
             match r {
                 Ok(r) if resp::is_null(&r) => p.dedicated.put(c),
                 Ok(r) if resp::is_error(&r) => {
-                    p.dedicated.put(c);
+                    // A master turning replica closes the connections of the pops it ends.
+                    let unblocked = route::unblocked_by_failover(&r);
+                    if !unblocked {
+                        p.dedicated.put(c);
+                    }
                     match route::classify(&r, "") {
                         Redirect::Moved { slot, addr } => {
                             p.topology.patch_slot(slot, &addr);
                             retry = true;
                         }
                         // The master turned replica (a failover): this pop did not run.
-                        Redirect::None if super::unblocked_by_failover(&r) => {
+                        Redirect::None if unblocked => {
                             p.metrics.redirect("unblocked");
                             retry = true;
                         }
