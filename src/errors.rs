@@ -7,6 +7,10 @@ use std::fmt::Display;
 
 use bytes::Bytes;
 
+/// What a master says to the clients blocked on it when it turns replica (a failover): the pop
+/// did not run. Matched in nodes' replies (the proxy blocks again on the new master), not sent.
+pub const UNBLOCKED_ROLE_CHANGE: &[u8] = b"UNBLOCKED force unblock from blocking operation, instance state changed";
+
 /// An error frame for `text` (which starts with its code: `ERR ...`, `CROSSSLOT ...`). CR and LF
 /// in it are replaced, since they would break the framing.
 pub fn frame(text: &str) -> Bytes {

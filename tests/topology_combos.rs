@@ -17,8 +17,6 @@ use clusterless::localcluster::LocalCluster;
 use common::*;
 
 const TRYAGAIN: &str = "-TRYAGAIN Multiple keys request during rehashing of slot\r\n";
-const UNBLOCKED: &str =
-    "-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n";
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 /// First half of a live reshard of `slot` by hand: IMPORTING on `to`, MIGRATING on `from`, and
@@ -251,8 +249,8 @@ async fn transactions_through_live_reshards_and_a_failover() {
     tokio::task::block_in_place(|| move_slot(&env.cluster, slot, m0, m1));
     assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC after the watched key moved");
     assert_eq!(on_owner(&env, &a).await, Some(n.to_string()));
-    // (A WATCH sent before the proxy learned of a move answers CROSSSLOT: a bug, reported.)
-    proxy_routes(&env, slot, m1).await;
+    // The next WATCH may reach the proxy before it learns of the move: it follows the old
+    // owner's MOVED, as any keyed command does.
 
     // 5. WATCH, then the slot moves before MULTI: once the proxy routes it to the new owner the
     //    INCR is refused at queue time and EXEC aborts; a WATCH retry then commits once.
@@ -287,10 +285,10 @@ async fn transactions_through_live_reshards_and_a_failover() {
     env.converges("failover").await;
 
     // 7. WATCH and a queued INCR, then a failover back, and another client changes the watched
-    //    key on the new master: once that write reached the deposed master (now its replica, where
-    //    the watch connection is), EXEC answers nil and runs nothing; a WATCH retry commits once.
-    //    (Before it reached the replica the watch cannot see it: see the report of this test's
-    //    author; only the replicated case is asserted.)
+    //    key on the new master: EXEC answers nil and runs nothing, whether or not the write has
+    //    reached the deposed master (now its replica, where the watch connection is): a watch on
+    //    a node that is no longer the slot's master cannot vouch for the key. A WATCH retry
+    //    commits once.
     assert_eq!(
         pipeline(&mut c, &[&["WATCH", &a], &["MULTI"], &["INCR", &a]]).await,
         ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n"]
@@ -300,13 +298,6 @@ async fn transactions_through_live_reshards_and_a_failover() {
     n += 1;
     let mut other = Raw::connect(env.addr()).await;
     assert_eq!(other.text(&["INCR", &a]).await, int(n), "another client's INCR");
-    let mut deposed = env.node(replica).await;
-    let _: () = redis::cmd("READONLY").query_async(&mut deposed).await.expect("READONLY");
-    eventually_async("the write reaches the deposed master, now a replica", || {
-        let (mut d, a, want) = (deposed.clone(), a.clone(), n.to_string());
-        async move { redis::cmd("GET").arg(&a).query_async::<Option<String>>(&mut d).await.ok().flatten() == Some(want) }
-    })
-    .await;
     assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC of a watched key changed after a failover");
     assert_eq!(on_owner(&env, &a).await, Some(n.to_string()));
     n += 1;
@@ -324,6 +315,124 @@ async fn transactions_through_live_reshards_and_a_failover() {
     eprintln!("transaction loop: {} committed, {} refused with TRYAGAIN", committed.len(), refused.len());
     assert_eq!(on_owner(&env, &a).await, Some(n.to_string()));
     assert_eq!(on_owner(&env, &b).await, Some(log));
+}
+
+/// WATCH `key`, MULTI, SET `key` `value`: queued, not yet executed.
+async fn watch_and_set(c: &mut Raw, key: &str, value: &str) {
+    let got = pipeline(c, &[&["WATCH", key], &["MULTI"], &["SET", key, value]]).await;
+    assert_eq!(got, ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n"], "WATCH MULTI SET");
+}
+
+/// WATCH of a key that does not exist (so no MIGRATE deletes it on the old owner, which would
+/// fail the watch by itself) whose slot moves, or whose master fails over, between WATCH and
+/// EXEC: the watch was on a node that no longer owns the slot, so it cannot see a write there;
+/// EXEC answers nil and runs nothing, whether or not another client wrote meanwhile, and a WATCH
+/// retry commits once. (Before the fix EXEC ran the block unwatched on the new owner: `*1 +OK`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_of_an_absent_key_through_a_move_and_a_failover() {
+    let env = start(with_replicas()).await;
+    env.converges("start").await;
+    let ms = env.cluster.masters();
+    let slot = env.cluster.slots_of(ms[0])[400];
+    let k = key_in_slot(slot, "wa-");
+    let mut c = Raw::connect(env.addr()).await;
+    let mut other = Raw::connect(env.addr()).await;
+
+    // 1. Moved, and another client writes the key on the new owner: nil, the other write stays.
+    watch_and_set(&mut c, &k, "mine").await;
+    tokio::task::block_in_place(|| move_slot(&env.cluster, slot, ms[0], ms[1]));
+    assert_eq!(other.text(&["SET", &k, "theirs"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC of a watched key changed after its slot moved");
+    assert_eq!(on_owner(&env, &k).await, Some("theirs".into()));
+
+    // 2. Moved, and nobody writes: still nil (the old node cannot vouch for the key), nothing ran.
+    assert_eq!(other.text(&["DEL", &k]).await, int(1));
+    watch_and_set(&mut c, &k, "mine").await;
+    tokio::task::block_in_place(|| move_slot(&env.cluster, slot, ms[1], ms[0]));
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC of a watched key whose slot moved");
+    assert_eq!(on_owner(&env, &k).await, None, "nothing ran");
+    // The client's retry watches on the new owner and commits once.
+    let got = pipeline(&mut c, &[&["WATCH", &k], &["MULTI"], &["SET", &k, "mine"], &["EXEC"]]).await;
+    assert_eq!(got, ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"], "WATCH retry after the move");
+    assert_eq!(on_owner(&env, &k).await, Some("mine".into()));
+    assert_eq!(other.text(&["DEL", &k]).await, int(1));
+
+    // 2b. WATCH, the slot moves, WATCH again (it reaches the new owner): `+OK`, not CROSSSLOT
+    //     for the first watch left on the old owner; EXEC is nil all the same, since that first
+    //     watch could not see a write on the new owner between the two WATCHes.
+    assert_eq!(c.text(&["WATCH", &k]).await, "+OK\r\n");
+    tokio::task::block_in_place(|| move_slot(&env.cluster, slot, ms[0], ms[1]));
+    assert_eq!(other.text(&["SET", &k, "theirs"]).await, "+OK\r\n");
+    watch_and_set(&mut c, &k, "mine").await;
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC after a WATCH on each side of a move");
+    assert_eq!(on_owner(&env, &k).await, Some("theirs".into()));
+    assert_eq!(other.text(&["DEL", &k]).await, int(1));
+
+    // 3. CLUSTER FAILOVER of the key's master, and another client writes the key on the promoted
+    //    replica right away: nil at once, not only once the write reached the demoted master
+    //    (where the watch connection is).
+    let owner = env.cluster.slot_owner(slot).expect("owner");
+    let replica = env.cluster.replicas_of(owner)[0];
+    watch_and_set(&mut c, &k, "mine").await;
+    failover(&env, replica).await;
+    assert_eq!(other.text(&["SET", &k, "theirs"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC of a watched key changed after a failover");
+    assert_eq!(on_owner(&env, &k).await, Some("theirs".into()));
+
+    // 4. A failover back, nobody writes: nil, nothing ran; the retry commits once.
+    assert_eq!(other.text(&["DEL", &k]).await, int(1));
+    env.converges("failover").await;
+    watch_and_set(&mut c, &k, "mine").await;
+    failover(&env, owner).await;
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC of a watched key after a failover");
+    assert_eq!(on_owner(&env, &k).await, None, "nothing ran");
+    let got = pipeline(&mut c, &[&["WATCH", &k], &["MULTI"], &["SET", &k, "mine"], &["EXEC"]]).await;
+    assert_eq!(got, ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"], "WATCH retry after the failover");
+    assert_eq!(on_owner(&env, &k).await, Some("mine".into()));
+}
+
+/// WATCH sent while the proxy's map has not heard of a move (polling, with a refresh interval
+/// so long that only a redirect teaches the proxy: the test is about a stale map). The old owner
+/// answers MOVED and WATCH follows it like any keyed command: `+OK`, on the new owner, and again
+/// on a second WATCH (before the fix: `-CROSSSLOT` both times, the old node's connection kept).
+/// And a watch left on the old owner, with a map that still names it, is caught at EXEC by
+/// asking that node: a transaction of keyless commands answers nil, not `*1 +PONG`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_a_stale_map() {
+    let env =
+        start_topo(small(), Topo::Poll, |c| c.topology.refresh_interval = std::time::Duration::from_secs(3600)).await;
+    let ms = env.cluster.masters();
+    let (s1, s2) = (env.cluster.slots_of(ms[0])[500], env.cluster.slots_of(ms[0])[600]);
+    let (k1, k2) = (key_in_slot(s1, "ws-"), key_in_slot(s2, "ws-"));
+    let mut c = Raw::connect(env.addr()).await;
+    let mut other = Raw::connect(env.addr()).await;
+    let old = format!("127.0.0.1:{}", ms[0]);
+
+    // 1. The slot moved; the proxy still routes it to the old owner.
+    tokio::task::block_in_place(|| move_slot(&env.cluster, s1, ms[0], ms[1]));
+    assert_eq!(env.proxy.topology().master_for(s1), Some(old.as_str()), "the map is stale");
+    assert_eq!(c.text(&["WATCH", &k1]).await, "+OK\r\n", "WATCH with a stale map");
+    assert_eq!(c.text(&["WATCH", &k1]).await, "+OK\r\n", "a second WATCH");
+    // The watch is on the new owner: another client's write aborts, a retry without one commits.
+    assert_eq!(pipeline(&mut c, &[&["MULTI"], &["SET", &k1, "mine"]]).await, ["+OK\r\n", "+QUEUED\r\n"]);
+    assert_eq!(other.text(&["SET", &k1, "theirs"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n");
+    assert_eq!(on_owner(&env, &k1).await, Some("theirs".into()));
+    let got = pipeline(&mut c, &[&["WATCH", &k1], &["MULTI"], &["SET", &k1, "mine"], &["EXEC"]]).await;
+    assert_eq!(got, ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"], "WATCH retry");
+    assert_eq!(on_owner(&env, &k1).await, Some("mine".into()));
+
+    // 2. Watched on the old owner, then the slot moves and the key is written on the new owner
+    //    directly (the proxy hears of nothing); EXEC of a keyless block: nil, nothing ran there.
+    assert_eq!(
+        pipeline(&mut c, &[&["WATCH", &k2], &["MULTI"], &["PING"]]).await,
+        ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n"]
+    );
+    tokio::task::block_in_place(|| move_slot(&env.cluster, s2, ms[0], ms[1]));
+    let mut at_new = env.node(ms[1]).await;
+    let _: () = redis::cmd("SET").arg(&k2).arg("theirs").query_async(&mut at_new).await.expect("SET on the new owner");
+    assert_eq!(env.proxy.topology().master_for(s2), Some(old.as_str()), "the map is stale");
+    assert_eq!(c.text(&["EXEC"]).await, "*-1\r\n", "EXEC with a watch left on the old owner");
 }
 
 /// A live reshard of `slot` to `to`, begun: `first` migrated alone, the rest still on the
@@ -695,38 +804,51 @@ async fn cross_slot_pops_through_a_reshard_and_a_failover() {
     blocked_as(&env, "blpop", &[(ms[0], 0), (ms[1], 0), (ms[2], 0)], "no pop left blocked").await;
 
     // 2. BLMPOP (q0 and q1 on m1, q2 on m2) and a single-slot BLPOP blocked; CLUSTER FAILOVER
-    //    of m1; then elements pushed. Each pushed element is delivered once or left in its list:
-    //    the pops either stayed blocked and get them, or (what happens today, reported as a bug)
-    //    answered the node's UNBLOCKED when it turned replica, and a new BLMPOP gets them from
-    //    the promoted replica.
+    //    of m1 (which answers its blocked clients UNBLOCKED when it turns replica: the pops did
+    //    not run); then elements pushed. Both pops stay blocked for their clients, block again on
+    //    the promoted replica, and get what is pushed there, once.
     let blmpop = ["BLMPOP", "0", "3", &q[0], &q[1], &q[2], "LEFT", "COUNT", "2"];
     let mut p = send_blocking(&env, &blmpop).await;
     let single = key_in_slot(slots[1], "psingle-");
     let mut p1 = send_blocking(&env, &["BLPOP", &single, "0"]).await;
+    // And a pop with a timeout, which must block again with what is left of it.
+    let zsingle = key_in_slot(slots[1], "pzsingle-");
+    let mut p2 = send_blocking(&env, &["BZPOPMIN", &zsingle, "600"]).await;
     blocked_as(&env, "blmpop", &[(ms[1], 2), (ms[2], 1)], "BLMPOP blocks on both masters").await;
     blocked_as(&env, "blpop", &[(ms[1], 1)], "BLPOP blocks").await;
+    blocked_as(&env, "bzpopmin", &[(ms[1], 1)], "BZPOPMIN blocks").await;
     let r1 = env.cluster.replicas_of(ms[1])[0];
+    let mut monitor = Raw::connect(format!("127.0.0.1:{r1}").parse().expect("addr")).await;
+    assert_eq!(monitor.text(&["MONITOR"]).await, "+OK\r\n");
     failover(&env, r1).await;
     env.converges("failover").await;
+    blocked_as(&env, "blmpop", &[(ms[1], 0), (r1, 2), (ms[2], 1)], "BLMPOP blocks again on the promoted replica").await;
+    blocked_as(&env, "blpop", &[(ms[1], 0), (r1, 1)], "BLPOP blocks again on the promoted replica").await;
+    blocked_as(&env, "bzpopmin", &[(ms[1], 0), (r1, 1)], "BZPOPMIN blocks again on the promoted replica").await;
+    // The promoted replica got the BZPOPMIN with what was left of its 600 s (600 again would
+    // restart the client's timeout).
+    let needle = format!("\"BZPOPMIN\" \"{zsingle}\" \"");
+    let left = loop {
+        let line = String::from_utf8_lossy(&monitor.read_replies(1).await[0]).into_owned();
+        if let Some(i) = line.find(&needle) {
+            break line[i + needle.len()..].trim_end().trim_end_matches('"').parse::<f64>().expect("a timeout");
+        }
+    };
+    assert!(left > 0.0 && left < 600.0, "BZPOPMIN blocked again with {left} s left");
+    assert_eq!(c.text(&["ZADD", &zsingle, "7", "z"]).await, int(1));
+    let popped = String::from_utf8_lossy(&p2.read_replies(1).await[0]).into_owned();
+    assert_eq!(popped, format!("*3\r\n{}{}{}", bulk(&zsingle), bulk("z"), bulk("7")), "BZPOPMIN across a failover");
+    assert_eq!(c.text(&["EXISTS", &zsingle]).await, int(0), "z was taken once");
     assert_eq!(c.text(&["RPUSH", &q[1], "a", "b", "c"]).await, int(3));
     assert_eq!(c.text(&["RPUSH", &single, "s1"]).await, int(1));
     let want = format!("*2\r\n{}*2\r\n{}{}", bulk(&q[1]), bulk("a"), bulk("b"));
-    let mut popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
-    if popped == UNBLOCKED {
-        let args: Vec<&[u8]> = blmpop.iter().map(|a| a.as_bytes()).collect();
-        popped = String::from_utf8_lossy(&p.cmd(&args).await).into_owned();
-    }
+    let popped = String::from_utf8_lossy(&p.read_replies(1).await[0]).into_owned();
     assert_eq!(popped, want, "BLMPOP across a failover");
     assert_eq!(c.text(&["LRANGE", &q[1], "0", "-1"]).await, format!("*1\r\n{}", bulk("c")));
     assert_eq!(c.text(&["DEL", &q[1]]).await, int(1));
     let popped = String::from_utf8_lossy(&p1.read_replies(1).await[0]).into_owned();
-    let left = c.text(&["LRANGE", &single, "0", "-1"]).await;
-    if popped == UNBLOCKED {
-        assert_eq!(left, format!("*1\r\n{}", bulk("s1")), "s1 left in its list");
-    } else {
-        assert_eq!(popped, format!("*2\r\n{}{}", bulk(&single), bulk("s1")), "BLPOP across a failover");
-        assert_eq!(left, "*0\r\n");
-    }
+    assert_eq!(popped, format!("*2\r\n{}{}", bulk(&single), bulk("s1")), "BLPOP across a failover");
+    assert_eq!(c.text(&["EXISTS", &single]).await, int(0), "s1 was taken once");
     // Still served from the promoted replica after it: a new pop over all three blocks there.
     let mut p = send_blocking(&env, &blmpop).await;
     blocked_as(&env, "blmpop", &[(ms[1], 0), (r1, 2), (ms[2], 1)], "BLMPOP blocks on the promoted replica").await;

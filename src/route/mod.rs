@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use config::{keep_node_config, NodeConfig};
-pub use redirect::{classify, deposed, deposed_error, settle, FirstTry, Redirect, Settled};
+pub use redirect::{classify, deposed, deposed_error, settle, unblocked_by_failover, FirstTry, Redirect, Settled};
 pub use retry::{continue_slot, send_to_any, send_to_slot, Budget, How};
 pub use scripts::Scripts;
 pub use split::{merge_fan_out, split, Parts};

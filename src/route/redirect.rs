@@ -53,6 +53,12 @@ pub fn classify(reply: &[u8], from: &str) -> Redirect {
     }
 }
 
+/// Whether a node's reply says it ended a blocked command because it turned replica (a
+/// failover): the command did not run, and the node closes that connection after the reply.
+pub fn unblocked_by_failover(reply: &[u8]) -> bool {
+    resp::error_text(reply).is_some_and(|t| t.starts_with(crate::errors::UNBLOCKED_ROLE_CHANGE))
+}
+
 /// The address a MOVED or ASK names, as the proxy writes addresses: Redis writes IPv6 hosts
 /// without brackets (`::1:7000`), and an empty host (`:7000`, `cluster-preferred-endpoint-type
 /// unknown-endpoint`) means where the node that answered was reached. A `?` host (a hostname is

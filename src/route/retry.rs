@@ -128,7 +128,11 @@ async fn attempt(
     }
     let mut conn = p.dedicated.get(addr, cx).await?;
     let replies = conn.request(&payload, n).await?;
-    p.dedicated.put(conn);
+    // A master turning replica closes the connections of the blocked clients it ends: pooled,
+    // this one would fail the next request written to it.
+    if !replies.last().is_some_and(|r| super::redirect::unblocked_by_failover(r)) {
+        p.dedicated.put(conn);
+    }
     Ok(replies)
 }
 

@@ -9,14 +9,17 @@
 mod pop;
 mod wait;
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use tokio::time::Instant;
 
 pub use wait::wait;
 
 use crate::backend::Cx;
 use crate::command::CommandSpec;
 use crate::errors;
-use crate::resp::Request;
+use crate::resp::{reply, Request};
 use crate::route::{self, How, Router, Trace};
 
 /// Whether a barrier command named `name` makes its client wait (Redis's blocked_clients): the
@@ -61,22 +64,64 @@ fn splittable(name: &str) -> bool {
 pub async fn run(p: &Router, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
     let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
         // Bad numkeys and the like: any master produces Redis's own error, without blocking.
-        return single(p, spec, None, req.raw, cx).await;
+        return single(p, spec, None, &req.args, req.raw, cx).await;
     };
     match route::common_slot(&req.args, &keys) {
-        Some(s) => single(p, spec, Some(s), req.raw, cx).await,
+        Some(s) => single(p, spec, Some(s), &req.args, req.raw, cx).await,
         None if splittable(&spec.name) => match pop::Pop::parse(&spec.name, &req.args, &keys) {
             Some(pop) => pop.run(p, cx).await,
-            None => single(p, spec, None, req.raw, cx).await,
+            None => single(p, spec, None, &req.args, req.raw, cx).await,
         },
         None => errors::crossslot(),
+    }
+}
+
+/// Where a pop's timeout (seconds) is: the last argument, or the first after the name for
+/// BLMPOP and BZMPOP. `None` for XREAD and XREADGROUP, which are not blocked again after a
+/// failover: `$` would then mean "after the new master's last entry", and an entry added
+/// meanwhile would be skipped, so the node's UNBLOCKED reaches the client.
+fn timeout_arg(name: &str, args: &[Bytes]) -> Option<usize> {
+    match name {
+        "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmove" | "brpoplpush" => args.len().checked_sub(1),
+        "blmpop" | "bzmpop" => Some(1).filter(|&i| i < args.len()),
+        _ => None,
     }
 }
 
 /// A blocking command whose keys share one slot, on an exclusive connection to its master, with
 /// the router's redirect and retry rules. Without a slot (arguments that do not say where the keys
 /// are), any master answers with Redis's own error; slot 0's is as good as any.
-async fn single(p: &Router, spec: &CommandSpec, slot: Option<u16>, cmd: Bytes, cx: Cx) -> Bytes {
+///
+/// A pop that its master ended because the master turned replica (`-UNBLOCKED ...`, a
+/// failover) did not run: it blocks again on the new master, with what is left of its timeout,
+/// as after a MOVED in a reshard.
+async fn single(p: &Router, spec: &CommandSpec, slot: Option<u16>, args: &[Bytes], cmd: Bytes, cx: Cx) -> Bytes {
     let how = How::exclusive(spec.readonly);
-    route::continue_slot(p, slot.unwrap_or(0), cmd, how, cx, &Trace::default(), None).await
+    let at = slot.and(timeout_arg(&spec.name, args));
+    let secs = at.and_then(|i| pop::seconds(&args[i]));
+    let deadline = secs.filter(|&t| t > 0.0).map(|t| Instant::now() + Duration::from_secs_f64(t));
+    let mut cmd = cmd;
+    loop {
+        let r = route::continue_slot(p, slot.unwrap_or(0), cmd.clone(), how, cx, &Trace::default(), None).await;
+        let (Some(i), Some(_)) = (at, secs) else { return r };
+        if !route::unblocked_by_failover(&r) {
+            return r;
+        }
+        p.metrics.redirect("unblocked");
+        p.topology.request_refresh();
+        let left = match deadline {
+            None => 0.0,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
+                if left < 0.001 {
+                    return reply::null_array(cx.proto);
+                }
+                left
+            }
+        };
+        let t = pop::format_secs(left);
+        let mut again: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        again[i] = t.as_bytes();
+        cmd = crate::resp::encode_command(&again);
+    }
 }

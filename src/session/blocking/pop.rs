@@ -40,8 +40,6 @@ pub(super) struct Pop<'a> {
 
 impl<'a> Pop<'a> {
     pub(super) fn parse(name: &'a str, args: &'a [Bytes], keys: &[usize]) -> Option<Pop<'a>> {
-        let seconds =
-            |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<f64>().ok().filter(|t| *t >= 0.0 && t.is_finite());
         let ks: Vec<&Bytes> = keys.iter().filter_map(|&i| args.get(i)).collect();
         match name {
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" => {
@@ -208,9 +206,15 @@ impl<'a> Pop<'a> {
                 }
             };
             // 2. Everything empty: block on every slot at once.
+            let blocked_at = Instant::now();
             match self.block_all(p, cx, secs).await {
                 Some(r) => return r,
                 None => {
+                    // Pops that were blocked past the retry budget were waiting, not retrying:
+                    // a move or failover after that gets a budget of its own.
+                    if blocked_at.elapsed() >= p.backend.config().retry_budget {
+                        budget = Budget::new(p);
+                    }
                     // A slot moved or a node failed under us: look again with a fresh map.
                     p.topology.request_refresh();
                     if !budget.wait().await {
@@ -273,10 +277,19 @@ impl<'a> Pop<'a> {
             match r {
                 Ok(r) if resp::is_null(&r) => p.dedicated.put(c),
                 Ok(r) if resp::is_error(&r) => {
-                    p.dedicated.put(c);
+                    // A master turning replica closes the connections of the pops it ends.
+                    let unblocked = route::unblocked_by_failover(&r);
+                    if !unblocked {
+                        p.dedicated.put(c);
+                    }
                     match route::classify(&r, "") {
                         Redirect::Moved { slot, addr } => {
                             p.topology.patch_slot(slot, &addr);
+                            retry = true;
+                        }
+                        // The master turned replica (a failover): this pop did not run.
+                        Redirect::None if unblocked => {
+                            p.metrics.redirect("unblocked");
                             retry = true;
                         }
                         Redirect::None if winner.is_none() => winner = Some(r),
@@ -364,6 +377,11 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// A timeout in seconds as sent, when it is one Redis accepts.
+pub(super) fn seconds(b: &Bytes) -> Option<f64> {
+    std::str::from_utf8(b).ok()?.parse::<f64>().ok().filter(|t| *t >= 0.0 && t.is_finite())
+}
+
 /// A score as text from a RESP2 bulk or a RESP3 double.
 fn score(f: &Bytes) -> Option<Bytes> {
     match f.first()? {
@@ -375,7 +393,7 @@ fn score(f: &Bytes) -> Option<Bytes> {
     }
 }
 
-fn format_secs(s: f64) -> String {
+pub(super) fn format_secs(s: f64) -> String {
     if s == 0.0 {
         "0".into()
     } else {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::Queued;
+use super::{Queued, Watch};
 use crate::backend::{BackendError, Cx, Dedicated, Failure, Reason};
 use crate::errors;
 use crate::resp::{self, reply};
@@ -32,7 +32,7 @@ enum Block {
 /// slot's keys), the blocks of one node pipelined on the client's lane. A watched node's first
 /// block runs on its watch connection, where the node checks the watch; its other blocks follow
 /// once that one ran. `watches` keep the connections that are still clean.
-pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec<Dedicated>) -> Bytes {
+pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec<Watch>) -> Bytes {
     let mut results: Vec<Option<Bytes>> = vec![None; queued.len()];
     let mut pending: Vec<usize> = (0..queued.len()).collect();
     let mut aborted_any = false;
@@ -58,7 +58,7 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
                     .keys()
                     .next()
                     .cloned()
-                    .or_else(|| watches.first().map(|w| w.addr.clone()))
+                    .or_else(|| watches.first().map(|w| w.conn.addr.clone()))
                     .or_else(|| t.masters().first().map(|a| a.to_string()));
                 let Some(a) = target else { return errors::slot_not_served() };
                 let node = groups.entry(a).or_default();
@@ -70,24 +70,39 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
         }
         if first_round {
             first_round = false;
+            // A watch sees only the writes that reach its node. Once the node no longer owns a
+            // watched slot (the slot moved, or the node was failed over and is a replica now),
+            // a write to the watched key lands elsewhere and this watch cannot see it; running
+            // the block anyway, on the new owner where nothing is watched, would commit over
+            // a change the client asked to be told about. Redis's answer for a watch that
+            // cannot vouch for its keys is EXEC's nil: nothing runs, and the client watches
+            // again (on the new owner) and retries, as after any WATCH conflict.
+            if !owns_watched(p, &groups, watches).await {
+                // The connections may still hold watches: closed, not pooled.
+                watches.clear();
+                return reply::null_array(cx.proto);
+            }
             // A watched node with no command of ours still decides: a changed key aborts all.
             let checks: Vec<usize> =
-                (0..watches.len()).filter(|&i| !groups.contains_key(&watches[i].addr)).rev().collect();
+                (0..watches.len()).filter(|&i| !groups.contains_key(&watches[i].conn.addr)).rev().collect();
             for i in checks {
-                let mut w = watches.remove(i);
+                let mut w = watches.remove(i).conn;
                 let limit = p.backend.config().request_timeout;
                 match tokio::time::timeout(limit, w.request(b"*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n", 2)).await {
                     Ok(Ok(r)) if r.last().is_some_and(|r| !resp::is_null(r) && !resp::is_error(r)) => {
                         p.dedicated.put(w)
                     }
                     // Changed (nil), or the node cannot confirm: do not run anything.
-                    _ => return reply::null_array(cx.proto),
+                    _ => {
+                        watches.clear();
+                        return reply::null_array(cx.proto);
+                    }
                 }
             }
         }
         let mut runs = Vec::new();
         for (addr, blocks) in groups {
-            let conn = watches.iter().position(|w| w.addr == addr).map(|i| watches.remove(i));
+            let conn = watches.iter().position(|w| w.conn.addr == addr).map(|i| watches.remove(i).conn);
             runs.push(node_blocks(p, cx, addr, blocks.into_values().collect(), queued, conn));
         }
         let outcomes = futures_util::future::join_all(runs).await;
@@ -96,7 +111,7 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
         let mut refusal = None;
         for (done, conn) in outcomes {
             if let Some(c) = conn {
-                watches.push(c);
+                watches.push(Watch { conn: c, slots: BTreeMap::new() });
             }
             for (idx, b) in done {
                 match b {
@@ -149,6 +164,46 @@ pub(super) async fn run(p: &Router, cx: Cx, queued: &[Queued], watches: &mut Vec
     }
     let all: Vec<Bytes> = results.into_iter().map(|r| r.unwrap_or_else(errors::missing_reply)).collect();
     reply::array(&all)
+}
+
+/// Whether every watch connection's node still owns the slots it watches: by the proxy's map
+/// first, then, for watched slots that the connection's first block does not cover (its own
+/// commands would be redirected if their slot had moved), by asking the node on that connection
+/// (`EXISTS key` is answered MOVED or ASK by a node that lost the slot or is losing it, and by a
+/// master demoted to replica). A map that has not yet heard of a move is caught either way: the
+/// watch connection's block is then refused by the node (`block` turns that into an abort).
+async fn owns_watched(
+    p: &Router,
+    groups: &BTreeMap<String, BTreeMap<Option<u16>, Vec<usize>>>,
+    watches: &mut [Watch],
+) -> bool {
+    {
+        let t = p.topology.load();
+        for w in watches.iter() {
+            if w.slots.keys().any(|&s| t.master_for(s) != Some(w.conn.addr.as_str())) {
+                return false;
+            }
+        }
+    }
+    let limit = p.backend.config().request_timeout;
+    for w in watches.iter_mut() {
+        let covered = groups.get(&w.conn.addr).and_then(|b| b.keys().next().copied().flatten());
+        let mut probe = BytesMut::new();
+        let mut n = 0;
+        for (_, k) in w.slots.iter().filter(|(s, _)| Some(**s) != covered) {
+            probe.put_slice(&resp::encode_command(&[b"EXISTS".as_ref(), k]));
+            n += 1;
+        }
+        if n == 0 {
+            continue;
+        }
+        match tokio::time::timeout(limit, w.conn.request(&probe, n)).await {
+            Ok(Ok(r)) if r.len() == n && r.iter().all(|r| !resp::is_error(r)) => {}
+            // Redirected, refused, or no answer: the watch cannot vouch for its keys.
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// One node's blocks: on the watch connection first when there is one (if it aborts, the
@@ -265,7 +320,13 @@ async fn block(
                 // A watch connection is on the old owner: its watched keys moved away.
                 return (if conn.is_some() { Block::Aborted } else { Block::Again(None) }, conn);
             }
-            Redirect::Ask { addr: to } if conn.is_none() => {
+            // The watch connection's node is giving the slot away (an absent key's writes go to
+            // the target already): its watch cannot vouch for the key.
+            Redirect::Ask { .. } if conn.is_some() => {
+                p.metrics.redirect("ask");
+                return (Block::Aborted, conn);
+            }
+            Redirect::Ask { addr: to } => {
                 p.metrics.redirect("ask");
                 target = p.topology.resolve(to, &target);
                 asking = true;

@@ -3,7 +3,9 @@
 //! contiguous `MULTI ... EXEC` block, so no connection is held while the client thinks. A block is
 //! written in one piece to one connection, so no other client's command can land inside it. WATCH
 //! needs the node to remember the watch, so it pins an exclusive connection per node, and EXEC then
-//! runs on that connection. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
+//! runs on that connection. WATCH follows MOVED to the key's owner; a watch whose node has lost
+//! the watched slot by EXEC (moved, or the node failed over to a replica) cannot see writes to
+//! its keys any more, so EXEC answers nil instead of running the block unwatched elsewhere. A block refused before it ran (MOVED, ASK, TRYAGAIN: the node answers
 //! EXECABORT, or TRYAGAIN to EXEC itself, and nothing ran) is sent again where the slot now lives,
 //! within the retry budget; a node still refusing then gives EXEC its answer. A block answered
 //! late by a master deposed meanwhile (see `route::LATE_REPLY`) runs again on the new owner when
@@ -50,7 +52,18 @@ pub struct TxState {
     cross_slot: CrossSlot,
     multi: Option<Multi>,
     /// Exclusive connections holding this client's WATCHes, one per node.
-    watches: Vec<Dedicated>,
+    watches: Vec<Watch>,
+    /// A watch was dropped because its node no longer owns the watched slot (a later WATCH met
+    /// the move): it cannot vouch for its keys, so EXEC answers nil, as for a changed key.
+    lost: bool,
+}
+
+/// An exclusive connection holding WATCHes on its node, and what it watches there.
+pub(super) struct Watch {
+    pub(super) conn: Dedicated,
+    /// Each watched slot with one of its watched keys: EXEC checks that the node still owns
+    /// the slot (the key asks the node itself when the map cannot tell).
+    pub(super) slots: BTreeMap<u16, Bytes>,
 }
 
 #[derive(Default)]
@@ -82,7 +95,7 @@ pub(super) struct Queued {
 
 impl TxState {
     pub fn new(cross_slot: CrossSlot) -> TxState {
-        TxState { cross_slot, multi: None, watches: Vec::new() }
+        TxState { cross_slot, multi: None, watches: Vec::new(), lost: false }
     }
 
     pub fn in_multi(&self) -> bool {
@@ -90,7 +103,7 @@ impl TxState {
     }
 
     pub fn watching(&self) -> bool {
-        !self.watches.is_empty()
+        !self.watches.is_empty() || self.lost
     }
 
     /// MULTI.
@@ -112,7 +125,7 @@ impl TxState {
     /// Queues a command inside MULTI, answering `+QUEUED` or the queue-time error.
     pub fn queue(&mut self, p: &Router, spec: &CommandSpec, req: Request) -> Bytes {
         let per_shard = self.cross_slot == CrossSlot::PerShard;
-        let watch_node = self.watches.first().map(|w| w.addr.clone());
+        let watch_node = self.watches.first().map(|w| w.conn.addr.clone());
         let Some(m) = self.multi.as_mut() else { return errors::exec_without_multi() };
         let refuse = |m: &mut Multi, e: Bytes| {
             m.dirty = true;
@@ -190,8 +203,9 @@ impl TxState {
 
     /// UNWATCH (also after EXEC and DISCARD): clears the watches and returns the connections.
     pub async fn unwatch(&mut self, p: &Router) -> Bytes {
+        self.lost = false;
         let limit = p.backend.config().request_timeout;
-        for mut w in self.watches.drain(..) {
+        for Watch { conn: mut w, .. } in self.watches.drain(..) {
             let cmd = resp::encode_command(&["UNWATCH"]);
             if let Ok(Ok(r)) = tokio::time::timeout(limit, w.request(&cmd, 1)).await {
                 if r.first().is_some_and(|r| !resp::is_error(r)) {
@@ -234,39 +248,64 @@ impl TxState {
                 }
             }
             if !per_shard {
-                let other = self.watches.iter().find(|w| !by_node.contains_key(&w.addr));
-                if other.is_some() {
+                // Keys watched earlier on another node: CROSSSLOT, as Redis Cluster answers,
+                // unless that node has lost their slots since (moved, failed over): then
+                // those watches can no longer see a write, and this client's EXEC must answer
+                // nil whatever happens next. They are dropped (closed, still watching).
+                let t = p.topology.load();
+                let lost = |w: &Watch| w.slots.keys().all(|&s| t.master_for(s) != Some(w.conn.addr.as_str()));
+                let others = || self.watches.iter().filter(|w| !by_node.contains_key(&w.conn.addr));
+                if others().any(|w| !lost(w)) {
                     return errors::crossslot();
+                }
+                if others().next().is_some() {
+                    self.lost = true;
+                    self.watches.retain(|w| by_node.contains_key(&w.conn.addr));
                 }
             }
             for (addr, ks) in by_node {
-                let idx = match self.watches.iter().position(|w| w.addr == addr) {
-                    Some(i) => i,
-                    None => match p.dedicated.get(&addr, cx).await {
-                        Ok(d) => {
-                            self.watches.push(d);
-                            self.watches.len() - 1
-                        }
+                // A connection already watching on this node, or a new one that joins the watches
+                // only once its WATCH succeeded: a WATCH refused with MOVED registered nothing,
+                // and a connection kept for it would pin the client to a node that no longer
+                // owns the key (every later WATCH there answering CROSSSLOT).
+                let held = self.watches.iter().position(|w| w.conn.addr == addr);
+                let mut fresh = None;
+                if held.is_none() {
+                    match p.dedicated.get(&addr, cx).await {
+                        Ok(d) => fresh = Some(d),
                         Err(e) => return e.reply(),
-                    },
-                };
+                    }
+                }
                 let mut cmd: Vec<&[u8]> = vec![b"WATCH"];
                 cmd.extend(ks.iter().map(|k| k.as_ref()));
                 let limit = p.backend.config().request_timeout;
-                let w = &mut self.watches[idx];
+                let w = match (held, fresh.as_mut()) {
+                    (Some(i), _) => &mut self.watches[i].conn,
+                    (None, Some(d)) => d,
+                    (None, None) => return errors::empty_reply(),
+                };
                 let r = match tokio::time::timeout(limit, w.request(&resp::encode_command(&cmd), 1)).await {
                     Ok(Ok(mut r)) => r.pop().unwrap_or_else(errors::empty_reply),
                     Ok(Err(e)) => {
-                        self.watches.remove(idx);
+                        // A broken connection loses its watches: the client's WATCH failed.
+                        if let Some(i) = held {
+                            self.watches.remove(i);
+                        }
                         return e.reply();
                     }
                     Err(_) => {
-                        self.watches.remove(idx);
+                        if let Some(i) = held {
+                            self.watches.remove(i);
+                        }
                         return BackendError::timeout(&addr, Reason::NoAnswerTo("WATCH")).reply();
                     }
                 };
                 match route::classify(&r, &addr) {
                     Redirect::Moved { slot, addr: to } => {
+                        // Nothing was watched there: a new connection goes back to the pool.
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
                         p.topology.patch_slot(slot, &to);
                         p.topology.request_refresh();
                         if budget.wait().await {
@@ -274,8 +313,40 @@ impl TxState {
                         }
                         return r;
                     }
-                    Redirect::None if !resp::is_error(&r) => {}
-                    _ => return r,
+                    // Half-migrated: an absent key's writes go to the target, a present key's
+                    // stay on the source, and the map names the source until the move ends. A
+                    // watch on either node could miss a write, and one on the target would
+                    // disagree with where the map sends MULTI's commands: wait (within the
+                    // retry budget) for the move to end, then watch on the new owner.
+                    Redirect::Ask { .. } | Redirect::Retry(_) => {
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
+                        p.topology.request_refresh();
+                        if budget.wait().await {
+                            continue 'again;
+                        }
+                        return r;
+                    }
+                    Redirect::None if !resp::is_error(&r) => {
+                        let i = match (held, fresh) {
+                            (Some(i), _) => i,
+                            (None, Some(conn)) => {
+                                self.watches.push(Watch { conn, slots: BTreeMap::new() });
+                                self.watches.len() - 1
+                            }
+                            (None, None) => return errors::empty_reply(),
+                        };
+                        for k in ks {
+                            self.watches[i].slots.entry(slot::slot(k)).or_insert_with(|| (*k).clone());
+                        }
+                    }
+                    _ => {
+                        if let Some(d) = fresh {
+                            p.dedicated.put(d);
+                        }
+                        return r;
+                    }
                 }
             }
             return reply::ok();
@@ -291,14 +362,19 @@ impl TxState {
             self.unwatch(p).await;
             return errors::execabort();
         }
+        if self.lost {
+            self.unwatch(p).await;
+            return reply::null_array(cx.proto);
+        }
         let nodes = if m.queued.is_empty() && self.watches.is_empty() {
             Bytes::from_static(b"*0\r\n")
         } else {
-            let mut watches: Vec<Dedicated> = std::mem::take(&mut self.watches);
+            let mut watches: Vec<Watch> = std::mem::take(&mut self.watches);
             let out = exec::run(p, cx, &m.queued, &mut watches).await;
-            // EXEC cleared the watches of the connections it ran on; those are clean.
+            // EXEC cleared the watches of the connections it ran on; those are clean (run drops
+            // the ones that may still hold watches).
             for w in watches {
-                p.dedicated.put(w);
+                p.dedicated.put(w.conn);
             }
             out
         };
