@@ -57,3 +57,110 @@ async fn redis_py_stateful_per_shard_transactions() {
         "redis-py stateful ok",
     );
 }
+
+// --- Go and Node.js clients (tests/clients/) ---------------------------------------------------
+//
+// One program per client library under tests/clients/, each using the library in its default
+// standalone configuration (as an application that moved from one Redis to the cluster), run
+// against the proxy with `--nodes` so it can ask the masters directly what the proxy could get
+// wrong. A program prints one line per check and exits non-zero on the first failure.
+
+/// Wall-clock limit for one client program (each finishes in a few seconds; the programs have
+/// their own 60 s watchdogs).
+const PROGRAM_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn clients_dir(sub: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(sub)
+}
+
+/// Runs `cmd` to completion (killed past `limit`), returning success and the combined output.
+fn run_program(mut cmd: std::process::Command, limit: std::time::Duration) -> (bool, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let what = format!("{cmd:?}");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| {
+            panic!("{what} does not start ({e}); scripts/setup installs the clients' dependencies")
+        });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut text = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if !stderr.is_empty() {
+        text.push_str("\n--- stderr\n");
+        text.push_str(&stderr);
+    }
+    if status.is_none() {
+        text.push_str(&format!("\n[killed after {limit:?}]"));
+    }
+    (status.is_some_and(|s| s.success()), text)
+}
+
+/// Builds tests/clients/go once per test run into target/ (`go build` caches, so a rerun with
+/// nothing changed takes well under a second). The module's dependencies come from the module
+/// cache that scripts/setup fills (`go mod download`), pinned by go.sum.
+fn go_program() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients/go-clients");
+            let mut cmd = std::process::Command::new("go");
+            cmd.arg("build").arg("-o").arg(&bin).arg(".").current_dir(clients_dir("go"));
+            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(300));
+            if ok {
+                Ok(bin)
+            } else {
+                Err(out)
+            }
+        })
+        .clone()
+        .unwrap_or_else(|out| panic!("go build of tests/clients/go failed:\n{out}"))
+}
+
+/// Runs one Go client's checks against the proxy; fails with the program's output.
+async fn go_client(client: &str) {
+    let env = start(small()).await;
+    let bin = go_program();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["-client", client, "-addr", &env.addr().to_string(), "-nodes", &nodes(&env)]);
+    let started = std::time::Instant::now();
+    let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+    assert!(ok && out.contains(&format!("{client} ok in")), "{client} failed:\n{out}");
+    eprintln!("{client}: {:?}\n{out}", started.elapsed());
+}
+
+/// go-redis v9 with `redis.NewClient(&redis.Options{Addr})`: RESP3, CLIENT SETINFO, pipelines,
+/// TxPipelined and the Watch retry loop, pub/sub, BLPOP, Script.Run, the SCAN iterator, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_redis() {
+    go_client("go-redis").await;
+}
+
+/// rueidis (RESP3 only) with its defaults except `DisableCache: true`: its default client-side
+/// caching sends CLIENT TRACKING, which the proxy refuses (the program checks that refusal too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rueidis() {
+    go_client("rueidis").await;
+}
