@@ -128,7 +128,7 @@ fn go_program() -> std::path::PathBuf {
             let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients/go-clients");
             let mut cmd = std::process::Command::new("go");
             cmd.arg("build").arg("-o").arg(&bin).arg(".").current_dir(clients_dir("go"));
-            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(300));
+            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(600));
             if ok {
                 Ok(bin)
             } else {
@@ -163,4 +163,67 @@ async fn go_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rueidis() {
     go_client("rueidis").await;
+}
+
+/// `npm ci` into tests/clients/node/node_modules (gitignored) once per test run, when it is
+/// missing or older than package-lock.json; scripts/setup does the same, so a rerun costs nothing.
+fn node_modules() {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = clients_dir("node");
+            let modified = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let installed = modified(dir.join("node_modules/.package-lock.json"));
+            let locked = modified(dir.join("package-lock.json"));
+            if installed.is_some() && installed >= locked {
+                return Ok(());
+            }
+            let mut cmd = std::process::Command::new("npm");
+            cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(600));
+            if ok {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        })
+        .clone()
+        .unwrap_or_else(|out| panic!("npm ci in tests/clients/node failed:\n{out}"))
+}
+
+/// Runs `node PROGRAM` once per argument set against one cluster and proxy; fails with the output
+/// of the first run that fails.
+async fn node_client(program: &str, runs: &[&[&str]], done: &[&str]) {
+    let env = start(small()).await;
+    node_modules();
+    for (extra, done) in runs.iter().zip(done) {
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(program).args(["--addr", &env.addr().to_string(), "--nodes", &nodes(&env)]).args(*extra);
+        cmd.current_dir(clients_dir("node"));
+        let started = std::time::Instant::now();
+        let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+        assert!(ok && out.contains(done), "{program} {extra:?} failed:\n{out}");
+        eprintln!("{program} {extra:?}: {:?}\n{out}", started.elapsed());
+    }
+}
+
+/// ioredis 6 with `new Redis({host, port})`: RESP3 (its default since v6) and RESP2 (`protocol:
+/// 2`, what ioredis 5 speaks): ready check, pipeline, multi, watch, pub/sub, BLPOP, defineCommand,
+/// scanStream, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis() {
+    node_client("ioredis.js", &[&[], &["--protocol", "2"]], &["ioredis resp3 ok in", "ioredis resp2 ok in"]).await;
+}
+
+/// node-redis (`redis` on npm) with `createClient({url})`: v5 with its default RESP2 and with
+/// `RESP: 3`, and v6 (default RESP3): pipelines, multi, watch, pub/sub, BLPOP, defineScript,
+/// scanIterator, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis() {
+    node_client(
+        "node_redis.js",
+        &[&[], &["--protocol", "3"], &["--package", "redis6"]],
+        &["node-redis 5.12.4 resp2 ok in", "node-redis 5.12.4 resp3 ok in", "node-redis 6.4.0 resp3 ok in"],
+    )
+    .await;
 }
