@@ -227,3 +227,80 @@ async fn node_redis() {
     )
     .await;
 }
+
+/// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
+/// retries, 3 s read timeout) writes through the proxy one command at a time: the only error the
+/// application may see is the proxy's documented one for the command in flight on the dead master
+/// ("... may or may not have been executed"), at most once, or the unreachable error if the
+/// cluster took longer than `failover_hold` to promote; and once the proxy knows the new master,
+/// 200 more writes all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_redis_failover_kill9() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let mut env = start(with_replicas()).await;
+    env.converges("start").await;
+    let bin = go_program();
+    let mut child = std::process::Command::new(bin)
+        .args(["-client", "go-redis", "-mode", "writes", "-addr", &env.addr().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the Go write loop");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_for = |prefix: &str, lines: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.starts_with(prefix);
+                    lines.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!("no line {prefix:?} from the write loop ({e}); got:\n{}", lines.join("\n")),
+            }
+        }
+    };
+    wait_for("running", &mut lines);
+
+    let victim = env.cluster.masters()[1];
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    let crash = std::time::Instant::now();
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).expect("promotion");
+    env.converges("kill -9").await;
+    let learned = crash.elapsed();
+    writeln!(stdin, "mark").expect("tell the write loop");
+    wait_for("writes ", &mut lines);
+    drop(stdin);
+    let status = tokio::task::block_in_place(|| child.wait()).expect("wait");
+    reader.join().expect("reader");
+    let out = lines.join("\n");
+    assert!(status.success(), "write loop failed:\n{out}");
+    eprintln!("go-redis under kill -9 (promotion seen after {learned:?}):\n{out}");
+
+    let summary = lines.last().expect("summary");
+    assert!(summary.ends_with(" after-mark-errors=0"), "writes failed after the new master was known:\n{out}");
+    let hold = env.proxy.config().topology.failover_hold;
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error ")).collect();
+    let in_flight = errors.iter().filter(|l| l.contains("may or may not have been executed")).count();
+    let unreachable = errors.iter().filter(|l| l.contains("is unreachable")).count();
+    assert_eq!(in_flight + unreachable, errors.len(), "errors other than the documented ones:\n{out}");
+    assert!(in_flight <= 1, "one command in flight at the crash:\n{out}");
+    assert!(unreachable == 0 || learned > hold, "unreachable errors although promotion took {learned:?}:\n{out}");
+}
