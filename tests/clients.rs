@@ -1,7 +1,9 @@
 //! Real client libraries' stateful features through the proxy, each against its own small cluster:
 //! redis-py (transactions, WATCH, pub/sub, blocking pops, scripts; RESP2 and RESP3) and Celery with
-//! a Redis broker and result backend. The clients are Python scripts under tests/python; every run
-//! is bounded (the child is killed past `common::SCRIPT_LIMIT`) and its output is shown on failure.
+//! a Redis broker and result backend (Python scripts under tests/python); go-redis, rueidis, ioredis
+//! and node-redis in their default standalone configurations (programs under tests/clients/go and
+//! tests/clients/node), and go-redis writing through a kill -9 of a master. Every run is bounded
+//! (the child is killed past its limit) and its output is shown on failure.
 
 mod common;
 
