@@ -125,49 +125,68 @@ func goRedis() {
 	expect("watch result", final, "111")
 	ok("watch", "Watch retry loop: attempt 1 TxFailedErr (key changed), attempt 2 committed, 10+100+1 = 111")
 
-	// Pub/sub: SUBSCRIBE, PSUBSCRIBE, messages, UNSUBSCRIBE.
-	ch := "gr:ch:" + run
-	ps := c.Subscribe(ctx, ch)
+	// Pub/sub: SUBSCRIBE to a channel in each master's slots, PSUBSCRIBE, messages, UNSUBSCRIBE.
+	// The proxy holds one subscription connection on one master, and a PUBLISH counts the
+	// receivers on the channel slot's master: exactly one of the three counts is 1.
+	chans := perMaster(ctx, "gr:ch")
+	ps := c.Subscribe(ctx, chans...)
+	for i, ch := range chans {
+		sub, err := ps.Receive(ctx)
+		must("pubsub subscribe", err)
+		expect("pubsub subscribe", fmt.Sprint(sub), fmt.Sprintf("subscribe: %s", ch))
+		expect("pubsub subscribe count", sub.(*redis.Subscription).Count, i+1)
+	}
+	pat := "gr:pat:" + run + ":*"
+	must("pubsub psubscribe", ps.PSubscribe(ctx, pat))
 	sub, err := ps.Receive(ctx)
-	must("pubsub subscribe", err)
-	expect("pubsub subscribe", fmt.Sprint(sub), fmt.Sprintf("subscribe: %s", ch))
-	must("pubsub psubscribe", ps.PSubscribe(ctx, "gr:pat:"+run+":*"))
-	sub, err = ps.Receive(ctx)
 	must("pubsub psubscribe", err)
-	expect("pubsub psubscribe", fmt.Sprint(sub), fmt.Sprintf("psubscribe: gr:pat:%s:*", run))
-	numsub, err := other.PubSubNumSub(ctx, ch).Result()
+	expect("pubsub psubscribe", fmt.Sprint(sub), "psubscribe: "+pat)
+	numsub, err := other.PubSubNumSub(ctx, chans...).Result()
 	must("pubsub numsub", err)
-	expect("PUBSUB NUMSUB through the proxy", numsub[ch], int64(1))
-	wantCount := numsubOn(ctx, owner(ctx, slot(ch)), ch)
-	cnt, err := other.Publish(ctx, ch, "hello").Result()
-	must("pubsub publish", err)
-	expect("PUBLISH count (receivers on the channel slot's master)", cnt, wantCount)
+	expect("PUBSUB NUMSUB through the proxy", numsub, map[string]int64{chans[0]: 1, chans[1]: 1, chans[2]: 1})
+	var counts, wantCounts []int64
+	var wantMsgs []string
+	for i, ch := range chans {
+		wantCounts = append(wantCounts, numsubOn(ctx, owner(ctx, slot(ch)), ch))
+		cnt, err := other.Publish(ctx, ch, fmt.Sprint("hello", i)).Result()
+		must("pubsub publish", err)
+		counts = append(counts, cnt)
+		wantMsgs = append(wantMsgs, fmt.Sprintf("Message<%s: hello%d>", ch, i))
+	}
+	expect("PUBLISH counts (receivers on each channel slot's master)", counts, wantCounts)
+	expect("PUBLISH counts add up to the one subscriber", counts[0]+counts[1]+counts[2], int64(1))
 	pch := "gr:pat:" + run + ":x"
 	must("pubsub publish", other.Publish(ctx, pch, "world").Err())
+	wantMsgs = append(wantMsgs, fmt.Sprintf("PMessage<%s: world>", pch))
 	var msgs []string
-	for len(msgs) < 2 {
+	for len(msgs) < len(wantMsgs) {
 		m, err := ps.ReceiveTimeout(ctx, 5*time.Second)
 		must("pubsub receive", err)
-		msgs = append(msgs, fmt.Sprint(m))
+		if pm, isMsg := m.(*redis.Message); isMsg && pm.Pattern != "" {
+			msgs = append(msgs, fmt.Sprintf("PMessage<%s: %s>", pm.Channel, pm.Payload))
+		} else {
+			msgs = append(msgs, fmt.Sprint(m))
+		}
 	}
 	sort.Strings(msgs)
-	expect("pubsub messages", msgs, []string{
-		fmt.Sprintf("Message<%s: hello>", ch),
-		fmt.Sprintf("Message<%s: world>", pch),
-	})
-	must("pubsub unsubscribe", ps.Unsubscribe(ctx, ch))
-	sub, err = ps.Receive(ctx)
-	must("pubsub unsubscribe", err)
-	expect("pubsub unsubscribe", fmt.Sprint(sub), fmt.Sprintf("unsubscribe: %s", ch))
+	sort.Strings(wantMsgs)
+	expect("pubsub messages", msgs, wantMsgs)
+	must("pubsub unsubscribe", ps.Unsubscribe(ctx, chans...))
+	for i, ch := range chans {
+		sub, err = ps.Receive(ctx)
+		must("pubsub unsubscribe", err)
+		expect("pubsub unsubscribe", fmt.Sprint(sub), fmt.Sprintf("unsubscribe: %s", ch))
+		expect("pubsub unsubscribe count", sub.(*redis.Subscription).Count, 3-i)
+	}
 	must("pubsub close", ps.Close())
 	eventually("pubsub gone from the nodes", func() (bool, string) {
-		m, err := other.PubSubNumSub(ctx, ch).Result()
+		m, err := other.PubSubNumSub(ctx, chans...).Result()
 		must("pubsub numsub", err)
 		np, err := other.PubSubNumPat(ctx).Result()
 		must("pubsub numpat", err)
-		return m[ch] == 0 && np == 0, fmt.Sprintf("NUMSUB %d NUMPAT %d", m[ch], np)
+		return m[chans[0]]+m[chans[1]]+m[chans[2]] == 0 && np == 0, fmt.Sprintf("NUMSUB %v NUMPAT %d", m, np)
 	})
-	ok("pubsub", fmt.Sprintf("subscribe, psubscribe, PUBLISH counted %d, 2 messages, unsubscribe, NUMSUB/NUMPAT back to 0", cnt))
+	ok("pubsub", fmt.Sprintf("subscribe to 3 channels (one per master), psubscribe, PUBLISH counts %v, 4 messages, unsubscribe, NUMSUB/NUMPAT back to 0", counts))
 
 	// BLPOP on one pooled connection while another client pushes.
 	bk := keys[2] + ":q"

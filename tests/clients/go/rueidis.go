@@ -129,7 +129,6 @@ func rueidisChecks() {
 	ok("watch", "Dedicated WATCH/MULTI/EXEC: attempt 1 EXEC nil (key changed), attempt 2 committed, 111")
 
 	// Pub/sub on a dedicated connection with hooks: subscribe, messages, unsubscribe.
-	ch := "ru:ch:" + run
 	pat := "ru:pat:" + run + ":*"
 	events := make(chan string, 16)
 	d, cancel := c.Dedicate()
@@ -152,31 +151,43 @@ func rueidisChecks() {
 		}
 		return ""
 	}
-	must("pubsub subscribe", d.Do(ctx, d.B().Subscribe().Channel(ch).Build()).Error())
-	expect("pubsub subscribe", next("pubsub subscribe"), "subscribe "+ch+" 1")
+	chans := perMaster(ctx, "ru:ch")
+	must("pubsub subscribe", d.Do(ctx, d.B().Subscribe().Channel(chans...).Build()).Error())
+	for i, ch := range chans {
+		expect("pubsub subscribe", next("pubsub subscribe"), fmt.Sprintf("subscribe %s %d", ch, i+1))
+	}
 	must("pubsub psubscribe", d.Do(ctx, d.B().Psubscribe().Pattern(pat).Build()).Error())
-	expect("pubsub psubscribe", next("pubsub psubscribe"), "psubscribe "+pat+" 2")
-	wantCount := numsubOn(ctx, owner(ctx, slot(ch)), ch)
-	cnt, err := other.Do(ctx, b.Publish().Channel(ch).Message("hello").Build()).AsInt64()
-	must("pubsub publish", err)
-	expect("PUBLISH count (receivers on the channel slot's master)", cnt, wantCount)
-	expect("pubsub message", next("pubsub message"), fmt.Sprintf("message  %s hello", ch))
+	expect("pubsub psubscribe", next("pubsub psubscribe"), "psubscribe "+pat+" 4")
+	// One subscription connection on one master; a PUBLISH counts the receivers on the channel
+	// slot's master: exactly one of the three counts is 1.
+	var counts, wantCounts []int64
+	for i, ch := range chans {
+		wantCounts = append(wantCounts, numsubOn(ctx, owner(ctx, slot(ch)), ch))
+		cnt, err := other.Do(ctx, b.Publish().Channel(ch).Message(fmt.Sprint("hello", i)).Build()).AsInt64()
+		must("pubsub publish", err)
+		counts = append(counts, cnt)
+		expect("pubsub message", next("pubsub message"), fmt.Sprintf("message  %s hello%d", ch, i))
+	}
+	expect("PUBLISH counts (receivers on each channel slot's master)", counts, wantCounts)
+	expect("PUBLISH counts add up to the one subscriber", counts[0]+counts[1]+counts[2], int64(1))
 	pch := "ru:pat:" + run + ":x"
 	must("pubsub publish", other.Do(ctx, b.Publish().Channel(pch).Message("world").Build()).Error())
 	expect("pubsub pmessage", next("pubsub pmessage"), fmt.Sprintf("message %s %s world", pat, pch))
-	must("pubsub unsubscribe", d.Do(ctx, d.B().Unsubscribe().Channel(ch).Build()).Error())
-	expect("pubsub unsubscribe", next("pubsub unsubscribe"), "unsubscribe "+ch+" 1")
+	must("pubsub unsubscribe", d.Do(ctx, d.B().Unsubscribe().Channel(chans...).Build()).Error())
+	for i, ch := range chans {
+		expect("pubsub unsubscribe", next("pubsub unsubscribe"), fmt.Sprintf("unsubscribe %s %d", ch, 3-i))
+	}
 	must("pubsub punsubscribe", d.Do(ctx, d.B().Punsubscribe().Pattern(pat).Build()).Error())
 	expect("pubsub punsubscribe", next("pubsub punsubscribe"), "punsubscribe "+pat+" 0")
 	cancel()
 	eventually("pubsub gone from the nodes", func() (bool, string) {
-		m, err := other.Do(ctx, b.PubsubNumsub().Channel(ch).Build()).AsIntMap()
+		m, err := other.Do(ctx, b.PubsubNumsub().Channel(chans...).Build()).AsIntMap()
 		must("pubsub numsub", err)
 		np, err := other.Do(ctx, b.PubsubNumpat().Build()).AsInt64()
 		must("pubsub numpat", err)
-		return m[ch] == 0 && np == 0, fmt.Sprintf("NUMSUB %d NUMPAT %d", m[ch], np)
+		return m[chans[0]]+m[chans[1]]+m[chans[2]] == 0 && np == 0, fmt.Sprintf("NUMSUB %v NUMPAT %d", m, np)
 	})
-	ok("pubsub", fmt.Sprintf("SetPubSubHooks: subscribe, psubscribe, PUBLISH counted %d, message + pmessage, unsubscribe, punsubscribe", cnt))
+	ok("pubsub", fmt.Sprintf("SetPubSubHooks: subscribe to 3 channels (one per master), psubscribe, PUBLISH counts %v, 3 messages + pmessage, unsubscribe, punsubscribe", counts))
 
 	// BLPOP (rueidis sends blocking commands on a connection of its blocking pool).
 	bk := keys[2] + ":q"

@@ -77,32 +77,42 @@ async function main() {
   w.disconnect();
   ok('watch', 'watch/multi/exec retry loop: attempt 1 null (key changed), attempt 2 committed, 111');
 
-  // Pub/sub on a duplicate: subscribe, psubscribe, messages, unsubscribe.
-  const ch = `${p}:ch:${RUN}`;
+  // Pub/sub on a duplicate: a channel in each master's slots, a pattern, messages, unsubscribe.
+  // The proxy holds one subscription connection on one master, and a PUBLISH counts the
+  // receivers on the channel slot's master: exactly one of the three counts is 1.
+  const chans = await perMaster(o.nodes, `${p}:ch:${RUN}`);
   const pat = `${p}:pat:${RUN}:*`;
   const pch = `${p}:pat:${RUN}:x`;
   const sub = r.duplicate();
   const events = [];
   sub.on('message', (c, m) => events.push(`message ${c} ${m}`));
   sub.on('pmessage', (pt, c, m) => events.push(`pmessage ${pt} ${c} ${m}`));
-  expect('pubsub subscribe', await step('pubsub subscribe', () => sub.subscribe(ch)), 1);
-  expect('pubsub psubscribe', await step('pubsub psubscribe', () => sub.psubscribe(pat)), 2);
-  expect('PUBSUB NUMSUB through the proxy', await other.pubsub('NUMSUB', ch), [ch, 1]);
-  const wantCount = await numsubOn(await owner(o.nodes, slot(ch)), ch);
-  const cnt = await other.publish(ch, 'hello');
-  expect("PUBLISH count (receivers on the channel slot's master)", cnt, wantCount);
+  expect('pubsub subscribe', await step('pubsub subscribe', () => sub.subscribe(...chans)), 3);
+  expect('pubsub psubscribe', await step('pubsub psubscribe', () => sub.psubscribe(pat)), 4);
+  expect('PUBSUB NUMSUB through the proxy', await other.pubsub('NUMSUB', ...chans), [chans[0], 1, chans[1], 1, chans[2], 1]);
+  const counts = [];
+  const wantCounts = [];
+  const wantEvents = [];
+  for (const [i, ch] of chans.entries()) {
+    wantCounts.push(await numsubOn(await owner(o.nodes, slot(ch)), ch));
+    counts.push(await other.publish(ch, `hello${i}`));
+    wantEvents.push(`message ${ch} hello${i}`);
+  }
+  expect("PUBLISH counts (receivers on each channel slot's master)", counts, wantCounts);
+  expect('PUBLISH counts add up to the one subscriber', counts[0] + counts[1] + counts[2], 1);
   await other.publish(pch, 'world');
-  await eventually('pubsub messages', async () => [events.length >= 2, JSON.stringify(events)]);
-  expect('pubsub messages', events.sort(), [`message ${ch} hello`, `pmessage ${pat} ${pch} world`]);
-  expect('pubsub unsubscribe', await step('pubsub unsubscribe', () => sub.unsubscribe(ch)), 1);
+  wantEvents.push(`pmessage ${pat} ${pch} world`);
+  await eventually('pubsub messages', async () => [events.length >= wantEvents.length, JSON.stringify(events)]);
+  expect('pubsub messages', events.sort(), wantEvents.sort());
+  expect('pubsub unsubscribe', await step('pubsub unsubscribe', () => sub.unsubscribe(...chans)), 1);
   expect('pubsub punsubscribe', await step('pubsub punsubscribe', () => sub.punsubscribe(pat)), 0);
   sub.disconnect();
   await eventually('pubsub gone from the nodes', async () => {
-    const n = (await other.pubsub('NUMSUB', ch))[1];
+    const n = await other.pubsub('NUMSUB', ...chans);
     const np = await other.pubsub('NUMPAT');
-    return [n === 0 && np === 0, `NUMSUB ${n} NUMPAT ${np}`];
+    return [n[1] + n[3] + n[5] === 0 && np === 0, `NUMSUB ${n} NUMPAT ${np}`];
   });
-  ok('pubsub', `subscribe, psubscribe, PUBLISH counted ${cnt}, message + pmessage, unsubscribe, punsubscribe`);
+  ok('pubsub', `subscribe to 3 channels (one per master), psubscribe, PUBLISH counts ${counts}, 3 messages + pmessage, unsubscribe, punsubscribe`);
 
   // BLPOP on a duplicate while another client pushes.
   const bk = `${keys[2]}:q`;
@@ -154,9 +164,9 @@ async function main() {
     s.on('end', () => res(all));
     s.on('error', rej);
   }));
-  const counts = {};
-  for (const k of seen) counts[k] = (counts[k] || 0) + 1;
-  const twice = Object.entries(counts).filter(([, n]) => n !== 1);
+  const times = {};
+  for (const k of seen) times[k] = (times[k] || 0) + 1;
+  const twice = Object.entries(times).filter(([, n]) => n !== 1);
   if (twice.length) fail('scan', `seen more than once: ${JSON.stringify(twice)}`);
   expect('scan keys', seen.sort(), wantKeys.sort());
   ok('scan', `scanStream MATCH COUNT 25: all 300 keys once (per master ${per})`);

@@ -112,32 +112,42 @@ async function main() {
   await w.quit();
   ok('watch', 'watch/multi/exec retry loop: attempt 1 WatchError (key changed), attempt 2 committed, 111');
 
-  // Pub/sub on a duplicate: subscribe, pSubscribe, messages, unsubscribe.
-  const ch = `${p}:ch:${RUN}`;
+  // Pub/sub on a duplicate: a channel in each master's slots, a pattern, messages, unsubscribe.
+  // The proxy holds one subscription connection on one master, and a PUBLISH counts the
+  // receivers on the channel slot's master: exactly one of the three counts is 1.
+  const chans = await perMaster(o.nodes, `${p}:ch:${RUN}`);
   const pat = `${p}:pat:${RUN}:*`;
   const pch = `${p}:pat:${RUN}:x`;
   const sub = r.duplicate();
   sub.on('error', (e) => fail('subscriber error event', e.message));
   await sub.connect();
   const events = [];
-  await step('pubsub subscribe', () => sub.subscribe(ch, (m, c) => events.push(`message ${c} ${m}`)));
+  await step('pubsub subscribe', () => sub.subscribe(chans, (m, c) => events.push(`message ${c} ${m}`)));
   await step('pubsub psubscribe', () => sub.pSubscribe(pat, (m, c) => events.push(`pmessage ${pat} ${c} ${m}`)));
-  expect('PUBSUB NUMSUB through the proxy', await other.pubSubNumSub(ch), { [ch]: 1 });
-  const wantCount = await numsubOn(await owner(o.nodes, slot(ch)), ch);
-  const cnt = await other.publish(ch, 'hello');
-  expect("PUBLISH count (receivers on the channel slot's master)", cnt, wantCount);
+  expect('PUBSUB NUMSUB through the proxy', await other.pubSubNumSub(chans), { [chans[0]]: 1, [chans[1]]: 1, [chans[2]]: 1 });
+  const counts = [];
+  const wantCounts = [];
+  const wantEvents = [];
+  for (const [i, ch] of chans.entries()) {
+    wantCounts.push(await numsubOn(await owner(o.nodes, slot(ch)), ch));
+    counts.push(await other.publish(ch, `hello${i}`));
+    wantEvents.push(`message ${ch} hello${i}`);
+  }
+  expect("PUBLISH counts (receivers on each channel slot's master)", counts, wantCounts);
+  expect('PUBLISH counts add up to the one subscriber', counts[0] + counts[1] + counts[2], 1);
   await other.publish(pch, 'world');
-  await eventually('pubsub messages', async () => [events.length >= 2, JSON.stringify(events)]);
-  expect('pubsub messages', events.sort(), [`message ${ch} hello`, `pmessage ${pat} ${pch} world`]);
-  await step('pubsub unsubscribe', () => sub.unsubscribe(ch));
+  wantEvents.push(`pmessage ${pat} ${pch} world`);
+  await eventually('pubsub messages', async () => [events.length >= wantEvents.length, JSON.stringify(events)]);
+  expect('pubsub messages', events.sort(), wantEvents.sort());
+  await step('pubsub unsubscribe', () => sub.unsubscribe(chans));
   await step('pubsub punsubscribe', () => sub.pUnsubscribe(pat));
   await eventually('pubsub gone from the nodes', async () => {
-    const n = (await other.pubSubNumSub(ch))[ch];
+    const n = await other.pubSubNumSub(chans);
     const np = await other.pubSubNumPat();
-    return [n === 0 && np === 0, `NUMSUB ${n} NUMPAT ${np}`];
+    return [n[chans[0]] + n[chans[1]] + n[chans[2]] === 0 && np === 0, `NUMSUB ${JSON.stringify(n)} NUMPAT ${np}`];
   });
   await sub.quit();
-  ok('pubsub', `subscribe, pSubscribe, PUBLISH counted ${cnt}, message + pmessage, unsubscribe, pUnsubscribe`);
+  ok('pubsub', `subscribe to 3 channels (one per master), pSubscribe, PUBLISH counts ${counts}, 3 messages + pmessage, unsubscribe, pUnsubscribe`);
 
   // BLPOP on a duplicate while another client pushes.
   const bk = `${keys[2]}:q`;
@@ -184,9 +194,9 @@ async function main() {
   await step('scan', async () => {
     for await (const batch of r.scanIterator({ MATCH: pattern, COUNT: 25 })) seen.push(...batch);
   });
-  const counts = {};
-  for (const k of seen) counts[k] = (counts[k] || 0) + 1;
-  const twice = Object.entries(counts).filter(([, n]) => n !== 1);
+  const times = {};
+  for (const k of seen) times[k] = (times[k] || 0) + 1;
+  const twice = Object.entries(times).filter(([, n]) => n !== 1);
   if (twice.length) fail('scan', `seen more than once: ${JSON.stringify(twice)}`);
   expect('scan keys', seen.sort(), wantKeys.sort());
   ok('scan', `scanIterator MATCH COUNT 25: all 300 keys once (per master ${per})`);
