@@ -1,7 +1,9 @@
 //! Real client libraries' stateful features through the proxy, each against its own small cluster:
 //! redis-py (transactions, WATCH, pub/sub, blocking pops, scripts; RESP2 and RESP3) and Celery with
-//! a Redis broker and result backend. The clients are Python scripts under tests/python; every run
-//! is bounded (the child is killed past `common::SCRIPT_LIMIT`) and its output is shown on failure.
+//! a Redis broker and result backend (Python scripts under tests/python); go-redis, rueidis, ioredis
+//! and node-redis in their default standalone configurations (programs under tests/clients/go and
+//! tests/clients/node), and go-redis writing through a kill -9 of a master. Every run is bounded
+//! (the child is killed past its limit) and its output is shown on failure.
 
 mod common;
 
@@ -56,4 +58,252 @@ async fn redis_py_stateful_per_shard_transactions() {
         &["--cross-slot", "per-shard", "--nodes", &nodes(&env)],
         "redis-py stateful ok",
     );
+}
+
+// --- Go and Node.js clients (tests/clients/) ---------------------------------------------------
+//
+// One program per client library under tests/clients/, each using the library in its default
+// standalone configuration (as an application that moved from one Redis to the cluster), run
+// against the proxy with `--nodes` so it can ask the masters directly what the proxy could get
+// wrong. A program prints one line per check and exits non-zero on the first failure.
+
+/// Wall-clock limit for one client program (each finishes in a few seconds; the programs have
+/// their own 60 s watchdogs).
+const PROGRAM_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn clients_dir(sub: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(sub)
+}
+
+/// Runs `cmd` to completion (killed past `limit`), returning success and the combined output.
+fn run_program(mut cmd: std::process::Command, limit: std::time::Duration) -> (bool, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let what = format!("{cmd:?}");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| {
+            panic!("{what} does not start ({e}); scripts/setup installs the clients' dependencies")
+        });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut text = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if !stderr.is_empty() {
+        text.push_str("\n--- stderr\n");
+        text.push_str(&stderr);
+    }
+    if status.is_none() {
+        text.push_str(&format!("\n[killed after {limit:?}]"));
+    }
+    (status.is_some_and(|s| s.success()), text)
+}
+
+/// Builds tests/clients/go once per test run into target/clients/ (`go build` caches, so a rerun
+/// with nothing changed takes well under a second). scripts/setup downloads the modules go.sum
+/// pins and builds it first, so this is a cache hit there; a cold build cache compiles the
+/// standard library too (minutes on a loaded 2-core machine, hence the generous limit).
+fn go_program() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients/go-clients");
+            let mut cmd = std::process::Command::new("go");
+            cmd.arg("build").arg("-o").arg(&bin).arg(".").current_dir(clients_dir("go"));
+            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(600));
+            if ok {
+                Ok(bin)
+            } else {
+                Err(out)
+            }
+        })
+        .clone()
+        .unwrap_or_else(|out| panic!("go build of tests/clients/go failed:\n{out}"))
+}
+
+/// Runs one Go client's checks against the proxy; fails with the program's output.
+async fn go_client(client: &str) {
+    let env = start(small()).await;
+    let bin = go_program();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["-client", client, "-addr", &env.addr().to_string(), "-nodes", &nodes(&env)]);
+    let started = std::time::Instant::now();
+    let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+    assert!(ok && out.contains(&format!("{client} ok in")), "{client} failed:\n{out}");
+    eprintln!("{client}: {:?}\n{out}", started.elapsed());
+}
+
+/// go-redis v9 with `redis.NewClient(&redis.Options{Addr})`: RESP3, CLIENT SETINFO, pipelines,
+/// TxPipelined and the Watch retry loop, pub/sub, BLPOP, Script.Run, the SCAN iterator, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_redis() {
+    go_client("go-redis").await;
+}
+
+/// rueidis (RESP3 only) with its defaults except `DisableCache: true`: its default client-side
+/// caching sends CLIENT TRACKING, which the proxy refuses (the program checks that refusal too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rueidis() {
+    go_client("rueidis").await;
+}
+
+/// `npm ci` into tests/clients/node/node_modules (gitignored) once per test run, when it is
+/// missing or older than package-lock.json; scripts/setup does the same, so a rerun costs nothing.
+fn node_modules() {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = clients_dir("node");
+            let modified = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let installed = modified(dir.join("node_modules/.package-lock.json"));
+            let locked = modified(dir.join("package-lock.json"));
+            if installed.is_some() && installed >= locked {
+                return Ok(());
+            }
+            let mut cmd = std::process::Command::new("npm");
+            cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+            let (ok, out) = run_program(cmd, std::time::Duration::from_secs(600));
+            if ok {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        })
+        .clone()
+        .unwrap_or_else(|out| panic!("npm ci in tests/clients/node failed:\n{out}"))
+}
+
+/// Runs `node PROGRAM` once per argument set against one cluster and proxy; fails with the output
+/// of the first run that fails.
+async fn node_client(program: &str, runs: &[&[&str]], done: &[&str]) {
+    let env = start(small()).await;
+    node_modules();
+    for (extra, done) in runs.iter().zip(done) {
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(program).args(["--addr", &env.addr().to_string(), "--nodes", &nodes(&env)]).args(*extra);
+        cmd.current_dir(clients_dir("node"));
+        let started = std::time::Instant::now();
+        let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+        assert!(ok && out.contains(done), "{program} {extra:?} failed:\n{out}");
+        eprintln!("{program} {extra:?}: {:?}\n{out}", started.elapsed());
+    }
+}
+
+/// ioredis 6 with `new Redis({host, port})`: RESP3 (its default since v6) and RESP2 (`protocol:
+/// 2`, what ioredis 5 speaks): ready check, pipeline, multi, watch, pub/sub, BLPOP, defineCommand,
+/// scanStream, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis() {
+    node_client("ioredis.js", &[&[], &["--protocol", "2"]], &["ioredis resp3 ok in", "ioredis resp2 ok in"]).await;
+}
+
+/// node-redis (`redis` on npm) with `createClient({url})`: v5 with its default RESP2 and with
+/// `RESP: 3`, and v6 (default RESP3): pipelines, multi, watch, pub/sub, BLPOP, defineScript,
+/// scanIterator, MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis() {
+    node_client(
+        "node_redis.js",
+        &[&[], &["--protocol", "3"], &["--package", "redis6"]],
+        &["node-redis 5.12.4 resp2 ok in", "node-redis 5.12.4 resp3 ok in", "node-redis 6.4.0 resp3 ok in"],
+    )
+    .await;
+}
+
+/// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
+/// retries, 3 s read timeout) writes through the proxy one command at a time: the only error the
+/// application may see is the proxy's documented one for the command in flight on the dead master
+/// ("... may or may not have been executed"), at most once, or the unreachable error if the
+/// cluster took longer than `failover_hold` to promote; and once the proxy knows the new master,
+/// 200 more writes all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_redis_failover_kill9() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let mut env = start(with_replicas()).await;
+    env.converges("start").await;
+    let bin = go_program();
+    let mut child = std::process::Command::new(bin)
+        .args(["-client", "go-redis", "-mode", "writes", "-addr", &env.addr().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the Go write loop");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_for = |prefix: &str, lines: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + CLUSTER_PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.starts_with(prefix);
+                    lines.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!("no line {prefix:?} from the write loop ({e}); got:\n{}", lines.join("\n")),
+            }
+        }
+    };
+    wait_for("running", &mut lines);
+
+    let victim = env.cluster.masters()[1];
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    let crash = std::time::Instant::now();
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).expect("promotion");
+    env.converges("kill -9").await;
+    let learned = crash.elapsed();
+    writeln!(stdin, "mark").expect("tell the write loop");
+    wait_for("writes ", &mut lines);
+    drop(stdin);
+    let status = tokio::task::block_in_place(|| child.wait()).expect("wait");
+    reader.join().expect("reader");
+    let out = lines.join("\n");
+    assert!(status.success(), "write loop failed:\n{out}");
+    eprintln!("go-redis under kill -9 (promotion seen after {learned:?}):\n{out}");
+
+    let summary = lines.last().expect("summary");
+    assert!(summary.ends_with(" after-mark-errors=0"), "writes failed after the new master was known:\n{out}");
+    let hold = env.proxy.config().topology.failover_hold;
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error ")).collect();
+    let in_flight = errors.iter().filter(|l| l.contains("may or may not have been executed")).count();
+    let unreachable = errors.iter().filter(|l| l.contains("is unreachable")).count();
+    assert_eq!(in_flight + unreachable, errors.len(), "errors other than the documented ones:\n{out}");
+    assert!(in_flight <= 1, "one command in flight at the crash:\n{out}");
+    assert!(unreachable == 0 || learned > hold, "unreachable errors although promotion took {learned:?}:\n{out}");
 }
