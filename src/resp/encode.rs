@@ -117,7 +117,7 @@ mod tests {
             (reply::null_array(2), reply::null_array(3)),
             (Bytes::from_static(b"*-1\r\n"), Bytes::from_static(b"_\r\n"))
         );
-        let twelve: Vec<Bytes> = (0..12).map(|i| reply::int(i)).collect();
+        let twelve: Vec<Bytes> = (0..12).map(reply::int).collect();
         let arr = reply::array(&twelve);
         assert!(arr.starts_with(b"*12\r\n:0\r\n:1\r\n") && arr.ends_with(b":11\r\n"));
         assert_eq!(arr.len(), 5 + twelve.iter().map(|e| e.len()).sum::<usize>());
