@@ -277,6 +277,7 @@ mod tests {
             (b"%-3\r\n", "bad aggregate length"),
             (b"?1\r\n", "unknown type byte"),
             (b"*1\r\n?\r\n", "unknown type byte"),
+            (b"\r\n:1\r\n", "unknown type byte"),
         ] {
             assert_eq!(reply_len(frame).err().map(|e| e.0), Some(why), "{}", String::from_utf8_lossy(frame));
         }
@@ -316,6 +317,14 @@ mod tests {
         for f in [&b"%1\r\n+a\r\n+b\r\n"[..], b"+OK\r\n", b"$1\r\nx\r\n", b"", b"*2", b"*x\r\n"] {
             assert!(Elements::of(f).is_none(), "{}", String::from_utf8_lossy(f));
         }
+        // A header of several digits.
+        let twelve = reply::array(&(0..12).map(reply::int).collect::<Vec<_>>());
+        let el = Elements::of(&twelve).unwrap();
+        assert_eq!(el.len(), 12);
+        assert_eq!(
+            el.collect::<Vec<_>>(),
+            (0..12).map(|i| format!(":{i}\r\n")).collect::<Vec<_>>().iter().map(|s| s.as_bytes()).collect::<Vec<_>>()
+        );
         // A null array has no elements.
         assert_eq!(Elements::of(b"*-1\r\n").map(|e| e.len()), Some(0));
         // A malformed or missing element stops the iteration and stays counted.
