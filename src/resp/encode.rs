@@ -126,5 +126,8 @@ mod tests {
         assert_eq!(reply::map(3, &pairs), Bytes::from_static(b"%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"));
         assert_eq!(reply::map(2, &pairs), Bytes::from_static(b"*4\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"));
         assert_eq!(reply::map(3, &[]), Bytes::from_static(b"%0\r\n"));
+        assert_eq!(reply::map(2, &pairs[..1]), Bytes::from_static(b"*2\r\n$1\r\nk\r\n:1\r\n"));
+        let many: Vec<Bytes> = (0..1000).map(reply::int).collect();
+        assert!(reply::array(&many).starts_with(b"*1000\r\n:0\r\n"));
     }
 }

@@ -347,6 +347,10 @@ mod tests {
         assert_eq!(as_bulk(&Bytes::from_static(b"$0\r\n\r\n")), Some(Some(Bytes::new())));
         assert_eq!(as_bulk(&Bytes::from_static(b"$3\r\nab")), None, "truncated");
         assert_eq!(as_bulk(&Bytes::from_static(b"$3\r\nabc\r\n")), Some(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            as_bulk(&Bytes::from_static(b"$10\r\n0123456789\r\n")),
+            Some(Some(Bytes::from_static(b"0123456789")))
+        );
         assert_eq!(as_bulk(&Bytes::from_static(b":1\r\n")), None);
         assert_eq!(as_bulk(&Bytes::new()), None);
         for null in [&b"*-1\r\n"[..], b"$-1\r\n", b"_\r\n"] {

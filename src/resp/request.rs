@@ -506,7 +506,8 @@ mod tests {
         assert_eq!(&r.raw[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
         assert_eq!(r.args.len(), 2);
         // An inline request is re-encoded as a multibulk; an empty line is nothing.
-        let mut buf = BytesMut::from(&b"\r\nGET k\n"[..]);
+        let mut buf = BytesMut::from(&b"\n\r\nGET k\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
         assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
         assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if &r.raw[..] == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
     }
@@ -528,6 +529,9 @@ mod tests {
         assert!(split_inline(b"\"ab\\").is_none(), "a trailing backslash leaves the quote open");
         assert_eq!(split_inline(b"\"\\x4\"").unwrap(), vec![b"x4".to_vec()], "too short for \\xHH");
         assert!(split_inline(b"'a'b").is_none());
+        // A quote left open right after an escape's backslash, or inside a short \\x.
+        assert!(split_inline(b"\"\\x4").is_none());
+        assert!(split_inline(b"'a\\").is_none());
         assert_eq!(split_inline(b"'a' b").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
