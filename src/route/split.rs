@@ -256,6 +256,14 @@ mod tests {
             let k = parts.keys(part)[0];
             assert_eq!(parts.cmd(part), resp::encode_command(&[args[0].clone(), args[k].clone(), args[k + 1].clone()]));
         }
+        // Values longer than their keys.
+        let big = "v".repeat(300);
+        let args: Vec<Bytes> = ["MSET", "{a}", &big, "{b}", &big].map(b).to_vec();
+        let parts = split(Class::MSet, &args).expect("two slots");
+        for part in parts.iter() {
+            let k = parts.keys(part)[0];
+            assert_eq!(parts.cmd(part), resp::encode_command(&[args[0].clone(), args[k].clone(), args[k + 1].clone()]));
+        }
         let del: Vec<Bytes> = ["UNLINK", &long("a"), &long("b")].map(b).to_vec();
         let parts = split(Class::SumKeys, &del).expect("two slots");
         for part in parts.iter() {
