@@ -574,6 +574,7 @@ mod tests {
             extension(EXT_CLIENT_IPV4, b"10.1.2.3"),
             extension(EXT_CLIENT_IPV6, b"::1"),
             extension(99, b"raw"),
+            extension(98, b""),
         ];
         let mut m = message(TYPE_PONG, 0, &exts.concat());
         put16(&mut m, 2214, exts.len() as u16);
@@ -588,6 +589,7 @@ mod tests {
                 Extension::ClientIpv4("10.1.2.3".into()),
                 Extension::ClientIpv6("::1".into()),
                 Extension::Unknown { ty: 99, payload: b"raw\0\0\0\0\0".to_vec() },
+                Extension::Unknown { ty: 98, payload: Vec::new() },
             ]
         );
         // Only as many extensions as the header says are read; the rest must not be there.
