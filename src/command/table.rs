@@ -333,4 +333,202 @@ mod tests {
         assert_eq!(class("time"), Class::AnyMaster);
         assert!(matches!(class("waitaof 0 0 0"), Class::Refused(_)), "refused by name on a 7.0 table too");
     }
+
+    fn spec<'a>(t: &'a CommandTable, s: &str) -> &'a Arc<CommandSpec> {
+        match t.lookup(&args(s)) {
+            Lookup::Found(spec) => spec,
+            _ => panic!("lookup failed for {s}"),
+        }
+    }
+
+    /// Every arm of the proxy's routing decision, by the names in the built-in table.
+    #[test]
+    fn every_class_by_name() {
+        use crate::errors::Refusal;
+        let t = CommandTable::builtin();
+        let class = |s: &str| spec(&t, s).class;
+        for s in ["del a", "unlink a", "exists a", "touch a"] {
+            assert_eq!(class(s), Class::SumKeys, "{s}");
+        }
+        assert_eq!(class("mset a 1"), Class::MSet);
+        assert_eq!(class("dbsize"), Class::AllMasters(Merge::Sum));
+        assert_eq!(class("keys *"), Class::AllMasters(Merge::Concat));
+        for s in ["flushall", "flushdb", "script flush", "function flush", "function delete l", "function restore x"] {
+            assert_eq!(class(s), Class::AllMasters(Merge::AllOk), "{s}");
+        }
+        assert_eq!(class("function load x"), Class::AllMasters(Merge::First));
+        assert_eq!(class("randomkey"), Class::RandomKey);
+        assert_eq!(class("scan 0"), Class::Scan);
+        assert_eq!(class("info"), Class::Info);
+        for s in ["ping", "echo x", "select 0", "quit", "auth x", "hello", "reset", "readonly", "readwrite", "asking"] {
+            assert_eq!(class(s), Class::Local, "{s}");
+        }
+        assert_eq!(class("client id"), Class::Local);
+        for s in ["exec", "discard", "watch a", "unwatch", "subscribe c", "psubscribe p", "unsubscribe", "punsubscribe"]
+        {
+            assert_eq!(class(s), Class::Stateful, "{s}");
+        }
+        for s in ["ssubscribe c", "sunsubscribe", "wait 0 0"] {
+            assert_eq!(class(s), Class::Stateful, "{s}");
+        }
+        assert_eq!(class("pubsub channels"), Class::PubSubInfo);
+        assert_eq!(class("migrate h 1 k 0 1"), Class::Refused(Refusal::Migrate));
+        assert_eq!(class("waitaof 0 0 0"), Class::Refused(Refusal::WaitAof));
+        assert_eq!(class("move k 1"), Class::Refused(Refusal::OneDatabase));
+        assert_eq!(class("swapdb 0 1"), Class::Refused(Refusal::OneDatabase));
+        for s in ["monitor", "shutdown", "debug sleep 0", "failover", "save", "bgsave", "bgrewriteaof", "replicaof a b"]
+        {
+            assert_eq!(class(s), Class::Refused(Refusal::NodeAdmin), "{s}");
+        }
+        for s in ["slaveof a b", "sync", "psync a 1", "module list", "acl users"] {
+            assert_eq!(class(s), Class::Refused(Refusal::NodeAdmin), "{s}");
+        }
+        assert_eq!(class("acl whoami"), Class::Local);
+        for s in ["config set a b", "config rewrite", "config resetstat"] {
+            assert_eq!(class(s), Class::AllNodes, "{s}");
+        }
+        assert_eq!(class("get k"), Class::Keyed);
+        assert_eq!(class("lastsave"), Class::AnyMaster);
+        assert_eq!(class("memory stats"), Class::AnyMaster);
+        let special = |s: &str| spec(&t, s).special;
+        assert_eq!(special("eval_ro s 0"), Special::RememberScript(1));
+        assert_eq!(special("evalsha_ro abc 0"), Special::EvalSha);
+        assert_eq!(special("script flush"), Special::ScriptFlush);
+        assert_eq!(special("fcall f 0"), Special::None);
+        let s = spec(&t, "get k");
+        assert!(s.readonly && !s.blocking);
+        let s = spec(&t, "blpop k 0");
+        assert!(s.blocking && !s.readonly);
+    }
+
+    /// The key rules the table alone cannot give, and the edges of each rule.
+    #[test]
+    fn key_rules_and_their_edges() {
+        let t = CommandTable::builtin();
+        assert_eq!(keys(&t, "ZINTERSTORE d 2 a b"), Some(vec![1, 3, 4]));
+        assert_eq!(keys(&t, "ZDIFFSTORE d 1 a"), Some(vec![1, 3]));
+        assert_eq!(keys(&t, "SINTERCARD 2 a b LIMIT 1"), Some(vec![2, 3]));
+        assert_eq!(keys(&t, "ZMPOP 1 a MIN"), Some(vec![2]));
+        assert_eq!(keys(&t, "ZINTERCARD 2 a b"), Some(vec![2, 3]));
+        assert_eq!(keys(&t, "BLMPOP 0 2 a b LEFT"), Some(vec![3, 4]));
+        assert_eq!(keys(&t, "BZMPOP 0 1 a MIN"), Some(vec![3]));
+        assert_eq!(keys(&t, "FCALL_RO f 1 k"), Some(vec![3]));
+        assert_eq!(keys(&t, "EVALSHA_RO s 1 k"), Some(vec![3]));
+        assert_eq!(keys(&t, "EVAL s 0"), Some(vec![]));
+        assert_eq!(keys(&t, "EVAL s -1"), None);
+        assert_eq!(keys(&t, "EVAL s x"), None);
+        assert_eq!(keys(&t, "EVAL s 1 k"), Some(vec![3]), "exactly enough arguments");
+        assert_eq!(keys(&t, "XREADGROUP GROUP g c STREAMS s1 s2 > >"), Some(vec![5, 6]));
+        assert_eq!(keys(&t, "XREAD STREAMS s1 s2 0"), None, "odd count after STREAMS");
+        assert_eq!(keys(&t, "XREAD COUNT 1 STREAMS"), None);
+        assert_eq!(keys(&t, "XREAD COUNT 1 BLOCK 0"), None, "no STREAMS");
+        assert_eq!(keys(&t, "SORT_RO k BY x"), Some(vec![1]));
+        assert_eq!(keys(&t, "SORT k STORE"), Some(vec![1]), "STORE without its argument");
+        assert_eq!(keys(&t, "SORT k store d1 STORE d2"), Some(vec![1, 3, 5]));
+        assert_eq!(keys(&t, "GEORADIUS k 0 0 1 km STOREDIST d"), Some(vec![1, 7]));
+        assert_eq!(keys(&t, "GEORADIUSBYMEMBER k m 1 km STORE d"), Some(vec![1, 6]));
+        // Ranges: a step, a last counted from the end, no keys.
+        assert_eq!(keys(&t, "MSET a 1 b 2 c 3"), Some(vec![1, 3, 5]));
+        assert_eq!(keys(&t, "DEL a b c"), Some(vec![1, 2, 3]));
+        assert_eq!(keys(&t, "RPOPLPUSH a b"), Some(vec![1, 2]));
+        assert_eq!(keys(&t, "BLPOP a b 0"), Some(vec![1, 2]));
+        assert_eq!(keys(&t, "PING"), Some(vec![]));
+        let range = |first, last, step| CommandSpec {
+            name: "x".into(),
+            arity: -1,
+            readonly: false,
+            blocking: false,
+            keys: KeyRule::Range { first, last, step },
+            class: Class::Keyed,
+            special: Special::None,
+            subcommands: FxHashMap::default(),
+            metric_id: u32::MAX,
+        };
+        let a = args("x a b c d");
+        assert_eq!(range(1, 2, 1).key_positions(&a), Some(vec![1, 2]));
+        assert_eq!(range(1, 9, 1).key_positions(&a), Some(vec![1, 2, 3, 4]), "last past the end");
+        assert_eq!(range(2, -2, 1).key_positions(&a), Some(vec![2, 3]));
+        assert_eq!(range(0, 2, 1).key_positions(&a), Some(vec![]));
+        assert_eq!(range(1, 2, 0).key_positions(&a), Some(vec![]));
+        assert_eq!(range(1, -1, 2).key_positions(&a), Some(vec![1, 3]));
+        // single_slot's shortcut for one key: first == last, or a last from the end that lands on it.
+        let k = |s: &str| Some(crate::slot::slot(s.as_bytes()));
+        assert_eq!(range(1, 1, 1).single_slot(&args("x a b")), k("a"));
+        assert_eq!(range(2, 2, 1).single_slot(&args("x a b")), k("b"));
+        assert_eq!(range(1, -1, 1).single_slot(&args("x a")), k("a"));
+        assert_eq!(range(1, -1, 1).single_slot(&args("x a b")), None);
+        assert_eq!(range(1, -2, 1).single_slot(&args("x a b")), k("a"));
+        assert_eq!(range(1, -1, 1).single_slot(&args("x {t}a {t}b")), k("t"));
+        assert_eq!(range(1, 1, 1).single_slot(&args("x")), None);
+    }
+
+    #[test]
+    fn arity_blocking_reads_and_lookups() {
+        let t = CommandTable::builtin();
+        let get = spec(&t, "get k");
+        assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
+        let del = spec(&t, "del k");
+        assert!(del.arity_ok(2) && del.arity_ok(9) && !del.arity_ok(1));
+        let xread = spec(&t, "xread streams s 0");
+        assert!(crate::command::asks_to_block(xread, &args("XREAD BLOCK 0 STREAMS s 0")));
+        assert!(crate::command::asks_to_block(xread, &args("xread count 1 block 10 streams s 0")));
+        assert!(!crate::command::asks_to_block(xread, &args("XREAD STREAMS block 0")), "a stream named block");
+        assert!(!crate::command::asks_to_block(xread, &args("XREAD COUNT 1 STREAMS s 0")));
+        let xg = spec(&t, "xreadgroup group g c streams s >");
+        assert!(crate::command::asks_to_block(xg, &args("XREADGROUP GROUP g c BLOCK 0 STREAMS s >")));
+        assert!(!crate::command::asks_to_block(get, &args("GET block")));
+        // Lookups: any case, a name longer than the stack buffer, no name at all.
+        assert_eq!(spec(&t, "gEt k").name, "get");
+        assert_eq!(spec(&t, "CLIENT SETNAME x").name, "client|setname");
+        assert_eq!(spec(&t, "client nosuchsub").name, "client", "an unknown subcommand is the container's");
+        let long = "x".repeat(40);
+        assert!(matches!(t.lookup(&args(&long)), Lookup::Unknown(_)));
+        let Lookup::Unknown(e) = t.lookup(&[]) else { panic!() };
+        assert_eq!(&e[..], b"-ERR unknown command '', with args beginning with: \r\n");
+        let Lookup::WrongArity(_, e) = t.lookup(&args("CLIENT")) else { panic!() };
+        assert_eq!(&e[..], b"-ERR wrong number of arguments for 'client' command\r\n");
+        let names = t.names();
+        assert_eq!(names.len(), t.len());
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(names.iter().any(|n| n == "hello") && names.iter().any(|n| n == "waitaof"));
+    }
+
+    /// A table read from a node's own COMMAND reply: names lower-cased, subcommands nested, too
+    /// short a reply refused.
+    #[test]
+    fn table_from_a_command_reply() {
+        fn entry(name: &str, arity: i64, flags: &[&str], first: i64, last: i64, step: i64, subs: &[String]) -> String {
+            let mut e = format!("*10\r\n${}\r\n{name}\r\n:{arity}\r\n*{}\r\n", name.len(), flags.len());
+            for f in flags {
+                e.push_str(&format!("+{f}\r\n"));
+            }
+            e.push_str(&format!(":{first}\r\n:{last}\r\n:{step}\r\n*0\r\n*0\r\n*0\r\n*{}\r\n", subs.len()));
+            for s in subs {
+                e.push_str(s);
+            }
+            e
+        }
+        let mut entries = vec![
+            entry("GET", 2, &["readonly"], 1, 1, 1, &[]),
+            entry("object", -2, &[], 0, 0, 0, &[entry("object|encoding", 3, &["readonly"], 2, 2, 1, &[])]),
+        ];
+        for i in 0..48 {
+            entries.push(entry(&format!("cmd{i}"), -1, &[], 0, 0, 0, &[]));
+        }
+        let reply = format!("*{}\r\n{}", entries.len(), entries.concat());
+        let t = CommandTable::from_command_reply(reply.as_bytes()).expect("50 commands");
+        assert_eq!(t.len(), 50 + 3, "hello, reset and waitaof added");
+        let get = spec(&t, "get k");
+        assert!(get.readonly && get.arity == 2);
+        assert_eq!(get.keys, KeyRule::Range { first: 1, last: 1, step: 1 });
+        assert_eq!(spec(&t, "object encoding k").name, "object|encoding");
+        assert_eq!(keys(&t, "object encoding k"), Some(vec![2]));
+        // 48 entries: 49 rows with the subcommand, one short of the 50 a real table has.
+        let short = format!("*{}\r\n{}", 48, entries[..48].concat());
+        assert!(CommandTable::from_command_reply(short.as_bytes()).is_none(), "fewer than 50 commands");
+        let just = format!("*{}\r\n{}", 49, entries[..49].concat());
+        assert!(CommandTable::from_command_reply(just.as_bytes()).is_some(), "50 rows");
+        assert!(CommandTable::from_command_reply(b"+OK\r\n").is_none());
+        assert!(CommandTable::from_command_reply(b"*1\r\n:1\r\n").is_none());
+    }
 }

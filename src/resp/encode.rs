@@ -91,4 +91,43 @@ mod tests {
             assert_eq!(out, format!("*{n}\r\n${n}\r\n{}\r\n", "x".repeat(n)).as_bytes());
         }
     }
+
+    #[test]
+    fn integers_of_every_sign_and_width() {
+        for v in [0i64, 7, -7, 10, -10, 99, 100, 123_456_789, -123_456_789, i64::MAX, i64::MIN] {
+            let mut out = BytesMut::new();
+            put_int(&mut out, v);
+            assert_eq!(out, format!(":{v}\r\n").as_bytes());
+        }
+        assert_eq!(encode_command(&["SET", "k", ""]), Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"));
+        assert_eq!(encode_command::<&[u8]>(&[]), Bytes::from_static(b"*0\r\n"));
+    }
+
+    /// The replies the proxy builds, in each protocol where they differ.
+    #[test]
+    fn built_replies() {
+        use crate::resp::reply;
+        assert_eq!(reply::ok(), Bytes::from_static(b"+OK\r\n"));
+        assert_eq!(reply::simple("QUEUED"), Bytes::from_static(b"+QUEUED\r\n"));
+        assert_eq!(reply::int(-1), Bytes::from_static(b":-1\r\n"));
+        assert_eq!(reply::bulk(b"a\r\nb"), Bytes::from_static(b"$4\r\na\r\nb\r\n"));
+        assert_eq!((reply::null(2), reply::null(3)), (Bytes::from_static(b"$-1\r\n"), Bytes::from_static(b"_\r\n")));
+        assert_eq!(reply::null(4), Bytes::from_static(b"_\r\n"));
+        assert_eq!(
+            (reply::null_array(2), reply::null_array(3)),
+            (Bytes::from_static(b"*-1\r\n"), Bytes::from_static(b"_\r\n"))
+        );
+        let twelve: Vec<Bytes> = (0..12).map(reply::int).collect();
+        let arr = reply::array(&twelve);
+        assert!(arr.starts_with(b"*12\r\n:0\r\n:1\r\n") && arr.ends_with(b":11\r\n"));
+        assert_eq!(arr.len(), 5 + twelve.iter().map(|e| e.len()).sum::<usize>());
+        assert_eq!(reply::array::<Bytes>(&[]), Bytes::from_static(b"*0\r\n"));
+        let pairs = [(reply::bulk(b"k"), reply::int(1)), (reply::bulk(b"j"), reply::int(2))];
+        assert_eq!(reply::map(3, &pairs), Bytes::from_static(b"%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"));
+        assert_eq!(reply::map(2, &pairs), Bytes::from_static(b"*4\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n:2\r\n"));
+        assert_eq!(reply::map(3, &[]), Bytes::from_static(b"%0\r\n"));
+        assert_eq!(reply::map(2, &pairs[..1]), Bytes::from_static(b"*2\r\n$1\r\nk\r\n:1\r\n"));
+        let many: Vec<Bytes> = (0..1000).map(reply::int).collect();
+        assert!(reply::array(&many).starts_with(b"*1000\r\n:0\r\n"));
+    }
 }

@@ -264,4 +264,124 @@ mod tests {
         assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_int(b"9223372036854775808"), None);
     }
+
+    /// Malformed replies are errors (the connection is dropped), never a length.
+    #[test]
+    fn the_scanner_refuses_what_is_not_resp() {
+        for (frame, why) in [
+            (&b"$x\r\n"[..], "bad bulk length"),
+            (b"$-2\r\n", "bad bulk length"),
+            (b"!-5\r\n", "bad bulk length"),
+            (b"*x\r\n", "bad aggregate length"),
+            (b"*-2\r\n", "bad aggregate length"),
+            (b"%-3\r\n", "bad aggregate length"),
+            (b"?1\r\n", "unknown type byte"),
+            (b"*1\r\n?\r\n", "unknown type byte"),
+            (b"\r\n:1\r\n", "unknown type byte"),
+        ] {
+            assert_eq!(reply_len(frame).err().map(|e| e.0), Some(why), "{}", String::from_utf8_lossy(frame));
+        }
+        // Null bulks and arrays of every kind are complete scalars; a reply is measured alone,
+        // without what follows it.
+        for frame in [&b"$-1\r\n"[..], b"*-1\r\n", b"%-1\r\n", b"!0\r\n\r\n", b"~0\r\n", b">1\r\n:1\r\n"] {
+            let mut with_more = frame.to_vec();
+            with_more.extend_from_slice(b"+next\r\n");
+            assert_eq!(reply_len(&with_more).unwrap(), Some(frame.len()), "{}", String::from_utf8_lossy(frame));
+        }
+        // One scanner, several replies: each measured from the front after the caller took the
+        // one before.
+        let mut s = ReplyScanner::default();
+        let mut buf = b"*2\r\n:1\r\n%1\r\n+a\r\n+b\r\n$1\r\nx\r\n".to_vec();
+        let n = s.scan(&buf).unwrap().unwrap();
+        assert_eq!(n, buf.len() - 7);
+        buf.drain(..n);
+        assert_eq!(s.scan(&buf).unwrap(), Some(7));
+        // A map's pairs and an attribute's reply are all counted.
+        assert_eq!(reply_len(b"%2\r\n+a\r\n:1\r\n+b\r\n").unwrap(), None, "one value missing");
+        assert_eq!(reply_len(b"|1\r\n+k\r\n+v\r\n").unwrap(), None, "the annotated reply missing");
+    }
+
+    #[test]
+    fn elements_of_arrays_sets_and_pushes_only() {
+        for head in [b'*', b'~', b'>'] {
+            let mut f = vec![head];
+            f.extend_from_slice(b"2\r\n+a\r\n:7\r\n");
+            let mut el = Elements::of(&f).unwrap();
+            assert_eq!((el.len(), el.is_empty()), (2, false));
+            assert_eq!(el.next(), Some(&b"+a\r\n"[..]));
+            assert_eq!(el.len(), 1);
+            assert_eq!(el.next(), Some(&b":7\r\n"[..]));
+            assert_eq!((el.len(), el.is_empty()), (0, true));
+            assert_eq!(el.next(), None);
+        }
+        for f in [&b"%1\r\n+a\r\n+b\r\n"[..], b"+OK\r\n", b"$1\r\nx\r\n", b"", b"*2", b"*x\r\n"] {
+            assert!(Elements::of(f).is_none(), "{}", String::from_utf8_lossy(f));
+        }
+        // A header of several digits.
+        let twelve = reply::array(&(0..12).map(reply::int).collect::<Vec<_>>());
+        let el = Elements::of(&twelve).unwrap();
+        assert_eq!(el.len(), 12);
+        assert_eq!(
+            el.collect::<Vec<_>>(),
+            (0..12).map(|i| format!(":{i}\r\n")).collect::<Vec<_>>().iter().map(|s| s.as_bytes()).collect::<Vec<_>>()
+        );
+        // A null array has no elements.
+        assert_eq!(Elements::of(b"*-1\r\n").map(|e| e.len()), Some(0));
+        // A malformed or missing element stops the iteration and stays counted.
+        let mut el = Elements::of(b"*3\r\n:1\r\n?x\r\n:2\r\n").unwrap();
+        assert_eq!(el.next(), Some(&b":1\r\n"[..]));
+        assert_eq!(el.next(), None);
+        assert_eq!(el.len(), 2);
+        assert_eq!(aggregate_elements(&Bytes::from_static(b"*2\r\n:1\r\n")), None, "incomplete");
+        assert_eq!(aggregate_elements(&Bytes::from_static(b":1\r\n")), None);
+        assert_eq!(aggregate_elements(&Bytes::from_static(b"*0\r\n")), Some(vec![]));
+    }
+
+    #[test]
+    fn scalars_nulls_and_errors() {
+        assert_eq!(as_int(b":-3\r\n"), Some(-3));
+        assert_eq!(as_int(b"+3\r\n"), None);
+        assert_eq!(as_int(b":3"), None);
+        assert_eq!(as_bulk(&Bytes::from_static(b"+PONG\r\n")), Some(Some(Bytes::from_static(b"PONG"))));
+        assert_eq!(as_bulk(&Bytes::from_static(b"_\r\n")), Some(None));
+        assert_eq!(as_bulk(&Bytes::from_static(b"$0\r\n\r\n")), Some(Some(Bytes::new())));
+        assert_eq!(as_bulk(&Bytes::from_static(b"$3\r\nab")), None, "truncated");
+        assert_eq!(as_bulk(&Bytes::from_static(b"$3\r\nabc\r\n")), Some(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            as_bulk(&Bytes::from_static(b"$10\r\n0123456789\r\n")),
+            Some(Some(Bytes::from_static(b"0123456789")))
+        );
+        assert_eq!(as_bulk(&Bytes::from_static(b":1\r\n")), None);
+        assert_eq!(as_bulk(&Bytes::new()), None);
+        for null in [&b"*-1\r\n"[..], b"$-1\r\n", b"_\r\n"] {
+            assert!(is_null(null));
+        }
+        for not in [&b"$0\r\n\r\n"[..], b"*0\r\n", b":0\r\n", b"-ERR\r\n"] {
+            assert!(!is_null(not));
+        }
+        assert!(is_error(b"-ERR x\r\n") && is_error(b"!3\r\nerr\r\n"));
+        assert!(!is_error(b"+OK\r\n") && !is_error(b""));
+        assert_eq!(error_text(b"-MOVED 1 a:1\r\n"), Some(&b"MOVED 1 a:1"[..]));
+        assert_eq!(error_text(b"+OK\r\n"), None);
+        assert_eq!(error_text(b"-ERR"), None);
+    }
+
+    /// `find_crlf` skips a lone CR; `parse_int` reads as Redis's `string2ll`.
+    #[test]
+    fn crlf_and_integers() {
+        use crate::resp::find_crlf;
+        assert_eq!(find_crlf(b"a\rb\r\n", 0), Some(3));
+        assert_eq!(find_crlf(b"\r\r\n", 0), Some(1));
+        assert_eq!(find_crlf(b"ab\r\ncd\r\n", 3), Some(6));
+        assert_eq!(find_crlf(b"ab\r", 0), None);
+        assert_eq!(find_crlf(b"ab\rx", 0), None);
+        assert_eq!(find_crlf(b"ab", 5), None);
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-5"), Some(-5));
+        assert_eq!(parse_int(b"1234567890"), Some(1_234_567_890));
+        assert_eq!(parse_int(b"-9223372036854775807"), Some(-i64::MAX));
+        for bad in [&b""[..], b"-", b"+5", b"12a", b" 1", b"1 ", b"00", b"-01", b"12345678901234567890"] {
+            assert_eq!(parse_int(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -411,6 +411,130 @@ mod tests {
         assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: unauthenticated multibulk length");
     }
 
+    /// `limits.max_bulk_len`, and the smaller limits before AUTH (a bulk of 16 KB, ten arguments,
+    /// inline too), each at its boundary.
+    #[test]
+    fn bulk_and_count_limits_at_their_boundaries() {
+        let limits = Limits { max_bulk_len: 10, ..Limits::default() };
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*1\r\n$10\r\n0123456789\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if r.args == [Bytes::from_static(b"0123456789")]));
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: invalid bulk length");
+        // Before AUTH: 16384 bytes and ten arguments pass, one more of either does not.
+        let mut p = RequestParser::new(Limits::default(), false);
+        let mut buf = BytesMut::from(&b"*10\r\n$16384\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        let mut p = RequestParser::new(Limits::default(), false);
+        let mut buf = BytesMut::from(&b"*1\r\n$16385\r\n"[..]);
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: unauthenticated bulk length");
+        // Once authenticated, the same bulk is fine.
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(&b"*1\r\n$16385\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        let ten = "a ".repeat(10);
+        let mut p = RequestParser::new(Limits::default(), false);
+        let mut buf = BytesMut::from(format!("{ten}\r\n").as_bytes());
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if r.args.len() == 10));
+        let mut buf = BytesMut::from(format!("{ten}a\r\n").as_bytes());
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: unauthenticated multibulk length");
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(format!("{ten}a\r\n").as_bytes());
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if r.args.len() == 11));
+        // The multibulk count: up to i32::MAX, not one more.
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(&b"*2147483647\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(&b"*2147483648\r\n"[..]);
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: invalid multibulk length");
+        // A bulk length line that never ends.
+        let mut p = RequestParser::new(Limits { max_inline_len: 100, ..Limits::default() }, true);
+        let mut buf = BytesMut::from(&b"*1\r\n$"[..]);
+        buf.extend_from_slice(&[b'1'; 99]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)), "exactly the limit: still waiting");
+        buf.extend_from_slice(b"1");
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: too big bulk count string");
+        // And a multibulk count line that never ends, at the same limit.
+        let mut p = RequestParser::new(Limits { max_inline_len: 100, ..Limits::default() }, true);
+        let mut buf = BytesMut::from(&b"*"[..]);
+        buf.extend_from_slice(&[b'1'; 99]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)), "exactly the limit: still waiting");
+        buf.extend_from_slice(b"1");
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: too big mbulk count string");
+        // An inline line at the limit waits; one byte more is refused.
+        let mut p = RequestParser::new(Limits { max_inline_len: 100, ..Limits::default() }, true);
+        let mut buf = BytesMut::from(&[b'a'; 100][..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        buf.extend_from_slice(b"a");
+        assert_eq!(p.next(&mut buf).unwrap_err().0, "ERR Protocol error: too big inline request");
+    }
+
+    /// The query buffer limit at its boundary, and the buffer grown once to what the header
+    /// announces.
+    #[test]
+    fn max_request_boundary_and_one_reservation() {
+        let limits = Limits { max_request: 64, ..Limits::default() };
+        // 25 bytes of headers and arguments, then a 37-byte bulk and its CRLF: exactly 64.
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$37\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        assert!(buf.capacity() >= 64, "grown to the announced size: {}", buf.capacity());
+        let mut p = RequestParser::new(limits, true);
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$38\r\n"[..]);
+        assert!(p.next(&mut buf).is_err());
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(&b"*1\r\n$100000\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        assert!(buf.capacity() >= 100_000 + 14, "one reservation for the value: {}", buf.capacity());
+    }
+
+    /// `*0` and `*-1` are consumed silently, as Redis does; what follows them is read; a request
+    /// built from arguments carries its own encoding.
+    #[test]
+    fn empty_multibulks_and_built_requests() {
+        let mut p = RequestParser::new(Limits::default(), true);
+        let mut buf = BytesMut::from(&b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
+        assert_eq!(&buf[..], b"*-1\r\n*1\r\n$4\r\nPING\r\n");
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if &r.raw[..] == b"*1\r\n$4\r\nPING\r\n"));
+        assert!(buf.is_empty());
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Incomplete)));
+        let r = Request::from_args(vec![Bytes::from_static(b"GET"), Bytes::from_static(b"k")]);
+        assert_eq!(&r.raw[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(r.args.len(), 2);
+        // An inline request is re-encoded as a multibulk; an empty line is nothing.
+        let mut buf = BytesMut::from(&b"\n\r\nGET k\n"[..]);
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Empty)));
+        assert!(matches!(p.next(&mut buf), Ok(Parsed::Request(r)) if &r.raw[..] == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
+    }
+
+    /// Every escape of `sdssplitargs`, in both quotes, and every separator.
+    #[test]
+    fn inline_escapes_and_separators() {
+        assert_eq!(
+            split_inline(b"\"\\n\\r\\t\\b\\a\\\\\\\"\\q\" \"\\x4a\\x4A\\xfF\\x09\\xg1\"").unwrap(),
+            vec![b"\n\r\t\x08\x07\\\"q".to_vec(), b"JJ\xff\txg1".to_vec()]
+        );
+        assert_eq!(split_inline(b"'a\\b' 'c\\'d'").unwrap(), vec![b"a\\b".to_vec(), b"c'd".to_vec()]);
+        assert_eq!(
+            split_inline(b"a\tb\rc\nd\0e  f").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), b"e".to_vec(), b"f".to_vec()]
+        );
+        assert_eq!(split_inline(b"x\"y z\"").unwrap(), vec![b"xy z".to_vec()], "a quote inside an argument");
+        assert_eq!(split_inline(b"\"\"").unwrap(), vec![Vec::<u8>::new()], "an empty quoted argument");
+        assert!(split_inline(b"\"ab\\").is_none(), "a trailing backslash leaves the quote open");
+        assert_eq!(split_inline(b"\"\\x4\"").unwrap(), vec![b"x4".to_vec()], "too short for \\xHH");
+        assert!(split_inline(b"'a'b").is_none());
+        // A quote left open right after an escape's backslash, or inside a short \\x.
+        assert!(split_inline(b"\"\\x4").is_none());
+        assert!(split_inline(b"'a\\").is_none());
+        assert_eq!(split_inline(b"'a' b").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
     #[test]
     fn inline_quotes() {
         assert_eq!(

@@ -215,7 +215,6 @@ mod tests {
 
     #[test]
     fn split_groups_keys_by_slot_in_request_order() {
-        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         // {a} and {b} tags: two slots, keys of each interleaved in the request.
         let args: Vec<Bytes> = ["MSET", "{a}1", "x", "{b}1", "yy", "{a}2", "", "{b}2", "z"].map(b).to_vec();
         let parts = split(Class::MSet, &args).expect("two slots");
@@ -234,5 +233,96 @@ mod tests {
         assert_eq!(parts.keys(a), [1, 3]);
         assert_eq!(parts.cmd(a), resp::encode_command(&[&b"MGET"[..], b"{a}1", b"{a}2"]));
         assert!(split(Class::MGet, &["MGET", "{a}1", "{a}2"].map(b)).is_none(), "one slot: forwarded whole");
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Keys longer than the 24 bytes a header takes, and a long command name: the buffer is sized
+    /// from them, and each part's borrowed command is the same as its owned one.
+    #[test]
+    fn long_keys_and_borrowed_commands() {
+        let long = |t: &str| format!("{{{t}}}{}", "k".repeat(100));
+        let args: Vec<Bytes> =
+            ["MSET".to_string(), long("a"), "v".repeat(50), long("b"), String::new(), long("c"), "w".to_string()]
+                .iter()
+                .map(|s| b(s))
+                .collect();
+        let parts = split(Class::MSet, &args).expect("three slots");
+        assert_eq!(parts.len(), 3);
+        for part in parts.iter() {
+            assert_eq!(parts.cmd_bytes(part), &parts.cmd(part)[..]);
+            let k = parts.keys(part)[0];
+            assert_eq!(parts.cmd(part), resp::encode_command(&[args[0].clone(), args[k].clone(), args[k + 1].clone()]));
+        }
+        // Values longer than their keys.
+        let big = "v".repeat(300);
+        let args: Vec<Bytes> = ["MSET", "{a}", &big, "{b}", &big].map(b).to_vec();
+        let parts = split(Class::MSet, &args).expect("two slots");
+        for part in parts.iter() {
+            let k = parts.keys(part)[0];
+            assert_eq!(parts.cmd(part), resp::encode_command(&[args[0].clone(), args[k].clone(), args[k + 1].clone()]));
+        }
+        let del: Vec<Bytes> = ["UNLINK", &long("a"), &long("b")].map(b).to_vec();
+        let parts = split(Class::SumKeys, &del).expect("two slots");
+        for part in parts.iter() {
+            assert_eq!(parts.cmd_bytes(part), &parts.cmd(part)[..]);
+            assert_eq!(parts.cmd(part), resp::encode_command(&[del[0].clone(), del[parts.keys(part)[0]].clone()]));
+        }
+    }
+
+    /// MGET values back in request order from the parts' replies (missing keys as the client's
+    /// null), MSET's OK, the others summed; the first error wins; a reply of the wrong shape is
+    /// the proxy's own error.
+    #[test]
+    fn merges_as_one_server_answers() {
+        let mget: Vec<Bytes> = ["MGET", "{a}1", "{b}1", "{a}2", "{b}2"].map(b).to_vec();
+        let parts = split(Class::MGet, &mget).expect("two slots");
+        let reply_of = |part: &Part| -> Bytes {
+            let keys = parts.keys(part);
+            let vals: Vec<Bytes> = keys
+                .iter()
+                .map(|&k| if k == 3 { reply::null(2) } else { reply::bulk(&[b"v".as_slice(), &mget[k]].concat()) })
+                .collect();
+            reply::array(&vals)
+        };
+        let replies: Vec<Bytes> = parts.iter().map(reply_of).collect();
+        let merged = merge_fan_out(Class::MGet, mget.len(), &parts, replies.clone(), 2);
+        assert_eq!(&merged[..], b"*4\r\n$5\r\nv{a}1\r\n$5\r\nv{b}1\r\n$-1\r\n$5\r\nv{b}2\r\n");
+        // A part with fewer or more elements than its keys, or not an array: unexpected.
+        let unexpected = errors::unexpected_reply("MGET reply");
+        let mut short = replies.clone();
+        short[0] = reply::array(&[reply::bulk(b"x")]);
+        assert_eq!(merge_fan_out(Class::MGet, mget.len(), &parts, short, 2), unexpected);
+        let mut long = replies.clone();
+        long[1] = reply::array(&[reply::bulk(b"x"), reply::bulk(b"y"), reply::bulk(b"z")]);
+        assert_eq!(merge_fan_out(Class::MGet, mget.len(), &parts, long, 2), unexpected);
+        let mut scalar = replies.clone();
+        scalar[1] = reply::int(2);
+        assert_eq!(merge_fan_out(Class::MGet, mget.len(), &parts, scalar, 2), unexpected);
+        // An error in any part is the answer, the first one.
+        let mut failed = replies.clone();
+        failed[1] = Bytes::from_static(b"-ERR second\r\n");
+        assert_eq!(&merge_fan_out(Class::MGet, mget.len(), &parts, failed.clone(), 2)[..], b"-ERR second\r\n");
+        failed[0] = Bytes::from_static(b"-ERR first\r\n");
+        assert_eq!(&merge_fan_out(Class::MGet, mget.len(), &parts, failed, 2)[..], b"-ERR first\r\n");
+
+        let mset: Vec<Bytes> = ["MSET", "{a}1", "x", "{b}1", "y"].map(b).to_vec();
+        let parts = split(Class::MSet, &mset).expect("two slots");
+        let oks = vec![reply::ok(), reply::ok()];
+        assert_eq!(merge_fan_out(Class::MSet, mset.len(), &parts, oks, 2), reply::ok());
+        let one_failed = vec![reply::ok(), Bytes::from_static(b"-OOM no\r\n")];
+        assert_eq!(&merge_fan_out(Class::MSet, mset.len(), &parts, one_failed, 2)[..], b"-OOM no\r\n");
+
+        let del: Vec<Bytes> = ["DEL", "{a}1", "{b}1", "{a}2"].map(b).to_vec();
+        let parts = split(Class::SumKeys, &del).expect("two slots");
+        let counts = vec![reply::int(2), reply::int(5)];
+        assert_eq!(merge_fan_out(Class::SumKeys, del.len(), &parts, counts, 2), reply::int(7));
+        let not_int = vec![reply::int(2), reply::bulk(b"5")];
+        assert_eq!(
+            merge_fan_out(Class::SumKeys, del.len(), &parts, not_int, 2),
+            errors::unexpected_reply("integer reply")
+        );
     }
 }

@@ -293,6 +293,18 @@ mod tests {
         }
     }
 
+    fn node_at(id: &str, addr: &str, role: Role) -> Node {
+        Node {
+            id: id.into(),
+            addr: addr.into(),
+            ip_addr: addr.into(),
+            role,
+            master_id: None,
+            failed: false,
+            config_epoch: None,
+        }
+    }
+
     /// Slots in three equal thirds over nodes 0, 1, 2.
     fn thirds() -> Box<[u16]> {
         (0..SLOTS).map(|s| (s * 3 / SLOTS) as u16).collect()
@@ -385,5 +397,127 @@ mod tests {
         // Keys forced up against the top of the range come down from it.
         assert_eq!(distinct_keys(vec![7, 7, 8, 65535, 65535, 65535]), [7, 8, 9, 65533, 65534, 65535]);
         assert_eq!(distinct_keys(vec![1, 65534, 65535, 65535]), [1, 65533, 65534, 65535]);
+    }
+
+    /// Three masters (b owns the lowest slots although listed second), a replica, a master
+    /// without slots and a failed one.
+    fn sample() -> Topology {
+        let mut nodes = vec![
+            node_at("a", "h:1", Role::Master),
+            node_at("b", "h:2", Role::Master),
+            node_at("r", "h:3", Role::Replica),
+            node_at("c", "h:4", Role::Master),
+            node_at("e", "h:5", Role::Master),
+            node_at("f", "h:6", Role::Master),
+        ];
+        nodes[5].failed = true;
+        let mut slots = vec![UNOWNED; SLOTS];
+        slots[0..100].fill(1);
+        slots[100..200].fill(0);
+        slots[200..300].fill(1);
+        slots[300..16380].fill(3);
+        // 16380..16384 unowned.
+        Topology::build(7, nodes, slots.into_boxed_slice())
+    }
+
+    #[test]
+    fn lookups() {
+        let t = sample();
+        assert_eq!(t.version, 7);
+        assert_eq!((t.master_for(0), t.master_for(99), t.master_for(100)), (Some("h:2"), Some("h:2"), Some("h:1")));
+        assert_eq!((t.master_for(16379), t.master_for(16380), t.master_for(16383)), (Some("h:4"), None, None));
+        assert_eq!(t.master_for(16384), None);
+        assert_eq!(t.master_node(150).map(|n| n.id.as_str()), Some("a"));
+        assert!(t.master_node(16383).is_none() && t.master_node(20000).is_none());
+        // In the shards' order (their keys), which no reshard or failover changes.
+        let by_key: Vec<&str> = t.shards().iter().map(|s| t.nodes[usize::from(s.master)].addr.as_str()).collect();
+        assert_eq!(t.slot_owners(), by_key);
+        let mut owners = t.slot_owners();
+        owners.sort();
+        assert_eq!(owners, vec!["h:1", "h:2", "h:4"]);
+        let mut masters = t.slot_owners();
+        masters.push("h:5");
+        assert_eq!(t.masters(), masters, "then live masters without slots");
+        assert_eq!(t.uncovered(), 4);
+        let r = t.ranges();
+        assert_eq!(r[&1], vec![(0, 99), (200, 299)]);
+        assert_eq!(r[&0], vec![(100, 199)]);
+        assert_eq!(r[&3], vec![(300, 16379)]);
+        assert_eq!(r.len(), 3);
+        let e = Topology::empty();
+        assert_eq!((e.uncovered(), e.slot_owners().len(), e.masters().len(), e.ranges().len()), (SLOTS, 0, 0, 0));
+        let mut full = vec![0u16; SLOTS];
+        full[16383] = 1;
+        let t2 =
+            Topology::build(1, vec![node_at("a", "h:1", Role::Master), node_at("b", "h:2", Role::Master)], full.into());
+        assert_eq!(t2.ranges()[&1], vec![(16383, 16383)]);
+        assert_eq!(t2.ranges()[&0], vec![(0, 16382)]);
+    }
+
+    #[test]
+    fn addresses() {
+        let mut t = sample();
+        t.nodes[3].ip_addr = "10.0.0.4:4".into();
+        t.nodes[3].addr = "host-c:4".into();
+        assert_eq!(t.find_addr("host-c:4"), Some(3));
+        assert_eq!(t.find_addr("10.0.0.4:4"), Some(3), "by IP when the endpoint is a hostname");
+        assert_eq!(t.find_addr("h:9"), None);
+        assert_eq!(format_addr("::1", 7000), "[::1]:7000");
+        assert_eq!(format_addr("[::1]", 7000), "[::1]:7000");
+        assert_eq!(format_addr("10.0.0.1", 7000), "10.0.0.1:7000");
+        assert_eq!(split_addr("::1:7000"), Some(("::1", 7000)));
+        assert_eq!(split_addr("[::1]:7000"), Some(("::1", 7000)));
+        assert_eq!(split_addr("?:7000"), Some(("?", 7000)));
+        assert_eq!(split_addr(":7000"), Some(("", 7000)));
+        assert_eq!(split_addr("host"), None);
+        assert_eq!(split_addr("host:x"), None);
+    }
+
+    #[test]
+    fn node_identity_and_map_comparison() {
+        let a = node_at("a", "h:1", Role::Master);
+        assert!(a.is(&node_at("a", "elsewhere:1", Role::Replica)), "the same id");
+        assert!(!a.is(&node_at("b", "h:1", Role::Master)), "two ids differ, whatever the address");
+        assert!(a.is(&node_at("", "h:1", Role::Master)), "no id: by address");
+        let mut by_ip = node_at("", "name:1", Role::Master);
+        by_ip.ip_addr = "h:1".into();
+        assert!(a.is(&by_ip), "no id: by IP address");
+        assert!(!a.is(&node_at("", "h:2", Role::Master)));
+        assert!(node_at("", "h:1", Role::Master).is(&a));
+
+        let t = sample();
+        // owners_in: the same nodes in another order, one missing.
+        let reordered = vec![node_at("c", "x:4", Role::Master), node_at("a", "x:1", Role::Master)];
+        let o = t.owners_in(&reordered);
+        assert_eq!((o[0], o[100], o[300], o[16383]), (UNOWNED, 1, 0, UNOWNED));
+
+        assert!(t.same_map(&sample()));
+        let mut nodes = sample().nodes;
+        nodes.reverse();
+        let mut slots = sample().slots.to_vec();
+        for s in slots.iter_mut().filter(|s| **s != UNOWNED) {
+            *s = 5 - *s;
+        }
+        assert!(t.same_map(&Topology::build(8, nodes, slots.clone().into())), "node order does not matter");
+        let mut moved = slots.clone();
+        moved[16380] = 0;
+        assert!(!t.same_map(&Topology::build(8, sample().nodes.into_iter().rev().collect(), moved.into())));
+        for change in 0..4 {
+            let mut n = sample().nodes;
+            match change {
+                0 => n[2].role = Role::Master,
+                1 => n[4].failed = true,
+                2 => n[1].config_epoch = Some(3),
+                _ => n[0].ip_addr = "10.0.0.1:1".into(),
+            }
+            assert!(!t.same_map(&Topology::build(7, n, sample().slots)), "change {change}");
+        }
+    }
+
+    #[test]
+    fn owners_become_masters() {
+        let mut nodes = vec![node_at("a", "h:1", Role::Replica), node_at("b", "h:2", Role::Replica)];
+        promote_owners(&mut nodes, &[1, 1, UNOWNED]);
+        assert_eq!((nodes[0].role, nodes[1].role), (Role::Replica, Role::Master));
     }
 }

@@ -388,5 +388,91 @@ mod tests {
         assert_eq!((store.load().master_for(9000), store.load().uncovered()), (Some("127.0.0.1:2"), 0));
         store.publish(nodes, gap, Learned::Refresh);
         assert_eq!((store.load().master_for(9000), store.load().uncovered()), (None, 1));
+        assert_eq!(store.unassigned(), 1, "the one slot that lost its owner is counted");
+    }
+
+    /// Whether a refresh was asked for since the last check.
+    fn refresh_asked(store: &TopologyStore) -> bool {
+        use futures_util::FutureExt;
+        store.refresh.notified().now_or_never().is_some()
+    }
+
+    /// Every published version is announced; an unchanged map is not published; epochs the bus
+    /// reported survive a CLUSTER SHARDS map that has none.
+    #[test]
+    fn versions_announced_and_epochs_kept() {
+        let store = TopologyStore::new();
+        let rx = store.subscribe();
+        assert_eq!((*rx.borrow(), store.load().version, store.unassigned()), (0, 0, 0));
+        let mut bus = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        bus[0].config_epoch = Some(7);
+        assert!(store.publish(bus, halves(), Learned::Bus));
+        assert_eq!((*rx.borrow(), store.load_full().version), (1, 1));
+        let shards = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        assert!(!store.publish(shards.clone(), halves(), Learned::Refresh), "the same map, epochs kept");
+        assert_eq!(store.load().nodes[0].config_epoch, Some(7));
+        let mut failed = shards;
+        failed[1].failed = true;
+        assert!(store.publish(failed, halves(), Learned::Refresh), "a node's health is part of the map");
+        assert_eq!((*rx.borrow(), store.load().version), (2, 2));
+        assert_eq!(store.unassigned(), 0);
+    }
+
+    /// A MOVED to the slot's current owner changes nothing; to a failed node or a replica makes
+    /// it a live master; `?:port` (no hostname) changes nothing and asks for a refresh.
+    #[test]
+    fn patches() {
+        let store = TopologyStore::new();
+        let mut nodes = vec![node("a", "127.0.0.1:1", "127.0.0.1:1"), node("b", "127.0.0.1:2", "127.0.0.1:2")];
+        nodes[1].failed = true;
+        nodes.push(Node { role: Role::Replica, ..node("c", "127.0.0.1:3", "127.0.0.1:3") });
+        store.publish(nodes, halves(), Learned::Bootstrap);
+        assert!(!refresh_asked(&store));
+        store.patch_slot(1, "127.0.0.1:1");
+        assert_eq!(store.load().version, 1, "already its owner");
+        store.patch_slot(1, "?:2");
+        assert_eq!(store.load().version, 1);
+        assert!(refresh_asked(&store));
+        store.patch_slot(9000, "127.0.0.1:3");
+        let t = store.load_full();
+        assert_eq!((t.version, t.master_for(9000)), (2, Some("127.0.0.1:3")));
+        assert_eq!(t.nodes[2].role, Role::Master);
+        store.patch_slot(1, "127.0.0.1:2");
+        let t = store.load_full();
+        assert_eq!(t.master_for(1), Some("127.0.0.1:2"));
+        assert!(!t.nodes[1].failed, "a node answering for a slot is not failed");
+        assert_eq!(t.nodes.len(), 3);
+    }
+
+    /// `?:port` names the one known node with that port; when none or several have it, the
+    /// redirecting node's host is tried and a refresh asked.
+    #[test]
+    fn resolving_unknown_endpoints() {
+        let store = TopologyStore::new();
+        store.publish(
+            vec![
+                node("a", "pod-a:7000", "10.0.0.1:7000"),
+                node("b", "pod-b:7001", "10.0.0.2:7001"),
+                node("c", "pod-c:7001", "10.0.0.3:7001"),
+            ],
+            halves(),
+            Learned::Bootstrap,
+        );
+        assert_eq!(store.resolve("10.0.0.9:5".into(), "10.0.0.1:7000"), "10.0.0.9:5", "a real address as it is");
+        assert!(!refresh_asked(&store));
+        assert_eq!(store.resolve("?:7000".into(), "10.0.0.2:7001"), "pod-a:7000");
+        assert!(!refresh_asked(&store));
+        assert_eq!(store.resolve("?:7001".into(), "10.0.0.1:7000"), "10.0.0.1:7001", "two nodes have it");
+        assert!(refresh_asked(&store));
+        assert_eq!(store.resolve("?:7009".into(), "[::1]:7000"), "[::1]:7009", "nobody has it");
+        assert!(refresh_asked(&store));
+        assert_eq!(store.resolve("?:7009".into(), "garbage"), "127.0.0.1:7009");
+    }
+
+    #[test]
+    fn sources_by_name() {
+        let all = [Learned::Bootstrap, Learned::Refresh, Learned::Bus, Learned::Observer, Learned::Moved];
+        assert_eq!(all.map(Learned::as_str), ["bootstrap", "refresh", "bus", "observer", "MOVED"]);
+        assert_eq!(all.map(Learned::may_unassign), [true, true, false, false, false]);
     }
 }

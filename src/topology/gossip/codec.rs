@@ -387,3 +387,232 @@ pub fn encode_ping(sender: &NodeId) -> [u8; HEADER_LEN] {
     m[2253] = MFLAG_EXT_DATA;
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put16(m: &mut [u8], at: usize, v: u16) {
+        m[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    fn put32(m: &mut [u8], at: usize, v: u32) {
+        m[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    fn put64(m: &mut [u8], at: usize, v: u64) {
+        m[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    }
+
+    fn id(c: u8) -> NodeId {
+        NodeId([c; 40])
+    }
+
+    /// A message of type `ty` from our PING's header, `body` appended, totlen and count set.
+    fn message(ty: u16, count: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = encode_ping(&id(b'a')).to_vec();
+        m.extend_from_slice(body);
+        let len = m.len() as u32;
+        put32(&mut m, 4, len);
+        put16(&mut m, 12, ty);
+        put16(&mut m, 14, count);
+        m
+    }
+
+    /// One ping extension: length (header included, padded to 8), type, payload.
+    fn extension(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let len = (8 + payload.len()).div_ceil(8) * 8;
+        let mut e = vec![0u8; len];
+        put32(&mut e, 0, len as u32);
+        put16(&mut e, 4, ty);
+        e[8..8 + payload.len()].copy_from_slice(payload);
+        e
+    }
+
+    #[test]
+    fn node_ids() {
+        let r = NodeId::random();
+        assert!(r.is_valid() && !r.is_zero());
+        assert_ne!(NodeId::random(), r);
+        assert!(id(b'z').is_valid() && id(b'0').is_valid());
+        assert!(!id(b'A').is_valid() && !id(b'-').is_valid() && !id(0).is_valid());
+        assert!(id(0).is_zero() && !id(b'0').is_zero());
+        let mut one = [0u8; 40];
+        one[39] = 1;
+        assert!(!NodeId(one).is_zero());
+        assert_eq!(NodeId::parse(&"ab".repeat(20)), Some(NodeId(*b"abababababababababababababababababababab")));
+        assert_eq!(NodeId::parse("abc"), None);
+        assert_eq!(NodeId::parse(&"a".repeat(41)), None);
+        assert_eq!(id(b'c').to_string(), "c".repeat(40));
+        assert_eq!(format!("{:?}", id(b'c')), format!("NodeId({})", "c".repeat(40)));
+        assert_eq!(NodeId([0xff; 40]).as_str(), "<invalid id>");
+    }
+
+    #[test]
+    fn slot_bitmaps() {
+        let mut b = SlotBitmap(Box::new([0u8; 2048]));
+        assert_eq!((b.count(), b.ranges()), (0, vec![]));
+        for s in [0u16, 1, 2, 9, 100, 16383] {
+            b.0[s as usize >> 3] |= 1 << (s & 7);
+        }
+        assert!(b.contains(0) && b.contains(9) && b.contains(16383));
+        assert!(!b.contains(3) && !b.contains(8) && !b.contains(16382) && !b.contains(16384));
+        assert_eq!(b.count(), 6);
+        assert_eq!(b.ranges(), vec![(0, 2), (9, 9), (100, 100), (16383, 16383)]);
+        assert_eq!(format!("{b:?}"), "SlotBitmap([(0, 2), (9, 9), (100, 100), (16383, 16383)])");
+        let full = SlotBitmap(Box::new([0xff; 2048]));
+        assert_eq!((full.count(), full.ranges()), (16384, vec![(0, 16383)]));
+    }
+
+    #[test]
+    fn framing_limits() {
+        let ping = encode_ping(&id(b'a'));
+        assert_eq!(frame_len(&ping[..7]), Ok(None));
+        assert_eq!(frame_len(&ping[..8]), Ok(Some(HEADER_LEN)));
+        assert_eq!(frame_len(b"RCmc\0\0\x08\xd0"), Err(CodecError::BadSignature));
+        let with_len = |n: u32| {
+            let mut h = SIGNATURE.to_vec();
+            h.extend_from_slice(&n.to_be_bytes());
+            frame_len(&h)
+        };
+        assert_eq!(with_len(HEADER_LEN as u32 - 1), Err(CodecError::TooShort(HEADER_LEN - 1)));
+        assert_eq!(with_len(MAX_MESSAGE as u32), Ok(Some(MAX_MESSAGE)));
+        assert_eq!(with_len(MAX_MESSAGE as u32 + 1), Err(CodecError::TooLong(MAX_MESSAGE + 1)));
+        assert_eq!(decode(&ping[..7]), Err(CodecError::Truncated("header")));
+        // totlen must be the message's length exactly.
+        let mut longer = ping.to_vec();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(CodecError::LengthMismatch { declared: HEADER_LEN, actual: HEADER_LEN + 1 }));
+    }
+
+    /// Every header field read from its own offset.
+    #[test]
+    fn header_fields_at_their_offsets() {
+        let mut m = message(TYPE_PONG | 0x8000, 0, &[]);
+        put16(&mut m, 8, 1);
+        put16(&mut m, 10, 7001);
+        put64(&mut m, 16, 11);
+        put64(&mut m, 24, 12);
+        put64(&mut m, 32, 13);
+        m[40..80].copy_from_slice(&id(b's').0);
+        m[80] = 0b0000_0110;
+        m[2128..2168].copy_from_slice(&id(b'm').0);
+        m[2168..2176].copy_from_slice(b"10.0.0.9");
+        put16(&mut m, 2246, 7002);
+        put16(&mut m, 2248, 17001);
+        put16(&mut m, 2250, FLAG_SLAVE | FLAG_PFAIL);
+        m[2252] = 1;
+        m[2253] = MFLAG_PAUSED;
+        m[2254] = 5;
+        m[2255] = 6;
+        let h = decode(&m).unwrap().header;
+        assert_eq!((h.totlen, h.ver, h.port, h.raw_type, h.count), (HEADER_LEN as u32, 1, 7001, 0x8001, 0));
+        assert_eq!(h.msg_type(), TYPE_PONG, "the light-header bit is not part of the type");
+        assert_eq!((h.current_epoch, h.config_epoch, h.offset), (11, 12, 13));
+        assert_eq!(h.sender, id(b's'));
+        assert_eq!(h.myslots.ranges(), vec![(1, 2)]);
+        assert_eq!(h.slaveof, Some(id(b'm')));
+        assert_eq!(h.myip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(
+            (h.pport, h.cport, h.flags, h.state, h.mflags),
+            (7002, 17001, FLAG_SLAVE | FLAG_PFAIL, 1, [1, 5, 6])
+        );
+        assert!(h.is_replica() && !h.is_master() && !h.cluster_ok() && h.paused());
+        let mut m = message(TYPE_PONG, 0, &[]);
+        put16(&mut m, 2250, FLAG_MASTER);
+        m[2253] = MFLAG_FORCEACK;
+        let h = decode(&m).unwrap().header;
+        assert!(h.is_master() && !h.is_replica() && h.cluster_ok() && !h.paused());
+        assert_eq!((h.slaveof, h.myip), (None, None));
+    }
+
+    /// Gossip entries read from their offsets, for PING, PONG and MEET only.
+    #[test]
+    fn gossip_entries() {
+        let mut e = vec![0u8; GOSSIP_LEN];
+        e[0..40].copy_from_slice(&id(b'g').0);
+        put32(&mut e, 40, 1000);
+        put32(&mut e, 44, 2000);
+        e[48..57].copy_from_slice(b"127.0.0.1");
+        put16(&mut e, 94, 7005);
+        put16(&mut e, 96, 17005);
+        put16(&mut e, 98, FLAG_FAIL | FLAG_MASTER);
+        put16(&mut e, 100, 7006);
+        let mut two = e.clone();
+        two.extend_from_slice(&e);
+        two[GOSSIP_LEN] = b'h';
+        for ty in [TYPE_PING, TYPE_PONG, TYPE_MEET] {
+            let m = decode(&message(ty, 2, &two)).unwrap();
+            assert_eq!(m.gossip.len(), 2);
+            let g = &m.gossip[0];
+            assert_eq!((g.nodename, g.ping_sent, g.pong_received), (id(b'g'), 1000, 2000));
+            assert_eq!((g.ip.as_str(), g.port, g.cport, g.flags, g.pport), ("127.0.0.1", 7005, 17005, 9, 7006));
+            assert_eq!(m.gossip[1].nodename.0[0], b'h');
+        }
+        // Other types (FAIL, UPDATE, ...) are read as a header only.
+        let m = decode(&message(3, 2, &two)).unwrap();
+        assert!(m.gossip.is_empty());
+        assert_eq!(decode(&message(TYPE_PONG, 3, &two)), Err(CodecError::Truncated("gossip section")));
+        // Without EXT_DATA, nothing may follow the gossip section.
+        let mut m = message(TYPE_PONG, 1, &two);
+        m[2253] = 0;
+        assert_eq!(
+            decode(&m),
+            Err(CodecError::LengthMismatch { declared: HEADER_LEN + GOSSIP_LEN, actual: HEADER_LEN + 2 * GOSSIP_LEN })
+        );
+    }
+
+    #[test]
+    fn extensions_of_every_type() {
+        let mut forgotten = id(b'f').0.to_vec();
+        forgotten.extend_from_slice(&30u64.to_be_bytes());
+        let exts = [
+            extension(EXT_HOSTNAME, b"node-1.example\0"),
+            extension(EXT_HUMAN_NODENAME, b"human"),
+            extension(EXT_FORGOTTEN_NODE, &forgotten),
+            extension(EXT_SHARDID, &id(b'd').0),
+            extension(EXT_CLIENT_IPV4, b"10.1.2.3"),
+            extension(EXT_CLIENT_IPV6, b"::1"),
+            extension(99, b"raw"),
+            extension(98, b""),
+        ];
+        let mut m = message(TYPE_PONG, 0, &exts.concat());
+        put16(&mut m, 2214, exts.len() as u16);
+        let got = decode(&m).unwrap().extensions;
+        assert_eq!(
+            got,
+            vec![
+                Extension::Hostname("node-1.example".into()),
+                Extension::HumanNodename("human".into()),
+                Extension::ForgottenNode { name: id(b'f'), ttl: 30 },
+                Extension::ShardId(id(b'd')),
+                Extension::ClientIpv4("10.1.2.3".into()),
+                Extension::ClientIpv6("::1".into()),
+                Extension::Unknown { ty: 99, payload: b"raw\0\0\0\0\0".to_vec() },
+                Extension::Unknown { ty: 98, payload: Vec::new() },
+            ]
+        );
+        // Only as many extensions as the header says are read; the rest must not be there.
+        put16(&mut m, 2214, 1);
+        assert!(matches!(decode(&m), Err(CodecError::LengthMismatch { .. })));
+        // Without EXT_DATA the extensions are not read at all.
+        let mut plain = message(TYPE_PONG, 0, &[]);
+        put16(&mut plain, 2214, 2);
+        plain[2253] = 0;
+        assert!(decode(&plain).unwrap().extensions.is_empty());
+        // Lengths below the 8-byte header or not a multiple of 8 are refused.
+        for len in [0u32, 4, 12] {
+            let mut e = extension(EXT_HOSTNAME, b"abcdefgh");
+            put32(&mut e, 0, len);
+            let mut m = message(TYPE_PONG, 0, &e);
+            put16(&mut m, 2214, 1);
+            assert_eq!(decode(&m), Err(CodecError::BadExtension("length not a multiple of 8")), "length {len}");
+        }
+        // An extension longer than the message is truncated.
+        let mut e = extension(EXT_HOSTNAME, b"abcdefgh");
+        put32(&mut e, 0, 24);
+        let mut m = message(TYPE_PONG, 0, &e);
+        put16(&mut m, 2214, 1);
+        assert_eq!(decode(&m), Err(CodecError::Truncated("extension payload")));
+    }
+}
