@@ -18,18 +18,25 @@ use crate::resp::{self, ReplyScanner};
 pub struct Auth {
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// READONLY after authenticating: replicas then answer reads of their master's slots
+    /// (`backend.read_from = "replicas"`) instead of redirecting them.
+    pub readonly: bool,
 }
 
 impl Auth {
     pub fn from_config(c: &BackendConfig) -> Auth {
-        Auth { user: c.user.clone(), password: c.password.clone() }
+        Auth { user: c.user.clone(), password: c.password.clone(), readonly: c.read_from_replicas }
     }
 
     /// The logins of the node connections: 0 is `backend`'s, then each proxy user's own node
     /// credentials (`[[auth.users]] backend_user`), so that the nodes' ACLs decide what each
     /// proxy user may do.
     pub fn logins(c: &BackendConfig, users: &[&Credentials]) -> Vec<Auth> {
-        let own = users.iter().map(|u| Auth { user: Some(u.user.clone()), password: Some(u.password.clone()) });
+        let own = users.iter().map(|u| Auth {
+            user: Some(u.user.clone()),
+            password: Some(u.password.clone()),
+            readonly: c.read_from_replicas,
+        });
         std::iter::once(Auth::from_config(c)).chain(own).collect()
     }
 }
@@ -61,6 +68,9 @@ pub async fn connect(
         handshake.push(h);
     } else if let Some(p) = pass {
         handshake.push(vec![Bytes::from_static(b"AUTH"), user, p]);
+    }
+    if auth.readonly {
+        handshake.push(vec![Bytes::from_static(b"READONLY")]);
     }
     let credentials = handshake.len();
     handshake.push(MYID.iter().map(|w| Bytes::from_static(w.as_bytes())).collect());

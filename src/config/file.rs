@@ -229,6 +229,7 @@ pub(super) struct FileBackend {
     pub(super) retry_budget_ms: Option<u64>,
     pub(super) max_redirects: Option<u32>,
     pub(super) dedicated_per_node: Option<usize>,
+    pub(super) read_from: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -121,6 +121,13 @@ impl Config {
         if c.backend.max_redirects == 0 || c.backend.max_redirects > 16 {
             return Err(bad("backend.max_redirects", "must be between 1 and 16"));
         }
+        c.backend.read_from_replicas = match b.read_from.as_deref() {
+            None | Some("master") => false,
+            Some("replicas") => true,
+            Some(other) => {
+                return Err(bad("backend.read_from", format!("`{other}` is not \"master\" or \"replicas\"")))
+            }
+        };
         c.backend.dedicated_per_node = b.dedicated_per_node.unwrap_or(c.backend.dedicated_per_node);
         if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
             return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));

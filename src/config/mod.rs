@@ -169,6 +169,9 @@ pub struct BackendConfig {
     pub max_redirects: u32,
     /// Exclusive connections (blocking commands, WATCH, subscriptions) allowed per node.
     pub dedicated_per_node: usize,
+    /// Reads (commands without side effects, outside transactions) go to the slot master's
+    /// replicas, round robin per client, instead of the master (`backend.read_from`).
+    pub read_from_replicas: bool,
 }
 
 /// Where the slot map comes from.
@@ -250,6 +253,7 @@ impl Config {
                 retry_budget: Duration::from_millis(3000),
                 max_redirects: 5,
                 dedicated_per_node: 256,
+                read_from_replicas: false,
             },
             topology: TopologyConfig {
                 source: Source::Bus,

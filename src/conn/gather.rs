@@ -26,9 +26,16 @@ fn healthy_master(topo: &Topology, slot: u16) -> Option<&str> {
 impl Gather {
     /// Adds `k` to its node's batch; gives it back when its slot has no healthy master in the map
     /// (the router then waits for one).
-    pub(super) fn add(&mut self, p: &Router, k: Keyed, inflight: &mut Inflight) -> Result<(), Keyed> {
+    pub(super) fn add(&mut self, p: &Router, k: Keyed, cx: Cx, inflight: &mut Inflight) -> Result<(), Keyed> {
         let topo = p.topology.load();
-        let Some(addr) = healthy_master(&topo, k.slot) else { return Err(k) };
+        let Some(master) = healthy_master(&topo, k.slot) else { return Err(k) };
+        // With `backend.read_from = "replicas"`, a read goes to one of the master's live replicas
+        // (this client's lane picks which, so its reads stay in order on one connection); its
+        // retries, if any, go to the master.
+        let addr = match k.spec.readonly && p.backend.config().read_from_replicas {
+            true => topo.replica_for(k.slot, cx.lane).unwrap_or(master),
+            false => master,
+        };
         let seq = inflight.reserve(k.req.raw.len());
         self.push(addr, Item::Whole(seq, k));
         Ok(())

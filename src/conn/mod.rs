@@ -210,7 +210,7 @@ impl Client {
                     }
                     match planned {
                         Plan::Keyed(k) => {
-                            if let Err(k) = gather.add(p, k, inflight) {
+                            if let Err(k) = gather.add(p, k, cx, inflight) {
                                 gather.flush(cx, inflight);
                                 inflight.route(Routed::from_keyed(k), cx);
                             }

@@ -86,6 +86,24 @@ impl Topology {
         self.nodes.get(i as usize)
     }
 
+    /// A live replica of `slot`'s master, chosen by `pick` among them; `None` without one.
+    pub fn replica_for(&self, slot: u16, pick: u32) -> Option<&str> {
+        let master = self.master_node(slot)?;
+        let live = || {
+            self.nodes.iter().filter(|n| {
+                n.role == Role::Replica
+                    && !n.failed
+                    && !master.id.is_empty()
+                    && n.master_id.as_deref() == Some(&master.id)
+            })
+        };
+        let n = live().count();
+        if n == 0 {
+            return None;
+        }
+        live().nth(pick as usize % n).map(|n| n.addr.as_str())
+    }
+
     /// Addresses of the masters that own slots, in SCAN's shard order.
     pub fn slot_owners(&self) -> Vec<&str> {
         self.shards.iter().filter_map(|s| self.nodes.get(usize::from(s.master))).map(|n| n.addr.as_str()).collect()
