@@ -47,6 +47,9 @@ fixed! {
     not_an_integer = "ERR value is not an integer or out of range";
     timeout_not_an_integer = "ERR timeout is not an integer or out of range";
     syntax = "ERR syntax error";
+    numkeys_positive = "ERR numkeys should be greater than 0";
+    numkeys_too_many = "ERR Number of keys can't be greater than number of args";
+    limit_negative = "ERR LIMIT can't be negative";
     invalid_cursor = "ERR invalid cursor";
     noproto = "NOPROTO unsupported protocol version";
     proto_not_an_integer = "ERR Protocol version is not an integer or out of range";
@@ -190,6 +193,14 @@ pub fn unexpected_reply(what: &str) -> Bytes {
 /// The owner of a slot could not be reached within the retry budget; nothing was sent.
 pub fn unreachable(slot: u16, why: impl Display) -> Bytes {
     frame(&format!("ERR clusterless: master of slot {slot} is unreachable: {why}"))
+}
+
+/// A set operation over several slots whose members passed `keyspace.max_compute_bytes`.
+pub fn compute_too_large(name: &str, limit: usize) -> Bytes {
+    frame(&format!(
+        "ERR clusterless: {} over several slots reads more than keyspace.max_compute_bytes ({limit} bytes of members); put its keys in one slot (a hash tag) or raise the limit",
+        name.to_uppercase()
+    ))
 }
 
 /// A node's error for a command sent to every node, naming the node (`-ERR ... (node HOST:PORT)`).

@@ -127,6 +127,15 @@ pub(super) struct FileConfig {
     pub(super) transactions: FileTransactions,
     #[serde(default)]
     pub(super) commands: FileCommands,
+    #[serde(default)]
+    pub(super) keyspace: FileKeyspace,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileKeyspace {
+    pub(super) cross_slot_reads: Option<String>,
+    pub(super) max_compute_bytes: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -40,6 +40,16 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub transactions: TransactionsConfig,
     pub commands: CommandsConfig,
+    pub keyspace: KeyspaceConfig,
+}
+
+/// What the proxy does for the keyspace a cluster splits.
+#[derive(Clone, Debug, Default)]
+pub struct KeyspaceConfig {
+    /// Set operations over keys in several slots (SUNION, SINTER, SDIFF, SINTERCARD and the
+    /// *STORE forms): computed by the proxy from each key's members, within this many bytes of
+    /// members; `None`: refused with CROSSSLOT, as Redis Cluster does.
+    pub compute_cross_slot: Option<usize>,
 }
 
 /// How the proxy answers commands about the servers themselves.
@@ -272,6 +282,7 @@ impl Config {
             drain_timeout: Duration::from_millis(10_000),
             transactions: TransactionsConfig::default(),
             commands: CommandsConfig::default(),
+            keyspace: KeyspaceConfig::default(),
         }
     }
 }

@@ -69,6 +69,18 @@ pub fn array<T: AsRef<[u8]>>(elems: &[T]) -> Bytes {
     out.freeze()
 }
 
+/// A set of already-encoded elements in the client's protocol: RESP3 `~`, or an array in RESP2.
+pub fn set<T: AsRef<[u8]>>(proto: u8, elems: &[T]) -> Bytes {
+    let arr = array(elems);
+    if proto < 3 {
+        return arr;
+    }
+    let mut out = BytesMut::with_capacity(arr.len());
+    out.put_u8(b'~');
+    out.put_slice(&arr[1..]);
+    out.freeze()
+}
+
 /// A map in the client's protocol: RESP3 `%`, or a flat key/value array in RESP2 (as Redis does).
 pub fn map(proto: u8, pairs: &[(Bytes, Bytes)]) -> Bytes {
     let mut out = BytesMut::new();

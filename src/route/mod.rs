@@ -9,6 +9,7 @@
 //! - [`scripts`]: scripts seen, reloaded where a node answers NOSCRIPT.
 //! - [`config`]: CONFIG SET on every node, and again on nodes that join later.
 
+mod compute;
 mod config;
 mod info;
 mod logs;
@@ -60,6 +61,9 @@ pub struct Router {
     pub stats: Arc<ProxyStats>,
     /// How long a request for a slot whose master is failing waits for the new owner.
     pub failover_hold: Duration,
+    /// Set operations over several slots computed here, within this many bytes of members
+    /// (`keyspace.cross_slot_reads = "compute"`); `None`: CROSSSLOT.
+    pub compute_cross_slot: Option<usize>,
     any_rr: AtomicUsize,
 }
 
@@ -89,6 +93,7 @@ impl Router {
             metrics,
             stats,
             failover_hold,
+            compute_cross_slot: None,
             any_rr: AtomicUsize::new(0),
         }
     }
@@ -145,7 +150,10 @@ pub(super) async fn route_class(p: &Router, spec: &CommandSpec, req: Request, cx
         Class::Keyed => match spec.key_positions(&req.args) {
             Some(k) if !k.is_empty() => match common_slot(&req.args, &k) {
                 Some(s) => send_to_slot(p, s, req.raw, readonly, cx, trace).await,
-                None => errors::crossslot(),
+                None => match p.compute_cross_slot.filter(|_| compute::computes(&spec.name)) {
+                    Some(limit) => compute::set_op(p, &spec.name, &req.args, limit, cx, trace).await,
+                    None => errors::crossslot(),
+                },
             },
             // No keys, or arguments that do not say where they are: any master answers, and
             // produces Redis's own error for a bad numkeys.

@@ -231,14 +231,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ProxyStats::new(addr, redis_version, cfg.limits.max_clients));
-    let router = Arc::new(Router::new(
-        store.clone(),
-        poller.clone(),
-        backend.clone(),
-        metrics,
-        stats,
-        cfg.topology.failover_hold,
-    ));
+    let mut router =
+        Router::new(store.clone(), poller.clone(), backend.clone(), metrics, stats, cfg.topology.failover_hold);
+    router.compute_cross_slot = cfg.keyspace.compute_cross_slot;
+    let router = Arc::new(router);
     let conn = Arc::new(conn::Shared {
         router: router.clone(),
         table,
