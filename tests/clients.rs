@@ -231,6 +231,72 @@ async fn node_redis() {
     .await;
 }
 
+// --- Java clients (tests/clients/java) ---------------------------------------------------------
+//
+// One Maven project, built by scripts/setup (`mvn compile dependency:copy-dependencies`, pinned
+// versions in pom.xml) into target/clients/java/{classes,lib}; the tests run the programs with a
+// plain `java -cp`, so they need no Maven, only when a source is newer than its class file do they
+// build again (offline, from ~/.m2).
+
+/// The classpath of the Java programs, built once per test run when missing or out of date.
+fn java_classpath() -> String {
+    static BUILT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let out = root.join("target/clients/java");
+            let dir = clients_dir("java");
+            let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut newest = modified(&dir.join("pom.xml"));
+            let src = dir.join("src/main/java/clusterless");
+            let mut built = modified(&out.join("lib"));
+            for entry in std::fs::read_dir(&src).expect("tests/clients/java sources") {
+                let path = entry.expect("source").path();
+                newest = newest.max(modified(&path));
+                let class =
+                    out.join("classes/clusterless").join(path.with_extension("class").file_name().expect("name"));
+                built = built.min(modified(&class));
+            }
+            if built.is_none() || built < newest {
+                // Emptied first so that a version bump in pom.xml leaves no old jar behind.
+                let _ = std::fs::remove_dir_all(out.join("lib"));
+                let mut cmd = std::process::Command::new("mvn");
+                cmd.args(["-q", "-B", "-o", "compile", "dependency:copy-dependencies"]).current_dir(&dir);
+                let (ok, text) = run_program(cmd, std::time::Duration::from_secs(600));
+                if !ok {
+                    return Err(text);
+                }
+            }
+            Ok(format!("{}:{}", out.join("classes").display(), out.join("lib/*").display()))
+        })
+        .clone()
+        .unwrap_or_else(|out| {
+            panic!("mvn -o in tests/clients/java failed (scripts/setup resolves it online first):\n{out}")
+        })
+}
+
+/// Runs one Java client program against its own cluster and proxy; fails with its output.
+async fn java_client(class: &str, done: &str) {
+    let env = start(small()).await;
+    let cp = java_classpath();
+    let mut cmd = std::process::Command::new("java");
+    // One compiler thread and no tiered C2: the programs run a few seconds on a shared 2-core box.
+    cmd.args(["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1", "-cp", &cp, class]);
+    cmd.args(["--addr", &env.addr().to_string(), "--nodes", &nodes(&env)]);
+    let started = std::time::Instant::now();
+    let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+    assert!(ok && out.contains(done), "{class} failed:\n{out}");
+    eprintln!("{class}: {:?}\n{out}", started.elapsed());
+}
+
+/// Lettuce 7 with `RedisClient.create(RedisURI.create(host, port))`: RESP3 (HELLO 3, CLIENT
+/// SETINFO), a pipeline with auto-flush off, MULTI/EXEC, WATCH, pub/sub (with a command while
+/// subscribed), BLPOP, EVALSHA with the NOSCRIPT fallback, ScanIterator, MSET/MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettuce() {
+    java_client("clusterless.LettuceChecks", "lettuce 7.7.0.RELEASE resp3 ok in").await;
+}
+
 /// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
 /// retries, 3 s read timeout) writes through the proxy one command at a time: the only error the
 /// application may see is the proxy's documented one for the command in flight on the dead master
