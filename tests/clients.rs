@@ -297,6 +297,15 @@ async fn lettuce() {
     java_client("clusterless.LettuceChecks", "lettuce 7.7.0.RELEASE resp3 ok in").await;
 }
 
+/// Jedis 8 with `RedisClient.create(host, port)` (its pooled standalone client; RESP3 and CLIENT
+/// SETINFO by default): pipelined(), multi(), transaction(false) for WATCH, subscribe/psubscribe
+/// with a JedisPubSub, BLPOP from another thread, EVALSHA with the NOSCRIPT fallback, a SCAN loop,
+/// MSET/MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jedis() {
+    java_client("clusterless.JedisChecks", "jedis 8.0.2 resp3 ok in").await;
+}
+
 /// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
 /// retries, 3 s read timeout) writes through the proxy one command at a time: the only error the
 /// application may see is the proxy's documented one for the command in flight on the dead master
