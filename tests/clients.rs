@@ -238,47 +238,47 @@ async fn node_redis() {
 // plain `java -cp`, so they need no Maven, only when a source is newer than its class file do they
 // build again (offline, from ~/.m2).
 
-/// The classpath of the Java programs, built once per test run when missing or out of date.
-fn java_classpath() -> String {
-    static BUILT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-            let out = root.join("target/clients/java");
-            let dir = clients_dir("java");
-            let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut newest = modified(&dir.join("pom.xml"));
-            let src = dir.join("src/main/java/clusterless");
-            let mut built = modified(&out.join("lib"));
-            for entry in std::fs::read_dir(&src).expect("tests/clients/java sources") {
-                let path = entry.expect("source").path();
-                newest = newest.max(modified(&path));
-                let class =
-                    out.join("classes/clusterless").join(path.with_extension("class").file_name().expect("name"));
-                built = built.min(modified(&class));
-            }
-            if built.is_none() || built < newest {
-                // Emptied first so that a version bump in pom.xml leaves no old jar behind.
-                let _ = std::fs::remove_dir_all(out.join("lib"));
-                let mut cmd = std::process::Command::new("mvn");
-                cmd.args(["-q", "-B", "-o", "compile", "dependency:copy-dependencies"]).current_dir(&dir);
-                let (ok, text) = run_program(cmd, std::time::Duration::from_secs(600));
-                if !ok {
-                    return Err(text);
-                }
-            }
-            Ok(format!("{}:{}", out.join("classes").display(), out.join("lib/*").display()))
-        })
-        .clone()
-        .unwrap_or_else(|out| {
-            panic!("mvn -o in tests/clients/java failed (scripts/setup resolves it online first):\n{out}")
-        })
+/// The classpath of one Maven project under tests/clients (`java`, `spring`), whose sources are
+/// in `src/main/java/<package>`, built once per test run when missing or out of date.
+fn java_classpath(project: &'static str, package: &str) -> String {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, Result<String, String>)>> = std::sync::Mutex::new(Vec::new());
+    let mut built_ones = BUILT.lock().expect("lock");
+    if let Some((_, done)) = built_ones.iter().find(|(p, _)| *p == project) {
+        return done.clone().unwrap_or_else(|out| panic!("mvn -o in tests/clients/{project} failed:\n{out}"));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/clients").join(project);
+    let dir = clients_dir(project);
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut newest = modified(&dir.join("pom.xml"));
+    let mut built = modified(&out.join("lib"));
+    for entry in std::fs::read_dir(dir.join("src/main/java").join(package)).expect("tests/clients sources") {
+        let path = entry.expect("source").path();
+        newest = newest.max(modified(&path));
+        let class = out.join("classes").join(package).join(path.with_extension("class").file_name().expect("name"));
+        built = built.min(modified(&class));
+    }
+    let mut result = Ok(format!("{}:{}", out.join("classes").display(), out.join("lib/*").display()));
+    if built.is_none() || built < newest {
+        // Emptied first so that a version bump in pom.xml leaves no old jar behind.
+        let _ = std::fs::remove_dir_all(out.join("lib"));
+        let mut cmd = std::process::Command::new("mvn");
+        cmd.args(["-q", "-B", "-o", "compile", "dependency:copy-dependencies"]).current_dir(&dir);
+        let (ok, text) = run_program(cmd, std::time::Duration::from_secs(600));
+        if !ok {
+            result = Err(text);
+        }
+    }
+    built_ones.push((project, result.clone()));
+    result.unwrap_or_else(|out| {
+        panic!("mvn -o in tests/clients/{project} failed (scripts/setup resolves it online first):\n{out}")
+    })
 }
 
 /// Runs one Java client program against its own cluster and proxy; fails with its output.
-async fn java_client(class: &str, done: &str) {
+async fn java_client(project: &'static str, package: &str, class: &str, done: &str) {
     let env = start(small()).await;
-    let cp = java_classpath();
+    let cp = java_classpath(project, package);
     let mut cmd = std::process::Command::new("java");
     // One compiler thread and no tiered C2: the programs run a few seconds on a shared 2-core box.
     cmd.args(["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1", "-cp", &cp, class]);
@@ -294,7 +294,7 @@ async fn java_client(class: &str, done: &str) {
 /// subscribed), BLPOP, EVALSHA with the NOSCRIPT fallback, ScanIterator, MSET/MGET/DEL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lettuce() {
-    java_client("clusterless.LettuceChecks", "lettuce 7.7.0.RELEASE resp3 ok in").await;
+    java_client("java", "clusterless", "clusterless.LettuceChecks", "lettuce 7.7.0.RELEASE resp3 ok in").await;
 }
 
 /// Jedis 8 with `RedisClient.create(host, port)` (its pooled standalone client; RESP3 and CLIENT
@@ -303,7 +303,16 @@ async fn lettuce() {
 /// MSET/MGET/DEL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jedis() {
-    java_client("clusterless.JedisChecks", "jedis 8.0.2 resp3 ok in").await;
+    java_client("java", "clusterless", "clusterless.JedisChecks", "jedis 8.0.2 resp3 ok in").await;
+}
+
+/// A minimal Spring Boot 4 application (tests/clients/spring) with only spring.data.redis.host and
+/// port: StringRedisTemplate set/get, and Spring Session's indexed repository, whose own `CONFIG
+/// SET notify-keyspace-events` must reach every node and whose sessions expire after 1 s, one at
+/// least on every master: every SessionExpiredEvent arrives (keyspace events from every master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spring_boot() {
+    java_client("spring", "clusterless/spring", "clusterless.spring.SpringApp", "spring-boot 4.0.7 ok in").await;
 }
 
 /// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
