@@ -29,26 +29,34 @@ final class Common {
   final String host;
   final int port;
   final List<Integer> nodes = new ArrayList<>();
+  /** `--protocol 2|3`, or 0: the library's default (no setting). */
+  int protocol;
 
   private Common(String host, int port) {
     this.host = host;
     this.port = port;
   }
 
-  /** `--addr HOST:PORT --nodes P1,P2,P3`; starts a watchdog that fails the run past 60 s. */
+  /**
+   * `--addr HOST:PORT --nodes P1,P2,P3 [--protocol 2|3]`; starts a watchdog that fails the run
+   * past 60 s.
+   */
   static Common args(String[] a) {
     String addr = null;
     String nodes = null;
+    int protocol = 0;
     for (int i = 0; i < a.length; i++) {
       switch (a[i]) {
         case "--addr" -> addr = a[++i];
         case "--nodes" -> nodes = a[++i];
+        case "--protocol" -> protocol = Integer.parseInt(a[++i]);
         default -> throw new IllegalArgumentException("unknown argument " + a[i]);
       }
     }
     if (addr == null || nodes == null) throw new IllegalArgumentException("--addr and --nodes are required");
     int colon = addr.lastIndexOf(':');
     Common c = new Common(addr.substring(0, colon), Integer.parseInt(addr.substring(colon + 1)));
+    c.protocol = protocol;
     for (String p : nodes.split(",")) if (!p.isEmpty()) c.nodes.add(Integer.parseInt(p));
     Thread watchdog = new Thread(() -> {
       try {

@@ -19,9 +19,11 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import redis.clients.jedis.AbstractPipeline;
 import redis.clients.jedis.AbstractTransaction;
+import redis.clients.jedis.DefaultJedisClientConfig;
 import redis.clients.jedis.JedisPubSub;
 import redis.clients.jedis.Protocol;
 import redis.clients.jedis.RedisClient;
+import redis.clients.jedis.RedisProtocol;
 import redis.clients.jedis.Response;
 import redis.clients.jedis.exceptions.JedisDataException;
 import redis.clients.jedis.exceptions.JedisNoScriptException;
@@ -33,7 +35,8 @@ import redis.clients.jedis.util.SafeEncoder;
 /**
  * Jedis against clusterless: `RedisClient.create(host, port)` with its defaults (Jedis 8's
  * pooled standalone client: RESP3 through HELLO 3, CLIENT SETINFO lib-name and lib-ver on every new
- * connection). Usage: java -cp ... clusterless.JedisChecks --addr HOST:PORT --nodes P1,P2,P3
+ * connection). With `--protocol 2`: `DefaultJedisClientConfig.protocol(RESP2)` (no HELLO).
+ * Usage: java -cp ... clusterless.JedisChecks --addr HOST:PORT --nodes P1,P2,P3 [--protocol 2]
  */
 public final class JedisChecks {
   public static void main(String[] argv) {
@@ -53,14 +56,20 @@ public final class JedisChecks {
   private static void run(String[] argv) throws Exception {
     Common o = Common.args(argv);
     long started = System.currentTimeMillis();
-    RedisClient r = RedisClient.create(o.host, o.port);
+    RedisClient r = o.protocol == 2
+        ? RedisClient.builder()
+            .hostAndPort(o.host, o.port)
+            .clientConfig(DefaultJedisClientConfig.builder().protocol(RedisProtocol.RESP2).build())
+            .build()
+        : RedisClient.create(o.host, o.port);
+    int resp = o.protocol == 2 ? 2 : 3;
     String p = "jedis";
 
     // Handshake: HELLO 3 and CLIENT SETINFO on each new pooled connection, then a PING.
     expect("handshake PING", step("handshake", r::ping), "PONG");
     String info = step("handshake", () -> text(r.sendCommand(Protocol.Command.CLIENT, "INFO")));
-    if (!info.contains(" resp=3 ")) fail("handshake RESP version", info);
-    ok("handshake", "HELLO 3 + CLIENT SETINFO accepted, PING PONG, CLIENT INFO resp=3");
+    if (!info.contains(" resp=" + resp + " ")) fail("handshake RESP version", info);
+    ok("handshake", (resp == 3 ? "HELLO 3 + " : "") + "CLIENT SETINFO accepted, PING PONG, CLIENT INFO resp=" + resp);
 
     // Pipeline over keys on every master, one failing command in the middle.
     List<String> keys = o.perMaster(p + ":pipe:" + RUN);
@@ -84,9 +93,9 @@ public final class JedisChecks {
       pl.sync();
     }
     List<String> got = new ArrayList<>();
-    for (Response<?> resp : responses) {
+    for (Response<?> reply : responses) {
       try {
-        got.add(String.valueOf(resp.get()));
+        got.add(String.valueOf(reply.get()));
       } catch (JedisDataException e) {
         got.add("error: " + e.getMessage());
       }
@@ -337,7 +346,7 @@ public final class JedisChecks {
       pom.load(in);
     }
     String version = pom.getProperty("version");
-    System.out.printf("jedis %s resp3 ok in %.1fs%n", version, (System.currentTimeMillis() - started) / 1000.0);
+    System.out.printf("jedis %s resp%d ok in %.1fs%n", version, resp, (System.currentTimeMillis() - started) / 1000.0);
     System.exit(0);
   }
 }
