@@ -300,4 +300,137 @@ final class Common {
     }
     return sub + "/" + pat;
   }
+
+  /**
+   * A loopback relay in front of the proxy that records the first connection through it, both
+   * ways: what a library sends when it connects, and what the proxy answers.
+   */
+  static final class Relay {
+    private final java.net.ServerSocket server;
+    private final ByteArrayOutputStream up = new ByteArrayOutputStream();
+    private final ByteArrayOutputStream down = new ByteArrayOutputStream();
+
+    Relay(String host, int port) throws IOException {
+      server = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress());
+      Thread accept = new Thread(() -> {
+        boolean first = true;
+        try {
+          for (;;) {
+            Socket client = server.accept();
+            Socket proxy = new Socket(host, port);
+            pump(client.getInputStream(), proxy.getOutputStream(), first ? up : null);
+            pump(proxy.getInputStream(), client.getOutputStream(), first ? down : null);
+            first = false;
+          }
+        } catch (IOException e) {
+          // closed
+        }
+      });
+      accept.setDaemon(true);
+      accept.start();
+    }
+
+    int port() {
+      return server.getLocalPort();
+    }
+
+    private static void pump(InputStream in, OutputStream out, ByteArrayOutputStream record) {
+      Thread t = new Thread(() -> {
+        byte[] buf = new byte[8192];
+        try {
+          for (int n; (n = in.read(buf)) > 0; ) {
+            if (record != null) {
+              synchronized (record) {
+                record.write(buf, 0, n);
+              }
+            }
+            out.write(buf, 0, n);
+            out.flush();
+          }
+        } catch (IOException e) {
+          // either side closed
+        }
+      });
+      t.setDaemon(true);
+      t.start();
+    }
+
+    /**
+     * The recorded connection as "COMMAND args -> reply" lines, once every command has its reply
+     * and the last command is `lastCommand` (fails the check after 10 s otherwise).
+     */
+    List<String> transcript(String check, String lastCommand) {
+      List<String> lines = new ArrayList<>();
+      eventually(check, () -> {
+        byte[] u;
+        byte[] d;
+        synchronized (up) {
+          u = up.toByteArray();
+        }
+        synchronized (down) {
+          d = down.toByteArray();
+        }
+        List<String> cmds = new ArrayList<>();
+        List<String> replies = new ArrayList<>();
+        try {
+          InputStream ui = new java.io.ByteArrayInputStream(u);
+          while (ui.available() > 0) cmds.add(render(parse3(ui)));
+          InputStream di = new java.io.ByteArrayInputStream(d);
+          while (di.available() > 0) replies.add(render(parse3(di)));
+        } catch (IOException e) {
+          return new Object[] {false, "partial: " + cmds + " / " + replies};
+        }
+        boolean done = !cmds.isEmpty() && cmds.size() == replies.size() && cmds.get(cmds.size() - 1).equals(lastCommand);
+        lines.clear();
+        for (int i = 0; i < cmds.size(); i++) lines.add(cmds.get(i) + " -> " + (i < replies.size() ? replies.get(i) : "?"));
+        return new Object[] {done, lines};
+      });
+      return lines;
+    }
+
+    private static String render(Object v) {
+      if (v instanceof ErrorReply e) return "-" + e.getMessage();
+      if (v instanceof List<?> l) {
+        List<String> parts = new ArrayList<>();
+        for (Object o : l) parts.add(String.valueOf(o));
+        return String.join(" ", parts);
+      }
+      return String.valueOf(v);
+    }
+
+    /** RESP2 and RESP3: aggregates other than arrays are summarised by their type and size. */
+    private static Object parse3(InputStream in) throws IOException {
+      String l = line(in);
+      char t = l.charAt(0);
+      String rest = l.substring(1);
+      switch (t) {
+        case '+', ':', ',', '(', '#':
+          return rest;
+        case '_':
+          return "(null)";
+        case '-':
+          return new ErrorReply(rest);
+        case '$', '=', '!': {
+          int n = Integer.parseInt(rest);
+          if (n < 0) return "(null)";
+          byte[] b = in.readNBytes(n + 2);
+          if (b.length < n + 2) throw new IOException("short");
+          String v = new String(b, 0, n, StandardCharsets.UTF_8);
+          return t == '!' ? new ErrorReply(v) : v;
+        }
+        case '*', '~', '>', '%', '|': {
+          int n = Integer.parseInt(rest);
+          if (n < 0) return "(null)";
+          int items = t == '%' || t == '|' ? 2 * n : n;
+          List<Object> out = new ArrayList<>();
+          for (int i = 0; i < items; i++) out.add(parse3(in));
+          if (t == '|') return parse3(in);
+          if (t == '*') return out;
+          return (t == '%' ? "map of " : t == '~' ? "set of " : "push of ") + n;
+        }
+        default:
+          throw new IOException("unexpected reply type " + t);
+      }
+    }
+  }
 }

@@ -69,7 +69,25 @@ public final class JedisChecks {
     expect("handshake PING", step("handshake", r::ping), "PONG");
     String info = step("handshake", () -> text(r.sendCommand(Protocol.Command.CLIENT, "INFO")));
     if (!info.contains(" resp=" + resp + " ")) fail("handshake RESP version", info);
-    ok("handshake", (resp == 3 ? "HELLO 3 + " : "") + "CLIENT SETINFO accepted, PING PONG, CLIENT INFO resp=" + resp);
+    // The same connect through a recording relay: what Jedis sends and what the proxy answers.
+    Common.Relay relay = new Common.Relay(o.host, o.port);
+    RedisClient viaRelay = o.protocol == 2
+        ? RedisClient.builder()
+            .hostAndPort("127.0.0.1", relay.port())
+            .clientConfig(DefaultJedisClientConfig.builder().protocol(RedisProtocol.RESP2).build())
+            .build()
+        : RedisClient.create("127.0.0.1", relay.port());
+    expect("handshake PING via relay", viaRelay.ping(), "PONG");
+    List<String> transcript = relay.transcript("handshake transcript", "PING");
+    viaRelay.close();
+    List<String> shaken = new ArrayList<>();
+    for (String line : transcript) shaken.add(line.replaceAll(" version [^ ]+ ", " version V ").replaceAll(" id \\d+ ", " id N "));
+    expect("handshake transcript", shaken, List.of(
+        resp == 3 ? "HELLO 3 -> map of 7" : "HELLO 2 -> server redis version V proto 2 id N mode standalone role master modules []",
+        "CLIENT SETINFO LIB-NAME jedis -> OK",
+        "CLIENT SETINFO LIB-VER 8.0.2 -> OK",
+        "PING -> PONG"));
+    ok("handshake", "connect sends HELLO " + resp + " (" + (resp == 3 ? "a map" : "mode standalone") + "), CLIENT SETINFO LIB-NAME and LIB-VER (OK); PING PONG, CLIENT INFO resp=" + resp);
 
     // Pipeline over keys on every master, one failing command in the middle.
     List<String> keys = o.perMaster(p + ":pipe:" + RUN);

@@ -69,7 +69,25 @@ public final class LettuceChecks {
     expect("handshake PING", step("handshake", r::ping), "PONG");
     String info = step("handshake", r::clientInfo);
     if (!info.contains(" resp=" + resp + " ")) fail("handshake RESP version", info);
-    ok("handshake", (resp == 3 ? "HELLO 3 + " : "") + "CLIENT SETINFO accepted, PING PONG, CLIENT INFO resp=" + resp);
+    // The same connect through a recording relay: what Lettuce sends and what the proxy answers.
+    Common.Relay relay = new Common.Relay(o.host, o.port);
+    RedisClient viaRelay = RedisClient.create(RedisURI.create("127.0.0.1", relay.port()));
+    viaRelay.setOptions(client.getOptions());
+    StatefulRedisConnection<String, String> recorded = step("handshake", viaRelay::connect);
+    expect("handshake PING via relay", recorded.sync().ping(), "PONG");
+    List<String> transcript = relay.transcript("handshake transcript", "PING");
+    String version = io.lettuce.core.LettuceVersion.getVersion();
+    // CLIENT MAINT_NOTIFICATIONS (Redis 8's maintenance events) gets Redis 7's answer, which
+    // Lettuce ignores, as from any server before Redis 8.
+    expect("handshake transcript", transcript, List.of(
+        resp == 3 ? "HELLO 3 -> map of 7" : "PING -> PONG",
+        "CLIENT SETINFO lib-name Lettuce -> OK",
+        "CLIENT SETINFO lib-ver " + version + " -> OK",
+        "CLIENT MAINT_NOTIFICATIONS on moving-endpoint-type internal-ip -> -ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.",
+        "PING -> PONG"));
+    recorded.close();
+    viaRelay.shutdown(Duration.ZERO, Duration.ofSeconds(2));
+    ok("handshake", "connect sends " + (resp == 3 ? "HELLO 3 (a map)" : "PING") + ", CLIENT SETINFO lib-name and lib-ver (OK), CLIENT MAINT_NOTIFICATIONS (Redis 7's unknown subcommand, ignored); PING PONG, CLIENT INFO resp=" + resp);
 
     // Pipeline (auto-flush off on a connection of its own) over keys on every master, one
     // failing command in the middle.
