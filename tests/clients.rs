@@ -324,7 +324,7 @@ async fn jedis() {
 
 /// A minimal Spring Boot 4 application (tests/clients/spring) with only spring.data.redis.host and
 /// port: StringRedisTemplate set/get, and Spring Session's indexed repository, whose own `CONFIG
-/// SET notify-keyspace-events` must reach every node and whose sessions expire after 1 s, one at
+/// SET notify-keyspace-events` must reach every node and whose sessions expire after 2 s, one at
 /// least on every master: every SessionExpiredEvent arrives (keyspace events from every master).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spring_boot() {
