@@ -29,8 +29,8 @@ import org.springframework.stereotype.Component;
  * spring.data.redis.host and spring.data.redis.port: StringRedisTemplate set/get, and Spring
  * Session's indexed Redis repository (which runs `CONFIG SET notify-keyspace-events` itself and
  * listens for `__keyevent@*__:expired`) with sessions that expire after 2 s (room to read each
- * back first), one at least on every master; every session's SessionExpiredEvent must arrive. Prints one line per check and
- * exits non-zero on the first failure.
+ * back first), one at least on every master; every session's SessionExpiredEvent must arrive.
+ * Prints one line per check and exits non-zero on the first failure.
  * Usage: java -cp ... clusterless.spring.SpringApp --addr HOST:PORT --nodes P1,P2,P3
  */
 @SpringBootApplication
