@@ -1,8 +1,9 @@
 //! Real client libraries' stateful features through the proxy, each against its own small cluster:
 //! redis-py (transactions, WATCH, pub/sub, blocking pops, scripts; RESP2 and RESP3) and Celery with
-//! a Redis broker and result backend (Python scripts under tests/python); go-redis, rueidis, ioredis
-//! and node-redis in their default standalone configurations (programs under tests/clients/go and
-//! tests/clients/node), and go-redis writing through a kill -9 of a master. Every run is bounded
+//! a Redis broker and result backend (Python scripts under tests/python); go-redis, rueidis, ioredis,
+//! node-redis, Lettuce and Jedis in their default standalone configurations (programs under
+//! tests/clients/go, tests/clients/node and tests/clients/java), a minimal Spring Boot application
+//! with Spring Session (tests/clients/spring), and go-redis writing through a kill -9 of a master. Every run is bounded
 //! (the child is killed past its limit) and its output is shown on failure.
 
 mod common;
@@ -229,6 +230,106 @@ async fn node_redis() {
         &["node-redis 5.12.4 resp2 ok in", "node-redis 5.12.4 resp3 ok in", "node-redis 6.4.0 resp3 ok in"],
     )
     .await;
+}
+
+// --- Java clients (tests/clients/java) ---------------------------------------------------------
+//
+// One Maven project, built by scripts/setup (`mvn compile dependency:copy-dependencies`, pinned
+// versions in pom.xml) into target/clients/java/{classes,lib}; the tests run the programs with a
+// plain `java -cp`, so they need no Maven, only when a source is newer than its class file do they
+// build again (offline, from ~/.m2).
+
+/// The classpath of one Maven project under tests/clients (`java`, `spring`), whose sources are
+/// in `src/main/java/<package>`, built once per test run when missing or out of date.
+fn java_classpath(project: &'static str, package: &str) -> String {
+    static JAVA: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    static SPRING: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let cell = if project == "spring" { &SPRING } else { &JAVA };
+    cell.get_or_init(|| maven_build(project, package)).clone().unwrap_or_else(|out| {
+        panic!("mvn -o in tests/clients/{project} failed (scripts/setup resolves it online first):\n{out}")
+    })
+}
+
+fn maven_build(project: &str, package: &str) -> Result<String, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/clients").join(project);
+    let dir = clients_dir(project);
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut newest = modified(&dir.join("pom.xml"));
+    let mut built = modified(&out.join("lib"));
+    for entry in std::fs::read_dir(dir.join("src/main/java").join(package)).expect("tests/clients sources") {
+        let path = entry.expect("source").path();
+        newest = newest.max(modified(&path));
+        let class = out.join("classes").join(package).join(path.with_extension("class").file_name().expect("name"));
+        built = built.min(modified(&class));
+    }
+    if built.is_none() || built < newest {
+        // Emptied first so that a version bump in pom.xml leaves no old jar behind.
+        let _ = std::fs::remove_dir_all(out.join("lib"));
+        let mut cmd = std::process::Command::new("mvn");
+        cmd.args(["-q", "-B", "-o", "compile", "dependency:copy-dependencies"]).current_dir(&dir);
+        let (ok, text) = run_program(cmd, std::time::Duration::from_secs(600));
+        if !ok {
+            return Err(text);
+        }
+    }
+    Ok(format!("{}:{}", out.join("classes").display(), out.join("lib/*").display()))
+}
+
+/// Runs one Java client program once per argument set against one cluster and proxy; fails with
+/// the output of the first run that fails.
+async fn java_client(project: &'static str, package: &str, class: &str, runs: &[(&[&str], &str)]) {
+    let env = start(small()).await;
+    let cp = java_classpath(project, package);
+    for (extra, done) in runs {
+        let mut cmd = std::process::Command::new("java");
+        // One compiler thread and no C2: the programs run a few seconds on a shared 2-core box.
+        cmd.args(["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1", "-cp", &cp, class]);
+        cmd.args(["--addr", &env.addr().to_string(), "--nodes", &nodes(&env)]).args(*extra);
+        let started = std::time::Instant::now();
+        let (ok, out) = tokio::task::block_in_place(|| run_program(cmd, PROGRAM_LIMIT));
+        assert!(ok && out.contains(done), "{class} {extra:?} failed:\n{out}");
+        eprintln!("{class} {extra:?}: {:?}\n{out}", started.elapsed());
+    }
+}
+
+/// Lettuce 7 with `RedisClient.create(RedisURI.create(host, port))`: RESP3 (HELLO 3, CLIENT
+/// SETINFO; its default) and RESP2 (`ClientOptions.protocolVersion(RESP2)`), a pipeline with auto-flush off, MULTI/EXEC, WATCH, pub/sub (with a command while
+/// subscribed), BLPOP, EVALSHA with the NOSCRIPT fallback, ScanIterator, MSET/MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettuce() {
+    java_client(
+        "java",
+        "clusterless",
+        "clusterless.LettuceChecks",
+        &[(&[], "lettuce 7.7.0.RELEASE resp3 ok in"), (&["--protocol", "2"], "lettuce 7.7.0.RELEASE resp2 ok in")],
+    )
+    .await;
+}
+
+/// Jedis 8 with `RedisClient.create(host, port)` (its pooled standalone client; RESP3 and CLIENT
+/// SETINFO by default) and with `protocol(RESP2)`: pipelined(), multi(), transaction(false) for WATCH, subscribe/psubscribe
+/// with a JedisPubSub, BLPOP from another thread, EVALSHA with the NOSCRIPT fallback, a SCAN loop,
+/// MSET/MGET/DEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jedis() {
+    java_client(
+        "java",
+        "clusterless",
+        "clusterless.JedisChecks",
+        &[(&[], "jedis 8.0.2 resp3 ok in"), (&["--protocol", "2"], "jedis 8.0.2 resp2 ok in")],
+    )
+    .await;
+}
+
+/// A minimal Spring Boot 4 application (tests/clients/spring) with only spring.data.redis.host and
+/// port: StringRedisTemplate set/get, and Spring Session's indexed repository, whose own `CONFIG
+/// SET notify-keyspace-events` must reach every node and whose sessions expire after 2 s, one at
+/// least on every master: every SessionExpiredEvent arrives (keyspace events from every master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spring_boot() {
+    java_client("spring", "clusterless/spring", "clusterless.spring.SpringApp", &[(&[], "spring-boot 4.0.7 ok in")])
+        .await;
 }
 
 /// kill -9 of a master (with replicas) while a go-redis client with its default settings (three
