@@ -52,6 +52,9 @@ fixed! {
     proto_not_an_integer = "ERR Protocol version is not an integer or out of range";
     max_clients = "ERR max number of clients reached";
     oom = "OOM command not allowed when used memory > 'maxmemory'.";
+    no_such_client = "ERR No such client";
+    client_id_positive = "ERR client-id should be greater than 0";
+    invalid_client_id = "ERR Invalid client ID";
 
     // === the proxy's own ===
     empty_reply = "ERR clusterless: empty reply";
@@ -115,6 +118,16 @@ pub fn setinfo_value(opt: &[u8]) -> Bytes {
 /// CLIENT SETINFO with an attribute Redis does not know.
 pub fn unrecognized_option(opt: &[u8]) -> Bytes {
     frame(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(opt)))
+}
+
+/// CLIENT LIST / KILL TYPE with a type Redis does not know.
+pub fn unknown_client_type(t: &[u8]) -> Bytes {
+    frame(&format!("ERR Unknown client type '{}'", String::from_utf8_lossy(t)))
+}
+
+/// CLIENT KILL USER naming a user that does not exist.
+pub fn no_such_user(u: &[u8]) -> Bytes {
+    frame(&format!("ERR No such user '{}'", String::from_utf8_lossy(u)))
 }
 
 /// A RESP2 client in subscribed mode sent something else.

@@ -115,6 +115,9 @@ pub enum KeyRule {
 pub struct CommandSpec {
     /// Lower-case full name, `container|sub` for subcommands (used in Redis's error texts).
     pub name: String,
+    /// The same name as shared bytes: what CLIENT LIST's `cmd=` shows, kept per client without
+    /// copying.
+    pub name_bytes: bytes::Bytes,
     pub arity: i32,
     pub readonly: bool,
     pub blocking: bool,

@@ -217,6 +217,7 @@ impl Row {
             special: special_of(&self.name),
             subcommands: FxHashMap::default(),
             metric_id: u32::MAX,
+            name_bytes: bytes::Bytes::from(self.name.clone()),
             name: self.name,
         }
     }

@@ -50,6 +50,7 @@ use crate::route::Router;
 use crate::session::pubsub::{self, Event, PubSub};
 use crate::session::transaction::TxState;
 use crate::session::Session;
+use crate::stats::clients::Entry;
 
 /// What a client connection needs from the server, shared by all of them.
 pub struct Shared {
@@ -72,8 +73,27 @@ const MAX_READ: usize = 64 * 1024;
 pub async fn serve(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let stats = h.router.stats.clone();
     let id = stats.client_connected();
-    let mut client = Client::new(h, stream, peer, id);
+    let laddr = stream.local_addr().map_or_else(|_| stats.local_addr.to_string(), |a| a.to_string());
+    let fd = {
+        use std::os::fd::AsRawFd;
+        stream.as_raw_fd() as i64
+    };
+    // A second handle on the socket lets CLIENT KILL from another client end this one's reads.
+    let (stream, dup) = match stream.into_std() {
+        Ok(s) => {
+            let dup = s.try_clone().ok();
+            match TcpStream::from_std(s) {
+                Ok(s) => (s, dup),
+                Err(_) => return stats.client_disconnected(),
+            }
+        }
+        Err(_) => return stats.client_disconnected(),
+    };
+    // Listed (CLIENT LIST) until this guard drops, when the connection ends.
+    let registered = stats.clients.register(Entry::new(id, peer.to_string(), laddr, fd, dup));
+    let mut client = Client::new(h, stream, peer, registered.entry.clone());
     client.run().await;
+    drop(registered);
     // Watches, subscriptions and blocked pops end with their connections.
     let Client { c, out, .. } = client;
     // What it held leaves the total now, not when the last reply on its way has come.
@@ -117,8 +137,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) -> Client {
-        let session = Session::new(id, peer.to_string(), h.auth.clone());
+    fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
+        let session = Session::new(entry.id, h.auth.clone(), entry);
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -441,7 +461,10 @@ impl Client {
 /// What a command may have changed in the session that the loop itself acts on.
 fn after_command(parser: &mut RequestParser, c: &Conn, closing: &mut bool) {
     parser.authenticated = c.session.authenticated;
-    if c.session.quit {
+    let entry = &c.session.entry;
+    entry.multi.store(c.tx.queued(), std::sync::atomic::Ordering::Relaxed);
+    // QUIT, or CLIENT KILL of this client (by itself too): its reply is written, then it closes.
+    if c.session.quit || entry.is_killed() {
         *closing = true;
     }
 }

@@ -1,7 +1,9 @@
 //! Facts about the proxy process itself that its answers show as one server's would: address,
 //! uptime, run id, the cluster's Redis version, and client counts (connected, blocked, subscribed,
 //! watching). The server owns them; INFO, HELLO and CLIENT read them, client connections keep the
-//! counts.
+//! counts, and the registry of its clients ([`clients`]).
+
+pub mod clients;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +26,8 @@ pub struct ProxyStats {
     pub run_id: String,
     /// The replication id shown by INFO replication (the proxy is a master without replicas).
     pub replid: String,
+    /// The clients connected now, for CLIENT LIST / INFO / KILL.
+    pub clients: Arc<clients::Registry>,
     next_client_id: AtomicU64,
     counts: [AtomicUsize; 4],
 }
@@ -72,6 +76,7 @@ impl ProxyStats {
             rejected_connections: AtomicU64::new(0),
             run_id: random_hex40(),
             replid: random_hex40(),
+            clients: Arc::default(),
             next_client_id: AtomicU64::new(0),
             counts: Default::default(),
         }
