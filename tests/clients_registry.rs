@@ -257,3 +257,49 @@ async fn no_touch_is_accepted() {
     assert_eq!(c.text(&["CLIENT", "NO-TOUCH", "OFF"]).await, "+OK\r\n");
     assert_eq!(field(&bulk_text(&c.text(&["CLIENT", "INFO"]).await), "flags"), "N");
 }
+
+/// CLIENT REPLY OFF / SKIP / ON, pipelined, against a plain server: the same bytes come back
+/// (nothing for OFF and SKIP themselves, nothing for the commands they silence, `+OK` for ON),
+/// also for a blocking command and a keyed one; it was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_off_skip_on_as_one_server() {
+    let mut env = start(small()).await;
+    let plain_port = tokio::task::block_in_place(|| env.cluster.start_stranger(None)).expect("plain redis-server");
+    let script: &[&[&str]] = &[
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "rk", "1"],
+        &["GET", "rk"],
+        &["MGET", "rk", "other"],
+        &["BLPOP", "nolist", "0.01"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "rk"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["INCR", "rk"],
+        &["GET", "rk"],
+        &["CLIENT", "REPLY", "maybe"],
+        &["CLIENT", "REPLY"],
+        &["ECHO", "end"],
+    ];
+    let mut bytes = Vec::new();
+    for args in script {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        bytes.extend_from_slice(&clusterless::resp::encode_command(&args));
+    }
+    let want: Vec<&[u8]> = vec![
+        b"+OK\r\n",
+        b"$1\r\n1\r\n",
+        b"$1\r\n2\r\n",
+        b"-ERR syntax error\r\n",
+        b"-ERR wrong number of arguments for 'client|reply' command\r\n",
+        b"$3\r\nend\r\n",
+    ];
+    let mut p = Raw::connect(env.addr()).await;
+    let mut s = raw(plain_port).await;
+    for r in [&mut p, &mut s] {
+        r.send(&bytes).await;
+        let got = r.read_replies(want.len()).await;
+        assert_eq!(got, want.iter().map(|w| w.to_vec()).collect::<Vec<_>>());
+        // Nothing more: the silenced replies were dropped, not delayed.
+        assert_eq!(r.text(&["PING"]).await, "+PONG\r\n");
+    }
+}

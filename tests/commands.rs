@@ -778,7 +778,6 @@ async fn refused_commands_never_reach_a_node() {
         (vec!["CLIENT", "PAUSE", "100"], na("CLIENT PAUSE", clients)),
         (vec!["CLIENT", "UNPAUSE"], na("CLIENT UNPAUSE", clients)),
         (vec!["CLIENT", "UNBLOCK", "1"], na("CLIENT UNBLOCK", clients)),
-        (vec!["client", "reply", "off"], na("CLIENT REPLY", clients)),
         (vec!["CLIENT", "TRACKING", "ON"], na("CLIENT TRACKING", tracking)),
         (vec!["CLIENT", "CACHING", "YES"], na("CLIENT CACHING", tracking)),
         (vec!["CLIENT", "GETREDIR"], na("CLIENT GETREDIR", tracking)),

@@ -128,6 +128,8 @@ struct Client {
     inflight: Inflight,
     gather: Gather,
     barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)>,
+    /// The barrier's replies are dropped (CLIENT REPLY OFF / SKIP).
+    barrier_muted: bool,
     /// Once set we read no more: remaining replies are flushed, then the connection closes.
     closing: bool,
     /// Set when the parser needs more bytes; cleared whenever new bytes arrive.
@@ -168,6 +170,7 @@ impl Client {
             read_size: MIN_READ,
             gather: Gather::default(),
             barrier: None,
+            barrier_muted: false,
             closing: false,
             need_bytes: true,
             draining,
@@ -228,6 +231,13 @@ impl Client {
                         // refused, as Redis refuses commands past maxmemory; replies drain.
                         planned = Plan::Ready((crate::errors::oom(), None));
                     }
+                    // CLIENT REPLY OFF / SKIP: this request's reply is dropped in its place.
+                    let seq = inflight.next_seq();
+                    let mute = self.c.session.replies.mute_this();
+                    if mute && !matches!(planned, Plan::Barrier(..)) {
+                        inflight.mute(seq);
+                    }
+                    self.barrier_muted = mute;
                     match planned {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(p, k, inflight) {
@@ -292,8 +302,10 @@ impl Client {
         if more {
             self.need_bytes = false;
         }
-        for f in &out {
-            self.out.push(f);
+        if !self.barrier_muted {
+            for f in &out {
+                self.out.push(f);
+            }
         }
         if !self.flush().await {
             return Next::Close;
@@ -435,7 +447,8 @@ impl Client {
         if let Some(ps) = self.c.pubsub.as_mut() {
             match ev {
                 Event::Frame(id, f) => {
-                    if let Some(m) = ps.on_frame(id, f) {
+                    // CLIENT REPLY OFF drops messages too, as Redis drops every write.
+                    if let Some(m) = ps.on_frame(id, f).filter(|_| !self.c.session.replies.off) {
                         self.out.push(&m);
                     }
                 }

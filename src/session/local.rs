@@ -51,6 +51,7 @@ fn answer(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
             s.proto = 2;
             s.authenticated = !s.auth.required();
             s.login = 0;
+            s.replies.on();
             Bytes::from_static(b"+RESET\r\n")
         }
         // A subcommand Redis does not know gets its usual answer, also with cluster support off.
@@ -204,12 +205,27 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
         }
         "no-evict" | "no-touch" if args.len() == 3 => errors::syntax(),
         "no-evict" | "no-touch" => errors::wrong_arity(&format!("client|{sub_l}")),
+        // OFF and SKIP are not answered (the connection drops what they return), ON is.
+        "reply" if args.len() == 3 && eq_ci(&args[2], "on") => {
+            s.replies.on();
+            reply::ok()
+        }
+        "reply" if args.len() == 3 && eq_ci(&args[2], "off") => {
+            s.replies.off = true;
+            Bytes::new()
+        }
+        "reply" if args.len() == 3 && eq_ci(&args[2], "skip") => {
+            s.replies.skip_next = !s.replies.off;
+            Bytes::new()
+        }
+        "reply" if args.len() == 3 => errors::syntax(),
+        "reply" => errors::wrong_arity("client|reply"),
         _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
             let name = format!("client|{sub_l}");
             refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
         }
         "help" => reply::array(&[reply::bulk(
-            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH are answered by clusterless.",
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
     }
@@ -218,7 +234,7 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 /// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
-        "pause" | "unpause" | "unblock" | "reply" => Some(Refusal::NodeClients),
+        "pause" | "unpause" | "unblock" => Some(Refusal::NodeClients),
         "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
         _ => None,
     }

@@ -40,6 +40,32 @@ pub struct Session {
     ///
     /// [`publish`]: Session::publish
     pub entry: Arc<Entry>,
+    /// CLIENT REPLY: whether replies are written.
+    pub replies: Replies,
+}
+
+/// CLIENT REPLY's state, as Redis keeps it: OFF drops every reply until ON; SKIP drops the next
+/// command's.
+#[derive(Debug, Default)]
+pub struct Replies {
+    pub off: bool,
+    pub skip_next: bool,
+    skip: bool,
+}
+
+impl Replies {
+    /// Called once for each request, after it was planned: whether its reply is dropped. A SKIP
+    /// reaches the command after the one that set it, as Redis moves its flag on after each call.
+    pub fn mute_this(&mut self) -> bool {
+        let mute = self.off || self.skip;
+        self.skip = std::mem::take(&mut self.skip_next);
+        mute
+    }
+
+    /// CLIENT REPLY ON, and RESET.
+    pub fn on(&mut self) {
+        *self = Replies::default();
+    }
 }
 
 impl Session {
@@ -54,6 +80,7 @@ impl Session {
             auth,
             login: 0,
             entry,
+            replies: Replies::default(),
         }
     }
 
