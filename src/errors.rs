@@ -55,6 +55,8 @@ fixed! {
     no_such_client = "ERR No such client";
     client_id_positive = "ERR client-id should be greater than 0";
     invalid_client_id = "ERR Invalid client ID";
+    timeout_negative = "ERR timeout is negative";
+    pause_mode = "ERR CLIENT PAUSE mode must be WRITE or ALL";
 
     // === the proxy's own ===
     empty_reply = "ERR clusterless: empty reply";
@@ -118,6 +120,16 @@ pub fn setinfo_value(opt: &[u8]) -> Bytes {
 /// CLIENT SETINFO with an attribute Redis does not know.
 pub fn unrecognized_option(opt: &[u8]) -> Bytes {
     frame(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(opt)))
+}
+
+/// A subcommand Redis 7.0 finds but whose argument count its own code refuses (CLIENT PAUSE with
+/// five arguments): `sub` as the client wrote it.
+pub fn subcommand_syntax(sub: &[u8], container: &str) -> Bytes {
+    frame(&format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        String::from_utf8_lossy(sub),
+        container.to_uppercase()
+    ))
 }
 
 /// CLIENT LIST / KILL TYPE with a type Redis does not know.

@@ -97,12 +97,11 @@ async fn list_and_info_as_one_server() {
     let proxy = env.addr();
     let mut sides = Vec::new();
     for side in 0..2 {
+        // Connected and answered one at a time: ids follow the order of connection.
         let connect = || async {
-            if side == 0 {
-                Raw::connect(proxy).await
-            } else {
-                raw(plain_port).await
-            }
+            let mut r = if side == 0 { Raw::connect(proxy).await } else { raw(plain_port).await };
+            assert_eq!(r.text(&["PING"]).await, "+PONG\r\n");
+            r
         };
         let mut me = connect().await;
         let mut named = connect().await;
@@ -301,5 +300,57 @@ async fn reply_off_skip_on_as_one_server() {
         assert_eq!(got, want.iter().map(|w| w.to_vec()).collect::<Vec<_>>());
         // Nothing more: the silenced replies were dropped, not delayed.
         assert_eq!(r.text(&["PING"]).await, "+PONG\r\n");
+    }
+}
+
+/// Nothing arrives on `r` for `ms` milliseconds (time let pass on purpose: a held command must
+/// stay unanswered).
+async fn silent_for(r: &mut Raw, ms: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    tokio::time::timeout(std::time::Duration::from_millis(ms), r.stream.read(&mut b)).await.is_err()
+}
+
+/// CLIENT PAUSE WRITE holds the writes of every client (reads go on) until UNPAUSE; PAUSE ALL
+/// holds everything, the caller's own commands too, until the time passes; the errors are a
+/// plain server's. It was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_commands_as_one_server() {
+    let mut env = start(small()).await;
+    let plain_port = tokio::task::block_in_place(|| env.cluster.start_stranger(None)).expect("plain redis-server");
+    let mut a = Raw::connect(env.addr()).await;
+    let mut b = Raw::connect(env.addr()).await;
+
+    assert_eq!(a.text(&["CLIENT", "PAUSE", "20000", "WRITE"]).await, "+OK\r\n");
+    assert_eq!(b.text(&["GET", "pk"]).await, "$-1\r\n", "a read goes on");
+    b.send(b"*3\r\n$3\r\nSET\r\n$2\r\npk\r\n$1\r\nv\r\n").await;
+    assert!(silent_for(&mut b, 300).await, "the write is held");
+    assert_eq!(a.text(&["GET", "pk"]).await, "$-1\r\n", "nothing written yet");
+    assert_eq!(a.text(&["CLIENT", "UNPAUSE"]).await, "+OK\r\n");
+    assert_eq!(b.read_replies(1).await, [b"+OK\r\n".to_vec()], "the write runs once unpaused");
+    assert_eq!(a.text(&["GET", "pk"]).await, "$1\r\nv\r\n");
+
+    // ALL, 400 ms: a read waits too, also the caller's.
+    assert_eq!(a.text(&["CLIENT", "PAUSE", "400", "ALL"]).await, "+OK\r\n");
+    let t0 = std::time::Instant::now();
+    b.send(b"*1\r\n$4\r\nPING\r\n").await;
+    assert_eq!(a.text(&["PING"]).await, "+PONG\r\n");
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(350), "the caller was held: {:?}", t0.elapsed());
+    assert_eq!(b.read_replies(1).await, [b"+PONG\r\n".to_vec()]);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(350));
+
+    let mut p = Raw::connect(env.addr()).await;
+    let mut s = raw(plain_port).await;
+    let errors: &[&[&str]] = &[
+        &["CLIENT", "PAUSE", "abc"],
+        &["CLIENT", "PAUSE", "-1"],
+        &["CLIENT", "PAUSE", "10", "sometimes"],
+        &["CLIENT", "PAUSE", "10", "WRITE", "x"],
+        &["CLIENT", "Pause", "10", "WRITE", "x"],
+        &["CLIENT", "PAUSE"],
+        &["CLIENT", "UNPAUSE", "x"],
+    ];
+    for args in errors {
+        assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
     }
 }

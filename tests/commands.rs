@@ -775,8 +775,6 @@ async fn refused_commands_never_reach_a_node() {
         (vec!["ACL", "USERS"], na("ACL USERS", admin)),
         (vec!["ACL", "SETUSER", "eve", "on"], na("ACL SETUSER", admin)),
         (vec!["MODULE", "LIST"], na("MODULE LIST", admin)),
-        (vec!["CLIENT", "PAUSE", "100"], na("CLIENT PAUSE", clients)),
-        (vec!["CLIENT", "UNPAUSE"], na("CLIENT UNPAUSE", clients)),
         (vec!["CLIENT", "UNBLOCK", "1"], na("CLIENT UNBLOCK", clients)),
         (vec!["CLIENT", "TRACKING", "ON"], na("CLIENT TRACKING", tracking)),
         (vec!["CLIENT", "CACHING", "YES"], na("CLIENT CACHING", tracking)),

@@ -120,6 +120,9 @@ pub struct CommandSpec {
     pub name_bytes: bytes::Bytes,
     pub arity: i32,
     pub readonly: bool,
+    /// Held by CLIENT PAUSE WRITE: Redis's write commands and those that may replicate one
+    /// (scripts, functions, PUBLISH, EXEC, PFCOUNT).
+    pub may_write: bool,
     pub blocking: bool,
     pub keys: KeyRule,
     pub class: Class,

@@ -211,6 +211,12 @@ impl Row {
         CommandSpec {
             arity: self.arity,
             readonly: has("readonly"),
+            may_write: has("write")
+                || has("may_replicate")
+                || matches!(
+                    self.name.as_str(),
+                    "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "exec" | "pfcount"
+                ),
             blocking: has("blocking"),
             keys,
             class,

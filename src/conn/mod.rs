@@ -130,6 +130,9 @@ struct Client {
     barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)>,
     /// The barrier's replies are dropped (CLIENT REPLY OFF / SKIP).
     barrier_muted: bool,
+    /// A request held by CLIENT PAUSE, and until when; the pause's changes, once one held it.
+    held: Option<(Request, Instant)>,
+    pause_rx: Option<watch::Receiver<u64>>,
     /// Once set we read no more: remaining replies are flushed, then the connection closes.
     closing: bool,
     /// Set when the parser needs more bytes; cleared whenever new bytes arrive.
@@ -171,6 +174,8 @@ impl Client {
             gather: Gather::default(),
             barrier: None,
             barrier_muted: false,
+            held: None,
+            pause_rx: None,
             closing: false,
             need_bytes: true,
             draining,
@@ -218,9 +223,19 @@ impl Client {
         let p = &self.h.router;
         // One clock read per batch of requests parsed from the buffer, not one per request.
         let mut batch_clock = None;
-        while self.barrier.is_none() && !self.closing && !self.need_bytes && self.room() {
-            match self.parser.next(&mut self.rbuf) {
+        while self.barrier.is_none() && !self.closing && (!self.need_bytes || self.held.is_some()) && self.room() {
+            let next = match self.held.take() {
+                Some((req, _)) => Ok(Parsed::Request(req)),
+                None => self.parser.next(&mut self.rbuf),
+            };
+            match next {
                 Ok(Parsed::Request(req)) => {
+                    if let Some(until) = pause_holds(&self.h, &mut self.pause_rx, &req) {
+                        // CLIENT PAUSE: this request and those behind it wait; the replies
+                        // before it are still written.
+                        self.held = Some((req, until));
+                        break;
+                    }
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
                     let cx = self.c.cx();
                     let size = req.raw.len();
@@ -380,6 +395,7 @@ impl Client {
                 }
             },
             _ = stop.changed(), if !self.draining => self.draining = true,
+            _ = pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1)), if self.held.is_some() => {}
         }
         Next::Loop
     }
@@ -468,6 +484,46 @@ impl Client {
         if let Some(ps) = self.c.pubsub.as_mut() {
             ps.repair(&self.h.router).await;
         }
+    }
+}
+
+/// Until when CLIENT PAUSE holds `req`, if it does (ALL: every command; WRITE: those that may
+/// write).
+fn pause_holds(h: &Shared, rx: &mut Option<watch::Receiver<u64>>, req: &Request) -> Option<Instant> {
+    let reg = &h.router.stats.clients;
+    if !reg.maybe_paused() {
+        return None;
+    }
+    let write = match h.table.lookup(&req.args) {
+        crate::command::Lookup::Found(spec) => spec.may_write,
+        _ => false,
+    };
+    // Seen before looking: an UNPAUSE after the look wakes the wait.
+    rx.get_or_insert_with(|| reg.pause_watch()).borrow_and_update();
+    reg.holds(write)
+}
+
+/// Resolves when the pause holding a request ends or changes.
+async fn pause_over(rx: &mut Option<watch::Receiver<u64>>, until: Option<Instant>) {
+    let changed = async {
+        let open = match rx.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        };
+        if !open {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = changed => {}
+        _ = sleep_until_opt(until) => {}
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -219,13 +219,35 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
             Bytes::new()
         }
         "reply" if args.len() == 3 => errors::syntax(),
+        "pause" if args.len() == 3 || args.len() == 4 => {
+            let all = match args.get(3) {
+                None => true,
+                Some(m) if eq_ci(m, "all") => true,
+                Some(m) if eq_ci(m, "write") => false,
+                Some(_) => return errors::pause_mode(),
+            };
+            let ms = match parse_int(&args[2]) {
+                Some(ms) if ms < 0 => return errors::timeout_negative(),
+                Some(ms) => ms as u64,
+                None => return errors::timeout_not_an_integer(),
+            };
+            let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+            p.stats.clients.pause(until, all);
+            reply::ok()
+        }
+        "unpause" if args.len() == 2 => {
+            p.stats.clients.unpause();
+            reply::ok()
+        }
+        "pause" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
+        "pause" | "unpause" => errors::wrong_arity(&format!("client|{sub_l}")),
         "reply" => errors::wrong_arity("client|reply"),
         _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
             let name = format!("client|{sub_l}");
             refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
         }
         "help" => reply::array(&[reply::bulk(
-            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY are answered by clusterless.",
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
     }
@@ -234,7 +256,7 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 /// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
-        "pause" | "unpause" | "unblock" => Some(Refusal::NodeClients),
+        "unblock" => Some(Refusal::NodeClients),
         "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
         _ => None,
     }

@@ -8,15 +8,32 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::sync::Mutex;
 
 /// Every client connected now, by id (Redis lists its clients in the order they connected,
 /// which is the order of their ids).
-#[derive(Default)]
 pub struct Registry {
     clients: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    /// CLIENT PAUSE: until when, and whether all commands (or only writes) are held.
+    pause: Mutex<Option<(Instant, bool)>>,
+    /// Set while a pause may be on: a request reads this alone when nothing is paused.
+    paused: AtomicBool,
+    /// Bumped by every PAUSE / UNPAUSE, for the clients holding a command to look again.
+    pause_changed: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            clients: Mutex::default(),
+            pause: Mutex::new(None),
+            paused: AtomicBool::new(false),
+            pause_changed: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Registry {
@@ -34,6 +51,54 @@ impl Registry {
 
     pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
         self.clients.lock().get(&id).cloned()
+    }
+
+    /// CLIENT PAUSE: as in Redis, a pause already on is never shortened nor narrowed by a new
+    /// one.
+    pub fn pause(&self, until: Instant, all: bool) {
+        let mut g = self.pause.lock();
+        let now = Instant::now();
+        let (until, all) = match *g {
+            Some((u, a)) if u > now => (u.max(until), a || all),
+            _ => (until, all),
+        };
+        *g = Some((until, all));
+        self.paused.store(true, Ordering::Relaxed);
+        drop(g);
+        self.pause_changed.send_modify(|n| *n += 1);
+    }
+
+    /// CLIENT UNPAUSE.
+    pub fn unpause(&self) {
+        *self.pause.lock() = None;
+        self.paused.store(false, Ordering::Relaxed);
+        self.pause_changed.send_modify(|n| *n += 1);
+    }
+
+    /// False when no pause is on (one atomic read: what every request pays).
+    pub fn maybe_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Until when a command is held (`write`: one CLIENT PAUSE WRITE holds), if it is.
+    pub fn holds(&self, write: bool) -> Option<Instant> {
+        if !self.paused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut g = self.pause.lock();
+        match *g {
+            Some((until, all)) if until > Instant::now() => (all || write).then_some(until),
+            _ => {
+                *g = None;
+                self.paused.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Changes whenever a pause starts or ends.
+    pub fn pause_watch(&self) -> watch::Receiver<u64> {
+        self.pause_changed.subscribe()
     }
 }
 
