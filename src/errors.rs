@@ -57,6 +57,7 @@ fixed! {
     invalid_client_id = "ERR Invalid client ID";
     timeout_negative = "ERR timeout is negative";
     pause_mode = "ERR CLIENT PAUSE mode must be WRITE or ALL";
+    unblock_reason = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
 
     // === the proxy's own ===
     empty_reply = "ERR clusterless: empty reply";
@@ -160,8 +161,6 @@ pub enum Refusal {
     Migrate,
     /// MOVE and SWAPDB: a cluster has one database (Redis Cluster's own answer).
     OneDatabase,
-    /// CLIENT KILL, PAUSE, ...: they act on one node's connections.
-    NodeClients,
     /// CLIENT TRACKING, CACHING, ...: client-side caching.
     Tracking,
     /// A command inside MULTI that would act on the connection to the node the transaction's
@@ -181,9 +180,6 @@ impl Refusal {
             Refusal::NodeAdmin => "it acts on one server; run it on the cluster's nodes",
             Refusal::WaitAof => "it refers to one connection's writes on one node",
             Refusal::Migrate => "it moves keys behind the proxy's back",
-            Refusal::NodeClients => {
-                "it acts on one node's connections, and the proxy's clients are not the nodes' clients"
-            }
             Refusal::Tracking => "client-side caching needs each node to send invalidations for one client connection",
             Refusal::AllNodesInMulti => {
                 return frame(&format!(

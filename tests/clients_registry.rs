@@ -83,6 +83,13 @@ async fn list_until(r: &mut Raw, args: &[&str], what: &str, ok: impl Fn(&[String
     }
 }
 
+/// Whether a connection of node `port` is blocked in BLPOP now (flag `b`; an idle pooled
+/// connection shows its last command too).
+async fn blocked_on_node(port: u16) -> bool {
+    let text = bulk_text(&raw(port).await.text(&["CLIENT", "LIST"]).await);
+    text.lines().any(|l| field(l, "cmd") == "blpop" && field(l, "flags").contains('b'))
+}
+
 async fn id_of(r: &mut Raw) -> String {
     r.text(&["CLIENT", "ID"]).await.trim_start_matches(':').trim_end().to_string()
 }
@@ -228,10 +235,7 @@ async fn kill_closes_the_clients_it_names() {
     assert_eq!(me.text(&["CLIENT", "KILL", "ID", &blocked_id]).await, ":1\r\n");
     assert!(blocked.closed().await, "killed while blocked");
     for port in env.cluster.masters() {
-        eventually_async("no pop left blocked on the node", || async move {
-            !bulk_text(&raw(port).await.text(&["CLIENT", "LIST"]).await).contains("cmd=blpop")
-        })
-        .await;
+        eventually_async("no pop left blocked on the node", || async move { !blocked_on_node(port).await }).await;
     }
     assert_eq!(me.text(&["RPUSH", "queue", "x"]).await, ":1\r\n");
     assert_eq!(me.text(&["LLEN", "queue"]).await, ":1\r\n", "nothing popped it");
@@ -353,4 +357,55 @@ async fn pause_holds_commands_as_one_server() {
     for args in errors {
         assert_eq!(p.text(args).await, s.text(args).await, "{args:?}");
     }
+}
+
+/// CLIENT UNBLOCK of a client blocked in BLPOP through the proxy, TIMEOUT and ERROR, against a
+/// plain server: the same replies to both clients, and the node's pop is gone (an element
+/// pushed afterwards stays). It was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unblock_as_one_server() {
+    let mut env = start(small()).await;
+    let plain_port = tokio::task::block_in_place(|| env.cluster.start_stranger(None)).expect("plain redis-server");
+    let proxy = env.addr();
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for side in 0..2 {
+        let connect = || async {
+            if side == 0 {
+                Raw::connect(proxy).await
+            } else {
+                raw(plain_port).await
+            }
+        };
+        let mut a = connect().await;
+        let mut b = connect().await;
+        let b_id = id_of(&mut b).await;
+        let mut got = vec![a.text(&["CLIENT", "UNBLOCK", &b_id]).await];
+        for mode in [None, Some("TIMEOUT"), Some("ERROR")] {
+            b.send(b"*3\r\n$5\r\nBLPOP\r\n$4\r\nukey\r\n$1\r\n0\r\n").await;
+            list_until(&mut a, &["ID", &b_id], "the pop shows blocked", |l| {
+                l.first().is_some_and(|l| field(l, "flags") == "b")
+            })
+            .await;
+            let mut cmd = vec!["CLIENT", "UNBLOCK", b_id.as_str()];
+            cmd.extend(mode);
+            got.push(a.text(&cmd).await);
+            got.push(String::from_utf8_lossy(&b.read_replies(1).await.concat()).into_owned());
+        }
+        if side == 0 {
+            for port in env.cluster.masters() {
+                eventually_async("no pop left blocked on the node", || async move { !blocked_on_node(port).await })
+                    .await;
+            }
+        }
+        got.push(a.text(&["RPUSH", "ukey", "x"]).await);
+        got.push(a.text(&["LLEN", "ukey"]).await);
+        got.push(a.text(&["CLIENT", "UNBLOCK", "abc"]).await);
+        got.push(a.text(&["CLIENT", "UNBLOCK", &b_id, "maybe"]).await);
+        got.push(a.text(&["CLIENT", "UNBLOCK", "999999"]).await);
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][..5], [":0\r\n", ":1\r\n", "*-1\r\n", ":1\r\n", "*-1\r\n"], "{:?}", seen[0]);
+    assert_eq!(seen[0][6], "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n", "{:?}", seen[0]);
+    assert_eq!(seen[0][8], ":1\r\n", "{:?}", seen[0]);
 }

@@ -62,7 +62,7 @@ pub(super) async fn run_barrier(
                 }
                 (out, Timed::Local)
             }
-            None => (vec![blocking::run(p, spec, req, cx).await], Timed::Blocking),
+            None => (vec![blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await], Timed::Blocking),
         },
     };
     c.recount(&p.stats);

@@ -1,4 +1,4 @@
-//! CLIENT LIST, INFO and KILL over the proxy's own clients (the registry in
+//! CLIENT LIST, INFO, KILL and UNBLOCK over the proxy's own clients (the registry in
 //! [`crate::stats::clients`]), in Redis's formats and with Redis's filters and error texts.
 
 use std::fmt::Write;
@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::Session;
+use crate::backend::Cx;
 use crate::errors;
 use crate::resp::{parse_int, reply};
 use crate::route::Router;
-use crate::stats::clients::Entry;
+use crate::stats::clients::{BlockedOn, Entry};
 
 fn eq_ci(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
@@ -233,4 +234,46 @@ fn user_exists(s: &Session, u: &[u8]) -> bool {
     u == b"default"
         || cfg.user.as_deref().is_some_and(|n| n.as_bytes() == u)
         || cfg.users.iter().any(|listed| listed.name.as_bytes() == u)
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: a client of the proxy blocked in a pop or XREAD BLOCK on one
+/// node is unblocked there, by the node, with the same reason: the node answers it as Redis does
+/// (its timeout reply, or `-UNBLOCKED client unblocked via CLIENT UNBLOCK`), and a pop that took
+/// an element already answers with it, so nothing is lost. WAIT and pops over several slots are
+/// not reached (`:0`).
+pub fn unblock(p: &Router, s: &Session, args: &[Bytes]) -> Bytes {
+    let mode = match args.get(3) {
+        None => "TIMEOUT",
+        Some(r) if eq_ci(r, "timeout") => "TIMEOUT",
+        Some(r) if eq_ci(r, "error") => "ERROR",
+        Some(_) => return errors::unblock_reason(),
+    };
+    let Some(id) = parse_int(&args[2]) else { return errors::not_an_integer() };
+    let Some(target) = u64::try_from(id).ok().and_then(|id| p.stats.clients.get(id)) else { return reply::int(0) };
+    if matches!(*target.blocked_on.lock(), BlockedOn::Nothing) {
+        return reply::int(0);
+    }
+    let backend = p.backend.clone();
+    // The proxy's own login: the client's user may not be allowed CLIENT UNBLOCK on the nodes.
+    let cx = Cx { proto: 2, lane: s.id as u32, login: 0 };
+    tokio::spawn(async move {
+        // The command may not have reached its node yet: asked again every 20 ms while it is
+        // still waiting, as the cancel of a pop over several slots does.
+        for _ in 0..500 {
+            let at = target.blocked_on.lock().clone();
+            match at {
+                BlockedOn::Nothing => return,
+                BlockedOn::Starting => {}
+                BlockedOn::At(addr, node_id) => {
+                    let id = node_id.to_string();
+                    let cmd = crate::resp::encode_command(&["CLIENT", "UNBLOCK", id.as_str(), mode]);
+                    if backend.send_one(&addr, cx, cmd).await.is_ok_and(|r| r[..] == b":1\r\n"[..]) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    reply::int(1)
 }

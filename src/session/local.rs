@@ -239,15 +239,17 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
             p.stats.clients.unpause();
             reply::ok()
         }
+        "unblock" if args.len() == 3 || args.len() == 4 => clients::unblock(p, s, args),
+        "unblock" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
         "pause" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
         "pause" | "unpause" => errors::wrong_arity(&format!("client|{sub_l}")),
         "reply" => errors::wrong_arity("client|reply"),
         _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
             let name = format!("client|{sub_l}");
-            refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
+            refusal_of(&name).unwrap_or(Refusal::Tracking).frame(&name)
         }
         "help" => reply::array(&[reply::bulk(
-            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE are answered by clusterless.",
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE | UNBLOCK are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
     }
@@ -256,7 +258,6 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 /// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
-        "unblock" => Some(Refusal::NodeClients),
         "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
         _ => None,
     }

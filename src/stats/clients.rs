@@ -13,6 +13,21 @@ use tokio::time::Instant;
 
 use crate::sync::Mutex;
 
+/// Where a client's blocking command waits on a node right now, for CLIENT UNBLOCK to reach it
+/// there.
+pub type NodeConn = Arc<Mutex<BlockedOn>>;
+
+#[derive(Clone, Debug, Default)]
+pub enum BlockedOn {
+    /// Not in a command CLIENT UNBLOCK can end (none, WAIT, a pop over several slots).
+    #[default]
+    Nothing,
+    /// In one, not yet sent to its node.
+    Starting,
+    /// Waiting on node `.0`'s connection with id `.1`.
+    At(String, i64),
+}
+
 /// Every client connected now, by id (Redis lists its clients in the order they connected,
 /// which is the order of their ids).
 pub struct Registry {
@@ -146,6 +161,8 @@ pub struct Entry {
     /// Commands queued in MULTI, -1 outside MULTI.
     pub multi: AtomicI64,
     pub blocked: AtomicBool,
+    /// Set while its blocking command waits on a node connection of its own.
+    pub blocked_on: NodeConn,
     pub no_evict: AtomicBool,
     pub no_touch: AtomicBool,
     killed: AtomicBool,
@@ -171,6 +188,7 @@ impl Entry {
             ssub: AtomicI64::new(0),
             multi: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
+            blocked_on: NodeConn::default(),
             no_evict: AtomicBool::new(false),
             no_touch: AtomicBool::new(false),
             killed: AtomicBool::new(false),
