@@ -240,6 +240,10 @@ async fn kill_closes_the_clients_it_names() {
     assert_eq!(me.text(&["RPUSH", "queue", "x"]).await, ":1\r\n");
     assert_eq!(me.text(&["LLEN", "queue"]).await, ":1\r\n", "nothing popped it");
 
+    // MAXAGE (Redis 7.4): only clients older than that; LADDR: the address they reached.
+    assert_eq!(me.text(&["CLIENT", "KILL", "MAXAGE", "1000"]).await, ":0\r\n");
+    assert_eq!(me.text(&["CLIENT", "KILL", "LADDR", "127.0.0.1:1"]).await, ":0\r\n");
+    assert_eq!(me.text(&["CLIENT", "KILL", "MAXAGE", "x"]).await, "-ERR value is not an integer or out of range\r\n");
     // USER default, SKIPME yes: every other client; SKIPME no: the caller too, after its reply.
     let _c = Raw::connect(addr).await;
     list_until(&mut me, &[], "plain and c listed", |l| l.len() == 3).await;
@@ -305,6 +309,13 @@ async fn reply_off_skip_on_as_one_server() {
         // Nothing more: the silenced replies were dropped, not delayed.
         assert_eq!(r.text(&["PING"]).await, "+PONG\r\n");
     }
+    // Inside MULTI the proxy refuses it at queue time (OFF would leave a hole in EXEC's array).
+    assert_eq!(p.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(
+        p.text(&["CLIENT", "REPLY", "OFF"]).await,
+        "-ERR 'CLIENT REPLY' is not available through clusterless inside MULTI: a transaction runs on a node's connection, and this command acts on the client's\r\n"
+    );
+    assert_eq!(p.text(&["EXEC"]).await, "-EXECABORT Transaction discarded because of previous errors.\r\n");
 }
 
 /// Nothing arrives on `r` for `ms` milliseconds (time let pass on purpose: a held command must

@@ -259,6 +259,9 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
         "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
+        // Reached only inside MULTI (the command itself is answered above): OFF and SKIP answer
+        // nothing, which would leave a hole in EXEC's array.
+        "reply" => Some(Refusal::InMulti),
         _ => None,
     }
 }
