@@ -420,3 +420,57 @@ async fn unblock_as_one_server() {
     assert_eq!(seen[0][6], "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n", "{:?}", seen[0]);
     assert_eq!(seen[0][8], ":1\r\n", "{:?}", seen[0]);
 }
+
+/// MONITOR against a plain server: the monitor gets `+OK`, then one line per command of another
+/// client, in Redis's format (time with 6 decimals, `[0 <addr>]`, arguments quoted and escaped
+/// as Redis quotes them, AUTH's hidden, admin commands not shown). It was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_as_one_server() {
+    let mut env = start(small()).await;
+    let plain_port = tokio::task::block_in_place(|| env.cluster.start_stranger(None)).expect("plain redis-server");
+    let proxy = env.addr();
+    let mut seen = Vec::new();
+    for side in 0..2 {
+        let connect = || async {
+            if side == 0 {
+                Raw::connect(proxy).await
+            } else {
+                raw(plain_port).await
+            }
+        };
+        let mut m = connect().await;
+        let mut c = connect().await;
+        let c_addr = field(&bulk_text(&c.text(&["CLIENT", "INFO"]).await), "addr").to_string();
+        assert_eq!(m.text(&["MONITOR"]).await, "+OK\r\n");
+        let mut replies = Vec::new();
+        for args in [
+            &["SET", "a b", "x\n\"y\x01\\"][..],
+            &["get", "a b"],
+            &["AUTH", "secret"],
+            &["CONFIG", "GET", "maxmemory"],
+            &["PING"],
+        ] {
+            replies.push(c.text(args).await);
+        }
+        let lines = m.read_replies(4).await;
+        let mut shown = Vec::new();
+        for l in lines {
+            let l = String::from_utf8(l).unwrap();
+            let (time, rest) = l.strip_prefix('+').unwrap().split_once(' ').unwrap();
+            let (secs, micros) = time.split_once('.').unwrap();
+            assert!(secs.len() >= 10 && secs.bytes().all(|b| b.is_ascii_digit()), "{l:?}");
+            assert!(micros.len() == 6 && micros.bytes().all(|b| b.is_ascii_digit()), "{l:?}");
+            let rest =
+                rest.strip_prefix(&format!("[0 {c_addr}] ")).unwrap_or_else(|| panic!("{l:?} not from {c_addr}"));
+            shown.push(rest.to_string());
+        }
+        // Nothing was left out between: the next command is the next line.
+        assert_eq!(c.text(&["ECHO", "z"]).await, "$1\r\nz\r\n");
+        let next = String::from_utf8(m.read_replies(1).await.concat()).unwrap();
+        assert!(next.ends_with(&format!("[0 {c_addr}] \"ECHO\" \"z\"\r\n")), "{next:?}");
+        seen.push((shown, replies));
+    }
+    assert_eq!(seen[0].0, seen[1].0);
+    assert_eq!(seen[0].0[0], "\"SET\" \"a b\" \"x\\n\\\"y\\x01\\\\\"\r\n");
+    assert_eq!(seen[0].1[..2], seen[1].1[..2]);
+}

@@ -123,6 +123,8 @@ pub struct CommandSpec {
     /// Held by CLIENT PAUSE WRITE: Redis's write commands and those that may replicate one
     /// (scripts, functions, PUBLISH, EXEC, PFCOUNT).
     pub may_write: bool,
+    /// Redis's `admin` commands are not shown to MONITOR.
+    pub admin: bool,
     pub blocking: bool,
     pub keys: KeyRule,
     pub class: Class,

@@ -211,6 +211,7 @@ impl Row {
         CommandSpec {
             arity: self.arity,
             readonly: has("readonly"),
+            admin: has("admin"),
             may_write: has("write")
                 || has("may_replicate")
                 || matches!(

@@ -10,7 +10,8 @@
 //! subscriptions, WAIT, RESET) are barriers ([`barrier`]): the task first answers everything
 //! before them, then runs them alone, watching the client's socket so that a client that leaves
 //! mid-block releases its node connection at once. Subscription messages are written as they
-//! arrive.
+//! arrive, and so are MONITOR's lines; a CLIENT PAUSE holds requests before they are planned
+//! ([`shared_state`]).
 
 mod barrier;
 mod gather;
@@ -19,6 +20,7 @@ mod item;
 mod output;
 mod plan;
 mod record;
+mod shared_state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,11 +28,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use barrier::{client_gone, run_barrier};
@@ -40,6 +42,7 @@ use item::Routed;
 use output::Output;
 use plan::{plan, Conn, Plan};
 use record::Batch;
+use shared_state::{feed_monitors, next_line, pause_holds, pause_over, start_monitor};
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
@@ -93,6 +96,9 @@ pub async fn serve(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let registered = stats.clients.register(Entry::new(id, peer.to_string(), laddr, fd, dup));
     let mut client = Client::new(h, stream, peer, registered.entry.clone());
     client.run().await;
+    if client.monitor.is_some() {
+        stats.monitors.remove(id);
+    }
     drop(registered);
     // Watches, subscriptions and blocked pops end with their connections.
     let Client { c, out, .. } = client;
@@ -133,6 +139,8 @@ struct Client {
     /// A request held by CLIENT PAUSE, and until when; the pause's changes, once one held it.
     held: Option<(Request, Instant)>,
     pause_rx: Option<watch::Receiver<u64>>,
+    /// In MONITOR: the lines of the other clients' commands.
+    monitor: Option<mpsc::UnboundedReceiver<Bytes>>,
     /// Once set we read no more: remaining replies are flushed, then the connection closes.
     closing: bool,
     /// Set when the parser needs more bytes; cleared whenever new bytes arrive.
@@ -176,6 +184,7 @@ impl Client {
             barrier_muted: false,
             held: None,
             pause_rx: None,
+            monitor: None,
             closing: false,
             need_bytes: true,
             draining,
@@ -235,6 +244,19 @@ impl Client {
                         // before it are still written.
                         self.held = Some((req, until));
                         break;
+                    }
+                    if p.stats.monitors.any() && self.monitor.is_none() {
+                        feed_monitors(&self.h, &self.c.session.entry.addr, &req.args);
+                    }
+                    if self.c.session.authenticated
+                        && !self.c.tx.in_multi()
+                        && req.args.len() == 1
+                        && req.args[0].eq_ignore_ascii_case(b"monitor")
+                    {
+                        self.gather.flush(self.c.cx(), &mut self.inflight);
+                        start_monitor(&self.h, &self.c, &mut self.monitor);
+                        self.inflight.ready((crate::resp::reply::ok(), None), req.raw.len());
+                        continue;
                     }
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
                     let cx = self.c.cx();
@@ -395,6 +417,13 @@ impl Client {
                 }
             },
             _ = stop.changed(), if !self.draining => self.draining = true,
+            Some(line) = next_line(&mut self.monitor), if self.monitor.is_some() => {
+                self.c.meter.unqueue(line.len());
+                self.out.push(&line);
+                if !self.flush().await {
+                    return Next::Close;
+                }
+            }
             _ = pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1)), if self.held.is_some() => {}
         }
         Next::Loop
@@ -484,46 +513,6 @@ impl Client {
         if let Some(ps) = self.c.pubsub.as_mut() {
             ps.repair(&self.h.router).await;
         }
-    }
-}
-
-/// Until when CLIENT PAUSE holds `req`, if it does (ALL: every command; WRITE: those that may
-/// write).
-fn pause_holds(h: &Shared, rx: &mut Option<watch::Receiver<u64>>, req: &Request) -> Option<Instant> {
-    let reg = &h.router.stats.clients;
-    if !reg.maybe_paused() {
-        return None;
-    }
-    let write = match h.table.lookup(&req.args) {
-        crate::command::Lookup::Found(spec) => spec.may_write,
-        _ => false,
-    };
-    // Seen before looking: an UNPAUSE after the look wakes the wait.
-    rx.get_or_insert_with(|| reg.pause_watch()).borrow_and_update();
-    reg.holds(write)
-}
-
-/// Resolves when the pause holding a request ends or changes.
-async fn pause_over(rx: &mut Option<watch::Receiver<u64>>, until: Option<Instant>) {
-    let changed = async {
-        let open = match rx.as_mut() {
-            Some(rx) => rx.changed().await.is_ok(),
-            None => false,
-        };
-        if !open {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        _ = changed => {}
-        _ = sleep_until_opt(until) => {}
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
