@@ -441,8 +441,11 @@ async fn monitor_as_one_server() {
         let mut m = connect().await;
         let mut c = connect().await;
         let c_addr = field(&bulk_text(&c.text(&["CLIENT", "INFO"]).await), "addr").to_string();
+        let m_id = id_of(&mut m).await;
         assert_eq!(m.text(&["MONITOR"]).await, "+OK\r\n");
-        let mut replies = Vec::new();
+        // Listed with flag O, its last command MONITOR.
+        let m_line = masked(&list(&mut c, &["ID", &m_id]).await[0]);
+        let mut replies = vec![m_line];
         for args in [
             &["SET", "a b", "x\n\"y\x01\\"][..],
             &["get", "a b"],
@@ -472,5 +475,6 @@ async fn monitor_as_one_server() {
     }
     assert_eq!(seen[0].0, seen[1].0);
     assert_eq!(seen[0].0[0], "\"SET\" \"a b\" \"x\\n\\\"y\\x01\\\\\"\r\n");
-    assert_eq!(seen[0].1[..2], seen[1].1[..2]);
+    assert_eq!(seen[0].1[..3], seen[1].1[..3]);
+    assert!(seen[0].1[0].contains(" flags=O "), "{}", seen[0].1[0]);
 }

@@ -254,6 +254,7 @@ impl Client {
                         && req.args[0].eq_ignore_ascii_case(b"monitor")
                     {
                         self.gather.flush(self.c.cx(), &mut self.inflight);
+                        self.c.session.entry.touch(&Bytes::from_static(b"monitor"));
                         start_monitor(&self.h, &self.c, &mut self.monitor);
                         self.inflight.ready((crate::resp::reply::ok(), None), req.raw.len());
                         continue;

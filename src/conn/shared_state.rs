@@ -42,6 +42,7 @@ pub(super) fn start_monitor(h: &Shared, c: &Conn, monitor: &mut Option<mpsc::Unb
         let _ = tx.send(line);
     });
     h.router.stats.monitors.add(c.session.id, sink);
+    c.session.entry.monitor.store(true, std::sync::atomic::Ordering::Relaxed);
     *monitor = Some(rx);
 }
 

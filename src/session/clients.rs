@@ -53,6 +53,9 @@ pub fn line(e: &Entry, out: &mut String) {
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     let multi = e.multi.load(Ordering::Relaxed);
     let mut flags = String::new();
+    if e.monitor.load(Ordering::Relaxed) {
+        flags.push('O');
+    }
     if e.pubsub() {
         flags.push('P');
     }

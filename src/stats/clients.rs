@@ -165,6 +165,7 @@ pub struct Entry {
     pub blocked_on: NodeConn,
     pub no_evict: AtomicBool,
     pub no_touch: AtomicBool,
+    pub monitor: AtomicBool,
     killed: AtomicBool,
     /// A second handle on the client's socket (a `dup`), through which CLIENT KILL ends its
     /// reads: the connection sees end of input wherever it waits (idle, blocked, subscribed)
@@ -191,6 +192,7 @@ impl Entry {
             blocked_on: NodeConn::default(),
             no_evict: AtomicBool::new(false),
             no_touch: AtomicBool::new(false),
+            monitor: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             socket: Mutex::new(socket),
         }
