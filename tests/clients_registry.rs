@@ -478,3 +478,20 @@ async fn monitor_as_one_server() {
     assert_eq!(seen[0].1[..3], seen[1].1[..3]);
     assert!(seen[0].1[0].contains(" flags=O "), "{}", seen[0].1[0]);
 }
+
+/// A monitor that does not read is closed at the pubsub class's output limit (32 MB hard, the
+/// shipped default), as Redis closes a slow client; the client it watched goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_monitor_is_closed_at_its_output_limit() {
+    let env = start(small()).await;
+    let mut m = Raw::connect(env.addr()).await;
+    assert_eq!(m.text(&["MONITOR"]).await, "+OK\r\n");
+    let mut c = Raw::connect(env.addr()).await;
+    let value = "v".repeat(1 << 20);
+    // 48 lines of 1 MB: more than the 32 MB limit plus what the sockets' buffers hold.
+    for i in 0..48 {
+        assert_eq!(c.text(&["SET", &format!("big:{i}"), &value]).await, "+OK\r\n");
+    }
+    assert!(m.closed().await, "the slow monitor was closed");
+    assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
+}
