@@ -220,8 +220,14 @@ async fn kill_closes_the_clients_it_names() {
     sub.send(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n").await;
     assert_eq!(sub.read_replies(1).await.len(), 1);
     let mut plain = Raw::connect(addr).await;
+    assert_eq!(plain.text(&["PUBSUB", "NUMSUB", "ch"]).await, "*2\r\n$2\r\nch\r\n:1\r\n");
     assert_eq!(me.text(&["CLIENT", "KILL", "TYPE", "pubsub"]).await, ":1\r\n");
     assert!(sub.closed().await, "subscriber killed by TYPE");
+    // Its subscription is gone from the nodes, as when a subscriber disconnects.
+    eventually_async("the killed subscriber's channel has no subscriber", || async move {
+        Raw::connect(addr).await.text(&["PUBSUB", "NUMSUB", "ch"]).await == "*2\r\n$2\r\nch\r\n:0\r\n"
+    })
+    .await;
     assert_eq!(plain.text(&["PING"]).await, "+PONG\r\n", "a normal client stays");
 
     // A blocked pop: the client closes, and the node's pop goes with it.
