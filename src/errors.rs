@@ -55,6 +55,12 @@ fixed! {
     proto_not_an_integer = "ERR Protocol version is not an integer or out of range";
     max_clients = "ERR max number of clients reached";
     oom = "OOM command not allowed when used memory > 'maxmemory'.";
+    no_such_client = "ERR No such client";
+    client_id_positive = "ERR client-id should be greater than 0";
+    invalid_client_id = "ERR Invalid client ID";
+    timeout_negative = "ERR timeout is negative";
+    pause_mode = "ERR CLIENT PAUSE mode must be WRITE or ALL";
+    unblock_reason = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
 
     // === the proxy's own ===
     empty_reply = "ERR clusterless: empty reply";
@@ -120,6 +126,26 @@ pub fn unrecognized_option(opt: &[u8]) -> Bytes {
     frame(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(opt)))
 }
 
+/// A subcommand Redis 7.0 finds but whose argument count its own code refuses (CLIENT PAUSE with
+/// five arguments): `sub` as the client wrote it.
+pub fn subcommand_syntax(sub: &[u8], container: &str) -> Bytes {
+    frame(&format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        String::from_utf8_lossy(sub),
+        container.to_uppercase()
+    ))
+}
+
+/// CLIENT LIST / KILL TYPE with a type Redis does not know.
+pub fn unknown_client_type(t: &[u8]) -> Bytes {
+    frame(&format!("ERR Unknown client type '{}'", String::from_utf8_lossy(t)))
+}
+
+/// CLIENT KILL USER naming a user that does not exist.
+pub fn no_such_user(u: &[u8]) -> Bytes {
+    frame(&format!("ERR No such user '{}'", String::from_utf8_lossy(u)))
+}
+
 /// A RESP2 client in subscribed mode sent something else.
 pub fn subscribed_only(name: &str) -> Bytes {
     frame(&format!(
@@ -138,8 +164,6 @@ pub enum Refusal {
     Migrate,
     /// MOVE and SWAPDB: a cluster has one database (Redis Cluster's own answer).
     OneDatabase,
-    /// CLIENT KILL, PAUSE, ...: they act on one node's connections.
-    NodeClients,
     /// CLIENT TRACKING, CACHING, ...: client-side caching.
     Tracking,
     /// A command inside MULTI that would act on the connection to the node the transaction's
@@ -159,9 +183,6 @@ impl Refusal {
             Refusal::NodeAdmin => "it acts on one server; run it on the cluster's nodes",
             Refusal::WaitAof => "it refers to one connection's writes on one node",
             Refusal::Migrate => "it moves keys behind the proxy's back",
-            Refusal::NodeClients => {
-                "it acts on one node's connections, and the proxy's clients are not the nodes' clients"
-            }
             Refusal::Tracking => "client-side caching needs each node to send invalidations for one client connection",
             Refusal::AllNodesInMulti => {
                 return frame(&format!(

@@ -11,7 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("errors", 0),
     ("sync", 0),
     ("slot", 0),
-    ("stats", 0),
+    ("stats", 1),
     ("memory", 1),
     ("localcluster", 1),
     ("resp", 1),

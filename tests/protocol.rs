@@ -57,8 +57,8 @@ async fn local_commands_and_errors_match_redis() {
     // own error would read differently), and the connection stays usable.
     let refusals: &[(&[&[u8]], &[u8])] = &[
         (
-            &[b"MONITOR"],
-            b"-ERR 'MONITOR' is not available through clusterless: it acts on one server; run it on the cluster's nodes\r\n",
+            &[b"SHUTDOWN"],
+            b"-ERR 'SHUTDOWN' is not available through clusterless: it acts on one server; run it on the cluster's nodes\r\n",
         ),
         (&[b"MOVE", b"k", b"1"], b"-ERR MOVE is not allowed in cluster mode\r\n"),
     ];

@@ -115,8 +115,16 @@ pub enum KeyRule {
 pub struct CommandSpec {
     /// Lower-case full name, `container|sub` for subcommands (used in Redis's error texts).
     pub name: String,
+    /// The same name as shared bytes: what CLIENT LIST's `cmd=` shows, kept per client without
+    /// copying.
+    pub name_bytes: bytes::Bytes,
     pub arity: i32,
     pub readonly: bool,
+    /// Held by CLIENT PAUSE WRITE: Redis's write commands and those that may replicate one
+    /// (scripts, functions, PUBLISH, EXEC, PFCOUNT).
+    pub may_write: bool,
+    /// Redis's `admin` commands are not shown to MONITOR.
+    pub admin: bool,
     pub blocking: bool,
     pub keys: KeyRule,
     pub class: Class,

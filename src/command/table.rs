@@ -211,12 +211,20 @@ impl Row {
         CommandSpec {
             arity: self.arity,
             readonly: has("readonly"),
+            admin: has("admin"),
+            may_write: has("write")
+                || has("may_replicate")
+                || matches!(
+                    self.name.as_str(),
+                    "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "exec" | "pfcount"
+                ),
             blocking: has("blocking"),
             keys,
             class,
             special: special_of(&self.name),
             subcommands: FxHashMap::default(),
             metric_id: u32::MAX,
+            name_bytes: bytes::Bytes::from(self.name.clone()),
             name: self.name,
         }
     }

@@ -33,7 +33,7 @@ pub(super) async fn run_barrier(
     // when the client leaves mid-block.
     let _blocked = blocking::blocks(name).then(|| {
         let with_timeout = blocking::has_timeout(name, &req.args).then(|| p.stats.hold(Count::InTimeoutTable));
-        (p.stats.hold(Count::Blocked), with_timeout)
+        (p.stats.hold(Count::Blocked), with_timeout, c.session.entry.block())
     });
     let (out, class): (Vec<Bytes>, Timed) = match name {
         "exec" => (vec![c.tx.exec(p, cx, &mut c.session).await], Timed::Transaction),
@@ -62,7 +62,7 @@ pub(super) async fn run_barrier(
                 }
                 (out, Timed::Local)
             }
-            None => (vec![blocking::run(p, spec, req, cx).await], Timed::Blocking),
+            None => (vec![blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await], Timed::Blocking),
         },
     };
     c.recount(&p.stats);

@@ -113,6 +113,8 @@ pub(super) struct Inflight {
     /// limit).
     ready_bytes: usize,
     meter: Arc<Meter>,
+    /// Requests whose replies are not written (CLIENT REPLY OFF / SKIP), by sequence number.
+    muted: VecDeque<u64>,
 }
 
 impl Drop for Inflight {
@@ -127,6 +129,7 @@ impl Inflight {
             p,
             base: 0,
             slots: VecDeque::new(),
+            muted: VecDeque::new(),
             running: FuturesUnordered::new(),
             sent: VecDeque::new(),
             sent_base: 0,
@@ -316,12 +319,29 @@ impl Inflight {
         self.meter.set_ready(self.ready_bytes);
     }
 
-    /// The oldest request's reply, if it has come.
+    /// The reply to request `seq` (not yet answered) is dropped instead of written.
+    pub(super) fn mute(&mut self, seq: u64) {
+        self.muted.push_back(seq);
+    }
+
+    /// The oldest request's reply, if it has come (empty when muted).
     pub(super) fn pop(&mut self) -> Option<Done> {
         if !matches!(self.slots.front(), Some(Slot::Ready(_))) {
             return None;
         }
+        let seq = self.base;
         self.base += 1;
+        if self.muted.front() == Some(&seq) {
+            self.muted.pop_front();
+            self.request_bytes -= self.sizes.pop_front().unwrap_or(0) as usize;
+            return match self.slots.pop_front() {
+                Some(Slot::Ready((r, rec))) => {
+                    self.ready_bytes -= r.len();
+                    Some((bytes::Bytes::new(), rec))
+                }
+                _ => None,
+            };
+        }
         self.request_bytes -= self.sizes.pop_front().unwrap_or(0) as usize;
         match self.slots.pop_front() {
             Some(Slot::Ready(done)) => {

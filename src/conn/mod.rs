@@ -10,7 +10,8 @@
 //! subscriptions, WAIT, RESET) are barriers ([`barrier`]): the task first answers everything
 //! before them, then runs them alone, watching the client's socket so that a client that leaves
 //! mid-block releases its node connection at once. Subscription messages are written as they
-//! arrive.
+//! arrive, and so are MONITOR's lines; a CLIENT PAUSE holds requests before they are planned
+//! ([`shared_state`]).
 
 mod barrier;
 mod gather;
@@ -19,6 +20,7 @@ mod item;
 mod output;
 mod plan;
 mod record;
+mod shared_state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,11 +28,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use barrier::{client_gone, run_barrier};
@@ -40,6 +42,7 @@ use item::Routed;
 use output::Output;
 use plan::{plan, Conn, Plan};
 use record::Batch;
+use shared_state::{feed_monitors, next_line, pause_holds, pause_over, start_monitor};
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
@@ -50,6 +53,7 @@ use crate::route::Router;
 use crate::session::pubsub::{self, Event, PubSub};
 use crate::session::transaction::TxState;
 use crate::session::Session;
+use crate::stats::clients::Entry;
 
 /// What a client connection needs from the server, shared by all of them.
 pub struct Shared {
@@ -72,8 +76,30 @@ const MAX_READ: usize = 64 * 1024;
 pub async fn serve(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let stats = h.router.stats.clone();
     let id = stats.client_connected();
-    let mut client = Client::new(h, stream, peer, id);
+    let laddr = stream.local_addr().map_or_else(|_| stats.local_addr.to_string(), |a| a.to_string());
+    let fd = {
+        use std::os::fd::AsRawFd;
+        stream.as_raw_fd() as i64
+    };
+    // A second handle on the socket lets CLIENT KILL from another client end this one's reads.
+    let (stream, dup) = match stream.into_std() {
+        Ok(s) => {
+            let dup = s.try_clone().ok();
+            match TcpStream::from_std(s) {
+                Ok(s) => (s, dup),
+                Err(_) => return stats.client_disconnected(),
+            }
+        }
+        Err(_) => return stats.client_disconnected(),
+    };
+    // Listed (CLIENT LIST) until this guard drops, when the connection ends.
+    let registered = stats.clients.register(Entry::new(id, peer.to_string(), laddr, fd, dup));
+    let mut client = Client::new(h, stream, peer, registered.entry.clone());
     client.run().await;
+    if client.monitor.is_some() {
+        stats.monitors.remove(id);
+    }
+    drop(registered);
     // Watches, subscriptions and blocked pops end with their connections.
     let Client { c, out, .. } = client;
     // What it held leaves the total now, not when the last reply on its way has come.
@@ -108,6 +134,13 @@ struct Client {
     inflight: Inflight,
     gather: Gather,
     barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)>,
+    /// The barrier's replies are dropped (CLIENT REPLY OFF / SKIP).
+    barrier_muted: bool,
+    /// A request held by CLIENT PAUSE, and until when; the pause's changes, once one held it.
+    held: Option<(Request, Instant)>,
+    pause_rx: Option<watch::Receiver<u64>>,
+    /// In MONITOR: the lines of the other clients' commands.
+    monitor: Option<mpsc::UnboundedReceiver<Bytes>>,
     /// Once set we read no more: remaining replies are flushed, then the connection closes.
     closing: bool,
     /// Set when the parser needs more bytes; cleared whenever new bytes arrive.
@@ -117,8 +150,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) -> Client {
-        let session = Session::new(id, peer.to_string(), h.auth.clone());
+    fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
+        let session = Session::new(entry.id, h.auth.clone(), entry);
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -148,6 +181,10 @@ impl Client {
             read_size: MIN_READ,
             gather: Gather::default(),
             barrier: None,
+            barrier_muted: false,
+            held: None,
+            pause_rx: None,
+            monitor: None,
             closing: false,
             need_bytes: true,
             draining,
@@ -195,9 +232,33 @@ impl Client {
         let p = &self.h.router;
         // One clock read per batch of requests parsed from the buffer, not one per request.
         let mut batch_clock = None;
-        while self.barrier.is_none() && !self.closing && !self.need_bytes && self.room() {
-            match self.parser.next(&mut self.rbuf) {
+        while self.barrier.is_none() && !self.closing && (!self.need_bytes || self.held.is_some()) && self.room() {
+            let next = match self.held.take() {
+                Some((req, _)) => Ok(Parsed::Request(req)),
+                None => self.parser.next(&mut self.rbuf),
+            };
+            match next {
                 Ok(Parsed::Request(req)) => {
+                    if let Some(until) = pause_holds(&self.h, &mut self.pause_rx, &req) {
+                        // CLIENT PAUSE: this request and those behind it wait; the replies
+                        // before it are still written.
+                        self.held = Some((req, until));
+                        break;
+                    }
+                    if p.stats.monitors.any() && self.monitor.is_none() {
+                        feed_monitors(&self.h, &self.c.session.entry.addr, &req.args);
+                    }
+                    if self.c.session.authenticated
+                        && !self.c.tx.in_multi()
+                        && req.args.len() == 1
+                        && req.args[0].eq_ignore_ascii_case(b"monitor")
+                    {
+                        self.gather.flush(self.c.cx(), &mut self.inflight);
+                        self.c.session.entry.touch(&Bytes::from_static(b"monitor"));
+                        start_monitor(&self.h, &self.c, &mut self.monitor);
+                        self.inflight.ready((crate::resp::reply::ok(), None), req.raw.len());
+                        continue;
+                    }
                     let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
                     let cx = self.c.cx();
                     let size = req.raw.len();
@@ -208,6 +269,13 @@ impl Client {
                         // refused, as Redis refuses commands past maxmemory; replies drain.
                         planned = Plan::Ready((crate::errors::oom(), None));
                     }
+                    // CLIENT REPLY OFF / SKIP: this request's reply is dropped in its place.
+                    let seq = inflight.next_seq();
+                    let mute = self.c.session.replies.mute_this();
+                    if mute && !matches!(planned, Plan::Barrier(..)) {
+                        inflight.mute(seq);
+                    }
+                    self.barrier_muted = mute;
                     match planned {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(p, k, cx, inflight) {
@@ -272,8 +340,10 @@ impl Client {
         if more {
             self.need_bytes = false;
         }
-        for f in &out {
-            self.out.push(f);
+        if !self.barrier_muted {
+            for f in &out {
+                self.out.push(f);
+            }
         }
         if !self.flush().await {
             return Next::Close;
@@ -348,6 +418,14 @@ impl Client {
                 }
             },
             _ = stop.changed(), if !self.draining => self.draining = true,
+            Some(line) = next_line(&mut self.monitor), if self.monitor.is_some() => {
+                self.c.meter.unqueue(line.len());
+                self.out.push(&line);
+                if !self.flush().await {
+                    return Next::Close;
+                }
+            }
+            _ = pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1)), if self.held.is_some() => {}
         }
         Next::Loop
     }
@@ -415,7 +493,8 @@ impl Client {
         if let Some(ps) = self.c.pubsub.as_mut() {
             match ev {
                 Event::Frame(id, f) => {
-                    if let Some(m) = ps.on_frame(id, f) {
+                    // CLIENT REPLY OFF drops messages too, as Redis drops every write.
+                    if let Some(m) = ps.on_frame(id, f).filter(|_| !self.c.session.replies.off) {
                         self.out.push(&m);
                     }
                 }
@@ -441,7 +520,10 @@ impl Client {
 /// What a command may have changed in the session that the loop itself acts on.
 fn after_command(parser: &mut RequestParser, c: &Conn, closing: &mut bool) {
     parser.authenticated = c.session.authenticated;
-    if c.session.quit {
+    let entry = &c.session.entry;
+    entry.multi.store(c.tx.queued(), std::sync::atomic::Ordering::Relaxed);
+    // QUIT, or CLIENT KILL of this client (by itself too): its reply is written, then it closes.
+    if c.session.quit || entry.is_killed() {
         *closing = true;
     }
 }

@@ -2,6 +2,7 @@
 //! (single-slot commands and split parts), the router, or the connection itself in order (a
 //! barrier: a command that changes or depends on the connection's state).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,6 +44,18 @@ impl Conn {
     /// (un)watched; dropping the connection drops its guards, and with them its counts.
     pub(super) fn recount(&mut self, stats: &Arc<ProxyStats>) {
         let subscribed = self.pubsub.as_ref().is_some_and(|ps| ps.active());
+        if let Some(ps) = &self.pubsub {
+            let (sub, psub, ssub) = ps.counts();
+            let e = &self.session.entry;
+            e.sub.store(sub as i64, Ordering::Relaxed);
+            e.psub.store(psub as i64, Ordering::Relaxed);
+            e.ssub.store(ssub as i64, Ordering::Relaxed);
+        } else if self.session.entry.pubsub() {
+            let e = &self.session.entry;
+            for n in [&e.sub, &e.psub, &e.ssub] {
+                n.store(0, Ordering::Relaxed);
+            }
+        }
         if subscribed != self.subscribed.is_some() {
             self.subscribed = subscribed.then(|| stats.hold(Count::PubSub));
         }
@@ -89,6 +102,8 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         // A known name is a bounded label value, whatever the arguments.
         Lookup::WrongArity(spec, e) => return not_run(c, e, spec.metric_id, started),
     };
+    // CLIENT LIST's `cmd` and `idle`.
+    c.session.entry.touch(&spec.name_bytes);
     let id = spec.metric_id;
     let answer = |reply: Bytes, class: Timed| {
         let rec = started.map(|started| Rec::with_id(id, outcome(&reply, false), class, started));

@@ -108,6 +108,9 @@ impl Router {
 #[derive(Default)]
 pub struct Trace {
     redirected: AtomicBool,
+    /// Told where an exclusive command waits (the node's address and connection id), while it
+    /// waits: CLIENT UNBLOCK of the proxy's client is passed on there.
+    pub blocked_on: Option<crate::stats::clients::NodeConn>,
 }
 
 impl Trace {

@@ -12,6 +12,7 @@ use super::redirect::{classify, deposed, FirstTry, Redirect};
 use super::{Router, Trace};
 use crate::backend::{BackendError, Cx, Failure};
 use crate::errors;
+use crate::stats::clients::BlockedOn;
 
 /// Retry pacing within a request's budget; wakes early when a new topology is published. A
 /// request that waits at least once counts as held; its total wait is recorded when it is done.
@@ -122,12 +123,21 @@ async fn attempt(
     cx: Cx,
     payload: Bytes,
     n: usize,
+    trace: &Trace,
 ) -> Result<Vec<Bytes>, BackendError> {
     if !how.exclusive {
         return p.backend.send(addr, cx, payload, n).await;
     }
     let mut conn = p.dedicated.get(addr, cx).await?;
-    let replies = conn.request(&payload, n).await?;
+    if let Some(at) = &trace.blocked_on {
+        *at.lock() = BlockedOn::At(addr.to_string(), conn.node_client_id);
+    }
+    let replies = conn.request(&payload, n).await;
+    if let Some(at) = &trace.blocked_on {
+        // A retry (a failover's UNBLOCKED, a redirect) sends it again.
+        *at.lock() = BlockedOn::Starting;
+    }
+    let replies = replies?;
     // A master turning replica closes the connections of the blocked clients it ends: pooled,
     // this one would fail the next request written to it.
     if !replies.last().is_some_and(|r| super::redirect::unblocked_by_failover(r)) {
@@ -177,7 +187,7 @@ pub async fn continue_slot(
                     },
                 };
                 let sent = Instant::now();
-                let result = attempt(p, how, &addr, cx, payload, n).await;
+                let result = attempt(p, how, &addr, cx, payload, n, trace).await;
                 (addr, result, sent)
             }
         };

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Session, DEFAULT_USER};
+use super::{clients, Session, DEFAULT_USER};
 use crate::errors::{self, Refusal};
 use crate::resp::{parse_int, reply};
 use crate::route::Router;
@@ -14,6 +14,13 @@ fn eq_ci(a: &[u8], b: &str) -> bool {
 
 /// Answers a command of class `Local`. `name` is the spec's lower-case name.
 pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
+    let r = answer(p, s, name, args);
+    // Whatever it changed (name, user, protocol) shows in the other clients' CLIENT LIST.
+    s.publish();
+    r
+}
+
+fn answer(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
     match name {
         // PING's arity is "at least 1" in the table; Redis's PING itself refuses a second argument.
         "ping" if args.len() > 2 => errors::wrong_arity("ping"),
@@ -44,6 +51,7 @@ pub fn handle(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes 
             s.proto = 2;
             s.authenticated = !s.auth.required();
             s.login = 0;
+            s.replies.on();
             Bytes::from_static(b"+RESET\r\n")
         }
         // A subcommand Redis does not know gets its usual answer, also with cluster support off.
@@ -176,23 +184,72 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
                 if args[3].iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
                     return errors::setinfo_value(&args[2]);
                 }
+                let mut ident = s.entry.ident.lock();
+                let field = if eq_ci(&args[2], "lib-name") { &mut ident.lib_name } else { &mut ident.lib_ver };
+                *field = args[3].clone();
                 reply::ok()
             } else {
                 errors::unrecognized_option(&args[2])
             }
         }
-        "info" if args.len() == 2 => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
-        "list" => reply::verbatim(s.proto, client_line(p, s).as_bytes()),
-        "setname" | "getname" | "id" | "setinfo" | "info" => errors::wrong_arity(&format!("client|{sub_l}")),
-        // The proxy's own connections to the nodes are never evicted for a client's sake.
-        "no-evict" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => reply::ok(),
-        "no-evict" if args.len() == 3 => errors::syntax(),
+        "info" if args.len() == 2 => clients::info(s),
+        "list" => clients::list(p, s, args),
+        "kill" if args.len() >= 3 => clients::kill(p, s, args),
+        "setname" | "getname" | "id" | "setinfo" | "info" | "kill" => errors::wrong_arity(&format!("client|{sub_l}")),
+        // Flags CLIENT LIST shows. The proxy's own connections to the nodes are never evicted
+        // for a client's sake, and it keeps no access times for NO-TOUCH to spare.
+        "no-evict" | "no-touch" if args.len() == 3 && (eq_ci(&args[2], "on") || eq_ci(&args[2], "off")) => {
+            let flag = if sub_l == "no-evict" { &s.entry.no_evict } else { &s.entry.no_touch };
+            flag.store(eq_ci(&args[2], "on"), std::sync::atomic::Ordering::Relaxed);
+            reply::ok()
+        }
+        "no-evict" | "no-touch" if args.len() == 3 => errors::syntax(),
+        "no-evict" | "no-touch" => errors::wrong_arity(&format!("client|{sub_l}")),
+        // OFF and SKIP are not answered (the connection drops what they return), ON is.
+        "reply" if args.len() == 3 && eq_ci(&args[2], "on") => {
+            s.replies.on();
+            reply::ok()
+        }
+        "reply" if args.len() == 3 && eq_ci(&args[2], "off") => {
+            s.replies.off = true;
+            Bytes::new()
+        }
+        "reply" if args.len() == 3 && eq_ci(&args[2], "skip") => {
+            s.replies.skip_next = !s.replies.off;
+            Bytes::new()
+        }
+        "reply" if args.len() == 3 => errors::syntax(),
+        "pause" if args.len() == 3 || args.len() == 4 => {
+            let all = match args.get(3) {
+                None => true,
+                Some(m) if eq_ci(m, "all") => true,
+                Some(m) if eq_ci(m, "write") => false,
+                Some(_) => return errors::pause_mode(),
+            };
+            let ms = match parse_int(&args[2]) {
+                Some(ms) if ms < 0 => return errors::timeout_negative(),
+                Some(ms) => ms as u64,
+                None => return errors::timeout_not_an_integer(),
+            };
+            let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+            p.stats.clients.pause(until, all);
+            reply::ok()
+        }
+        "unpause" if args.len() == 2 => {
+            p.stats.clients.unpause();
+            reply::ok()
+        }
+        "unblock" if args.len() == 3 || args.len() == 4 => clients::unblock(p, s, args),
+        "unblock" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
+        "pause" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
+        "pause" | "unpause" => errors::wrong_arity(&format!("client|{sub_l}")),
+        "reply" => errors::wrong_arity("client|reply"),
         _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
             let name = format!("client|{sub_l}");
-            refusal_of(&name).unwrap_or(Refusal::NodeClients).frame(&name)
+            refusal_of(&name).unwrap_or(Refusal::Tracking).frame(&name)
         }
         "help" => reply::array(&[reply::bulk(
-            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST are answered by clusterless.",
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE | UNBLOCK are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
     }
@@ -201,16 +258,10 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 /// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
-        "kill" | "pause" | "unpause" | "unblock" | "no-touch" | "reply" => Some(Refusal::NodeClients),
         "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
+        // Reached only inside MULTI (the command itself is answered above): OFF and SKIP answer
+        // nothing, which would leave a hole in EXEC's array.
+        "reply" => Some(Refusal::InMulti),
         _ => None,
     }
-}
-
-fn client_line(p: &Router, s: &Session) -> String {
-    let name = s.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
-    format!(
-        "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 resp={} lib-name= lib-ver=\n",
-        s.id, s.peer, p.stats.local_addr, name, s.proto
-    )
 }

@@ -21,6 +21,16 @@ use crate::command::CommandSpec;
 use crate::errors;
 use crate::resp::{reply, Request};
 use crate::route::{self, How, Router, Trace};
+use crate::stats::clients::{BlockedOn, NodeConn};
+
+/// Clears what CLIENT UNBLOCK may reach when the command ends, also when it is dropped.
+struct Unblockable<'a>(&'a NodeConn);
+
+impl Drop for Unblockable<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = BlockedOn::Nothing;
+    }
+}
 
 /// Whether a barrier command named `name` makes its client wait (Redis's blocked_clients): the
 /// blocking commands, and WAIT.
@@ -61,16 +71,17 @@ fn splittable(name: &str) -> bool {
 }
 
 /// Runs a blocking command for a client.
-pub async fn run(p: &Router, spec: &CommandSpec, req: Request, cx: Cx) -> Bytes {
+/// `blocked_on` is told where it waits (CLIENT UNBLOCK).
+pub async fn run(p: &Router, spec: &CommandSpec, req: Request, cx: Cx, blocked_on: &NodeConn) -> Bytes {
     let Some(keys) = spec.key_positions(&req.args).filter(|k| !k.is_empty()) else {
         // Bad numkeys and the like: any master produces Redis's own error, without blocking.
-        return single(p, spec, None, &req.args, req.raw, cx).await;
+        return single(p, spec, None, &req.args, req.raw, cx, blocked_on).await;
     };
     match route::common_slot(&req.args, &keys) {
-        Some(s) => single(p, spec, Some(s), &req.args, req.raw, cx).await,
+        Some(s) => single(p, spec, Some(s), &req.args, req.raw, cx, blocked_on).await,
         None if splittable(&spec.name) => match pop::Pop::parse(&spec.name, &req.args, &keys) {
             Some(pop) => pop.run(p, cx).await,
-            None => single(p, spec, None, &req.args, req.raw, cx).await,
+            None => single(p, spec, None, &req.args, req.raw, cx, blocked_on).await,
         },
         None => errors::crossslot(),
     }
@@ -95,14 +106,26 @@ fn timeout_arg(name: &str, args: &[Bytes]) -> Option<usize> {
 /// A pop that its master ended because the master turned replica (`-UNBLOCKED ...`, a
 /// failover) did not run: it blocks again on the new master, with what is left of its timeout,
 /// as after a MOVED in a reshard.
-async fn single(p: &Router, spec: &CommandSpec, slot: Option<u16>, args: &[Bytes], cmd: Bytes, cx: Cx) -> Bytes {
+async fn single(
+    p: &Router,
+    spec: &CommandSpec,
+    slot: Option<u16>,
+    args: &[Bytes],
+    cmd: Bytes,
+    cx: Cx,
+    blocked_on: &NodeConn,
+) -> Bytes {
+    let mut trace = Trace::default();
+    trace.blocked_on = Some(blocked_on.clone());
+    *blocked_on.lock() = BlockedOn::Starting;
+    let _done = Unblockable(blocked_on);
     let how = How::exclusive(spec.readonly);
     let at = slot.and(timeout_arg(&spec.name, args));
     let secs = at.and_then(|i| pop::seconds(&args[i]));
     let deadline = secs.filter(|&t| t > 0.0).map(|t| Instant::now() + Duration::from_secs_f64(t));
     let mut cmd = cmd;
     loop {
-        let r = route::continue_slot(p, slot.unwrap_or(0), cmd.clone(), how, cx, &Trace::default(), None).await;
+        let r = route::continue_slot(p, slot.unwrap_or(0), cmd.clone(), how, cx, &trace, None).await;
         let (Some(i), Some(_)) = (at, secs) else { return r };
         if !route::unblocked_by_failover(&r) {
             return r;

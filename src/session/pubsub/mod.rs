@@ -145,6 +145,11 @@ impl PubSub {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
     }
 
+    /// Channels, patterns and shard channels held (CLIENT LIST's `sub`, `psub`, `ssub`).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.channels.len(), self.patterns.len(), self.shard.len())
+    }
+
     /// The next event from any subscription connection.
     pub async fn next_event(&mut self) -> Option<Event> {
         let ev = self.rx.recv().await;

@@ -102,6 +102,11 @@ impl TxState {
         self.multi.is_some()
     }
 
+    /// Commands queued in MULTI, -1 outside it (CLIENT LIST's `multi`).
+    pub fn queued(&self) -> i64 {
+        self.multi.as_ref().map_or(-1, |m| (m.queued.len() + m.local.len()) as i64)
+    }
+
     pub fn watching(&self) -> bool {
         !self.watches.is_empty() || self.lost
     }

@@ -1,7 +1,10 @@
 //! Facts about the proxy process itself that its answers show as one server's would: address,
 //! uptime, run id, the cluster's Redis version, and client counts (connected, blocked, subscribed,
 //! watching). The server owns them; INFO, HELLO and CLIENT read them, client connections keep the
-//! counts.
+//! counts, the registry of its clients ([`clients`]) and its monitors ([`monitor`]).
+
+pub mod clients;
+pub mod monitor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +27,10 @@ pub struct ProxyStats {
     pub run_id: String,
     /// The replication id shown by INFO replication (the proxy is a master without replicas).
     pub replid: String,
+    /// The clients connected now, for CLIENT LIST / INFO / KILL.
+    pub clients: Arc<clients::Registry>,
+    /// The clients in MONITOR.
+    pub monitors: monitor::Monitors,
     next_client_id: AtomicU64,
     counts: [AtomicUsize; 4],
 }
@@ -72,6 +79,8 @@ impl ProxyStats {
             rejected_connections: AtomicU64::new(0),
             run_id: random_hex40(),
             replid: random_hex40(),
+            clients: Arc::default(),
+            monitors: monitor::Monitors::default(),
             next_client_id: AtomicU64::new(0),
             counts: Default::default(),
         }
