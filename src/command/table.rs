@@ -443,8 +443,11 @@ mod tests {
         assert_eq!(keys(&t, "PING"), Some(vec![]));
         let range = |first, last, step| CommandSpec {
             name: "x".into(),
+            name_bytes: bytes::Bytes::from_static(b"x"),
             arity: -1,
             readonly: false,
+            may_write: false,
+            admin: false,
             blocking: false,
             keys: KeyRule::Range { first, last, step },
             class: Class::Keyed,
