@@ -132,16 +132,7 @@ async fn single(
         }
         p.metrics.redirect("unblocked");
         p.topology.request_refresh();
-        let left = match deadline {
-            None => 0.0,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
-                if left < 0.001 {
-                    return reply::null_array(cx.proto);
-                }
-                left
-            }
-        };
+        let Some(left) = pop::seconds_left(deadline) else { return reply::null_array(cx.proto) };
         let t = pop::format_secs(left);
         let mut again: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
         again[i] = t.as_bytes();

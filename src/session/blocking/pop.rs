@@ -195,16 +195,7 @@ impl<'a> Pop<'a> {
                     return out;
                 }
             }
-            let secs = match deadline {
-                None => 0.0,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
-                    if left < 0.001 {
-                        return reply::null_array(cx.proto);
-                    }
-                    left
-                }
-            };
+            let Some(secs) = seconds_left(deadline) else { return reply::null_array(cx.proto) };
             // 2. Everything empty: block on every slot at once.
             let blocked_at = Instant::now();
             match self.block_all(p, cx, secs).await {
@@ -390,6 +381,15 @@ fn score(f: &Bytes) -> Option<Bytes> {
             Some(f.slice(1..end))
         }
         _ => resp::as_bulk(f)?,
+    }
+}
+
+/// The seconds a pop with `deadline` may still block (0: no deadline, block for ever), or `None`
+/// once the deadline has passed (the pop then answers its timeout's nil).
+pub(super) fn seconds_left(deadline: Option<Instant>) -> Option<f64> {
+    match deadline {
+        None => Some(0.0),
+        Some(d) => Some(d.saturating_duration_since(Instant::now()).as_secs_f64()).filter(|&left| left >= 0.001),
     }
 }
 
