@@ -4,7 +4,7 @@
 //! per-slot parts of its multi-key commands, go to each node as one batch ([`gather`]); replies
 //! find their place in the client's requests in flight ([`inflight`]); their metrics are recorded
 //! per batch of replies ([`record`]) and they leave through [`output`], held to the client's
-//! output limit.
+//! output limit ([`deliver`]: what is written between requests).
 //!
 //! Commands that change or depend on the connection's state (MULTI/EXEC/WATCH, blocking commands,
 //! subscriptions, WAIT, RESET) are barriers ([`barrier`]): the task first answers everything
@@ -14,6 +14,7 @@
 //! ([`shared_state`]).
 
 mod barrier;
+mod deliver;
 mod gather;
 mod inflight;
 mod item;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use barrier::{client_gone, run_barrier};
+use deliver::{next_event, repair_due};
 use gather::Gather;
 use inflight::Inflight;
 use item::Routed;
@@ -46,11 +48,10 @@ use shared_state::{feed_monitors, next_line, pause_holds, pause_over, start_moni
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
-use crate::memory::{Meter, Usage, Why};
+use crate::memory::{Meter, Usage};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::{Limits, Parsed, Request, RequestParser};
 use crate::route::Router;
-use crate::session::pubsub::{self, Event, PubSub};
 use crate::session::transaction::TxState;
 use crate::session::Session;
 use crate::stats::clients::Entry;
@@ -430,90 +431,10 @@ impl Client {
         Next::Loop
     }
 
-    /// Writes every reply that is ready, in order, with their metrics recorded first.
-    async fn write_ready(&mut self) -> Next {
-        let m = &self.h.router.metrics;
-        self.inflight.collect();
-        while let Some((r, rec)) = self.inflight.pop() {
-            self.out.push(&r);
-            if let Some(r) = rec {
-                self.batch.add(m, r);
-            }
-        }
-        self.inflight.count_ready();
-        // Before the write: a client that reads its reply and then scrapes sees it counted.
-        self.batch.flush(m);
-        if self.flush().await {
-            Next::Loop
-        } else {
-            Next::Close
-        }
-    }
-
-    /// Writes the write buffer out; false when the connection is to close: the write failed, or
-    /// the client went over its output limit meanwhile (a slow reader while replies or messages
-    /// pile up for it).
-    async fn flush(&mut self) -> bool {
-        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
-        if self.out.flush(meter, m).await {
-            return true;
-        }
-        if meter.is_over() {
-            self.over_limit();
-        }
-        false
-    }
-
-    /// The client went over its output buffer limit, or held the most when all clients' output
-    /// passed `limits.max_memory`: closed, as Redis closes it, and what was held for it freed.
-    fn over_limit(&self) -> Next {
-        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
-        let pending = meter.pending();
-        match meter.why() {
-            Why::OutputLimit => {
-                let class = meter.class();
-                tracing::info!(peer = %self.peer, class, pending, "client closed for overcoming its output buffer limit");
-                m.output_limit_closed(class);
-            }
-            Why::MaxMemory => {
-                tracing::info!(peer = %self.peer, pending, "client evicted: it held the most output when limits.max_memory was passed");
-                m.clients_evicted.inc();
-            }
-        }
-        Next::Close
-    }
-
     /// Whether another request may be read: fewer than `limits.max_pipeline` in flight, and
     /// fewer bytes of them than `limits.client_query_buffer_limit`.
     fn room(&self) -> bool {
         self.inflight.len() < self.h.limits.max_pipeline && self.inflight.request_bytes() < self.h.limits.query_buffer
-    }
-
-    async fn on_event(&mut self, ev: Event) -> Next {
-        if let Some(ps) = self.c.pubsub.as_mut() {
-            match ev {
-                Event::Frame(id, f) => {
-                    // CLIENT REPLY OFF drops messages too, as Redis drops every write.
-                    if let Some(m) = ps.on_frame(id, f).filter(|_| !self.c.session.replies.off) {
-                        self.out.push(&m);
-                    }
-                }
-                Event::Closed(id) => ps.on_closed(id),
-            }
-            if ps.needs_repair {
-                ps.repair(&self.h.router).await;
-            }
-        }
-        if !self.out.is_empty() && !self.flush().await {
-            return Next::Close;
-        }
-        Next::Loop
-    }
-
-    async fn repair(&mut self) {
-        if let Some(ps) = self.c.pubsub.as_mut() {
-            ps.repair(&self.h.router).await;
-        }
     }
 }
 
@@ -548,20 +469,6 @@ impl<F: Future<Output = ()>> Stop<'_, F> {
             self.fut.as_mut().poll(cx)
         })
         .await
-    }
-}
-
-/// Resolves after the subscriptions' repair interval. A `sleep()` written in the `select!` was
-/// made (clock read, runtime handle) and dropped on every loop turn, even with its branch
-/// disabled; this future builds it only when polled, i.e. when a repair is due.
-async fn repair_due() {
-    tokio::time::sleep(pubsub::REPAIR_EVERY).await
-}
-
-async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
-    match ps.as_mut() {
-        Some(ps) => ps.next_event().await,
-        None => std::future::pending().await,
     }
 }
 

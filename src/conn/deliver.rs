@@ -1,0 +1,103 @@
+//! What reaches the client between its requests: the replies that are ready, in request order
+//! and with their metrics recorded first; subscription messages as they arrive (and the repair of
+//! subscriptions the map moved); and the close of a client that overcame its output limit.
+
+use super::{Client, Next};
+use crate::memory::Why;
+use crate::session::pubsub::{self, Event, PubSub};
+
+impl Client {
+    /// Writes every reply that is ready, in order, with their metrics recorded first.
+    pub(super) async fn write_ready(&mut self) -> Next {
+        let m = &self.h.router.metrics;
+        self.inflight.collect();
+        while let Some((r, rec)) = self.inflight.pop() {
+            self.out.push(&r);
+            if let Some(r) = rec {
+                self.batch.add(m, r);
+            }
+        }
+        self.inflight.count_ready();
+        // Before the write: a client that reads its reply and then scrapes sees it counted.
+        self.batch.flush(m);
+        if self.flush().await {
+            Next::Loop
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Writes the write buffer out; false when the connection is to close: the write failed, or
+    /// the client went over its output limit meanwhile (a slow reader while replies or messages
+    /// pile up for it).
+    pub(super) async fn flush(&mut self) -> bool {
+        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
+        if self.out.flush(meter, m).await {
+            return true;
+        }
+        if meter.is_over() {
+            self.over_limit();
+        }
+        false
+    }
+
+    /// The client went over its output buffer limit, or held the most when all clients' output
+    /// passed `limits.max_memory`: closed, as Redis closes it, and what was held for it freed.
+    pub(super) fn over_limit(&self) -> Next {
+        let (meter, m) = (&self.c.meter, &self.h.router.metrics);
+        let pending = meter.pending();
+        match meter.why() {
+            Why::OutputLimit => {
+                let class = meter.class();
+                tracing::info!(peer = %self.peer, class, pending, "client closed for overcoming its output buffer limit");
+                m.output_limit_closed(class);
+            }
+            Why::MaxMemory => {
+                tracing::info!(peer = %self.peer, pending, "client evicted: it held the most output when limits.max_memory was passed");
+                m.clients_evicted.inc();
+            }
+        }
+        Next::Close
+    }
+
+    pub(super) async fn on_event(&mut self, ev: Event) -> Next {
+        if let Some(ps) = self.c.pubsub.as_mut() {
+            match ev {
+                Event::Frame(id, f) => {
+                    // CLIENT REPLY OFF drops messages too, as Redis drops every write.
+                    if let Some(m) = ps.on_frame(id, f).filter(|_| !self.c.session.replies.off) {
+                        self.out.push(&m);
+                    }
+                }
+                Event::Closed(id) => ps.on_closed(id),
+            }
+            if ps.needs_repair {
+                ps.repair(&self.h.router).await;
+            }
+        }
+        if !self.out.is_empty() && !self.flush().await {
+            return Next::Close;
+        }
+        Next::Loop
+    }
+
+    pub(super) async fn repair(&mut self) {
+        if let Some(ps) = self.c.pubsub.as_mut() {
+            ps.repair(&self.h.router).await;
+        }
+    }
+}
+
+/// Resolves after the subscriptions' repair interval. A `sleep()` written in the `select!` was
+/// made (clock read, runtime handle) and dropped on every loop turn, even with its branch
+/// disabled; this future builds it only when polled, i.e. when a repair is due.
+pub(super) async fn repair_due() {
+    tokio::time::sleep(pubsub::REPAIR_EVERY).await
+}
+
+pub(super) async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
+    match ps.as_mut() {
+        Some(ps) => ps.next_event().await,
+        None => std::future::pending().await,
+    }
+}
