@@ -5,24 +5,27 @@
 //! subscriptions without the client noticing: when the node behind them dies, leaves the map, or
 //! (shard channels) gives up the slot, they are made again on the new node. Messages published
 //! during the gap may be missed, as with pub/sub anywhere. Keyspace notifications, which each node
-//! publishes for its own keys only, are subscribed on every master ([`events`]).
+//! publishes for its own keys only, are subscribed on every master ([`events`]). The connections
+//! themselves, and their repair: [`conn`].
 
+mod conn;
 mod events;
+
+pub use conn::Event;
+use conn::SubConn;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::task::JoinHandle;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
-use crate::backend::{BackendError, Cx, Reason};
+use crate::backend::{BackendError, Reason};
 use crate::errors;
 use crate::memory::Meter;
-use crate::resp::{self, reply, ReplyScanner};
+use crate::resp::{self, reply};
 use crate::route::Router;
 use crate::slot;
 
@@ -33,26 +36,6 @@ enum SubscribeError {
     NoMaster,
     #[error(transparent)]
     Backend(#[from] BackendError),
-}
-
-/// What a subscription connection's reader reports.
-pub enum Event {
-    Frame(u64, Bytes),
-    Closed(u64),
-}
-
-struct SubConn {
-    id: u64,
-    addr: String,
-    wr: OwnedWriteHalf,
-    reader: JoinHandle<()>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for SubConn {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 /// The kinds of subscription.
@@ -176,15 +159,6 @@ impl PubSub {
             Kind::Shard => self.shard.len(),
             _ => self.channels.len() + self.patterns.len(),
         }
-    }
-
-    async fn open(&mut self, p: &Router, addr: &str) -> Result<SubConn, SubscribeError> {
-        let d = p.dedicated.get(addr, Cx { proto: self.proto, lane: 0, login: self.login }).await?;
-        let (rd, wr, buf, permit) = d.into_split();
-        self.next_id += 1;
-        let id = self.next_id;
-        let reader = tokio::spawn(read_loop(id, rd, buf, self.tx.clone(), self.meter.clone()));
-        Ok(SubConn { id, addr: addr.to_string(), wr, reader, _permit: permit })
     }
 
     /// The connection for channels and patterns, opened on a live master when there is none.
@@ -472,115 +446,6 @@ impl PubSub {
         self.shard_conns.retain(|_, c| c.id != id);
         if self.shard_conns.len() != before {
             self.needs_repair = true;
-        }
-    }
-
-    /// Makes the subscriptions match the current map: channels and patterns on a live master,
-    /// each shard channel on its slot's owner. Returns false when something could not be done yet
-    /// (call again later).
-    pub async fn repair(&mut self, p: &Router) -> bool {
-        let mut ok = true;
-        // The main connection's node failed or left the map: move before it goes silent for good.
-        if let Some(c) = &self.main {
-            let t = p.topology.load();
-            let gone = !t.masters().contains(&c.addr.as_str()) || t.nodes.iter().any(|n| n.addr == c.addr && n.failed);
-            if gone {
-                self.main = None;
-            }
-        }
-        if self.main.is_none() && !(self.channels.is_empty() && self.patterns.is_empty()) {
-            let chans: Vec<Bytes> = self.channels.iter().cloned().collect();
-            let pats: Vec<Bytes> = self.patterns.iter().cloned().collect();
-            let mut r = Ok(0);
-            if !chans.is_empty() {
-                r = self.send_sub(p, Kind::Channel, None, &chans).await;
-            }
-            if r.is_ok() && !pats.is_empty() {
-                r = self.send_sub(p, Kind::Pattern, None, &pats).await;
-            }
-            match r {
-                Ok(_) => {
-                    tracing::info!(node = ?self.main.as_ref().map(|c| c.addr.clone()), "subscriptions moved to another node")
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot resubscribe yet");
-                    self.main = None;
-                    ok = false;
-                }
-            }
-        }
-        if !self.sync_events(p).await {
-            ok = false;
-        }
-        // Shard channels whose slot owner changed or whose connection died.
-        let moves: Vec<(Bytes, String)> = {
-            let t = p.topology.load();
-            self.shard
-                .iter()
-                .filter_map(|(ch, node)| {
-                    let owner = t.master_for(slot::slot(ch))?;
-                    (owner != node || !self.shard_conns.contains_key(node)).then(|| (ch.clone(), owner.to_string()))
-                })
-                .collect()
-        };
-        for (ch, owner) in moves {
-            if let Some(old) = self.shard.get(&ch).cloned() {
-                if let Some(c) = self.shard_conns.get_mut(&old) {
-                    let _ = c.wr.write_all(&resp::encode_command(&[b"SUNSUBSCRIBE".as_ref(), &ch])).await;
-                }
-            }
-            match self.send_sub(p, Kind::Shard, Some(&owner), std::slice::from_ref(&ch)).await {
-                Ok(_) => {
-                    self.shard.insert(ch, owner);
-                }
-                Err(_) => ok = false,
-            }
-        }
-        self.close_unused();
-        self.needs_repair = !ok;
-        ok
-    }
-}
-
-/// Forwards every frame of a subscription connection to its client task.
-async fn read_loop(
-    id: u64,
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
-    tx: mpsc::UnboundedSender<Event>,
-    meter: Arc<Meter>,
-) {
-    let mut scanner = ReplyScanner::default();
-    loop {
-        loop {
-            match scanner.scan(&buf) {
-                Ok(Some(n)) => {
-                    if meter.is_over() {
-                        // The client is being closed for its output: nothing more is queued.
-                        return;
-                    }
-                    // Counted before it is queued, so that a client over its limit is closed
-                    // however fast the node publishes.
-                    meter.queue(n);
-                    if tx.send(Event::Frame(id, buf.split_to(n).freeze())).is_err() {
-                        meter.unqueue(n);
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    let _ = tx.send(Event::Closed(id));
-                    return;
-                }
-            }
-        }
-        crate::memory::settle(&mut buf, 16 * 1024);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Event::Closed(id));
-                return;
-            }
-            Ok(_) => {}
         }
     }
 }
