@@ -58,17 +58,8 @@ pub(super) async fn all_nodes(p: &Router, args: &[Bytes], cx: Cx) -> Bytes {
     if nodes.is_empty() {
         return errors::slot_not_served();
     }
-    let cmd = resp::encode_command(args);
-    let replies = futures_util::future::join_all(nodes.iter().map(|(_, addr)| {
-        let cmd = cmd.clone();
-        async move {
-            match p.backend.send_one(addr, cx, cmd).await {
-                Ok(r) => r,
-                Err(e) => e.reply(),
-            }
-        }
-    }))
-    .await;
+    let addrs: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
+    let replies = super::whole::ask_each(p, &addrs, &resp::encode_command(args), cx).await;
     if let Some((r, (_, addr))) = replies.iter().zip(&nodes).find(|(r, _)| resp::is_error(r)) {
         return errors::on_node(r, addr);
     }

@@ -15,17 +15,18 @@ pub async fn all_masters(p: &Router, cmd: Bytes, merge: Merge, cx: Cx) -> Bytes 
     if masters.is_empty() {
         return errors::slot_not_served();
     }
-    let replies = futures_util::future::join_all(masters.iter().map(|m| {
-        let cmd = cmd.clone();
-        async move {
-            match p.backend.send_one(m, cx, cmd).await {
-                Ok(r) => r,
-                Err(e) => e.reply(),
-            }
+    merge_all(merge, ask_each(p, &masters, &cmd, cx).await)
+}
+
+/// Sends `cmd` to each of `addrs` at once; each node's reply, or how asking it failed, in order.
+pub(super) async fn ask_each(p: &Router, addrs: &[String], cmd: &Bytes, cx: Cx) -> Vec<Bytes> {
+    futures_util::future::join_all(addrs.iter().map(|a| async move {
+        match p.backend.send_one(a, cx, cmd.clone()).await {
+            Ok(r) => r,
+            Err(e) => e.reply(),
         }
     }))
-    .await;
-    merge_all(merge, replies)
+    .await
 }
 
 fn merge_all(merge: Merge, replies: Vec<Bytes>) -> Bytes {
