@@ -15,7 +15,7 @@ use std::time::Duration;
 use clusterless::config::Secret;
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
 use common::bin::{free_port, local, run_env, Bin, Dir};
-use common::http::{admin_on, get, request, samples, Answer};
+use common::http::{admin_on, get, request, request_with, samples, Answer};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,23 +24,8 @@ const UNAUTHORIZED_OBSERVER: &str = "unauthorized: send Authorization: Bearer <o
 
 /// One HTTP/1.1 request with an `Authorization` header (or none), read to the end.
 async fn request_auth(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Answer {
-    let Some(auth) = auth else {
-        return request(addr, method, path).await;
-    };
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP endpoint");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.expect("send the request");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    let out = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("an HTTP answer within 10 s");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
-    Answer { status, head: head.to_string(), body: body.to_string() }
+    let header = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    request_with(addr, method, path, &header).await
 }
 
 /// The answer is the 401 with its challenge and the given body.

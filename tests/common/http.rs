@@ -35,9 +35,15 @@ impl Answer {
 /// A minimal HTTP/1.1 request read to the end of the connection. Async, so that it also runs on
 /// a current-thread runtime, where the endpoint's own task needs the thread while we wait.
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
+    request_with(addr, method, path, "").await
+}
+
+/// [`request`] with more header lines (each ending in CRLF).
+pub async fn request_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> Answer {
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP endpoint");
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("send the request");
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
