@@ -57,14 +57,7 @@ impl Nodes {
     /// Clients of node `port` blocked in `cmd` right now (CLIENT LIST: `cmd=<cmd>`, `b` in flags).
     async fn blocked(&self, port: u16, cmd: &str) -> usize {
         let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut self.conn(port)).await.unwrap();
-        list.lines()
-            .filter(|l| {
-                let field = |name: &str| {
-                    l.split(' ').find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or("")
-                };
-                field("cmd") == cmd && field("flags").contains('b')
-            })
-            .count()
+        common::nodes::blocked_in(&list, cmd)
     }
 
     async fn blocked_anywhere(&self, cmd: &str) -> usize {

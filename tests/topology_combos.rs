@@ -733,14 +733,7 @@ async fn scan_through_reshards_and_a_failover() {
 async fn blocked(env: &Env, port: u16, cmd: &str) -> usize {
     let mut n = env.node(port).await;
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut n).await.unwrap_or_default();
-    list.lines()
-        .filter(|l| {
-            let field = |name: &str| {
-                l.split(' ').find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or("")
-            };
-            field("cmd") == cmd && field("flags").contains('b')
-        })
-        .count()
+    common::nodes::blocked_in(&list, cmd)
 }
 
 /// Waits until each master in `want` has exactly that many clients blocked in `cmd`.

@@ -1,5 +1,6 @@
 //! The cluster's own account of itself, read from a node's `CLUSTER NODES` with the tests' own
-//! parser (not the proxy's), to compare what the proxy and the observer publish against.
+//! parser (not the proxy's), to compare what the proxy and the observer publish against; and which
+//! of its clients are blocked, from its `CLIENT LIST`.
 
 use clusterless::localcluster::LocalCluster;
 
@@ -55,4 +56,18 @@ pub fn cluster_nodes(cluster: &LocalCluster, port: u16) -> Vec<Truth> {
             }
         })
         .collect()
+}
+
+/// Lines of a node's `CLIENT LIST` for clients blocked in `cmd` right now (`cmd=<cmd>`, `b` in
+/// their flags).
+pub fn blocked_in(client_list: &str, cmd: &str) -> usize {
+    client_list
+        .lines()
+        .filter(|l| {
+            let field = |name: &str| {
+                l.split(' ').find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or("")
+            };
+            field("cmd") == cmd && field("flags").contains('b')
+        })
+        .count()
 }
