@@ -51,3 +51,46 @@ pub(super) fn load(args: &ProxyArgs, f: FileTls) -> Result<Option<TlsConfig>, Co
     let key_file = key.ok_or_else(|| bad("tls.key_file", "needed with tls.listen"))?;
     Ok(Some(TlsConfig { listen, cert_file, key_file, client_ca_file: client_ca, handshake_timeout }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(listen: Option<&str>, cert: Option<&str>, key: Option<&str>) -> FileTls {
+        FileTls {
+            listen: listen.map(str::to_string),
+            cert_file: cert.map(PathBuf::from),
+            key_file: key.map(PathBuf::from),
+            client_ca_file: None,
+            handshake_timeout_ms: Some(250),
+        }
+    }
+
+    #[test]
+    fn all_three_or_none_and_flags_beat_the_file() {
+        let none = ProxyArgs::default();
+        let t = load(&none, file(Some("127.0.0.1:6380"), Some("c.pem"), Some("k.pem"))).unwrap().unwrap();
+        assert_eq!((t.listen.port(), t.handshake_timeout), (6380, Duration::from_millis(250)));
+        assert_eq!((t.cert_file, t.key_file, t.client_ca_file), ("c.pem".into(), "k.pem".into(), None));
+        let flags = ProxyArgs {
+            tls_listen: Some("127.0.0.1:6390".into()),
+            tls_cert: Some("flag.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let t = load(&flags, file(Some("127.0.0.1:6380"), Some("c.pem"), Some("k.pem"))).unwrap().unwrap();
+        assert_eq!((t.listen.port(), t.cert_file, t.client_ca_file), (6390, "flag.pem".into(), Some("ca.pem".into())));
+        // An empty listen turns it off, even when the file sets one.
+        let off = ProxyArgs { tls_listen: Some(String::new()), ..Default::default() };
+        assert!(load(&off, file(Some("127.0.0.1:6380"), None, None)).unwrap().is_none());
+        let e = load(&off, file(None, Some("c.pem"), Some("k.pem"))).unwrap_err().0;
+        assert_eq!(e, "invalid config: `tls.cert_file`: set together with tls.listen");
+        let e = load(&none, file(Some("127.0.0.1:6380"), Some("c.pem"), None)).unwrap_err().0;
+        assert_eq!(e, "invalid config: `tls.key_file`: needed with tls.listen");
+        let e = load(&none, file(Some("nope"), Some("c.pem"), Some("k.pem"))).unwrap_err().0;
+        assert_eq!(e, "invalid config: `tls.listen`: `nope` is not an IP:PORT address");
+        let mut f = file(Some("127.0.0.1:6380"), Some("c.pem"), Some("k.pem"));
+        f.handshake_timeout_ms = Some(0);
+        assert_eq!(load(&none, f).unwrap_err().0, "invalid config: `tls.handshake_timeout_ms`: must be greater than 0");
+    }
+}
