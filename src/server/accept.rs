@@ -18,6 +18,9 @@ use super::Shared;
 use crate::conn::{self, ClientStream};
 use crate::metrics::Metrics;
 
+/// TLS clients past `limits.max_clients` told so at once (each costs a handshake).
+const MAX_TLS_REFUSALS: usize = 64;
+
 /// What a listener's clients speak.
 #[derive(Clone)]
 pub(super) enum Kind {
@@ -34,6 +37,8 @@ pub(super) async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stats = &shared.router.stats;
+    // A TLS refusal costs a handshake: past this many at once, the refused are just closed.
+    let refusing = Arc::new(Semaphore::new(MAX_TLS_REFUSALS));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -59,7 +64,19 @@ pub(super) async fn accept_loop(
             Err(_) => {
                 stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "client rejected: max number of clients reached");
-                tokio::spawn(refuse(stream, kind.clone(), shared.router.metrics.clone(), peer));
+                let turn = match kind {
+                    Kind::Plain => None,
+                    Kind::Tls(_) => match refusing.clone().try_acquire_owned() {
+                        Ok(t) => Some(t),
+                        Err(_) => continue,
+                    },
+                };
+                let m = shared.router.metrics.clone();
+                let kind = kind.clone();
+                tokio::spawn(async move {
+                    refuse(stream, kind, m, peer).await;
+                    drop(turn);
+                });
                 continue;
             }
         };
