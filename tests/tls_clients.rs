@@ -225,10 +225,14 @@ async fn clients_through_tls_beside_plain() {
     let mut b = [0u8; 1];
     let n = tokio::time::timeout(PATIENCE, silent.read(&mut b)).await.expect("closed by the proxy").unwrap_or(0);
     assert_eq!(n, 0);
+    // Counted once the socket is closed: the client may see the close first.
     let admin = env.proxy.admin_addr().unwrap();
-    let m = scrape(admin).await;
-    assert!(get(&m, "clusterless_tls_handshake_failures_total{reason=\"timeout\"}") >= 1.0);
-    assert!(get(&m, "clusterless_tls_handshake_failures_total{reason=\"error\"}") >= 2.0);
+    eventually_async("the failed handshakes are counted", || async {
+        let m = scrape(admin).await;
+        get(&m, "clusterless_tls_handshake_failures_total{reason=\"timeout\"}") >= 1.0
+            && get(&m, "clusterless_tls_handshake_failures_total{reason=\"error\"}") >= 3.0
+    })
+    .await;
 
     // CLIENT KILL reaches a TLS client: it is listed, and its session ends.
     let mut first = tls_connect(tls, &connector(&ca, None)).await.unwrap();
@@ -258,9 +262,8 @@ async fn clients_through_tls_beside_plain() {
     assert_eq!(ask(&mut first, b"CLIENT ID\r\n").await, format!(":{id}\r\n").as_bytes());
     let e = tls_connect(tls, &connector(&ca, None)).await.unwrap_err();
     assert!(e.to_string().contains("UnknownIssuer"), "the old CA no longer fits: {e}");
-    let m = scrape(admin).await;
-    assert!(get(&m, "clusterless_tls_reloads_total{result=\"ok\"}") >= 1.0);
-    assert_eq!(get(&m, "clusterless_tls_reloads_total{result=\"error\"}"), 0.0);
+    // (A check between the two renames may have failed and been retried: errors are not 0.)
+    assert!(get(&scrape(admin).await, "clusterless_tls_reloads_total{result=\"ok\"}") >= 1.0);
 }
 
 /// With `tls.client_ca_file`, a client without a certificate, or with one another CA issued,
@@ -372,8 +375,11 @@ async fn sighup_reloads_and_a_bad_reload_keeps_the_old_certificate() {
         matches!(tls_connect(addr, &c2).await, Ok(s) if server_cert(&s) == second.der)
     })
     .await;
-    eventually("the reload is logged", || bin.log().contains("TLS certificate reloaded")).await;
-    assert!(bin.log().contains("SIGHUP"), "{}", bin.log());
+    // The files are also looked at every 2 s: the SIGHUP's own reload is the one logged so.
+    eventually("the SIGHUP reload is logged", || {
+        bin.log().lines().any(|l| l.contains("TLS certificate reloaded") && l.contains("SIGHUP"))
+    })
+    .await;
     assert_eq!(ask(&mut before, b"SET k v\r\n").await, b"+OK\r\n");
 
     // A broken certificate: the one in use stays.
