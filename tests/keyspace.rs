@@ -1,6 +1,7 @@
 //! Keyspace notifications through the proxy, as one server sends them: events of keys on every
-//! master reach a subscriber once each, also after a failover, while other messages of a
-//! pattern that matches everything still arrive once.
+//! master reach a subscriber once each, also after a failover and from a master that joins by a
+//! reshard, evictions included, while other messages of a pattern that matches everything still
+//! arrive once.
 
 mod common;
 
