@@ -1,0 +1,113 @@
+//! Adaptive bus watching: an idle proxy PINGs each node on the steady beat only (what every
+//! sidecar costs every node), and a master's kill -9 (its link closes) or SIGSTOP (the cluster's
+//! PFAIL/FAIL gossip, a PONG that does not come) puts its shard on the fast beat until the new
+//! owner is known, then everything goes back to the steady beat. Nothing here writes through the
+//! proxy: the data path's own signals (a failed write, a MOVED) would switch the beat too, and
+//! what is tested is that the bus alone is enough. Under load the same faults are in
+//! tests/failover.rs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::http::{admin_on, get, scrape};
+use common::*;
+
+const SLOW: &str = "clusterless_observer_pings_total{mode=\"slow\"}";
+const FAST: &str = "clusterless_observer_pings_total{mode=\"fast\"}";
+const FAST_NODES: &str = "clusterless_observer_fast_nodes";
+
+async fn metrics(env: &Env) -> HashMap<String, f64> {
+    scrape(admin(env)).await
+}
+
+fn admin(env: &Env) -> SocketAddr {
+    env.proxy.admin_addr().expect("admin endpoint")
+}
+
+/// Waits until no node is on the fast beat (start-up, or the aftermath of a fault, has settled).
+async fn all_steady(env: &Env, what: &str) {
+    let a = admin(env);
+    eventually_async(what, || async move { get(&scrape(a).await, FAST_NODES) == 0.0 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_pings_each_node_on_the_steady_beat_only() {
+    let env = start_with(with_replicas(), admin_on).await;
+    env.converges("start").await;
+    let nodes = env.cluster.ports().len() as f64;
+    let steady = env.proxy.config().topology.bus_steady_interval;
+    assert_eq!(steady, Duration::from_secs(2), "the shipped steady beat");
+    all_steady(&env, "every node on the steady beat once the start is over").await;
+    let before = metrics(&env).await;
+    let t0 = Instant::now();
+    // Two steady periods' worth of PINGs to every node.
+    let a = admin(&env);
+    let want = get(&before, SLOW) + 2.0 * nodes;
+    eventually_async("two steady rounds of PINGs", || async move { get(&scrape(a).await, SLOW) >= want }).await;
+    let after = metrics(&env).await;
+    let elapsed = t0.elapsed();
+    let slow = get(&after, SLOW) - get(&before, SLOW);
+    // At most one PING per node per steady period (plus the periods begun at both ends): the old
+    // fixed beat sent 8 per node in two seconds.
+    let bound = nodes * (elapsed.as_secs_f64() / steady.as_secs_f64() + 2.0);
+    assert!(slow <= bound, "{slow} steady PINGs in {elapsed:?} to {nodes} nodes (bound {bound})");
+    assert_eq!(get(&after, FAST), get(&before, FAST), "no fast PING while nothing changes");
+    assert_eq!(get(&after, FAST_NODES), 0.0);
+    // And every node keeps answering: the map is the bus's, nobody is marked down.
+    assert_eq!(env.proxy.topology_source(), "bus");
+    assert!(env.proxy.topology().nodes.iter().all(|n| !n.failed), "{:?}", env.proxy.topology().nodes);
+}
+
+/// Fault `victim`, wait for the fast beat and then for the proxy to name `replica` as the owner of
+/// the victim's slots, with the cluster agreeing; then back to the steady beat.
+async fn followed_from_the_bus(env: &Env, victim: u16, replica: u16, fault: &str) {
+    let before = metrics(env).await;
+    let a = admin(env);
+    let fast_before = get(&before, FAST);
+    eventually_async(&format!("{fault}: the victim's shard PINGed at the fast beat"), || async move {
+        let m = scrape(a).await;
+        get(&m, FAST) > fast_before && get(&m, FAST_NODES) >= 1.0
+    })
+    .await;
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).expect("promotion");
+    let slot = env.cluster.slots_of(replica)[0];
+    let new_owner = format!("127.0.0.1:{replica}");
+    eventually(&format!("{fault}: the proxy names the promoted replica"), || {
+        env.proxy.topology().master_for(slot) == Some(new_owner.as_str())
+    })
+    .await;
+    env.converges(fault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_follows_kill9_and_sigstop_then_slows_down() {
+    let mut env = start_with(with_replicas(), admin_on).await;
+    env.converges("start").await;
+    all_steady(&env, "steady before the faults").await;
+
+    // kill -9: the kernel closes the dead process's bus socket.
+    let victim = env.cluster.masters()[0];
+    let replica = env.cluster.replicas_of(victim)[0];
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    followed_from_the_bus(&env, victim, replica, "kill -9").await;
+    all_steady(&env, "kill -9: back to the steady beat once the new owner is known").await;
+    let t = env.proxy.topology();
+    assert!(
+        t.nodes.iter().any(|n| n.addr.ends_with(&format!(":{victim}")) && n.failed),
+        "the dead node is marked failed: {:?}",
+        t.nodes
+    );
+
+    // SIGSTOP: no EOF; the PONG that does not come and the cluster's gossip tell.
+    let victim = env.cluster.masters().into_iter().find(|&m| m != replica).expect("another master");
+    let replica = env.cluster.replicas_of(victim)[0];
+    tokio::task::block_in_place(|| env.cluster.sigstop(victim)).expect("SIGSTOP");
+    followed_from_the_bus(&env, victim, replica, "SIGSTOP").await;
+    tokio::task::block_in_place(|| env.cluster.sigcont(victim)).expect("SIGCONT");
+    tokio::task::block_in_place(|| env.cluster.wait_ok(CLUSTER_PATIENCE)).expect("cluster healthy");
+    env.converges("SIGSTOP, failover, SIGCONT").await;
+    all_steady(&env, "SIGSTOP: back to the steady beat once the old master rejoined").await;
+}
