@@ -111,3 +111,42 @@ async fn an_idle_proxy_follows_kill9_and_sigstop_then_slows_down() {
     env.converges("SIGSTOP, failover, SIGCONT").await;
     all_steady(&env, "SIGSTOP: back to the steady beat once the old master rejoined").await;
 }
+
+/// The data path sees a slot move before the bus does (here the steady beat is a minute, so the
+/// bus cannot): the MOVED puts every node on the fast beat, which then sees the new claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_on_the_data_path_puts_every_node_on_the_fast_beat() {
+    let env = start_with(small(), |c| {
+        admin_on(c);
+        c.topology.bus_steady_interval = Duration::from_secs(60);
+        c.topology.reconcile_interval = Duration::from_secs(600);
+    })
+    .await;
+    env.converges("start").await;
+    all_steady(&env, "steady before the move").await;
+    let nodes = env.cluster.ports().len() as f64;
+    let (from, to) = (env.cluster.masters()[0], env.cluster.masters()[1]);
+    let slot = env.cluster.slots_of(from)[0];
+    let key = key_in_slot(slot, "mv");
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.cmd(&[b"SET", key.as_bytes(), b"v"]).await, b"+OK\r\n");
+    let fast_before = get(&metrics(&env).await, FAST);
+    tokio::task::block_in_place(|| {
+        env.cluster.migrate_slot_manual_begin(slot, from, to)?;
+        env.cluster.migrate_slot_manual_finish(slot, from, to)
+    })
+    .expect("slot moved");
+    // The proxy still sends the slot to `from`, which answers MOVED; the proxy follows it.
+    assert_eq!(c.cmd(&[b"GET", key.as_bytes()]).await, b"$1\r\nv\r\n");
+    let a = admin(&env);
+    eventually_async("every node on the fast beat after the MOVED", || async move {
+        let m = scrape(a).await;
+        get(&m, FAST_NODES) == nodes && get(&m, FAST) > fast_before
+    })
+    .await;
+    let new_owner = format!("127.0.0.1:{to}");
+    eventually("the map names the new owner", || env.proxy.topology().master_for(slot) == Some(new_owner.as_str()))
+        .await;
+    env.converges("slot moved").await;
+    all_steady(&env, "back to the steady beat after the move").await;
+}
