@@ -39,7 +39,7 @@ fn key_in_slot(slot: u16) -> String {
     (0u64..).map(|i| format!("fo{i}")).find(|k| clusterless::slot::slot(k.as_bytes()) == slot).unwrap_or_default()
 }
 
-async fn scenario(source: Source, fault: Fault, idle: bool) -> Outcome {
+async fn scenario(source: Source, fault: Fault, idle: bool, fixed_beat: bool) -> Outcome {
     let spec = ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, ..ClusterSpec::default() };
     let mut cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("cluster");
     let mut cfg = Config::defaults();
@@ -47,6 +47,10 @@ async fn scenario(source: Source, fault: Fault, idle: bool) -> Outcome {
     cfg.seeds = vec![cluster.seed()];
     cfg.admin_listen = None;
     cfg.topology.source = source;
+    if fixed_beat {
+        // How the observer watched before the adaptive beat: every node on the fast beat always.
+        cfg.topology.bus_steady_interval = cfg.topology.bus_ping_interval;
+    }
     cfg.topology.refresh_interval = Duration::from_millis(1000);
     cfg.backend.request_timeout = Duration::from_millis(3000);
     let proxy = clusterless::start(cfg).await.expect("proxy");
@@ -125,15 +129,23 @@ async fn scenario(source: Source, fault: Fault, idle: bool) -> Outcome {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else is read.
+    // `cargo bench` passes --bench; any other argument keeps only the rows whose source names
+    // contain it (`cargo bench --bench failover -- idle`).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("| fault | source | claim (ms) | map switched (ms) | first write acked on new owner (ms) | map - claim (ms) | client errors | writes |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for fault in [Fault::Kill9, Fault::SigStop, Fault::ManualFailover] {
-        for (name, source, idle) in
-            [("bus", Source::Bus, false), ("bus, idle", Source::Bus, true), ("poll 1 s", Source::Poll, false)]
-        {
-            let o = rt.block_on(scenario(source, fault, idle));
+        for (name, source, idle, fixed) in [
+            ("bus", Source::Bus, false, false),
+            ("bus, idle", Source::Bus, true, false),
+            ("bus, idle, fixed 250 ms beat", Source::Bus, true, true),
+            ("poll 1 s", Source::Poll, false, false),
+        ] {
+            if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+                continue;
+            }
+            let o = rt.block_on(scenario(source, fault, idle, fixed));
             println!(
                 "| {fault:?} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 o.claim_ms,

@@ -33,6 +33,9 @@ async fn all_steady(env: &Env, what: &str) {
     eventually_async(what, || async move { get(&scrape(a).await, FAST_NODES) == 0.0 }).await;
 }
 
+/// With nothing changing, the proxy's PINGs over a window are at most one per node per steady
+/// period (the fixed beat before sent eight per node in two seconds), none on the fast beat, and
+/// every node stays up in the map.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxy_pings_each_node_on_the_steady_beat_only() {
     let env = start_with(with_replicas(), admin_on).await;
@@ -82,6 +85,9 @@ async fn followed_from_the_bus(env: &Env, victim: u16, replica: u16, fault: &str
     env.converges(fault).await;
 }
 
+/// kill -9 of a master, then SIGSTOP of another: each time the victim's shard goes on the fast
+/// beat, the proxy names the promoted replica (the cluster agreeing), and once the new owner is
+/// known (and, after SIGCONT, the old master rejoined) every node is back on the steady beat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxy_follows_kill9_and_sigstop_then_slows_down() {
     let mut env = start_with(with_replicas(), admin_on).await;
