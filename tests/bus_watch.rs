@@ -156,3 +156,62 @@ async fn a_moved_on_the_data_path_puts_every_node_on_the_fast_beat() {
     env.converges("slot moved").await;
     all_steady(&env, "back to the steady beat after the move").await;
 }
+
+/// kill -9 of a master with a node timeout of a minute: the cluster will not suspect the node for
+/// that long, yet its shard goes on the fast beat at once, from the bus link the kernel closed
+/// (checked: when the fast beat is seen, no node flags the victim `fail?` or `fail`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_link_alone_puts_the_shard_on_the_fast_beat() {
+    let spec = clusterless::localcluster::ClusterSpec { node_timeout_ms: 60_000, ..small() };
+    let mut env = start_with(spec, admin_on).await;
+    env.converges("start").await;
+    all_steady(&env, "steady before the kill").await;
+    let victim = env.cluster.masters()[0];
+    let others: Vec<u16> = env.cluster.masters().into_iter().filter(|&m| m != victim).collect();
+    let victim_id = env.cluster.node_id(victim).expect("victim id");
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    let a = admin(&env);
+    eventually_async(
+        "the dead master's shard on the fast beat",
+        || async move { get(&scrape(a).await, FAST_NODES) >= 1.0 },
+    )
+    .await;
+    for p in others {
+        let nodes = tokio::task::block_in_place(|| env.cluster.cli(p, &["CLUSTER", "NODES"])).expect("CLUSTER NODES");
+        let line = nodes.lines().find(|l| l.starts_with(&victim_id)).expect("victim listed");
+        assert!(!line.contains("fail"), "node {p} already suspects the victim, so the test proves nothing: {line}");
+    }
+    let t = env.proxy.topology();
+    assert!(
+        t.nodes.iter().any(|n| n.addr.ends_with(&format!(":{victim}")) && n.failed),
+        "the dead master is marked failed from its closed link: {:?}",
+        t.nodes
+    );
+}
+
+/// A slot moved with no traffic through the proxy: the bus sees the target's new claim on its
+/// steady beat, and the two shards go on the fast beat for a while, then back to steady.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_claim_on_the_bus_puts_its_shards_on_the_fast_beat() {
+    let env = start_with(small(), admin_on).await;
+    env.converges("start").await;
+    all_steady(&env, "steady before the move").await;
+    let (from, to) = (env.cluster.masters()[0], env.cluster.masters()[1]);
+    let slot = env.cluster.slots_of(from)[0];
+    let fast_before = get(&metrics(&env).await, FAST);
+    tokio::task::block_in_place(|| {
+        env.cluster.migrate_slot_manual_begin(slot, from, to)?;
+        env.cluster.migrate_slot_manual_finish(slot, from, to)
+    })
+    .expect("slot moved");
+    let a = admin(&env);
+    eventually_async("the shards of the new claim on the fast beat", || async move {
+        let m = scrape(a).await;
+        get(&m, FAST_NODES) >= 1.0 && get(&m, FAST) > fast_before
+    })
+    .await;
+    let new_owner = format!("127.0.0.1:{to}");
+    eventually("the map names the new owner", || env.proxy.topology().master_for(slot) == Some(new_owner.as_str()))
+        .await;
+    all_steady(&env, "back to the steady beat").await;
+}
