@@ -3,8 +3,9 @@
 //! a Redis broker and result backend (Python scripts under tests/python); go-redis, rueidis, ioredis,
 //! node-redis, Lettuce and Jedis in their default standalone configurations (programs under
 //! tests/clients/go, tests/clients/node and tests/clients/java), a minimal Spring Boot application
-//! with Spring Session (tests/clients/spring), and go-redis writing through a kill -9 of a master. Every run is bounded
-//! (the child is killed past its limit) and its output is shown on failure.
+//! with Spring Session (tests/clients/spring), and each of those six libraries writing through a
+//! kill -9 of a master. Every run is bounded (the child is killed past its limit; a write loop ends
+//! itself after 90 s and is killed when its test fails) and its output is shown on failure.
 
 mod common;
 
@@ -533,10 +534,16 @@ async fn ioredis_failover_kill9() {
     only_proxy_errors(&node_kill9("ioredis").await);
 }
 
-/// The same with node-redis 5 (`createClient({url})`).
+/// The same with node-redis 5 (`createClient({url})`, RESP2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_redis_failover_kill9() {
     only_proxy_errors(&node_kill9("node-redis").await);
+}
+
+/// The same with node-redis 6 (`createClient({url})`, RESP3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis6_failover_kill9() {
+    only_proxy_errors(&node_kill9("node-redis6").await);
 }
 
 /// The same with Lettuce 7 (`RedisClient.create(RedisURI.create(host, port))`, one connection).

@@ -1,8 +1,9 @@
 // The failover write loop of tests/clients/go/writes.go for the Node.js clients, each with its
 // defaults: `--client ioredis` is `new Redis({host, port})` (ioredis 6: RESP3, offline queue,
 // reconnect with backoff, 20 retries per request, no command timeout), `--client node-redis` is
-// `createClient({url})` (node-redis 5: RESP2, reconnect with backoff, no command timeout).
-// Usage: node writes.js --client ioredis|node-redis --addr HOST:PORT
+// `createClient({url})` (node-redis 5: RESP2, reconnect with backoff, no command timeout), and
+// `--client node-redis6` the same with node-redis 6 (`redis6` in package.json; RESP3).
+// Usage: node writes.js --client ioredis|node-redis|node-redis6 --addr HOST:PORT
 //
 // One client RPUSHes a sequence number to 60 keys in turn, one command at a time, while the test
 // kills a master. It prints "running" after 100 acknowledged writes and one line per error
@@ -10,7 +11,8 @@
 // not write errors). Standard input drives it: on the line "mark" (the test saw the new master) it
 // writes 200 more times and stops; "stop" or EOF stops at once. Then it reads every key back and
 // prints "lost N [...]" (acknowledged but not there), "failed-but-written N [...]" (failed in the
-// client but there: it ran), "duplicates N [...]", "slowest Dms" (the longest write) and last "writes ok=N errors=M after-mark-errors=K".
+// client but there: it ran), "duplicates N [...]", "slowest Dms" (the longest write) and last
+// "writes ok=N errors=M after-mark-errors=K".
 'use strict';
 const readline = require('readline');
 
@@ -39,8 +41,8 @@ async function connect(o) {
       close: () => r.quit(),
     };
   }
-  if (o.client === 'node-redis') {
-    const { createClient } = require('redis');
+  if (o.client === 'node-redis' || o.client === 'node-redis6') {
+    const { createClient } = require(o.client === 'node-redis' ? 'redis' : 'redis6');
     const r = createClient({ url: `redis://${o.addr}` });
     // Without a listener an 'error' event would throw.
     r.on('error', (e) => console.log(`client-event ${e.message}`));
