@@ -339,8 +339,9 @@ async fn spring_boot() {
 // the same protocol (tests/clients/go/writes.go describes it): RPUSH of a sequence number to 60
 // keys in turn, one command at a time, "running" after 100 acknowledged writes, one "error SEQ
 // TEXT" line per failed write; on "mark" (the proxy knows the new master) 200 more writes; then
-// every key read back: "lost N [...]" (acknowledged but missing), "duplicates N [...]" (a number
-// twice), "slowest D", "writes ok=N errors=M after-mark-errors=K".
+// every key read back: "lost N [...]" (acknowledged but missing), "failed-but-written N [...]"
+// (failed in the client, yet it ran: shown, not judged), "duplicates N [...]" (a number twice),
+// "slowest D", "writes ok=N errors=M after-mark-errors=K".
 
 /// The proxy's own error for a write already sent to the master that died ("connection to
 /// HOST:PORT lost ... after the command was sent; it may or may not have been executed").
