@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench --bench failover` (writes a Markdown table to stdout). Each scenario starts
 //! its own 3-master + 3-replica cluster (node timeout 2000 ms) from the test harness, a proxy in
-//! process, and one client writing keys of the victim's slots back to back.
+//! process, and one client writing keys of the victim's slots back to back; the "idle" rows have no
+//! client, so nothing on the data path (a failed write, a MOVED) tells the bus observer that
+//! something changed: it must see it on the bus, on its steady beat.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,7 +39,7 @@ fn key_in_slot(slot: u16) -> String {
     (0u64..).map(|i| format!("fo{i}")).find(|k| clusterless::slot::slot(k.as_bytes()) == slot).unwrap_or_default()
 }
 
-async fn scenario(source: Source, fault: Fault) -> Outcome {
+async fn scenario(source: Source, fault: Fault, idle: bool, fixed_beat: bool) -> Outcome {
     let spec = ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, ..ClusterSpec::default() };
     let mut cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("cluster");
     let mut cfg = Config::defaults();
@@ -45,6 +47,10 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     cfg.seeds = vec![cluster.seed()];
     cfg.admin_listen = None;
     cfg.topology.source = source;
+    if fixed_beat {
+        // How the observer watched before the adaptive beat: every node on the fast beat always.
+        cfg.topology.bus_steady_interval = cfg.topology.bus_ping_interval;
+    }
     cfg.topology.refresh_interval = Duration::from_millis(1000);
     cfg.backend.request_timeout = Duration::from_millis(3000);
     let proxy = clusterless::start(cfg).await.expect("proxy");
@@ -59,6 +65,9 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     let client = {
         let (stop, acks) = (stop.clone(), acks.clone());
         tokio::spawn(async move {
+            if idle {
+                return (0, 0);
+            }
             let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
             let mut c =
                 redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&cfg).await.unwrap();
@@ -108,6 +117,7 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
     let (errors, writes) = client.await.unwrap();
     let map_at = map.unwrap_or(Duration::from_secs(30));
     let first_ok = acks.lock().iter().map(|t| t.duration_since(t0)).find(|d| *d >= map_at).unwrap_or(Duration::ZERO);
+    let first_ok = if idle { map_at } else { first_ok };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Outcome {
         claim_ms: claim.map(ms).unwrap_or(f64::NAN),
@@ -119,13 +129,23 @@ async fn scenario(source: Source, fault: Fault) -> Outcome {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else is read.
+    // `cargo bench` passes --bench; any other argument keeps only the rows whose source names
+    // contain it (`cargo bench --bench failover -- idle`).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("| fault | source | claim (ms) | map switched (ms) | first write acked on new owner (ms) | map - claim (ms) | client errors | writes |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for fault in [Fault::Kill9, Fault::SigStop, Fault::ManualFailover] {
-        for (name, source) in [("bus", Source::Bus), ("poll 1 s", Source::Poll)] {
-            let o = rt.block_on(scenario(source, fault));
+        for (name, source, idle, fixed) in [
+            ("bus", Source::Bus, false, false),
+            ("bus, idle", Source::Bus, true, false),
+            ("bus, idle, fixed 250 ms beat", Source::Bus, true, true),
+            ("poll 1 s", Source::Poll, false, false),
+        ] {
+            if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+                continue;
+            }
+            let o = rt.block_on(scenario(source, fault, idle, fixed));
             println!(
                 "| {fault:?} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 o.claim_ms,

@@ -50,6 +50,7 @@ fixed! {
     numkeys_positive = "ERR numkeys should be greater than 0";
     numkeys_too_many = "ERR Number of keys can't be greater than number of args";
     limit_negative = "ERR LIMIT can't be negative";
+    weight_not_float = "ERR weight value is not a float";
     invalid_cursor = "ERR invalid cursor";
     noproto = "NOPROTO unsupported protocol version";
     proto_not_an_integer = "ERR Protocol version is not an integer or out of range";

@@ -70,7 +70,11 @@ pub struct Metrics {
     pub slots_uncovered: IntGauge,
     pub masters: IntGauge,
     pub draining: IntGauge,
-    pub bus_pings: IntCounter,
+    /// PINGs sent on the bus, by the beat they went at (`slow` while the node is quiet, `fast`
+    /// while something about it is changing).
+    pub bus_pings: IntCounterVec,
+    /// Nodes the observer PINGs at the fast beat now.
+    pub bus_fast_nodes: IntGauge,
     pub bus_pongs: IntCounter,
     pub bus_rtt: HistogramVec,
     /// Per node: 0 up, 1 suspected (PFAIL reports), 2 failed (FAIL), 3 unreachable from here.
@@ -269,7 +273,17 @@ impl Metrics {
             slots_uncovered: reg!(r, IntGauge::new("clusterless_slots_uncovered", "Slots no master serves")?)?,
             masters: reg!(r, IntGauge::new("clusterless_masters", "Masters that own slots")?)?,
             draining: reg!(r, IntGauge::new("clusterless_draining", "1 while shutting down")?)?,
-            bus_pings: reg!(r, IntCounter::new("clusterless_observer_pings_total", "PINGs sent on the cluster bus")?)?,
+            bus_pings: reg!(
+                r,
+                IntCounterVec::new(
+                    Opts::new("clusterless_observer_pings_total", "PINGs sent on the cluster bus, by beat"),
+                    &["mode"]
+                )?
+            )?,
+            bus_fast_nodes: reg!(
+                r,
+                IntGauge::new("clusterless_observer_fast_nodes", "Nodes the observer PINGs at the fast beat now")?
+            )?,
             bus_pongs: reg!(
                 r,
                 IntCounter::new("clusterless_observer_pongs_total", "PONGs received on the cluster bus")?

@@ -418,6 +418,8 @@ fn file_only_keys_are_validated_by_name() {
         ("[[auth.users]]\nname = \"a b\"\npassword = \"x\"\n", "auth.users"),
         ("[[auth.users]]\nname = \"app\"\npassword = \"\"\n", "auth.users"),
         ("[topology]\nbus_ping_interval_ms = 0\n", "topology.bus_ping_interval_ms"),
+        ("[topology]\nbus_steady_interval_ms = 0\n", "topology.bus_steady_interval_ms"),
+        ("[topology]\nbus_steady_interval_ms = 100\n", "topology.bus_steady_interval_ms"),
         ("[topology]\nreconcile_interval_ms = 0\n", "topology.reconcile_interval_ms"),
         ("[topology]\nfailover_hold_ms = 0\n", "topology.failover_hold_ms"),
         ("[topology]\nrefresh_interval_ms = 0\n", "topology.refresh_interval_ms"),

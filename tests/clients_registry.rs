@@ -501,3 +501,26 @@ async fn slow_monitor_is_closed_at_its_output_limit() {
     assert!(m.closed().await, "the slow monitor was closed");
     assert_eq!(c.text(&["PING"]).await, "+PONG\r\n");
 }
+
+/// CLIENT LIST USER (Redis 8's filter): the clients logged in as that user, and Redis's error for
+/// a user that does not exist. Two users from `[[auth.users]]`, the setting this is about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_by_user() {
+    let user = |n: &str| clusterless::config::User { name: n.into(), password: "pw".into(), backend: None };
+    let env = common::start_with(small(), |cfg| cfg.auth.users = vec![user("app"), user("ops")]).await;
+    let mut by = Vec::new();
+    for name in ["app", "ops", "app"] {
+        let mut r = Raw::connect(env.addr()).await;
+        assert_eq!(r.text(&["AUTH", name, "pw"]).await, "+OK\r\n");
+        let id = id_of(&mut r).await;
+        by.push((name, id, r));
+    }
+    let ids: Vec<String> = by.iter().map(|(_, id, _)| id.clone()).collect();
+    let app = list(&mut by[1].2, &["USER", "app"]).await;
+    assert_eq!(app.iter().map(|l| field(l, "id")).collect::<Vec<_>>(), [ids[0].as_str(), ids[2].as_str()]);
+    assert!(app.iter().all(|l| field(l, "user") == "app"), "{app:#?}");
+    let r = &mut by[0].2;
+    let ops = list(r, &["USER", "ops"]).await;
+    assert_eq!(ops.iter().map(|l| field(l, "id")).collect::<Vec<_>>(), [ids[1].as_str()]);
+    assert_eq!(r.text(&["CLIENT", "LIST", "USER", "nobody"]).await, "-ERR No such user 'nobody'\r\n");
+}

@@ -87,3 +87,78 @@ async fn cross_slot_set_operations_are_refused_by_default_and_bounded() {
         "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_slot_sorted_set_operations_match_one_server_byte_for_byte() {
+    let mut env = start_with(small(), |c| c.keyspace.compute_cross_slot = Some(1 << 20)).await;
+    let plain = tokio::task::block_in_place(|| env.cluster.start_stranger(None)).expect("plain server");
+    let mut s = Raw::connect(std::net::SocketAddr::from(([127, 0, 0, 1], plain))).await;
+    let mut c = Raw::connect(env.addr()).await;
+    let masters = env.cluster.masters();
+    let keys: Vec<String> = masters.iter().map(|&m| key_in_slot(env.cluster.slots_of(m)[0], "z-")).collect();
+    let set_key = key_in_slot(env.cluster.slots_of(masters[1])[2], "plainset-");
+    // Different sizes (Redis adds from the smallest input first), fractional scores whose sums
+    // are not exact in binary, infinities whose sum Redis makes 0, and a plain set (scores 1).
+    let data: [&[&str]; 3] = [
+        &["1.1", "a", "2.5", "b", "0.1", "c", "inf", "x", "-3", "m"],
+        &["0.2", "a", "7", "c", "-inf", "x"],
+        &["1e20", "a", "0.30000000000000004", "c", "5", "q", "1", "r"],
+    ];
+    for (k, pairs) in keys.iter().zip(data) {
+        let mut cmd = vec!["ZADD", k.as_str()];
+        cmd.extend(pairs);
+        assert_eq!(c.text(&cmd).await, s.text(&cmd).await);
+    }
+    let sadd = ["SADD", set_key.as_str(), "a", "q", "zz"];
+    assert_eq!(c.text(&sadd).await, s.text(&sadd).await);
+    let (k0, k1, k2, ks) = (keys[0].as_str(), keys[1].as_str(), keys[2].as_str(), set_key.as_str());
+    let dest = key_in_slot(env.cluster.slots_of(masters[2])[3], "zdest-");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["ZUNION", "3", k0, k1, k2],
+        vec!["ZUNION", "3", k0, k1, k2, "WITHSCORES"],
+        vec!["ZUNION", "4", k0, k1, k2, ks, "WEIGHTS", "2", "0.1", "3", "1.5", "WITHSCORES"],
+        vec!["ZUNION", "2", k0, k1, "AGGREGATE", "MIN", "WITHSCORES"],
+        vec!["ZUNION", "2", k0, k2, "aggregate", "max", "withscores"],
+        vec!["ZINTER", "3", k0, k1, k2, "WITHSCORES"],
+        vec!["ZINTER", "2", k0, k1, "WEIGHTS", "0", "1", "WITHSCORES"],
+        vec!["ZINTER", "2", k0, ks, "WITHSCORES"],
+        vec!["ZDIFF", "2", k0, k1, "WITHSCORES"],
+        vec!["ZDIFF", "3", k0, k1, k2],
+        vec!["ZINTERCARD", "2", k0, k1],
+        vec!["ZINTERCARD", "2", k0, k1, "LIMIT", "1"],
+        // Redis's errors for bad options.
+        vec!["ZUNION", "2", k0, k1, "WEIGHTS", "1", "nope"],
+        vec!["ZUNION", "2", k0, k1, "AGGREGATE", "AVG"],
+        vec!["ZDIFF", "2", k0, k1, "WEIGHTS", "1", "1"],
+        vec!["ZINTERCARD", "2", k0, k1, "LIMIT", "-1"],
+        vec!["ZUNIONSTORE", dest.as_str(), "2", k0, k1, "WITHSCORES"],
+    ];
+    for proto in ["2", "3"] {
+        c.text(&["HELLO", proto]).await;
+        s.text(&["HELLO", proto]).await;
+        for cmd in &cases {
+            assert_eq!(c.text(cmd).await, s.text(cmd).await, "RESP{proto} {cmd:?}");
+        }
+    }
+    // *STORE: the destination, on another slot, replaced by the result, scores exactly kept.
+    for op in ["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"] {
+        let mut cmd = vec![op, dest.as_str(), "3", k0, k1, k2];
+        if op != "ZDIFFSTORE" {
+            cmd.extend(["WEIGHTS", "1", "0.1", "3"]);
+        }
+        assert_eq!(c.text(&cmd).await, s.text(&cmd).await, "{op}");
+        let range = ["ZRANGE", dest.as_str(), "0", "-1", "WITHSCORES"];
+        assert_eq!(c.text(&range).await, s.text(&range).await, "{op}: the destination");
+    }
+    // An empty result removes the destination, as on one server.
+    let empty = key_in_slot(env.cluster.slots_of(masters[0])[5], "none-");
+    let cmd = ["ZINTERSTORE", dest.as_str(), "2", k0, empty.as_str()];
+    assert_eq!(c.text(&cmd).await, ":0\r\n");
+    assert_eq!(c.text(&["EXISTS", &dest]).await, ":0\r\n");
+    // A key of another type: WRONGTYPE, before any option is read.
+    assert_eq!(c.text(&["SET", k1, "str"]).await, "+OK\r\n");
+    assert_eq!(s.text(&["SET", k1, "str"]).await, "+OK\r\n");
+    let cmd = ["ZUNION", "2", k0, k1, "WEIGHTS", "1", "nope"];
+    assert_eq!(c.text(&cmd).await, s.text(&cmd).await);
+    assert!(c.text(&cmd).await.starts_with("-WRONGTYPE"));
+}

@@ -119,6 +119,9 @@ pub struct ProxyArgs {
     /// PEM file of CA certificates trusted for an https:// observer (besides the web roots).
     #[arg(long, global = true, env = "CLUSTERLESS_OBSERVER_CA_FILE")]
     pub observer_ca_file: Option<PathBuf>,
+    /// The bus observer's steady beat: ms between PINGs to each node while the cluster is quiet.
+    #[arg(long = "bus-steady-interval-ms", global = true, env = "CLUSTERLESS_BUS_STEADY_INTERVAL_MS")]
+    pub bus_steady_interval_ms: Option<u64>,
     /// Where the slot map comes from: bus (gossip observer) or poll.
     #[arg(long = "topology-source", global = true, env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
     pub topology_source: Option<String>,

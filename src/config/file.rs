@@ -260,6 +260,7 @@ pub(super) struct FileTopology {
     pub(super) refresh_interval_ms: Option<u64>,
     pub(super) min_refresh_gap_ms: Option<u64>,
     pub(super) bus_ping_interval_ms: Option<u64>,
+    pub(super) bus_steady_interval_ms: Option<u64>,
     pub(super) reconcile_interval_ms: Option<u64>,
     pub(super) failover_hold_ms: Option<u64>,
     pub(super) observer: Option<String>,

@@ -174,6 +174,19 @@ impl Config {
             millis("topology.min_refresh_gap_ms", t.min_refresh_gap_ms, c.topology.min_refresh_gap)?;
         c.topology.bus_ping_interval =
             millis("topology.bus_ping_interval_ms", t.bus_ping_interval_ms, c.topology.bus_ping_interval)?;
+        let steady = args.bus_steady_interval_ms.or(t.bus_steady_interval_ms);
+        c.topology.bus_steady_interval =
+            millis("topology.bus_steady_interval_ms", steady, c.topology.bus_steady_interval)?;
+        if c.topology.bus_steady_interval < c.topology.bus_ping_interval {
+            if steady.is_some() {
+                return Err(bad(
+                    "topology.bus_steady_interval_ms",
+                    "must be at least topology.bus_ping_interval_ms (the fast beat)",
+                ));
+            }
+            // Only the fast beat was set, above the default steady one: one beat.
+            c.topology.bus_steady_interval = c.topology.bus_ping_interval;
+        }
         c.topology.reconcile_interval =
             millis("topology.reconcile_interval_ms", t.reconcile_interval_ms, c.topology.reconcile_interval)?;
         c.topology.failover_hold = millis("topology.failover_hold_ms", t.failover_hold_ms, c.topology.failover_hold)?;
@@ -256,6 +269,8 @@ fn validate_hostport(s: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn with_file(text: &str) -> Result<Config, ConfigError> {
@@ -444,6 +459,23 @@ mod tests {
             Config::load(&args).unwrap_err().0,
             "invalid config: `auth.requirepass` and `auth.requirepass_file` are both set; set one of them"
         );
+    }
+
+    #[test]
+    fn the_steady_bus_beat_is_never_faster_than_the_fast_one() {
+        let c = with_file("[topology]\nbus_steady_interval_ms = 5000\n").unwrap();
+        assert_eq!(c.topology.bus_steady_interval, Duration::from_secs(5));
+        let e = with_file("[topology]\nbus_ping_interval_ms = 500\nbus_steady_interval_ms = 400\n").unwrap_err().0;
+        assert_eq!(
+            e,
+            "invalid config: `topology.bus_steady_interval_ms`: must be at least topology.bus_ping_interval_ms (the \
+             fast beat)"
+        );
+        // Only the fast beat set, above the default steady one: one beat for both.
+        let c = with_file("[topology]\nbus_ping_interval_ms = 3000\n").unwrap();
+        assert_eq!(c.topology.bus_steady_interval, Duration::from_secs(3));
+        let args = ProxyArgs { bus_steady_interval_ms: Some(1000), ..Default::default() };
+        assert_eq!(Config::load(&args).unwrap().topology.bus_steady_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -205,7 +205,10 @@ pub struct TopologyConfig {
     pub source: Source,
     pub refresh_interval: Duration,
     pub min_refresh_gap: Duration,
+    /// The bus observer's fast beat: PINGs per node while something about it is changing.
     pub bus_ping_interval: Duration,
+    /// The bus observer's steady beat: PINGs per node while the cluster is quiet.
+    pub bus_steady_interval: Duration,
     pub reconcile_interval: Duration,
     /// How long requests for a slot whose master is failing are held for the new owner.
     pub failover_hold: Duration,
@@ -278,6 +281,7 @@ impl Config {
                 refresh_interval: Duration::from_millis(10_000),
                 min_refresh_gap: Duration::from_millis(100),
                 bus_ping_interval: Duration::from_millis(250),
+                bus_steady_interval: Duration::from_millis(2000),
                 reconcile_interval: Duration::from_millis(30_000),
                 failover_hold: Duration::from_millis(5000),
                 observer: None,

@@ -95,7 +95,7 @@ pub(super) async fn repair_due() {
     tokio::time::sleep(pubsub::REPAIR_EVERY).await
 }
 
-pub(super) async fn next_event(ps: &mut Option<PubSub>) -> Option<Event> {
+pub(super) async fn next_event(ps: &mut Option<Box<PubSub>>) -> Option<Event> {
     match ps.as_mut() {
         Some(ps) => ps.next_event().await,
         None => std::future::pending().await,

@@ -107,6 +107,9 @@ enum Next {
     Close,
 }
 
+/// A command that runs alone, its request, and when it was read (for its latency metric).
+type Barrier = (Arc<CommandSpec>, Request, Option<Instant>);
+
 /// One connection's loop state.
 struct Client {
     h: Arc<Shared>,
@@ -121,11 +124,12 @@ struct Client {
     read_size: usize,
     inflight: Inflight,
     gather: Gather,
-    barrier: Option<(Arc<CommandSpec>, Request, Option<Instant>)>,
+    // This and `held` are boxed: rare, and inline they would cost every idle client 150 bytes.
+    barrier: Option<Box<Barrier>>,
     /// The barrier's replies are dropped (CLIENT REPLY OFF / SKIP).
     barrier_muted: bool,
     /// A request held by CLIENT PAUSE, and until when; the pause's changes, once one held it.
-    held: Option<(Request, Instant)>,
+    held: Option<Box<(Request, Instant)>>,
     pause_rx: Option<watch::Receiver<u64>>,
     /// In MONITOR: the lines of the other clients' commands.
     monitor: Option<mpsc::UnboundedReceiver<Bytes>>,
@@ -221,7 +225,7 @@ impl Client {
         // One clock read per batch of requests parsed from the buffer, not one per request.
         let mut batch_clock = None;
         while self.barrier.is_none() && !self.closing && (!self.need_bytes || self.held.is_some()) && self.room() {
-            let next = match self.held.take() {
+            let next = match self.held.take().map(|h| *h) {
                 Some((req, _)) => Ok(Parsed::Request(req)),
                 None => self.parser.next(&mut self.rbuf),
             };
@@ -230,7 +234,7 @@ impl Client {
                     if let Some(until) = pause_holds(&self.h, &mut self.pause_rx, &req) {
                         // CLIENT PAUSE: this request and those behind it wait; the replies
                         // before it are still written.
-                        self.held = Some((req, until));
+                        self.held = Some(Box::new((req, until)));
                         break;
                     }
                     if p.stats.monitors.any() && self.monitor.is_none() {
@@ -286,7 +290,7 @@ impl Client {
                             gather.flush(cx, inflight);
                             inflight.route(r, cx);
                         }
-                        Plan::Barrier(spec, req, t) => self.barrier = Some((spec, req, t)),
+                        Plan::Barrier(spec, req, t) => self.barrier = Some(Box::new((spec, req, t))),
                     }
                     after_command(&mut self.parser, &self.c, &mut self.closing);
                 }
@@ -306,11 +310,12 @@ impl Client {
     /// Runs the barrier command alone (everything before it is answered), watching the client's
     /// socket meanwhile, and writes its replies.
     async fn run_barrier(&mut self) -> Next {
-        let Some((spec, req, started)) = self.barrier.take() else { return Next::Wait };
+        let Some((spec, req, started)) = self.barrier.take().map(|b| *b) else { return Next::Wait };
         let mut more = false;
         let out = {
-            let run = run_barrier(&self.h.router, &mut self.c, &spec, req, started);
-            tokio::pin!(run);
+            // Boxed: a transaction's or a pop's future is kilobytes, and inlined into this
+            // connection's future every idle client would carry it (5.5 KB each, issue 19).
+            let mut run = Box::pin(run_barrier(&self.h.router, &mut self.c, &spec, req, started));
             loop {
                 tokio::select! {
                     out = &mut run => break out,
@@ -391,9 +396,12 @@ impl Client {
             biased;
             _ = self.c.meter.tripped(), if limited => return self.over_limit(),
             _ = self.inflight.front_ready(), if !self.inflight.is_empty() => return self.write_ready().await,
-            Some(ev) = next_event(&mut self.c.pubsub), if subscribed => return self.on_event(ev).await,
-            _ = changes.changed(), if subscribed => self.repair().await,
-            _ = repair_due(), if repair => self.repair().await,
+            // The subscriber's paths are boxed for the same reason as the barrier's.
+            Some(ev) = next_event(&mut self.c.pubsub), if subscribed => return Box::pin(self.on_event(ev)).await,
+            _ = changes.changed(), if subscribed => Box::pin(self.repair()).await,
+            // Timers are a few hundred bytes each and every waiting client holds this select's
+            // futures: boxed when first polled, which a disabled branch never is.
+            _ = async { Box::pin(repair_due()).await }, if repair => Box::pin(self.repair()).await,
             r = self.rd.read_buf(&mut self.rbuf), if can_read => match r {
                 // The client closed its side: answer what it already sent, then close.
                 Ok(0) | Err(_) => self.closing = true,
@@ -413,7 +421,7 @@ impl Client {
                     return Next::Close;
                 }
             }
-            _ = pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1)), if self.held.is_some() => {}
+            _ = async { Box::pin(pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1))).await }, if self.held.is_some() => {}
         }
         Next::Loop
     }

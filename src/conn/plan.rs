@@ -26,7 +26,8 @@ use crate::stats::{Count, Held, ProxyStats};
 pub(super) struct Conn {
     pub(super) session: Session,
     pub(super) tx: TxState,
-    pub(super) pubsub: Option<PubSub>,
+    // Boxed: most clients never subscribe, and inline it would cost each of them ~300 bytes.
+    pub(super) pubsub: Option<Box<PubSub>>,
     /// Its pending output, against its class's limit.
     pub(super) meter: Arc<Meter>,
     /// Counted in INFO's pubsub_clients / watching_clients while it subscribes / watches.

@@ -21,6 +21,7 @@ mod scripts;
 pub use scan::ScanCursor;
 pub mod split;
 mod whole;
+mod zcompute;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -153,9 +154,14 @@ pub(super) async fn route_class(p: &Router, spec: &CommandSpec, req: Request, cx
         Class::Keyed => match spec.key_positions(&req.args) {
             Some(k) if !k.is_empty() => match common_slot(&req.args, &k) {
                 Some(s) => send_to_slot(p, s, req.raw, readonly, cx, trace).await,
-                None => match p.compute_cross_slot.filter(|_| compute::computes(&spec.name)) {
-                    Some(limit) => compute::set_op(p, &spec.name, &req.args, limit, cx, trace).await,
-                    None => errors::crossslot(),
+                None => match p.compute_cross_slot {
+                    Some(limit) if compute::computes(&spec.name) => {
+                        compute::set_op(p, &spec.name, &req.args, limit, cx, trace).await
+                    }
+                    Some(limit) if zcompute::computes(&spec.name) => {
+                        zcompute::zset_op(p, &spec.name, &req.args, limit, cx, trace).await
+                    }
+                    _ => errors::crossslot(),
                 },
             },
             // No keys, or arguments that do not say where they are: any master answers, and

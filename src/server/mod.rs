@@ -357,6 +357,7 @@ fn observer_config(cfg: &Config) -> gossip::ObserverConfig {
     let tc = &cfg.topology;
     gossip::ObserverConfig {
         interval: tc.bus_ping_interval,
+        steady: tc.bus_steady_interval,
         reconcile: tc.reconcile_interval,
         poll: tc.refresh_interval.min(Duration::from_secs(1)),
         connect_timeout: cfg.backend.connect_timeout,

@@ -114,7 +114,7 @@ pub fn info(s: &Session) -> Bytes {
     reply::verbatim(s.proto, lines(std::iter::once(&*s.entry)).as_bytes())
 }
 
-/// CLIENT LIST [TYPE type | ID id ...].
+/// CLIENT LIST [TYPE type | ID id ... | USER name].
 pub fn list(p: &Router, s: &Session, args: &[Bytes]) -> Bytes {
     let all = p.stats.clients.all();
     let text = match args.len() {
@@ -123,6 +123,13 @@ pub fn list(p: &Router, s: &Session, args: &[Bytes]) -> Bytes {
             Some(t) => lines(all.iter().map(|e| &**e).filter(|e| is_type(e, t))),
             None => return errors::unknown_client_type(&args[3]),
         },
+        // USER (Redis 8's filter, shared with CLIENT KILL): the clients logged in as that user.
+        4 if eq_ci(&args[2], "user") => {
+            if !user_exists(s, &args[3]) {
+                return errors::no_such_user(&args[3]);
+            }
+            lines(all.iter().map(|e| &**e).filter(|e| e.ident.lock().user == args[3]))
+        }
         n if n > 3 && eq_ci(&args[2], "id") => {
             // In the order asked, as Redis lists them; an id that is not connected is skipped.
             let mut ids = Vec::new();

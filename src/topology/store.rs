@@ -21,6 +21,9 @@ pub struct TopologyStore {
     current: ArcSwap<Topology>,
     version_tx: watch::Sender<u64>,
     pub(super) refresh: Notify,
+    /// Rung with every refresh request and MOVED patch: the bus observer PINGs every node at its
+    /// fast beat for a while (the data path saw something change before the bus did).
+    pub(super) alert: Notify,
     /// Set while the bus observer settles ownership by configEpoch. CLUSTER SHARDS carries no
     /// epochs, so its majority vote must not override the bus then: right after a SIGSTOPped
     /// master resumes it still claims its old slots, and a write sent to it is acknowledged and
@@ -47,6 +50,7 @@ impl TopologyStore {
             current: ArcSwap::from_pointee(Topology::empty()),
             version_tx,
             refresh: Notify::new(),
+            alert: Notify::new(),
             bus_authoritative: AtomicBool::new(false),
             write: Mutex::new(()),
             unassigned: AtomicU64::new(0),
@@ -78,6 +82,7 @@ impl TopologyStore {
     /// Asks the refresher for a refresh; a burst of requests costs one refresh.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
+        self.alert.notify_one();
     }
 
     /// Publishes a map learned from `source` if it differs from the current one. Returns true if
@@ -135,6 +140,7 @@ impl TopologyStore {
     /// other slot. A MOVED names a node by its endpoint or its IP (`cluster-preferred-endpoint-type`
     /// of the node that answered): both find it.
     pub fn patch_slot(&self, slot: u16, addr: &str) {
+        self.alert.notify_one();
         if split_addr(addr).is_some_and(|(h, _)| h == "?") {
             // Not a node we can name (see `resolve`): the refresh it asked for will place the slot.
             self.request_refresh();

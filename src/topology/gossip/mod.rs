@@ -14,8 +14,11 @@ use std::time::Duration;
 /// Observer settings.
 #[derive(Clone, Debug)]
 pub struct ObserverConfig {
-    /// Time between PINGs on one link.
+    /// Time between PINGs on one link while something about its node is changing (the fast beat).
     pub interval: Duration,
+    /// Time between PINGs on one link while the cluster is quiet (the steady beat; at least
+    /// `interval`).
+    pub steady: Duration,
     /// Periodic `CLUSTER NODES`/`SHARDS` reconciliation.
     pub reconcile: Duration,
     /// Poll interval while the bus is unusable.
@@ -28,5 +31,11 @@ impl ObserverConfig {
     /// A node that has not answered a PING for this long is unreachable (max(1 s, 2 × interval)).
     pub fn pong_timeout(&self) -> Duration {
         (self.interval * 2).max(Duration::from_secs(1))
+    }
+
+    /// A node whose last PONG is older than this is unreachable even if its link said nothing: one
+    /// steady period plus the PONG timeout.
+    pub fn stale_after(&self) -> Duration {
+        self.steady.max(self.interval) + self.pong_timeout()
     }
 }

@@ -3,7 +3,7 @@
 //
 // Usage: clients -client go-redis|rueidis -addr 127.0.0.1:PORT -nodes P1,P2,P3
 //
-//	clients -client go-redis -mode writes -addr ... (the failover write loop; see writes.go)
+//	clients -client go-redis|rueidis -mode writes -addr ... (the failover write loop; see writes.go)
 //
 // -nodes are the cluster's master ports. They are asked directly, never through the proxy, for
 // facts the proxy could get wrong: where a key or a subscription sits, whether a client is
@@ -34,7 +34,7 @@ var (
 
 func main() {
 	client := flag.String("client", "", "go-redis or rueidis")
-	mode := flag.String("mode", "checks", "checks, or writes (go-redis only)")
+	mode := flag.String("mode", "checks", "checks, or writes")
 	flag.StringVar(&addr, "addr", "", "the proxy's address")
 	nodesFlag := flag.String("nodes", "", "the masters' ports, comma separated")
 	flag.Parse()
@@ -44,7 +44,11 @@ func main() {
 		}
 	}
 	if *mode == "writes" {
-		writes()
+		if *client == "rueidis" {
+			writesRueidis()
+		} else {
+			writes()
+		}
 		return
 	}
 	if addr == "" || len(nodes) == 0 {

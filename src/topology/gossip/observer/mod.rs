@@ -1,31 +1,34 @@
 //! The gossip observer: one persistent link per node on its cluster-bus port, a PING at a steady
-//! interval (one outstanding per link), and the slot map settled from the PONGs the way Redis's own
-//! UPDATE handling does it: each master's own claim, the highest configEpoch wins, a slot nobody
-//! claims keeps its last owner, a replica's report of its master counts only while that master is
-//! silent. Node health (up, unreachable, pfail, fail) comes from the links and the gossip flags.
+//! beat, fast only where something is changing ([`pace`]; one outstanding per link), and the slot
+//! map settled from the PONGs the way Redis's own UPDATE handling does it: each master's own
+//! claim, the highest configEpoch wins, a slot nobody claims keeps its last owner, a replica's
+//! report of its master counts only while that master is silent. Node health (up, unreachable,
+//! pfail, fail) comes from the links and the gossip flags. The node set comes from `CLUSTER NODES`
+//! ([`reconcile`]).
 //!
 //! It never sends anything but PING, with a random id checked against every id it has learned.
 //! `CLUSTER NODES` (bus ports, node set) and `CLUSTER SHARDS` (reconciliation) come from the
 //! client port. When no node answers on the bus it polls instead, and says so.
 
+mod pace;
+mod reconcile;
 mod settle;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::codec::{Header, NodeId, FLAG_FAIL, FLAG_HANDSHAKE, FLAG_NOADDR, FLAG_PFAIL};
-use super::link::{link, Beat, Event};
-use super::nodes::{parse_cluster_nodes, NodesLine};
+use super::link::{link, Beat, Event, Pace};
+use super::nodes::NodesLine;
 use super::ObserverConfig;
-use crate::backend::{self, Verify};
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
-use crate::topology::{format_addr, Learned, Node, Poller, Role, TopologyStore};
+use crate::topology::{format_addr, Node, Poller, Role, TopologyStore};
 
 /// What the observer knows of one node.
 #[derive(Debug)]
@@ -47,6 +50,12 @@ struct Peer {
     /// Reporters currently flagging the node PFAIL.
     pfail_by: HashSet<String>,
     link: Option<JoinHandle<()>>,
+    /// Until when the link PINGs at the fast beat ([`pace`]).
+    hot_until: Option<Instant>,
+    /// Tells the link which beat applies (`true`: fast).
+    fast: watch::Sender<bool>,
+    /// The link's place among the steady beats' instants.
+    stagger: usize,
 }
 
 impl Drop for Peer {
@@ -68,6 +77,7 @@ pub async fn run(store: Arc<TopologyStore>, poller: Arc<Poller>, cfg: ObserverCo
         metrics,
         peers: HashMap::new(),
         by_bus: HashMap::new(),
+        links_made: 0,
         my_id: Arc::new(Mutex::new(NodeId::random())),
         tx,
         polling: false,
@@ -88,12 +98,15 @@ struct Observer {
     /// CLUSTER SHARDS and CLUSTER NODES on the client ports: the seeds and how to log in.
     poller: Arc<Poller>,
     cfg: ObserverConfig,
+    /// The fast beat; each link's steady beat is laid on its instants.
     beat: Beat,
     metrics: Arc<Metrics>,
     /// By node id.
     peers: HashMap<String, Peer>,
     /// Bus address -> node id.
     by_bus: HashMap<String, String>,
+    /// Links placed on the steady beats so far: the next one's place.
+    links_made: usize,
     /// Our sender id; shared with the links so a regenerated id takes effect on the next PING.
     my_id: Arc<Mutex<NodeId>>,
     tx: mpsc::Sender<Event>,
@@ -138,9 +151,16 @@ impl Observer {
                     if self.dirty || self.store.load().version != self.last_version {
                         self.publish();
                     }
+                    self.pace();
+                }
+                // The data path met a MOVED or lost a node: something is changing somewhere.
+                _ = self.store.alert.notified() => {
+                    self.heat_all();
+                    self.pace();
                 }
                 _ = health.tick() => {
                     self.check_health();
+                    self.pace();
                     if self.polling && last_poll.elapsed() >= self.cfg.poll {
                         last_poll = Instant::now();
                         self.poll().await;
@@ -185,19 +205,23 @@ impl Observer {
         self.metrics.set_topology_source(source);
     }
 
-    /// Marks silent nodes unreachable and switches to polling when no node answers at all.
+    /// Marks silent nodes unreachable and switches to polling when no node answers at all. Only a
+    /// PONG makes a node reachable again: a link that reported its node gone may have had a PONG
+    /// moments before (the node closed it).
     fn check_health(&mut self) {
         let timeout = self.cfg.pong_timeout();
+        let stale = self.cfg.stale_after();
         let mut changed = false;
         for p in self.peers.values_mut() {
-            let fresh = p.last_pong.is_some_and(|t| t.elapsed() < timeout);
+            let fresh = p.last_pong.is_some_and(|t| t.elapsed() < stale);
             if p.reachable && !fresh {
                 tracing::info!(node = %p.addr, "node stopped answering on the bus");
                 changed = true;
+                p.reachable = false;
             }
-            p.reachable = fresh;
         }
-        let any_answer = self.peers.values().any(|p| p.last_pong.is_some_and(|t| t.elapsed() < timeout * 3));
+        let any_answer =
+            self.peers.values().any(|p| p.reachable || p.last_pong.is_some_and(|t| t.elapsed() < timeout * 3));
         // New links need a moment to connect and hear their first PONG: silence before one
         // PONG timeout has passed is not yet an unreachable bus.
         let starting = !self.heard && self.links_since.elapsed() < timeout;
@@ -239,7 +263,9 @@ impl Observer {
                 if let Some(old) = self.by_bus.get(&bus).cloned() {
                     if old != id {
                         if let Some(mut p) = self.peers.remove(&old) {
-                            let mut fresh = Peer::new(id.clone(), p.addr.clone(), bus.clone());
+                            let mut fresh = Peer::new(id.clone(), p.addr.clone(), bus.clone(), p.stagger);
+                            // The link keeps running: it keeps listening to the same pace.
+                            fresh.fast = std::mem::replace(&mut p.fast, watch::Sender::new(false));
                             fresh.link = p.link.take();
                             self.peers.insert(id.clone(), fresh);
                         }
@@ -255,6 +281,10 @@ impl Observer {
                         && o.slaveof == h.slaveof
                         && o.myslots == h.myslots
                 });
+                // A claim that changed (a promotion, a demotion, slots moved, a new epoch): the
+                // shard it left and the one it joined are watched closely until things settle.
+                let claim_changed = !same && p.header.is_some();
+                let was_under = p.master_id.clone();
                 p.role = if h.is_master() { Role::Master } else { Role::Replica };
                 p.master_id = h.slaveof.map(|s| s.to_string());
                 p.last_pong = Some(Instant::now());
@@ -264,6 +294,12 @@ impl Observer {
                 self.dirty |= !same || !p.reachable;
                 p.reachable = true;
                 p.header = Some(h);
+                if claim_changed {
+                    if let Some(m) = was_under {
+                        self.heat_shard(&m);
+                    }
+                    self.heat_shard(&id);
+                }
                 let reporter = id;
                 let mut seen_about = HashSet::new();
                 for g in msg.gossip {
@@ -313,20 +349,23 @@ impl Observer {
     }
 
     fn add_peer(&mut self, id: String, addr: String, bus: String, line: Option<&NodesLine>) {
-        let mut p = Peer::new(id.clone(), addr, bus.clone());
+        let mut p = Peer::new(id.clone(), addr, bus.clone(), self.links_made);
+        self.links_made += 1;
         if let Some(l) = line {
             p.role = if l.master { Role::Master } else { Role::Replica };
             p.master_id = l.master_id.clone();
             p.fail = l.fail;
         }
-        p.link = Some(self.spawn_link(&bus));
+        p.link = Some(self.spawn_link(&bus, &p));
         self.by_bus.insert(bus, id.clone());
         self.peers.insert(id, p);
     }
 
-    fn spawn_link(&self, bus: &str) -> JoinHandle<()> {
+    fn spawn_link(&self, bus: &str, p: &Peer) -> JoinHandle<()> {
         let (id, cfg, tx, metrics) = (self.my_id.clone(), self.cfg.clone(), self.tx.clone(), self.metrics.clone());
-        tokio::spawn(link(bus.to_string(), id, cfg, self.beat, tx, metrics))
+        let steady = Beat::staggered(self.beat, cfg.steady, p.stagger);
+        let pace = Pace { fast: self.beat, steady, fast_now: p.fast.subscribe() };
+        tokio::spawn(link(bus.to_string(), id, cfg, pace, tx, metrics))
     }
 
     /// A known node reported at another address (restarted elsewhere, as a pod with a new IP
@@ -338,7 +377,7 @@ impl Observer {
             return;
         }
         tracing::info!(node = %id, from = %p.addr, to = %addr, "node moved to a new address");
-        let link = self.spawn_link(&bus);
+        let link = self.spawn_link(&bus, p);
         let Some(p) = self.peers.get_mut(id) else { return };
         self.by_bus.remove(&p.bus);
         if let Some(old) = p.link.replace(link) {
@@ -350,100 +389,10 @@ impl Observer {
         self.by_bus.insert(bus, id.to_string());
         self.dirty = true;
     }
-
-    /// Node set from CLUSTER NODES: adds nodes, drops vanished ones; fills the map's gaps from
-    /// CLUSTER SHARDS (a cold start, or a slot no master claims on the bus).
-    async fn reconcile(&mut self) {
-        let mut targets: Vec<String> =
-            self.peers.values().filter(|p| p.role == Role::Master).map(|p| p.addr.clone()).collect();
-        targets.extend(self.poller.seeds().iter().cloned());
-        targets.sort();
-        targets.dedup();
-        // Every target is asked, and a node counts as present when most answers list it: a node
-        // the others FORGOT still lists itself, and read alone its view would keep it in the map
-        // (and subscriptions on it) for good.
-        let verify = Verify::Query(&*self.store);
-        let auth = self.poller.auth();
-        let limit = self.cfg.connect_timeout;
-        let asks = targets.iter().map(|t| backend::query(t, auth, &[&["CLUSTER", "NODES"]], limit, verify));
-        let views: Vec<Vec<NodesLine>> = futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(|r| {
-                let text = r.ok()?.first().and_then(crate::resp::as_bulk)??;
-                Some(parse_cluster_nodes(&String::from_utf8_lossy(&text)))
-            })
-            .collect();
-        if views.is_empty() {
-            tracing::warn!("observer: no node answered CLUSTER NODES");
-            return;
-        }
-        let lines = agreed(&views);
-        // Our id must not be any node's, before any PING goes out.
-        for l in &lines {
-            self.check_id_clash(&l.id);
-        }
-        let present: HashSet<&str> = lines.iter().filter(|l| !l.handshake).map(|l| l.id.as_str()).collect();
-        let gone: Vec<String> = self.peers.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
-        for id in gone {
-            if let Some(p) = self.peers.remove(&id) {
-                tracing::info!(node = %p.addr, "node left the cluster");
-                self.by_bus.remove(&p.bus);
-            }
-        }
-        for l in lines.iter().filter(|l| !l.handshake) {
-            match self.peers.get_mut(&l.id) {
-                Some(p) => {
-                    if p.header.is_none() {
-                        p.role = if l.master { Role::Master } else { Role::Replica };
-                        p.master_id = l.master_id.clone();
-                    }
-                    self.readdress(&l.id, l.addr.clone(), l.bus.clone());
-                }
-                None => self.add_peer(l.id.clone(), l.addr.clone(), l.bus.clone(), Some(l)),
-            }
-        }
-        self.fill_gaps().await;
-        self.publish();
-    }
-
-    async fn fill_gaps(&mut self) {
-        if self.store.load().uncovered() > 0 {
-            self.poll().await;
-        }
-    }
-
-    async fn poll(&mut self) {
-        match self.poller.fetch(&self.store).await {
-            Ok((nodes, slots)) => {
-                self.store.publish(nodes, slots, Learned::Refresh);
-            }
-            Err(e) => tracing::warn!(error = %e, "topology poll failed"),
-        }
-    }
-}
-
-/// The nodes most views list (outside handshake), each as the first view that lists it says.
-fn agreed(views: &[Vec<NodesLine>]) -> Vec<NodesLine> {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for v in views {
-        let ids: HashSet<&str> = v.iter().filter(|l| !l.handshake).map(|l| l.id.as_str()).collect();
-        for id in ids {
-            *count.entry(id).or_default() += 1;
-        }
-    }
-    let mut out: Vec<NodesLine> = Vec::new();
-    for l in views.iter().flatten() {
-        let most = count.get(l.id.as_str()).is_some_and(|&n| n * 2 > views.len());
-        if most && !l.handshake && !out.iter().any(|o| o.id == l.id) {
-            out.push(l.clone());
-        }
-    }
-    out
 }
 
 impl Peer {
-    fn new(id: String, addr: String, bus: String) -> Peer {
+    fn new(id: String, addr: String, bus: String, stagger: usize) -> Peer {
         Peer {
             id,
             addr,
@@ -456,37 +405,9 @@ impl Peer {
             fail: false,
             pfail_by: HashSet::new(),
             link: None,
+            hot_until: None,
+            fast: watch::Sender::new(false),
+            stagger,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn view(text: &str) -> Vec<NodesLine> {
-        parse_cluster_nodes(text)
-    }
-
-    const A: &str = "aaaa 127.0.0.1:7000@17000 master - 0 0 1 connected 0-8000";
-    const B: &str = "bbbb 127.0.0.1:7001@17001 master - 0 0 2 connected 8001-16383";
-    const E: &str = "eeee 127.0.0.1:7002@17002 master - 0 0 3 connected";
-
-    #[test]
-    fn a_node_only_its_own_view_lists_is_not_agreed() {
-        // E was forgotten by A and B but still runs, listing itself (and them).
-        let views = [view(&format!("{A}\n{B}")), view(&format!("{A}\n{B}")), view(&format!("{A}\n{B}\n{E}"))];
-        let ids: Vec<String> = agreed(&views).into_iter().map(|l| l.id).collect();
-        assert_eq!(ids, ["aaaa", "bbbb"]);
-    }
-
-    #[test]
-    fn a_node_most_views_list_is_agreed_and_handshakes_are_not() {
-        let hs = "ffff 127.0.0.1:7003@17003 master,handshake - 0 0 0 connected";
-        let views = [view(&format!("{A}\n{E}\n{hs}")), view(&format!("{A}\n{E}\n{hs}")), view(A)];
-        let ids: Vec<String> = agreed(&views).into_iter().map(|l| l.id).collect();
-        assert_eq!(ids, ["aaaa", "eeee"]);
-        // One view alone is all there is: it decides.
-        assert_eq!(agreed(&[view(&format!("{A}\n{E}"))]).len(), 2);
     }
 }
