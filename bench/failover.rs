@@ -43,7 +43,7 @@ async fn scenario(source: Source, fault: Fault, idle: bool, fixed_beat: bool) ->
     let spec = ClusterSpec { masters: 3, replicas_per_master: 1, node_timeout_ms: 2000, ..ClusterSpec::default() };
     let mut cluster = tokio::task::block_in_place(|| LocalCluster::start(&spec)).expect("cluster");
     let mut cfg = Config::defaults();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.seeds = vec![cluster.seed()];
     cfg.admin_listen = None;
     cfg.topology.source = source;

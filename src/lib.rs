@@ -12,8 +12,9 @@
 //!                  published to all, read by all
 //! ```
 //!
-//! - [`server`]: start-up, accept loop, worker threads, drain, admin HTTP, `clusterless observe`;
-//!   the only module that knows everything. It hands the layers below narrow handles:
+//! - [`server`]: start-up, accept loops (plain and TLS), worker threads, drain, admin HTTP,
+//!   `clusterless observe`; the only module that knows everything. It hands the layers below
+//!   narrow handles:
 //!   [`conn::Shared`] to each client connection, [`route::Router`] for routing.
 //! - [`conn`]: one client connection: parsing, dispatch, node batches, in-order replies.
 //! - [`session`]: per-client state and local commands; transactions, pub/sub, blocking commands.

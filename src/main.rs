@@ -73,7 +73,7 @@ fn run(cfg: Config) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(&e.to_string()),
         };
-        wait_for_signal().await;
+        wait_for_signal(Some(&running)).await;
         drain(&running).await;
         ExitCode::SUCCESS
     })
@@ -102,7 +102,7 @@ fn observe(cfg: Config, http: std::net::SocketAddr, token: Option<Secret>) -> Ex
             Ok(s) => s,
             Err(e) => return fail(&e.to_string()),
         };
-        wait_for_signal().await;
+        wait_for_signal(None).await;
         drop(service);
         ExitCode::SUCCESS
     })
@@ -121,7 +121,9 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the local cluster: {e}")),
     };
     cfg.seeds = vec![cluster.seed()];
-    cfg.listen.set_port(args.port);
+    if let Some(l) = &mut cfg.listen {
+        l.set_port(args.port);
+    }
     let code = match runtime() {
         Ok(rt) => rt.block_on(async {
             let running = match clusterless::start(cfg).await {
@@ -134,7 +136,7 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
                 "clusterless is ready; connect with:\n\n    redis-cli -p {}\n\nCtrl-C stops the proxy and the cluster.",
                 running.addr().port()
             );
-            wait_for_signal().await;
+            wait_for_signal(Some(&running)).await;
             drain(&running).await;
             ExitCode::SUCCESS
         }),
@@ -145,17 +147,26 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
     code
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT. With a TLS listener, SIGHUP reloads its files meanwhile (the
+/// outcome is logged there); without one, SIGHUP keeps its default: it ends the process.
+async fn wait_for_signal(proxy: Option<&clusterless::Running>) {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    let mut hup = match proxy.filter(|p| p.tls_addr().is_some()) {
+        Some(p) => signal(SignalKind::hangup()).ok().map(|s| (s, p)),
+        None => None,
+    };
     match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
+        (Ok(mut t), Ok(mut i)) => loop {
             tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
+                _ = t.recv() => return,
+                _ = i.recv() => return,
+                Some(p) = async { match &mut hup { Some((s, p)) => s.recv().await.map(|_| *p), None => None } } => {
+                    let _ = p.reload_tls();
+                }
             }
-        }
+        },
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }

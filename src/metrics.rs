@@ -92,6 +92,10 @@ pub struct Metrics {
     /// 1 once the shared observer was caught placing a node where the cluster does not (the
     /// proxy then watches the cluster itself).
     pub observer_distrusted: IntGauge,
+    /// Reloads of the TLS listener's files, by result (`ok`, `error`: the old ones stay).
+    pub tls_reloads: IntCounterVec,
+    /// TLS handshakes with clients that failed, by reason (`timeout`, `error`).
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 /// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
@@ -350,6 +354,18 @@ impl Metrics {
                     "1 once the shared observer placed a node where the cluster does not: the proxy watches the cluster itself"
                 )?
             )?,
+            tls_reloads: labelled(
+                &r,
+                Opts::new("clusterless_tls_reloads_total", "Reloads of the TLS listener's files, by result"),
+                "result",
+                &["ok", "error"],
+            )?,
+            tls_handshake_failures: labelled(
+                &r,
+                Opts::new("clusterless_tls_handshake_failures_total", "TLS handshakes with clients that failed, by reason"),
+                "reason",
+                &["timeout", "error"],
+            )?,
             registry: r,
         }))
     }
@@ -428,6 +444,15 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
     }
+}
+
+/// A registered counter with one label, each of `values` present from the start (at 0).
+fn labelled(r: &Registry, opts: Opts, label: &str, values: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+    let c = reg!(r, IntCounterVec::new(opts, &[label])?)?;
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    Ok(c)
 }
 
 /// The name of every metric family the proxy exports (per-node families included), for the

@@ -57,9 +57,22 @@ pub struct ProxyArgs {
     /// TOML configuration file (see config/clusterless.toml).
     #[arg(long, env = "CLUSTERLESS_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Address clients connect to.
+    /// Address clients connect to in plain TCP ("" or "none" turns it off; then --tls-listen is
+    /// needed).
     #[arg(long, global = true, env = "CLUSTERLESS_LISTEN")]
     pub listen: Option<String>,
+    /// Address clients connect to over TLS ("" turns it off).
+    #[arg(long, global = true, env = "CLUSTERLESS_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+    /// PEM file of the TLS listener's certificate chain.
+    #[arg(long, global = true, env = "CLUSTERLESS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS listener's private key.
+    #[arg(long, global = true, env = "CLUSTERLESS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CAs client certificates must chain to (turns on mutual TLS).
+    #[arg(long, global = true, env = "CLUSTERLESS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// A cluster node to bootstrap from (repeat, or separate with commas).
     #[arg(long = "seed", global = true, env = "CLUSTERLESS_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,

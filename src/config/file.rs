@@ -129,6 +129,18 @@ pub(super) struct FileConfig {
     pub(super) commands: FileCommands,
     #[serde(default)]
     pub(super) keyspace: FileKeyspace,
+    #[serde(default)]
+    pub(super) tls: FileTls,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTls {
+    pub(super) listen: Option<String>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) client_ca_file: Option<PathBuf>,
+    pub(super) handshake_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -1,16 +1,12 @@
 //! Merging the file, the environment and the flags over the defaults, and validating each key.
 
 use std::path::Path;
-use std::time::Duration;
 
+use super::check::{bad, millis};
 use super::file::{self, FileConfig};
 use super::redis_syntax::parse_output_limit;
 use super::secret::{read_file, Secret};
 use super::{Config, ConfigError, Credentials, CrossSlot, ProxyArgs, Source, User};
-
-fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("invalid config: `{key}`: {why}"))
-}
 
 /// A secret given as a value (`key`) or in a file (`key_file`); an empty value counts as unset.
 /// Both at once is an error: which one was meant cannot be known, and using either silently
@@ -35,8 +31,19 @@ impl Config {
         };
         let mut c = Config::defaults();
 
-        if let Some(l) = args.listen.as_ref().or(file.listen.as_ref()) {
-            c.listen = l.parse().map_err(|_| bad("listen", format!("`{l}` is not an IP:PORT address")))?;
+        match args.listen.as_ref().or(file.listen.as_ref()).map(String::as_str) {
+            Some("" | "none") => c.listen = None,
+            Some(l) => {
+                c.listen = Some(l.parse().map_err(|_| bad("listen", format!("`{l}` is not an IP:PORT address")))?)
+            }
+            None => {}
+        }
+        c.tls = super::tls::load(args, file.tls)?;
+        if c.listen.is_none() && c.tls.is_none() {
+            return Err(bad(
+                "listen",
+                "the plain listener is off and `tls.listen` is not set: no client could connect",
+            ));
         }
         c.seeds = if !args.seeds.is_empty() { args.seeds.clone() } else { file.seeds.unwrap_or_default() };
         for s in &c.seeds {
@@ -248,15 +255,6 @@ fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn millis(key: &str, v: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(0) => Err(bad(key, "must be greater than 0")),
-        Some(ms) if ms > 86_400_000 => Err(bad(key, "must be at most one day")),
-        Some(ms) => Ok(Duration::from_millis(ms)),
-    }
-}
-
 /// Checks `host:port` (the host may be a name; it is resolved when used).
 fn validate_hostport(s: &str) -> Result<(), &'static str> {
     let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
@@ -271,6 +269,8 @@ fn validate_hostport(s: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn with_file(text: &str) -> Result<Config, ConfigError> {
@@ -510,7 +510,7 @@ mod tests {
         let args = ProxyArgs { config: Some(dir.clone()), listen: Some("127.0.0.1:7100".into()), ..Default::default() };
         let c = Config::load(&args).unwrap();
         let _ = std::fs::remove_file(dir);
-        assert_eq!(c.listen.port(), 7100);
+        assert_eq!(c.listen.map(|l| l.port()), Some(7100));
         assert_eq!(c.limits.max_clients, 5);
     }
 }

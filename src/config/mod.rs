@@ -3,11 +3,13 @@
 //! ([`load`]) into a [`Config`] the rest of the proxy reads; errors name the key and fit on one
 //! line.
 
+mod check;
 mod cli;
 mod file;
 mod load;
 mod redis_syntax;
 mod secret;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use crate::memory::OutputLimits;
 
 pub use cli::{Cli, Command, DevArgs, ObserveArgs, ProxyArgs};
 pub use secret::{read_file as read_secret_file, Secret};
+pub use tls::TlsConfig;
 
 /// A configuration problem, reported as one line naming the key or file.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +29,11 @@ pub struct ConfigError(pub String);
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// The plain (unencrypted) client listener; `None` when it is off (`listen = ""`), which
+    /// needs `tls` set.
+    pub listen: Option<SocketAddr>,
+    /// The TLS client listener, when on.
+    pub tls: Option<TlsConfig>,
     pub seeds: Vec<String>,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
@@ -244,7 +251,8 @@ impl Config {
     /// Defaults, documented one by one in config/clusterless.toml.
     pub fn defaults() -> Config {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 6379)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            tls: None,
             seeds: Vec::new(),
             limits: LimitsConfig {
                 threads: 0,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
 
 use super::plan::{sub_kind, Conn};
@@ -77,7 +76,7 @@ pub(super) async fn run_barrier(
 /// Resolves when the client has gone away (true), or sent more bytes (false, to be parsed once
 /// the running command is done). Stops reading once enough is buffered; then only the command's
 /// own end, or the connection's, ends the wait.
-pub(super) async fn client_gone(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, m: &Metrics) -> bool {
+pub(super) async fn client_gone(rd: &mut super::stream::ReadHalf, rbuf: &mut BytesMut, m: &Metrics) -> bool {
     if rbuf.len() >= MAX_READ_AHEAD {
         return std::future::pending().await;
     }

@@ -22,6 +22,7 @@ mod output;
 mod plan;
 mod record;
 mod shared_state;
+mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,8 +32,6 @@ use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -45,6 +44,8 @@ use output::Output;
 use plan::{plan, Conn, Plan};
 use record::Batch;
 use shared_state::{feed_monitors, next_line, pause_holds, pause_over, start_monitor};
+pub use stream::ClientStream;
+use stream::ReadHalf;
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
@@ -74,25 +75,11 @@ const MIN_READ: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
-pub async fn serve(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr) {
     let stats = h.router.stats.clone();
     let id = stats.client_connected();
     let laddr = stream.local_addr().map_or_else(|_| stats.local_addr.to_string(), |a| a.to_string());
-    let fd = {
-        use std::os::fd::AsRawFd;
-        stream.as_raw_fd() as i64
-    };
-    // A second handle on the socket lets CLIENT KILL from another client end this one's reads.
-    let (stream, dup) = match stream.into_std() {
-        Ok(s) => {
-            let dup = s.try_clone().ok();
-            match TcpStream::from_std(s) {
-                Ok(s) => (s, dup),
-                Err(_) => return stats.client_disconnected(),
-            }
-        }
-        Err(_) => return stats.client_disconnected(),
-    };
+    let (fd, dup) = (stream.fd(), stream.dup());
     // Listed (CLIENT LIST) until this guard drops, when the connection ends.
     let registered = stats.clients.register(Entry::new(id, peer.to_string(), laddr, fd, dup));
     let mut client = Client::new(h, stream, peer, registered.entry.clone());
@@ -128,7 +115,7 @@ struct Client {
     h: Arc<Shared>,
     peer: SocketAddr,
     c: Conn,
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     out: Output,
     parser: RequestParser,
     // Buffers start small and grow with the client's bursts: ten thousand idle clients must not
@@ -155,7 +142,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
+    fn new(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
         let session = Session::new(entry.id, h.auth.clone(), entry);
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,

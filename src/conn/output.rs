@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
+use super::stream::WriteHalf;
 use crate::memory::Meter;
 use crate::metrics::Metrics;
 
@@ -21,7 +21,7 @@ const COPY_BELOW: usize = 16 * 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 pub(super) struct Output {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
     /// Frames ready to be written, in order: copied runs of small ones and big ones as they came.
     parts: VecDeque<Bytes>,
     /// The small frames after the last of `parts`.
@@ -29,7 +29,7 @@ pub(super) struct Output {
 }
 
 impl Output {
-    pub(super) fn new(wr: OwnedWriteHalf) -> Output {
+    pub(super) fn new(wr: WriteHalf) -> Output {
         Output { wr, parts: VecDeque::new(), buf: BytesMut::new() }
     }
 
@@ -87,7 +87,7 @@ impl Output {
 
 /// Writes and releases each part in turn (a big value is freed as soon as it is out), then the
 /// buffer of small frames.
-async fn write_parts(wr: &mut OwnedWriteHalf, parts: &mut VecDeque<Bytes>, buf: &mut BytesMut) -> bool {
+async fn write_parts(wr: &mut WriteHalf, parts: &mut VecDeque<Bytes>, buf: &mut BytesMut) -> bool {
     while let Some(p) = parts.front() {
         if wr.write_all(p).await.is_err() {
             return false;
@@ -98,5 +98,7 @@ async fn write_parts(wr: &mut OwnedWriteHalf, parts: &mut VecDeque<Bytes>, buf: 
         return false;
     }
     buf.clear();
-    true
+    // TLS keeps what the socket did not take in its session until flushed; plain TCP has
+    // nothing to flush.
+    wr.flush().await.is_ok()
 }

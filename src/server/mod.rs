@@ -8,6 +8,7 @@ mod accept;
 mod admin;
 mod memory;
 pub mod observe;
+mod tls;
 mod workers;
 
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::backend::{self, Auth, Backend, Verify};
@@ -74,6 +75,8 @@ impl Shared {
 pub enum StartError {
     #[error("no seeds: pass --seed HOST:PORT or set `seeds` in the config file")]
     NoSeeds,
+    #[error("no listener: set `listen` or `tls.listen`")]
+    NoListener,
     #[error("cannot reach the cluster: {0}")]
     Unreachable(#[from] topology::FetchError),
     #[error("cannot listen on {addr} ({what}): {err}")]
@@ -84,6 +87,9 @@ pub enum StartError {
     Workers(std::io::Error),
     #[error("invalid config: `{key}`: {why}")]
     Observer { key: &'static str, why: String },
+    /// A `[tls]` file that cannot be used: the key naming it, and what is wrong.
+    #[error("invalid config: `{key}`: {why}")]
+    Tls { key: &'static str, why: String },
 }
 
 /// A started proxy: its addresses, a small API for what tests and `main` need to see, and the
@@ -91,6 +97,8 @@ pub enum StartError {
 pub struct Running {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls: Option<Arc<tls::Tls>>,
     admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -99,9 +107,24 @@ pub struct Running {
 }
 
 impl Running {
-    /// Where clients connect.
+    /// Where clients connect: the plain listener, or the TLS one when it is the only one.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where TLS clients connect, when the TLS listener is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Reads the TLS listener's files again (SIGHUP): new handshakes use them, connected clients
+    /// keep their sessions. When they cannot be used, the ones in use stay and the error (the
+    /// key and file) is returned; logged and counted either way. Nothing to do without TLS.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(t) => t.reload("SIGHUP", &self.shared.router.metrics),
+            None => Ok(()),
+        }
     }
 
     /// Where the admin HTTP endpoint listens, when it is on.
@@ -178,6 +201,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if cfg.seeds.is_empty() {
         return Err(StartError::NoSeeds);
     }
+    // Like the observer's CA file below: unusable certificate files are a configuration error
+    // whether or not the cluster answers.
+    let tls = match &cfg.tls {
+        Some(t) => Some(Arc::new(tls::Tls::load(t).map_err(|(key, why)| StartError::Tls { key, why })?)),
+        None => None,
+    };
     // Before the cluster is asked anything: a CA file that holds no certificate is a
     // configuration error, whether or not the cluster answers.
     let link = match &cfg.topology.observer {
@@ -220,10 +249,19 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         table.refuse_all_nodes(crate::errors::Refusal::NodeAdmin);
     }
 
-    let listen = cfg.listen;
-    let listener =
-        TcpListener::bind(listen).await.map_err(|err| StartError::Listen { addr: listen, what: "listen", err })?;
-    let addr = listener.local_addr().map_err(|err| StartError::Listen { addr: listen, what: "listen", err })?;
+    let plain = match cfg.listen {
+        Some(a) => Some(bind(a, "listen").await?),
+        None => None,
+    };
+    let secure = match &cfg.tls {
+        Some(t) => Some(bind(t.listen, "tls.listen").await?),
+        None => None,
+    };
+    let tls_addr = secure.as_ref().map(|l| l.1);
+    // The config refuses to have neither listener.
+    let Some(addr) = plain.as_ref().map(|l| l.1).or(tls_addr) else {
+        return Err(StartError::NoListener);
+    };
     let admin = match cfg.admin_listen {
         Some(a) => Some(admin::bind(a).await?),
         None => None,
@@ -248,15 +286,32 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let shared =
         Arc::new(Shared { cfg, router, conn, draining: AtomicBool::new(false), seen_version: AtomicU64::new(0) });
     let workers = Arc::new(workers);
-    tasks.push(tokio::spawn(accept::accept_loop(shared.clone(), listener, workers.clone(), shutdown_rx)));
+    // One bound on clients for both listeners.
+    let slots = Arc::new(Semaphore::new(shared.cfg.limits.max_clients));
+    let listeners =
+        [plain.map(|l| (l.0, accept::Kind::Plain)), secure.zip(tls.clone()).map(|(l, t)| (l.0, accept::Kind::Tls(t)))];
+    for (l, kind) in listeners.into_iter().flatten() {
+        let accept = accept::accept_loop(shared.clone(), l, kind, slots.clone(), workers.clone(), shutdown_rx.clone());
+        tasks.push(tokio::spawn(accept));
+    }
+    if let Some(t) = &tls {
+        tasks.push(tokio::spawn(tls::watch_files(t.clone(), shared.router.metrics.clone())));
+    }
     tasks.push(tokio::spawn(drop_departed_pools(shared.router.clone())));
     tasks.push(tokio::spawn(route::keep_node_config(shared.router.clone())));
     tasks.push(tokio::spawn(memory::release_after_bursts(shared.router.stats.clone(), shared.conn.usage.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
     }
-    tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = shared.conn.table.len(), "clusterless is serving");
-    Ok(Running { shared, addr, admin_addr, shutdown, tasks, _workers: workers })
+    tracing::info!(listen = ?shared.cfg.listen.map(|_| addr), tls = ?tls_addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = shared.conn.table.len(), "clusterless is serving");
+    Ok(Running { shared, addr, tls_addr, tls, admin_addr, shutdown, tasks, _workers: workers })
+}
+
+/// A bound listener and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let l = TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr, what, err })?;
+    let bound = l.local_addr().map_err(|err| StartError::Listen { addr, what, err })?;
+    Ok((l, bound))
 }
 
 /// The tasks that keep the slot map current: the CLUSTER SHARDS refresher in every mode (MOVED,

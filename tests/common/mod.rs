@@ -15,7 +15,7 @@ mod python;
 #[allow(unused_imports)]
 pub use load::{write_loop, Report, WriteLoop};
 #[allow(unused_imports)]
-pub use python::expect_ok;
+pub use python::{expect_ok, expect_ok_at};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -142,7 +142,7 @@ pub fn longest_answer(cfg: &Config) -> Duration {
 /// it on, on port 0).
 pub fn shipped_config(seed: String) -> Config {
     let mut cfg = Config::defaults();
-    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.listen = Some("127.0.0.1:0".parse().expect("addr"));
     cfg.seeds = vec![seed];
     cfg.admin_listen = None;
     cfg

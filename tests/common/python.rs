@@ -65,7 +65,12 @@ fn run_python(name: &str, args: &[&str]) -> Outcome {
 
 /// Runs the script against the proxy and checks it succeeded and printed `done`.
 pub fn expect_ok(env: &Env, name: &str, extra: &[&str], done: &str) {
-    let port = env.addr().port().to_string();
+    expect_ok_at(env.addr().port(), name, extra, done);
+}
+
+/// [`expect_ok`] against the listener on `port` (the TLS one, say).
+pub fn expect_ok_at(port: u16, name: &str, extra: &[&str], done: &str) {
+    let port = port.to_string();
     let mut args = vec![port.as_str()];
     args.extend_from_slice(extra);
     let o = tokio::task::block_in_place(|| run_python(name, &args));

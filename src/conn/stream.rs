@@ -1,0 +1,117 @@
+//! The client's socket, plain TCP or TLS over TCP, as the connection reads and writes it: the
+//! rest of `conn` sees a read half and a write half and never which kind it holds. A plain
+//! socket splits without a lock (the hot path stays as it was); a TLS one shares its session
+//! between the halves through tokio's split.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// An accepted client connection, its handshake (if any) done.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    pub(super) fn fd(&self) -> i64 {
+        self.tcp().as_raw_fd() as i64
+    }
+
+    /// A second handle on the TCP socket (a `dup`), through which CLIENT KILL shuts its reads
+    /// down: a TLS session then meets the end of its input too.
+    pub(super) fn dup(&self) -> Option<std::net::TcpStream> {
+        self.tcp().as_fd().try_clone_to_owned().ok().map(std::net::TcpStream::from)
+    }
+
+    pub(super) fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            ClientStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            ClientStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        }
+    }
+}
+
+type TlsRead = tokio::io::ReadHalf<TlsStream<TcpStream>>;
+type TlsWrite = tokio::io::WriteHalf<TlsStream<TcpStream>>;
+
+pub(super) enum ReadHalf {
+    Plain(OwnedReadHalf),
+    Tls(TlsRead),
+}
+
+impl ReadHalf {
+    /// Reads what is there without waiting; `WouldBlock` when nothing is.
+    pub(super) fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            ReadHalf::Plain(r) => r.try_read_buf(buf),
+            // Bytes may sit in the TLS session already decrypted, or need a record to complete:
+            // only a read polled once can tell.
+            ReadHalf::Tls(r) => r.read_buf(buf).now_or_never().unwrap_or(Err(io::ErrorKind::WouldBlock.into())),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+pub(super) enum WriteHalf {
+    Plain(OwnedWriteHalf),
+    Tls(TlsWrite),
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
