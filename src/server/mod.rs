@@ -303,7 +303,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
     }
-    tracing::info!(listen = ?shared.cfg.listen.map(|_| addr), tls = ?tls_addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = shared.conn.table.len(), "clusterless is serving");
+    // Addresses as operators grep them (`127.0.0.1:6379`, or `none`), not as Rust's Option.
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
+    tracing::info!(listen = %shown(shared.cfg.listen.map(|_| addr)), tls = %shown(tls_addr), admin = %shown(admin_addr), masters = topo.slot_owners().len(), commands = shared.conn.table.len(), "clusterless is serving");
     Ok(Running { shared, addr, tls_addr, tls, admin_addr, shutdown, tasks, _workers: workers })
 }
 
