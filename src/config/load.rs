@@ -8,6 +8,9 @@ use super::redis_syntax::parse_output_limit;
 use super::secret::{read_file, Secret};
 use super::{Config, ConfigError, Credentials, CrossSlot, ProxyArgs, Source, User};
 
+/// Largest `keyspace.databases` (each database is a key prefix; Redis itself has no hard cap).
+const MAX_DATABASES: u32 = 1_000_000;
+
 fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid config: `{key}`: {why}"))
 }
@@ -145,6 +148,22 @@ impl Config {
                 return Err(bad("keyspace.cross_slot_reads", format!("`{other}` is not \"refuse\" or \"compute\"")))
             }
         };
+        c.keyspace.databases = args.databases.or(file.keyspace.databases).unwrap_or(1);
+        if !(1..=MAX_DATABASES).contains(&c.keyspace.databases) {
+            return Err(bad("keyspace.databases", format!("must be between 1 and {MAX_DATABASES}")));
+        }
+        let one_slot = if args.one_slot_dbs.is_empty() {
+            file.keyspace.one_slot_databases.unwrap_or_default()
+        } else {
+            args.one_slot_dbs.clone()
+        };
+        if let Some(n) = one_slot.iter().find(|&&n| n >= c.keyspace.databases) {
+            return Err(bad(
+                "keyspace.one_slot_databases",
+                format!("{n} is not a database (keyspace.databases = {})", c.keyspace.databases),
+            ));
+        }
+        c.keyspace.one_slot_databases = one_slot;
         c.commands.config_set_all_nodes = match file.commands.config_set.as_deref() {
             None | Some("all-nodes") => true,
             Some("refuse") => false,

@@ -12,9 +12,11 @@ use tokio::time::Instant;
 use super::plan::{sub_kind, Conn};
 use super::record::outcome;
 use crate::command::CommandSpec;
+use crate::keyspace::replies::{shape_of, strip};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::Request;
-use crate::route::Router;
+use crate::route::databases::Db;
+use crate::route::{self, Router};
 use crate::session::pubsub::PubSub;
 use crate::session::{blocking, local};
 use crate::stats::Count;
@@ -62,7 +64,26 @@ pub(super) async fn run_barrier(
                 }
                 (out, Timed::Local)
             }
-            None => (vec![blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await], Timed::Blocking),
+            None if route::databases::whole_keyspace(name) => {
+                let s = &c.session;
+                let db = Db { index: s.db, prefix: s.prefix.as_deref(), all: &s.dbs };
+                (vec![route::databases::run(p, name, &req.args, db, cx).await], Timed::AllMasters)
+            }
+            None => {
+                let blocks = spec.blocking
+                    && (!matches!(name, "xread" | "xreadgroup") || crate::command::asks_to_block(spec, &req.args));
+                let r = if blocks {
+                    blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await
+                } else {
+                    route::route_plain(p, spec, req, cx).await
+                };
+                // In a prefixed database, the keys a pop or XREAD names lose the prefix.
+                let r = match (&c.session.prefix, shape_of(name)) {
+                    (Some(pre), Some(shape)) => strip(Some(pre), shape, r),
+                    _ => r,
+                };
+                (vec![r], if blocks { Timed::Blocking } else { Timed::Keyed })
+            }
         },
     };
     c.recount(&p.stats);

@@ -48,6 +48,7 @@ use shared_state::{feed_monitors, next_line, pause_holds, pause_over, start_moni
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
+use crate::keyspace::Databases;
 use crate::memory::{Meter, Usage};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::{Limits, Parsed, Request, RequestParser};
@@ -67,6 +68,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// What all clients have buffered, against `limits.max_memory`.
     pub usage: Arc<Usage>,
+    /// The databases SELECT may choose.
+    pub databases: Arc<Databases>,
 }
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
@@ -152,7 +155,7 @@ struct Client {
 
 impl Client {
     fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
-        let session = Session::new(entry.id, h.auth.clone(), entry);
+        let session = Session::new(entry.id, h.auth.clone(), entry, h.databases.clone());
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -264,7 +267,10 @@ impl Client {
                     let cx = self.c.cx();
                     let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    let mut planned = plan(p, &self.h.table, &mut self.c, req, started);
+                    let mut planned = match namespaced(&self.h.table, &self.c, req) {
+                        Ok(req) => plan(p, &self.h.table, &mut self.c, req, started),
+                        Err(e) => plan::refused(&mut self.c, e, started),
+                    };
                     if self.h.usage.refusing() && planned.allocates() {
                         // Near `limits.max_memory`: what would bring more node replies in is
                         // refused, as Redis refuses commands past maxmemory; replies drain.
@@ -435,6 +441,23 @@ impl Client {
     /// fewer bytes of them than `limits.client_query_buffer_limit`.
     fn room(&self) -> bool {
         self.inflight.len() < self.h.limits.max_pipeline && self.inflight.request_bytes() < self.h.limits.query_buffer
+    }
+}
+
+/// The request with its keys stored under the selected database's prefix (none for a plain
+/// database 0: the request goes on untouched); an error Redis answers from the arguments (a bad
+/// `COPY ... DB n`).
+fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result<Request, Bytes> {
+    let s = &c.session;
+    let prefix = match &s.prefix {
+        Some(p) => &p[..],
+        // Database 0's names are stored as they are; only a COPY into another database changes.
+        None if s.dbs.count() > 1 && req.args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"copy")) => b"",
+        None => return Ok(req),
+    };
+    match table.lookup(&req.args) {
+        crate::command::Lookup::Found(spec) => crate::keyspace::rewrite(spec, req, prefix, &s.dbs),
+        _ => Ok(req),
     }
 }
 

@@ -136,6 +136,9 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         let msg = req.args.get(1).cloned().unwrap_or_default();
         return answer(reply::array(&[reply::bulk(b"pong"), reply::bulk(&msg)]), Timed::Local);
     }
+    if db_barrier(&c.session, name) {
+        return Plan::Barrier(spec, req, started);
+    }
     let class = match spec.class {
         Class::Stateful => match name {
             "multi" => return answer(c.tx.begin(), Timed::Transaction),
@@ -176,6 +179,25 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         }
     }
     Plan::Routed(Routed { spec, req, class, started })
+}
+
+/// Commands run alone because of databases (`keyspace.databases`, one-slot databases): those
+/// over the whole keyspace (they must see one database's keys only), MOVE between databases, and
+/// in a prefixed database those whose replies name keys (the prefix comes off).
+fn db_barrier(s: &Session, name: &str) -> bool {
+    if !s.dbs.several() {
+        return false;
+    }
+    match name {
+        "move" | "swapdb" => s.dbs.count() > 1,
+        n if route::databases::whole_keyspace(n) => true,
+        n => s.prefix.is_some() && crate::keyspace::replies::shape_of(n).is_some(),
+    }
+}
+
+/// A request refused from its arguments before it was planned (see `namespaced`).
+pub(super) fn refused(c: &mut Conn, e: Bytes, started: Option<Instant>) -> Plan {
+    not_run(c, e, OTHER, started)
 }
 
 /// The metric id that counts as `other` ([`crate::metrics::Metrics::command_by_id`]).
