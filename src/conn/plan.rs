@@ -121,6 +121,12 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             "exec" | "discard" | "reset" => Plan::Barrier(spec, req, started),
             "multi" => answer(c.tx.begin(), Timed::Transaction),
             "watch" => answer(errors::watch_in_multi(), Timed::Transaction),
+            // The queued commands' keys are prefixed as they are queued, with the database
+            // selected then: a SELECT running at EXEC would come too late for them.
+            "select" if c.session.dbs.count() > 1 => {
+                c.tx.flag();
+                answer(errors::Refusal::InMulti.frame(name), Timed::Refused)
+            }
             "quit" => answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
             _ => {
                 let r = c.tx.queue(p, &spec, req);
