@@ -304,6 +304,8 @@ mod tests {
         assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
         assert_eq!(c.drain_timeout, d.drain_timeout);
         assert_eq!(c.admin.open_paths, d.admin.open_paths);
+        assert_eq!(c.keyspace.databases, d.keyspace.databases);
+        assert_eq!(c.keyspace.one_slot_databases, d.keyspace.one_slot_databases);
     }
 
     #[test]
@@ -320,6 +322,10 @@ mod tests {
         assert!(e.contains("transactions.cross_slot") && e.contains("per-shard"), "{e}");
         let e = with_file("[[auth.users]]\nname = \"app\"\npassword = \"\"\n").unwrap_err().0;
         assert!(e.contains("auth.users"), "{e}");
+        let e = with_file("[keyspace]\ndatabases = 0\n").unwrap_err().0;
+        assert!(e.contains("keyspace.databases"), "{e}");
+        let e = with_file("[keyspace]\ndatabases = 2\none_slot_databases = [0, 2]\n").unwrap_err().0;
+        assert!(e.contains("keyspace.one_slot_databases") && e.contains("2 is not a database"), "{e}");
     }
 
     #[test]
