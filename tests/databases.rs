@@ -265,3 +265,52 @@ async fn reshards_and_a_failover_keep_databases_apart() {
     assert_eq!(db2.len(), 1, "the one-slot database on one master: {db2:?}");
     assert_eq!(on_nodes.len(), 90, "30 keys in each of three databases");
 }
+
+/// Keyspace notifications per database: `__keyspace@1__:k` and `__keyevent@1__:set` hear database
+/// 1's `k` only (the nodes publish `__keyspace@0__:__db1:k`), a pattern on the one-slot database
+/// 2 hears its keys, and database 0's same name reaches none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_notifications_per_database() {
+    let env = start_with(small(), |c| {
+        c.keyspace.databases = 3;
+        c.keyspace.one_slot_databases = vec![2];
+    })
+    .await;
+    let mut w = Raw::connect(env.addr()).await;
+    assert_eq!(w.text(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]).await, "+OK\r\n");
+    let mut s = Raw::connect(env.addr()).await;
+    s.send(&clusterless::resp::encode_command(&["SUBSCRIBE", "__keyspace@1__:k", "__keyevent@1__:set"])).await;
+    let confirmed = s.read_replies(2).await;
+    assert_eq!(confirmed[0], b"*3\r\n$9\r\nsubscribe\r\n$16\r\n__keyspace@1__:k\r\n:1\r\n");
+    assert_eq!(confirmed[1], b"*3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@1__:set\r\n:2\r\n");
+    assert_eq!(
+        s.text(&["PSUBSCRIBE", "__keyspace@2__:*"]).await,
+        "*3\r\n$10\r\npsubscribe\r\n$16\r\n__keyspace@2__:*\r\n:3\r\n"
+    );
+    // Database 0's `k` first: nothing of it may reach the subscriber.
+    assert_eq!(w.text(&["SET", "k", "0"]).await, "+OK\r\n");
+    assert_eq!(w.text(&["SELECT", "1"]).await, "+OK\r\n");
+    assert_eq!(w.text(&["SET", "k", "1"]).await, "+OK\r\n");
+    let got: BTreeSet<Vec<u8>> = s.read_replies(2).await.into_iter().collect();
+    let want: BTreeSet<Vec<u8>> = [
+        b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@1__:k\r\n$3\r\nset\r\n".to_vec(),
+        b"*3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@1__:set\r\n$1\r\nk\r\n".to_vec(),
+    ]
+    .into();
+    assert_eq!(got, want);
+    assert_eq!(w.text(&["SELECT", "2"]).await, "+OK\r\n");
+    assert_eq!(w.text(&["DEL", "nothing", "k2"]).await, ":0\r\n");
+    assert_eq!(w.text(&["LPUSH", "k2", "x"]).await, ":1\r\n");
+    assert_eq!(
+        s.read_replies(1).await[0],
+        b"*4\r\n$8\r\npmessage\r\n$16\r\n__keyspace@2__:*\r\n$17\r\n__keyspace@2__:k2\r\n$5\r\nlpush\r\n"
+    );
+    // Unsubscribing database 1's event channel keeps the keyspace one.
+    assert_eq!(
+        s.text(&["UNSUBSCRIBE", "__keyevent@1__:set"]).await,
+        "*3\r\n$11\r\nunsubscribe\r\n$18\r\n__keyevent@1__:set\r\n:2\r\n"
+    );
+    assert_eq!(w.text(&["SELECT", "1"]).await, "+OK\r\n");
+    assert_eq!(w.text(&["DEL", "k"]).await, ":1\r\n");
+    assert_eq!(s.read_replies(1).await[0], b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@1__:k\r\n$3\r\ndel\r\n");
+}

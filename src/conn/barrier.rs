@@ -52,12 +52,12 @@ pub(super) async fn run_barrier(
         _ => match sub_kind(name) {
             Some((kind, true)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone()));
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone(), &c.session.dbs));
                 (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
             }
             Some((kind, false)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone()));
+                let ps = c.pubsub.get_or_insert_with(|| PubSub::new(proto, login, meter.clone(), &c.session.dbs));
                 let out = ps.unsubscribe(kind, &req.args[1..]).await;
                 if !ps.active() {
                     c.pubsub = None;

@@ -267,7 +267,7 @@ impl Client {
                     let cx = self.c.cx();
                     let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    let mut planned = match namespaced(&self.h.table, &self.c, req) {
+                    let mut planned = match plan::namespaced(&self.h.table, &self.c, req) {
                         Ok(req) => plan(p, &self.h.table, &mut self.c, req, started),
                         Err(e) => plan::refused(&mut self.c, e, started),
                     };
@@ -441,23 +441,6 @@ impl Client {
     /// fewer bytes of them than `limits.client_query_buffer_limit`.
     fn room(&self) -> bool {
         self.inflight.len() < self.h.limits.max_pipeline && self.inflight.request_bytes() < self.h.limits.query_buffer
-    }
-}
-
-/// The request with its keys stored under the selected database's prefix (none for a plain
-/// database 0: the request goes on untouched); an error Redis answers from the arguments (a bad
-/// `COPY ... DB n`).
-fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result<Request, Bytes> {
-    let s = &c.session;
-    let prefix = match &s.prefix {
-        Some(p) => &p[..],
-        // Database 0's names are stored as they are; only a COPY into another database changes.
-        None if s.dbs.count() > 1 && req.args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"copy")) => b"",
-        None => return Ok(req),
-    };
-    match table.lookup(&req.args) {
-        crate::command::Lookup::Found(spec) => crate::keyspace::rewrite(spec, req, prefix, &s.dbs),
-        _ => Ok(req),
     }
 }
 

@@ -187,6 +187,23 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
     Plan::Routed(Routed { spec, req, class, started })
 }
 
+/// The request with its keys stored under the selected database's prefix (none for a plain
+/// database 0: the request goes on untouched); an error Redis answers from the arguments (a bad
+/// `COPY ... DB n`).
+pub(super) fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result<Request, Bytes> {
+    let s = &c.session;
+    let prefix = match &s.prefix {
+        Some(p) => &p[..],
+        // Database 0's names are stored as they are; only a COPY into another database changes.
+        None if s.dbs.count() > 1 && req.args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"copy")) => b"",
+        None => return Ok(req),
+    };
+    match table.lookup(&req.args) {
+        crate::command::Lookup::Found(spec) => crate::keyspace::rewrite(spec, req, prefix, &s.dbs),
+        _ => Ok(req),
+    }
+}
+
 /// Commands run alone because of databases (`keyspace.databases`, one-slot databases): those
 /// over the whole keyspace (they must see one database's keys only), MOVE between databases, and
 /// in a prefixed database those whose replies name keys (the prefix comes off).

@@ -9,6 +9,7 @@
 //! - a one-slot database n (0 included): `{__db<n>}:`, whose tag puts every key of the database
 //!   in one slot, so transactions and scripts over any of its keys run as on one server.
 
+pub mod events;
 pub mod replies;
 
 use bytes::{Bytes, BytesMut};
