@@ -123,6 +123,19 @@ async fn select_isolates_databases() {
     assert!(c.text(&["CLIENT", "INFO"]).await.contains(" db=0 "));
     assert_eq!(c.text(&["GET", "k"]).await, "$4\r\nzero\r\n");
 
+    // A transaction and a watch in database 1 act on its names.
+    assert_eq!(c.text(&["SELECT", "1"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["WATCH", "{t}a"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["SET", "{t}a", "1"]).await, "+QUEUED\r\n");
+    assert_eq!(c.text(&["INCR", "{t}a"]).await, "+QUEUED\r\n");
+    assert_eq!(c.text(&["EXEC"]).await, "*2\r\n+OK\r\n:2\r\n");
+    let owner = env.cluster.slot_owner(clusterless::slot::slot(b"{t}")).expect("owner");
+    let on_owner: Option<String> =
+        redis::cmd("GET").arg("__db1:{t}a").query_async(&mut env.node(owner).await).await.expect("GET on the node");
+    assert_eq!(on_owner.as_deref(), Some("2"), "__db1:{{t}}a hashes as {{t}}");
+    assert_eq!(c.text(&["DEL", "{t}a"]).await, ":1\r\n");
+
     // FLUSHDB empties one database; FLUSHALL all of them.
     assert_eq!(c.text(&["SELECT", "1"]).await, "+OK\r\n");
     assert_eq!(c.text(&["FLUSHDB"]).await, "+OK\r\n");
