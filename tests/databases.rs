@@ -135,6 +135,13 @@ async fn select_isolates_databases() {
         redis::cmd("GET").arg("__db1:{t}a").query_async(&mut env.node(owner).await).await.expect("GET on the node");
     assert_eq!(on_owner.as_deref(), Some("2"), "__db1:{{t}}a hashes as {{t}}");
     assert_eq!(c.text(&["DEL", "{t}a"]).await, ":1\r\n");
+    // Replies naming keys inside EXEC's array lose the prefix too.
+    assert_eq!(c.text(&["RPUSH", "{t}l", "a"]).await, ":1\r\n");
+    assert_eq!(c.text(&["MULTI"]).await, "+OK\r\n");
+    for cmd in [&["KEYS", "{t}*"][..], &["LMPOP", "1", "{t}l", "LEFT"], &["GET", "{t}x"]] {
+        assert_eq!(c.text(cmd).await, "+QUEUED\r\n");
+    }
+    assert_eq!(c.text(&["EXEC"]).await, "*3\r\n*1\r\n$4\r\n{t}l\r\n*2\r\n$4\r\n{t}l\r\n*1\r\n$1\r\na\r\n$-1\r\n");
 
     // FLUSHDB empties one database; FLUSHALL all of them.
     assert_eq!(c.text(&["SELECT", "1"]).await, "+OK\r\n");

@@ -163,14 +163,7 @@ impl Client {
         };
         let parser = RequestParser::new(limits, session.authenticated);
         let meter = Meter::new(h.limits.output, h.usage.clone());
-        let c = Conn {
-            session,
-            tx: TxState::new(h.cross_slot),
-            pubsub: None,
-            meter: meter.clone(),
-            subscribed: None,
-            watching: None,
-        };
+        let c = Conn::new(session, TxState::new(h.cross_slot), meter.clone());
         let (rd, wr) = stream.into_split();
         let draining = *h.shutdown.borrow();
         Client {

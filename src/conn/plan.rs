@@ -13,6 +13,7 @@ use super::record::{outcome, Rec};
 use crate::backend::Cx;
 use crate::command::{self, Class, CommandSpec, CommandTable, Lookup, Special};
 use crate::errors;
+use crate::keyspace::replies::{shape_of, Shape};
 use crate::memory::Meter;
 use crate::metrics::{Outcome, Timed};
 use crate::resp::{reply, Request};
@@ -32,9 +33,16 @@ pub(super) struct Conn {
     /// Counted in INFO's pubsub_clients / watching_clients while it subscribes / watches.
     pub(super) subscribed: Option<Held>,
     pub(super) watching: Option<Held>,
+    /// In a prefixed database, where EXEC's array holds key names (LMPOP, KEYS... queued), in
+    /// queue order: their prefix comes off.
+    pub(super) exec_shapes: Vec<Option<Shape>>,
 }
 
 impl Conn {
+    pub(super) fn new(session: Session, tx: TxState, meter: Arc<Meter>) -> Conn {
+        Conn { session, tx, pubsub: None, meter, subscribed: None, watching: None, exec_shapes: Vec::new() }
+    }
+
     /// Who is asking, for the backend: the protocol now, and this client's lane.
     pub(super) fn cx(&self) -> Cx {
         Cx { proto: self.session.proto, lane: self.session.id as u32, login: self.session.login }
@@ -130,6 +138,9 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             "quit" => answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
             _ => {
                 let r = c.tx.queue(p, &spec, req);
+                if c.session.prefix.is_some() && &r[..] == b"+QUEUED\r\n" {
+                    c.exec_shapes.push(shape_of(name));
+                }
                 answer(r, Timed::Transaction)
             }
         };
@@ -147,7 +158,10 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
     }
     let class = match spec.class {
         Class::Stateful => match name {
-            "multi" => return answer(c.tx.begin(), Timed::Transaction),
+            "multi" => {
+                c.exec_shapes.clear();
+                return answer(c.tx.begin(), Timed::Transaction);
+            }
             "unwatch" if !c.tx.watching() => return answer(reply::ok(), Timed::Transaction),
             _ => return Plan::Barrier(spec, req, started),
         },

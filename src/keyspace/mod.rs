@@ -109,6 +109,10 @@ pub fn rewrite(spec: &CommandSpec, req: Request, prefix: &[u8], dbs: &Databases)
     if name == "copy" {
         return copy(req, prefix, dbs);
     }
+    if name == "keys" && req.args.len() == 2 {
+        // KEYS's pattern names keys too (also queued in MULTI, where the proxy cannot filter).
+        return Ok(Request::from_args(vec![req.args[0].clone(), prefixed(prefix, &req.args[1])]));
+    }
     let Some(keys) = spec.key_positions(&req.args) else { return Ok(req) };
     if keys.is_empty() && !name.starts_with("sort") {
         return Ok(req);
