@@ -117,6 +117,16 @@ async fn select_isolates_databases() {
     assert_eq!(c.text(&["SELECT", "2"]).await, "+OK\r\n");
     assert_eq!(c.text(&["GET", "only1"]).await, "$1\r\nx\r\n");
 
+    // COPY into another database (another slot: DUMP and RESTORE), refused onto a key it has
+    // unless REPLACE.
+    assert_eq!(c.text(&["COPY", "k", "kc", "DB", "1"]).await, ":1\r\n");
+    assert_eq!(c.text(&["COPY", "k", "kc", "DB", "1"]).await, ":0\r\n");
+    assert_eq!(c.text(&["COPY", "k", "kc", "DB", "1", "REPLACE"]).await, ":1\r\n");
+    assert_eq!(c.text(&["COPY", "k", "kc", "DB", "3"]).await, "-ERR DB index is out of range\r\n");
+    assert_eq!(c.text(&["SELECT", "1"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["GET", "kc"]).await, "$3\r\ntwo\r\n");
+    assert_eq!(c.text(&["SELECT", "2"]).await, "+OK\r\n");
+
     // CLIENT INFO shows the database; RESET goes back to 0.
     assert!(c.text(&["CLIENT", "INFO"]).await.contains(" db=2 "));
     assert_eq!(c.text(&["RESET"]).await, "+RESET\r\n");

@@ -226,7 +226,7 @@ fn db_barrier(s: &Session, name: &str) -> bool {
         return false;
     }
     match name {
-        "move" | "swapdb" => s.dbs.count() > 1,
+        "move" | "swapdb" | "copy" => s.dbs.count() > 1,
         n if route::databases::whole_keyspace(n) => true,
         n => s.prefix.is_some() && crate::keyspace::replies::shape_of(n).is_some(),
     }

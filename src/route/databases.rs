@@ -3,6 +3,8 @@
 //! FLUSHDB see only the selected database's keys (by their stored-name prefix, or for a plain
 //! database 0 every key without a reserved prefix), and MOVE between databases.
 //!
+//! COPY into another database whose stored name is in another slot: DUMP and RESTORE.
+//!
 //! DBSIZE and FLUSHDB walk the database with SCAN (a node's DBSIZE counts every database), so they
 //! cost one pass over the cluster's keys; FLUSHDB unlinks what that pass finds, so keys written
 //! during it may stay. MOVE is one script when both names share a slot (atomic), else DUMP,
@@ -39,7 +41,7 @@ pub struct Db<'a> {
 /// Whether `name` is one of the commands this module answers when the cluster holds several
 /// databases.
 pub fn whole_keyspace(name: &str) -> bool {
-    matches!(name, "keys" | "scan" | "randomkey" | "dbsize" | "flushdb" | "move" | "swapdb")
+    matches!(name, "keys" | "scan" | "randomkey" | "dbsize" | "flushdb" | "move" | "swapdb" | "copy")
 }
 
 /// Answers a whole-keyspace command (see [`whole_keyspace`]) in database `db`.
@@ -51,6 +53,7 @@ pub async fn run(p: &Router, name: &str, args: &[Bytes], db: Db<'_>, cx: Cx) -> 
         "dbsize" => dbsize(p, db, cx).await,
         "flushdb" => flushdb(p, args, db, cx).await,
         "move" => move_key(p, args, db, cx).await,
+        "copy" => copy(p, args, db, cx).await,
         _ => errors::swapdb(),
     }
 }
@@ -188,6 +191,64 @@ async fn random_key(p: &Router, db: Db<'_>, cx: Cx) -> Bytes {
     }
 }
 
+/// COPY source destination [REPLACE], its destination already named in its database
+/// (`keyspace::rewrite` turned `DB n` into the destination's prefix): sent whole when both names
+/// share a slot; into another database across slots, DUMP and RESTORE (not atomic); within one
+/// database across slots, `-CROSSSLOT` as always.
+async fn copy(p: &Router, args: &[Bytes], db: Db<'_>, cx: Cx) -> Bytes {
+    let (Some(src), Some(dst)) = (args.get(1), args.get(2)) else { return errors::wrong_arity("copy") };
+    let replace = args.len() > 3;
+    let (from_slot, to_slot) = (slot::slot(src), slot::slot(dst));
+    let t = Trace::default();
+    if from_slot == to_slot {
+        return super::send_to_slot(p, from_slot, encode_command(args), false, cx, &t).await;
+    }
+    let same_db = match db.prefix {
+        Some(pre) => dst.starts_with(pre),
+        None => !crate::keyspace::reserved(dst),
+    };
+    if same_db {
+        return errors::crossslot();
+    }
+    let restored = match dump_restore(p, src, dst, replace, cx).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    reply::int(i64::from(restored))
+}
+
+/// DUMP and PTTL of `src`, RESTORE as `dst` (with REPLACE when asked): whether it was restored
+/// (false: no source, or the destination exists and no REPLACE), or the error of a node.
+async fn dump_restore(p: &Router, src: &[u8], dst: &[u8], replace: bool, cx: Cx) -> Result<bool, Bytes> {
+    let t = Trace::default();
+    let cx2 = Cx { proto: 2, ..cx };
+    let (from_slot, to_slot) = (slot::slot(src), slot::slot(dst));
+    let dump = super::send_to_slot(p, from_slot, encode_command(&[&b"DUMP"[..], src]), true, cx2, &t).await;
+    let payload = match as_bulk(&dump) {
+        Some(Some(v)) => v,
+        Some(None) => return Ok(false),
+        None => return Err(dump),
+    };
+    let pttl = super::send_to_slot(p, from_slot, encode_command(&[&b"PTTL"[..], src]), true, cx2, &t).await;
+    let ttl = match as_int(&pttl) {
+        Some(ms) if ms > 0 => ms,
+        Some(-2) => return Ok(false),
+        Some(_) => 0,
+        None => return Err(pttl),
+    };
+    let ttl = ttl.to_string();
+    let mut cmd: Vec<&[u8]> = vec![b"RESTORE", dst, ttl.as_bytes(), &payload];
+    if replace {
+        cmd.push(b"REPLACE");
+    }
+    let restored = super::send_to_slot(p, to_slot, encode_command(&cmd), false, cx2, &t).await;
+    if is_error(&restored) {
+        // BUSYKEY: the destination has the key; COPY and MOVE answer 0, as Redis does.
+        return if restored.starts_with(b"-BUSYKEY") { Ok(false) } else { Err(restored) };
+    }
+    Ok(true)
+}
+
 /// MOVE's one-slot form: COPY (which refuses an existing destination) then DEL, in one script.
 const MOVE_SCRIPT: &[u8] =
     b"if redis.call('copy', KEYS[1], KEYS[2]) == 1 then redis.call('del', KEYS[1]) return 1 end return 0";
@@ -213,27 +274,12 @@ async fn move_key(p: &Router, args: &[Bytes], db: Db<'_>, cx: Cx) -> Bytes {
         let cmd = encode_command(&[&b"EVAL"[..], MOVE_SCRIPT, b"2", src, &dst]);
         return super::send_to_slot(p, from_slot, cmd, false, cx, &t).await;
     }
-    let cx2 = Cx { proto: 2, ..cx };
-    let dump = super::send_to_slot(p, from_slot, encode_command(&[&b"DUMP"[..], src]), true, cx2, &t).await;
-    let payload = match as_bulk(&dump) {
-        Some(Some(v)) => v,
-        Some(None) => return reply::int(0),
-        None => return dump,
-    };
-    let pttl = super::send_to_slot(p, from_slot, encode_command(&[&b"PTTL"[..], src]), true, cx2, &t).await;
-    let ttl = match as_int(&pttl) {
-        Some(ms) if ms > 0 => ms,
-        Some(-2) => return reply::int(0),
-        Some(_) => 0,
-        None => return pttl,
-    };
-    let ttl = ttl.to_string();
-    let cmd = encode_command(&[&b"RESTORE"[..], &dst, ttl.as_bytes(), &payload]);
-    let restored = super::send_to_slot(p, to_slot, cmd, false, cx2, &t).await;
-    if is_error(&restored) {
-        // BUSYKEY: the destination database has the key; MOVE answers 0, as Redis does.
-        return if restored.starts_with(b"-BUSYKEY") { reply::int(0) } else { restored };
+    match dump_restore(p, src, &dst, false, cx).await {
+        Ok(true) => {}
+        Ok(false) => return reply::int(0),
+        Err(e) => return e,
     }
+    let cx2 = Cx { proto: 2, ..cx };
     let del = super::send_to_slot(p, from_slot, encode_command(&[&b"DEL"[..], src]), false, cx2, &t).await;
     if is_error(&del) {
         return del;
