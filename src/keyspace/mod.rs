@@ -114,7 +114,7 @@ pub fn rewrite(spec: &CommandSpec, req: Request, prefix: &[u8], dbs: &Databases)
         return Ok(Request::from_args(vec![req.args[0].clone(), prefixed(prefix, &req.args[1])]));
     }
     let Some(keys) = spec.key_positions(&req.args) else { return Ok(req) };
-    if keys.is_empty() && !name.starts_with("sort") {
+    if keys.is_empty() {
         return Ok(req);
     }
     let mut args = req.args;
@@ -179,6 +179,58 @@ fn copy(req: Request, prefix: &[u8], dbs: &Databases) -> Result<Request, Bytes> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{CommandTable, Lookup};
+
+    fn rewritten(args: &[&str]) -> Result<Vec<String>, String> {
+        let t = CommandTable::builtin();
+        let req = Request::from_args(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect());
+        let Lookup::Found(spec) = t.lookup(&req.args) else { panic!("{args:?} not in the table") };
+        let d = Databases::new(3, vec![2]);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match rewrite(spec, req, b"__db1:", &d) {
+            Ok(r) => Ok(r.args.iter().map(|a| text(a)).collect()),
+            Err(e) => Err(text(&e)),
+        }
+    }
+
+    #[test]
+    fn keys_get_the_prefix_and_nothing_else_does() {
+        let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(rewritten(&["GET", "k"]), ok(&["GET", "__db1:k"]));
+        assert_eq!(rewritten(&["EVAL", "s", "2", "a", "b", "x"]), ok(&["EVAL", "s", "2", "__db1:a", "__db1:b", "x"]));
+        assert_eq!(rewritten(&["SPUBLISH", "ch", "m"]), ok(&["SPUBLISH", "ch", "m"]));
+        assert_eq!(rewritten(&["PUBLISH", "ch", "m"]), ok(&["PUBLISH", "ch", "m"]));
+        assert_eq!(rewritten(&["KEYS", "a*"]), ok(&["KEYS", "__db1:a*"]));
+        assert_eq!(
+            rewritten(&["XREAD", "COUNT", "1", "STREAMS", "s", "t", "0", "0"]),
+            ok(&["XREAD", "COUNT", "1", "STREAMS", "__db1:s", "__db1:t", "0", "0"])
+        );
+        assert_eq!(
+            rewritten(&["SORT", "l", "BY", "w_*", "LIMIT", "0", "5", "GET", "#", "GET", "o_*", "STORE", "d"]),
+            ok(&[
+                "SORT",
+                "__db1:l",
+                "BY",
+                "__db1:w_*",
+                "LIMIT",
+                "0",
+                "5",
+                "GET",
+                "#",
+                "GET",
+                "__db1:o_*",
+                "STORE",
+                "__db1:d"
+            ])
+        );
+        assert_eq!(
+            rewritten(&["COPY", "a", "b", "DB", "2", "REPLACE"]),
+            ok(&["COPY", "__db1:a", "{__db2}:b", "REPLACE"])
+        );
+        assert_eq!(rewritten(&["COPY", "a", "b", "DB", "0"]), ok(&["COPY", "__db1:a", "b"]));
+        assert_eq!(rewritten(&["COPY", "a", "b", "DB", "3"]), Err("-ERR DB index is out of range\r\n".into()));
+        assert_eq!(rewritten(&["COPY", "a", "b", "NOPE"]), Err("-ERR syntax error\r\n".into()));
+    }
 
     #[test]
     fn prefixes_keep_or_replace_the_hash_tag() {
