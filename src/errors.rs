@@ -44,6 +44,8 @@ fixed! {
     exec_without_multi = "ERR EXEC without MULTI";
     discard_without_multi = "ERR DISCARD without MULTI";
     db_out_of_range = "ERR DB index is out of range";
+    same_object = "ERR source and destination objects are the same";
+    swapdb = "ERR 'SWAPDB' is not available through clusterless: its databases are key-name prefixes in one cluster, and swapping two would rename every key of both";
     not_an_integer = "ERR value is not an integer or out of range";
     timeout_not_an_integer = "ERR timeout is not an integer or out of range";
     syntax = "ERR syntax error";

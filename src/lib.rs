@@ -24,7 +24,8 @@
 //! - [`topology`]: the slot map snapshot and its sources.
 //! - Leaves, used by all: [`command`] (the command table), [`resp`] (protocol), [`slot`],
 //!   [`config`], [`metrics`], [`stats`], [`errors`] (every client-visible error text), [`sync`],
-//!   [`memory`] (what is buffered for clients, against its limits).
+//!   [`memory`] (what is buffered for clients, against its limits); [`keyspace`] (SELECT's
+//!   databases as prefixes of the stored key names, added to requests, taken off replies).
 //! - [`localcluster`]: throw-away local clusters for `clusterless dev` and the tests.
 //!
 //! A module imports only from its own layer or the ones below it (server > conn > session >
@@ -44,6 +45,7 @@ mod command;
 pub mod config;
 mod conn;
 mod errors;
+mod keyspace;
 pub mod localcluster;
 mod memory;
 mod metrics;

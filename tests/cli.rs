@@ -287,6 +287,25 @@ const KEYS: &[Key] = &[
         bad: "nope",
         good: "",
     },
+    Key {
+        name: "keyspace.databases",
+        flag: "--databases",
+        env: "CLUSTERLESS_DATABASES",
+        section: Some("keyspace"),
+        file_key: "databases",
+        bad: "0",
+        good: "4",
+    },
+    Key {
+        name: "keyspace.one_slot_databases",
+        flag: "--one-slot-db",
+        env: "CLUSTERLESS_ONE_SLOT_DBS",
+        section: Some("keyspace"),
+        file_key: "one_slot_databases",
+        // The default `keyspace.databases` is 1: database 3 does not exist.
+        bad: "3",
+        good: "0",
+    },
 ];
 
 impl Key {
@@ -294,6 +313,10 @@ impl Key {
         match self.section {
             // Numbers are TOML integers.
             Some("limits") => format!("[limits]\n{} = {value}\n", self.file_key),
+            Some("keyspace") if self.file_key == "one_slot_databases" => {
+                format!("[keyspace]\n{} = [{value}]\n", self.file_key)
+            }
+            Some("keyspace") => format!("[keyspace]\n{} = {value}\n", self.file_key),
             Some(s) => format!("[{s}]\n{} = \"{value}\"\n", self.file_key),
             None => format!("{} = \"{value}\"\n", self.file_key),
         }

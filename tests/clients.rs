@@ -49,6 +49,27 @@ async fn celery_default_settings() {
     expect_ok(&env, "celery_run.py", &["--no-queue-expiry"], "celery ok 220 tasks");
 }
 
+/// Celery with its default settings, unchanged (no key prefix, queue expiry and chords on),
+/// through a proxy whose database 0 is one-slot (`keyspace.one_slot_databases = [0]`): every key
+/// is stored under one hash tag, so kombu's MULTI/EXEC, its queue-binding script, the 4-queue BRPOP
+/// (whose reply names the queue, prefix taken off) and the chord's join script all run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_default_settings_one_slot_database() {
+    let env = start_with(small(), |cfg| cfg.keyspace.one_slot_databases = vec![0]).await;
+    expect_ok(&env, "celery_run.py", &["--chord"], "celery ok 231 tasks");
+    // Every key Celery wrote is stored under database 0's tag, so all live on one master.
+    let mut holding = Vec::new();
+    for port in env.cluster.masters() {
+        let mut node = env.node(port).await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut node).await.unwrap();
+        assert!(keys.iter().all(|k| k.starts_with("{__db0}:")), "{port}: {keys:?}");
+        if !keys.is_empty() {
+            holding.push(port);
+        }
+    }
+    assert_eq!(holding.len(), 1, "masters holding Celery's keys: {holding:?}");
+}
+
 /// With `transactions.cross_slot = "per-shard"`, a MULTI over keys in different slots succeeds and
 /// EXEC returns every reply in the order queued (the default-mode runs above check the refusal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 2),
     ("metrics", 1),
     ("command", 2),
+    ("keyspace", 3),
     ("backend", 3),
     ("topology", 4),
     ("route", 5),

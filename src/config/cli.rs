@@ -131,6 +131,13 @@ pub struct ProxyArgs {
     /// File holding the bearer token the admin endpoint requires (but on admin.open_paths).
     #[arg(long, global = true, env = "CLUSTERLESS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Databases SELECT may choose (keyspace.databases).
+    #[arg(long, global = true, env = "CLUSTERLESS_DATABASES")]
+    pub databases: Option<u32>,
+    /// A database whose keys all live in one slot (repeat, or separate with commas;
+    /// keyspace.one_slot_databases).
+    #[arg(long = "one-slot-db", global = true, env = "CLUSTERLESS_ONE_SLOT_DBS", value_delimiter = ',')]
+    pub one_slot_dbs: Vec<u32>,
 }
 
 impl Cli {

@@ -146,6 +146,8 @@ pub(super) struct FileTls {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileKeyspace {
+    pub(super) databases: Option<u32>,
+    pub(super) one_slot_databases: Option<Vec<u32>>,
     pub(super) cross_slot_reads: Option<String>,
     pub(super) max_compute_bytes: Option<String>,
 }

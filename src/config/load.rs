@@ -8,6 +8,9 @@ use super::redis_syntax::parse_output_limit;
 use super::secret::{read_file, Secret};
 use super::{Config, ConfigError, Credentials, CrossSlot, ProxyArgs, Source, User};
 
+/// Largest `keyspace.databases` (each database is a key prefix; Redis itself has no hard cap).
+const MAX_DATABASES: u32 = 1_000_000;
+
 /// A secret given as a value (`key`) or in a file (`key_file`); an empty value counts as unset.
 /// Both at once is an error: which one was meant cannot be known, and using either silently
 /// would hide a stale setting.
@@ -152,6 +155,22 @@ impl Config {
                 return Err(bad("keyspace.cross_slot_reads", format!("`{other}` is not \"refuse\" or \"compute\"")))
             }
         };
+        c.keyspace.databases = args.databases.or(file.keyspace.databases).unwrap_or(1);
+        if !(1..=MAX_DATABASES).contains(&c.keyspace.databases) {
+            return Err(bad("keyspace.databases", format!("must be between 1 and {MAX_DATABASES}")));
+        }
+        let one_slot = if args.one_slot_dbs.is_empty() {
+            file.keyspace.one_slot_databases.unwrap_or_default()
+        } else {
+            args.one_slot_dbs.clone()
+        };
+        if let Some(n) = one_slot.iter().find(|&&n| n >= c.keyspace.databases) {
+            return Err(bad(
+                "keyspace.one_slot_databases",
+                format!("{n} is not a database (keyspace.databases = {})", c.keyspace.databases),
+            ));
+        }
+        c.keyspace.one_slot_databases = one_slot;
         c.commands.config_set_all_nodes = match file.commands.config_set.as_deref() {
             None | Some("all-nodes") => true,
             Some("refuse") => false,
@@ -298,6 +317,8 @@ mod tests {
         assert_eq!(c.topology.bus_ping_interval, d.topology.bus_ping_interval);
         assert_eq!(c.drain_timeout, d.drain_timeout);
         assert_eq!(c.admin.open_paths, d.admin.open_paths);
+        assert_eq!(c.keyspace.databases, d.keyspace.databases);
+        assert_eq!(c.keyspace.one_slot_databases, d.keyspace.one_slot_databases);
     }
 
     #[test]
@@ -314,6 +335,10 @@ mod tests {
         assert!(e.contains("transactions.cross_slot") && e.contains("per-shard"), "{e}");
         let e = with_file("[[auth.users]]\nname = \"app\"\npassword = \"\"\n").unwrap_err().0;
         assert!(e.contains("auth.users"), "{e}");
+        let e = with_file("[keyspace]\ndatabases = 0\n").unwrap_err().0;
+        assert!(e.contains("keyspace.databases"), "{e}");
+        let e = with_file("[keyspace]\ndatabases = 2\none_slot_databases = [0, 2]\n").unwrap_err().0;
+        assert!(e.contains("keyspace.one_slot_databases") && e.contains("2 is not a database"), "{e}");
     }
 
     #[test]

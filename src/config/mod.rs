@@ -51,12 +51,23 @@ pub struct Config {
 }
 
 /// What the proxy does for the keyspace a cluster splits.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct KeyspaceConfig {
+    /// Databases SELECT may choose (`keyspace.databases`): database n > 0 is a namespace of
+    /// prefixed key names.
+    pub databases: u32,
+    /// Databases whose keys all live in one slot (`keyspace.one_slot_databases`).
+    pub one_slot_databases: Vec<u32>,
     /// Set operations over keys in several slots (SUNION, SINTER, SDIFF, SINTERCARD and the
     /// *STORE forms): computed by the proxy from each key's members, within this many bytes of
     /// members; `None`: refused with CROSSSLOT, as Redis Cluster does.
     pub compute_cross_slot: Option<usize>,
+}
+
+impl Default for KeyspaceConfig {
+    fn default() -> KeyspaceConfig {
+        KeyspaceConfig { databases: 1, one_slot_databases: Vec::new(), compute_cross_slot: None }
+    }
 }
 
 /// How the proxy answers commands about the servers themselves.

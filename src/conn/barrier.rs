@@ -11,9 +11,11 @@ use tokio::time::Instant;
 use super::plan::{sub_kind, Conn};
 use super::record::outcome;
 use crate::command::CommandSpec;
+use crate::keyspace::replies::{shape_of, strip, Shape};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::Request;
-use crate::route::Router;
+use crate::route::databases::Db;
+use crate::route::{self, Router};
 use crate::session::pubsub::PubSub;
 use crate::session::{blocking, local};
 use crate::stats::Count;
@@ -35,11 +37,19 @@ pub(super) async fn run_barrier(
         (p.stats.hold(Count::Blocked), with_timeout, c.session.entry.block())
     });
     let (out, class): (Vec<Bytes>, Timed) = match name {
-        "exec" => (vec![c.tx.exec(p, cx, &mut c.session).await], Timed::Transaction),
-        "discard" => (vec![c.tx.discard(p).await], Timed::Transaction),
+        "exec" => {
+            let r = c.tx.exec(p, cx, &mut c.session).await;
+            let shapes = std::mem::take(&mut c.exec_shapes);
+            (vec![strip_exec(c.session.prefix.as_deref(), &shapes, r)], Timed::Transaction)
+        }
+        "discard" => {
+            c.exec_shapes.clear();
+            (vec![c.tx.discard(p).await], Timed::Transaction)
+        }
         "watch" => (vec![c.tx.watch(p, &req.args, cx).await], Timed::Transaction),
         "unwatch" => (vec![c.tx.unwatch(p).await], Timed::Transaction),
         "reset" => {
+            c.exec_shapes.clear();
             c.tx.discard(p).await;
             c.tx.unwatch(p).await;
             c.pubsub = None;
@@ -49,19 +59,40 @@ pub(super) async fn run_barrier(
         _ => match sub_kind(name) {
             Some((kind, true)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| Box::new(PubSub::new(proto, login, meter.clone())));
+                let ps =
+                    c.pubsub.get_or_insert_with(|| Box::new(PubSub::new(proto, login, meter.clone(), &c.session.dbs)));
                 (ps.subscribe(p, kind, &req.args[1..]).await, Timed::Local)
             }
             Some((kind, false)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);
-                let ps = c.pubsub.get_or_insert_with(|| Box::new(PubSub::new(proto, login, meter.clone())));
+                let ps =
+                    c.pubsub.get_or_insert_with(|| Box::new(PubSub::new(proto, login, meter.clone(), &c.session.dbs)));
                 let out = ps.unsubscribe(kind, &req.args[1..]).await;
                 if !ps.active() {
                     c.pubsub = None;
                 }
                 (out, Timed::Local)
             }
-            None => (vec![blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await], Timed::Blocking),
+            None if route::databases::whole_keyspace(name) => {
+                let s = &c.session;
+                let db = Db { index: s.db, prefix: s.prefix.as_deref(), all: &s.dbs };
+                (vec![route::databases::run(p, name, &req.args, db, cx).await], Timed::AllMasters)
+            }
+            None => {
+                let blocks = spec.blocking
+                    && (!matches!(name, "xread" | "xreadgroup") || crate::command::asks_to_block(spec, &req.args));
+                let r = if blocks {
+                    blocking::run(p, spec, req, cx, &c.session.entry.blocked_on).await
+                } else {
+                    route::route_plain(p, spec, req, cx).await
+                };
+                // In a prefixed database, the keys a pop or XREAD names lose the prefix.
+                let r = match (&c.session.prefix, shape_of(name)) {
+                    (Some(pre), Some(shape)) => strip(Some(pre), shape, r),
+                    _ => r,
+                };
+                (vec![r], if blocks { Timed::Blocking } else { Timed::Keyed })
+            }
         },
     };
     c.recount(&p.stats);
@@ -71,6 +102,26 @@ pub(super) async fn run_barrier(
         p.metrics.latency(class).observe(t.elapsed().as_secs_f64());
     }
     out
+}
+
+/// EXEC's array with the prefix taken off the key names its replies hold (see
+/// `Conn::exec_shapes`); anything else (nil, EXECABORT) as it is.
+fn strip_exec(prefix: Option<&[u8]>, shapes: &[Option<Shape>], r: Bytes) -> Bytes {
+    let Some(prefix) = prefix.filter(|_| shapes.iter().any(Option::is_some)) else { return r };
+    let Some(el) = crate::resp::aggregate_elements(&r) else { return r };
+    if el.len() != shapes.len() {
+        return r;
+    }
+    let header_end = r.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut out = BytesMut::with_capacity(r.len());
+    out.extend_from_slice(&r[..header_end]);
+    for (e, shape) in el.into_iter().zip(shapes) {
+        match shape {
+            Some(sh) => out.extend_from_slice(&strip(Some(prefix), *sh, e)),
+            None => out.extend_from_slice(&e),
+        }
+    }
+    out.freeze()
 }
 
 /// Resolves when the client has gone away (true), or sent more bytes (false, to be parsed once

@@ -49,6 +49,7 @@ use stream::ReadHalf;
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::config::{AuthConfig, CrossSlot, LimitsConfig};
+use crate::keyspace::Databases;
 use crate::memory::{Meter, Usage};
 use crate::metrics::{Metrics, Timed};
 use crate::resp::{Limits, Parsed, Request, RequestParser};
@@ -68,6 +69,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// What all clients have buffered, against `limits.max_memory`.
     pub usage: Arc<Usage>,
+    /// The databases SELECT may choose.
+    pub databases: Arc<Databases>,
 }
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
@@ -143,7 +146,7 @@ struct Client {
 
 impl Client {
     fn new(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
-        let session = Session::new(entry.id, h.auth.clone(), entry);
+        let session = Session::new(entry.id, h.auth.clone(), entry, h.databases.clone());
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -151,14 +154,7 @@ impl Client {
         };
         let parser = RequestParser::new(limits, session.authenticated);
         let meter = Meter::new(h.limits.output, h.usage.clone());
-        let c = Conn {
-            session,
-            tx: TxState::new(h.cross_slot),
-            pubsub: None,
-            meter: meter.clone(),
-            subscribed: None,
-            watching: None,
-        };
+        let c = Conn::new(session, TxState::new(h.cross_slot), meter.clone());
         let (rd, wr) = stream.into_split();
         let draining = *h.shutdown.borrow();
         Client {
@@ -255,7 +251,10 @@ impl Client {
                     let cx = self.c.cx();
                     let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    let mut planned = plan(p, &self.h.table, &mut self.c, req, started);
+                    let mut planned = match plan::namespaced(&self.h.table, &self.c, req) {
+                        Ok(req) => plan(p, &self.h.table, &mut self.c, req, started),
+                        Err(e) => plan::refused(&mut self.c, e, started),
+                    };
                     if self.h.usage.refusing() && planned.allocates() {
                         // Near `limits.max_memory`: what would bring more node replies in is
                         // refused, as Redis refuses commands past maxmemory; replies drain.

@@ -13,6 +13,7 @@ use super::record::{outcome, Rec};
 use crate::backend::Cx;
 use crate::command::{self, Class, CommandSpec, CommandTable, Lookup, Special};
 use crate::errors;
+use crate::keyspace::replies::{shape_of, Shape};
 use crate::memory::Meter;
 use crate::metrics::{Outcome, Timed};
 use crate::resp::{reply, Request};
@@ -33,9 +34,16 @@ pub(super) struct Conn {
     /// Counted in INFO's pubsub_clients / watching_clients while it subscribes / watches.
     pub(super) subscribed: Option<Held>,
     pub(super) watching: Option<Held>,
+    /// In a prefixed database, where EXEC's array holds key names (LMPOP, KEYS... queued), in
+    /// queue order: their prefix comes off.
+    pub(super) exec_shapes: Vec<Option<Shape>>,
 }
 
 impl Conn {
+    pub(super) fn new(session: Session, tx: TxState, meter: Arc<Meter>) -> Conn {
+        Conn { session, tx, pubsub: None, meter, subscribed: None, watching: None, exec_shapes: Vec::new() }
+    }
+
     /// Who is asking, for the backend: the protocol now, and this client's lane.
     pub(super) fn cx(&self) -> Cx {
         Cx { proto: self.session.proto, lane: self.session.id as u32, login: self.session.login }
@@ -122,9 +130,18 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             "exec" | "discard" | "reset" => Plan::Barrier(spec, req, started),
             "multi" => answer(c.tx.begin(), Timed::Transaction),
             "watch" => answer(errors::watch_in_multi(), Timed::Transaction),
+            // The queued commands' keys are prefixed as they are queued, with the database
+            // selected then: a SELECT running at EXEC would come too late for them.
+            "select" if c.session.dbs.count() > 1 => {
+                c.tx.flag();
+                answer(errors::Refusal::InMulti.frame(name), Timed::Refused)
+            }
             "quit" => answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
             _ => {
                 let r = c.tx.queue(p, &spec, req);
+                if c.session.prefix.is_some() && &r[..] == b"+QUEUED\r\n" {
+                    c.exec_shapes.push(shape_of(name));
+                }
                 answer(r, Timed::Transaction)
             }
         };
@@ -137,9 +154,15 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         let msg = req.args.get(1).cloned().unwrap_or_default();
         return answer(reply::array(&[reply::bulk(b"pong"), reply::bulk(&msg)]), Timed::Local);
     }
+    if db_barrier(&c.session, name) {
+        return Plan::Barrier(spec, req, started);
+    }
     let class = match spec.class {
         Class::Stateful => match name {
-            "multi" => return answer(c.tx.begin(), Timed::Transaction),
+            "multi" => {
+                c.exec_shapes.clear();
+                return answer(c.tx.begin(), Timed::Transaction);
+            }
             "unwatch" if !c.tx.watching() => return answer(reply::ok(), Timed::Transaction),
             _ => return Plan::Barrier(spec, req, started),
         },
@@ -177,6 +200,42 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         }
     }
     Plan::Routed(Routed { spec, req, class, started })
+}
+
+/// The request with its keys stored under the selected database's prefix (none for a plain
+/// database 0: the request goes on untouched); an error Redis answers from the arguments (a bad
+/// `COPY ... DB n`).
+pub(super) fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result<Request, Bytes> {
+    let s = &c.session;
+    let prefix = match &s.prefix {
+        Some(p) => &p[..],
+        // Database 0's names are stored as they are; only a COPY into another database changes.
+        None if s.dbs.count() > 1 && req.args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"copy")) => b"",
+        None => return Ok(req),
+    };
+    match table.lookup(&req.args) {
+        crate::command::Lookup::Found(spec) => crate::keyspace::rewrite(spec, req, prefix, &s.dbs),
+        _ => Ok(req),
+    }
+}
+
+/// Commands run alone because of databases (`keyspace.databases`, one-slot databases): those
+/// over the whole keyspace (they must see one database's keys only), MOVE between databases, and
+/// in a prefixed database those whose replies name keys (the prefix comes off).
+fn db_barrier(s: &Session, name: &str) -> bool {
+    if !s.dbs.several() {
+        return false;
+    }
+    match name {
+        "move" | "swapdb" | "copy" => s.dbs.count() > 1,
+        n if route::databases::whole_keyspace(n) => true,
+        n => s.prefix.is_some() && crate::keyspace::replies::shape_of(n).is_some(),
+    }
+}
+
+/// A request refused from its arguments before it was planned (see `namespaced`).
+pub(super) fn refused(c: &mut Conn, e: Bytes, started: Option<Instant>) -> Plan {
+    not_run(c, e, OTHER, started)
 }
 
 /// The metric id that counts as `other` ([`crate::metrics::Metrics::command_by_id`]).

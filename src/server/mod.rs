@@ -24,6 +24,7 @@ use crate::backend::{self, Auth, Backend, Verify};
 use crate::command::CommandTable;
 use crate::config::{Config, Source};
 use crate::conn;
+use crate::keyspace::Databases;
 use crate::memory::Usage;
 use crate::metrics::Metrics;
 use crate::route::{self, Router};
@@ -281,6 +282,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cross_slot: cfg.transactions.cross_slot,
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
+        databases: Arc::new(Databases::new(cfg.keyspace.databases, cfg.keyspace.one_slot_databases.clone())),
     });
     let mut tasks = topology_tasks(&cfg, link, &store, &poller, &router.metrics);
     let shared =

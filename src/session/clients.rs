@@ -77,7 +77,7 @@ pub fn line(e: &Entry, out: &mut String) {
     let cmd = if ident.cmd.is_empty() { "NULL".to_string() } else { text(&ident.cmd) };
     let _ = write!(
         out,
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub={} multi={} \
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
          cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         e.id,
@@ -88,6 +88,7 @@ pub fn line(e: &Entry, out: &mut String) {
         e.age(),
         e.idle(),
         flags,
+        e.db.load(Ordering::Relaxed),
         e.sub.load(Ordering::Relaxed),
         e.psub.load(Ordering::Relaxed),
         e.ssub.load(Ordering::Relaxed),

@@ -29,10 +29,13 @@ fn answer(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
             None => Bytes::from_static(b"+PONG\r\n"),
         },
         "echo" => reply::bulk(args.get(1).map(|a| a.as_ref()).unwrap_or_default()),
-        "select" => match args.get(1).and_then(|a| parse_int(a)) {
-            Some(0) => reply::ok(),
-            Some(_) => errors::db_out_of_range(),
-            None => errors::not_an_integer(),
+        "select" => match args.get(1).map(|a| s.dbs.index(a)) {
+            Some(Ok(db)) => {
+                s.select(db);
+                reply::ok()
+            }
+            Some(Err(e)) => e,
+            None => errors::wrong_arity("select"),
         },
         "quit" => {
             s.quit = true;
@@ -52,6 +55,7 @@ fn answer(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
             s.authenticated = !s.auth.required();
             s.login = 0;
             s.replies.on();
+            s.select(0);
             Bytes::from_static(b"+RESET\r\n")
         }
         // A subcommand Redis does not know gets its usual answer, also with cluster support off.

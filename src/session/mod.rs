@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::AuthConfig;
+use crate::keyspace::Databases;
 use crate::stats::clients::Entry;
 
 /// The user every connection starts as, as in Redis.
@@ -42,6 +43,11 @@ pub struct Session {
     pub entry: Arc<Entry>,
     /// CLIENT REPLY: whether replies are written.
     pub replies: Replies,
+    /// The databases there are, and the one SELECT chose.
+    pub dbs: Arc<Databases>,
+    pub db: u32,
+    /// The selected database's stored-name prefix; `None` for a plain database 0.
+    pub prefix: Option<Bytes>,
 }
 
 /// CLIENT REPLY's state, as Redis keeps it: OFF drops every reply until ON; SKIP drops the next
@@ -69,8 +75,12 @@ impl Replies {
 }
 
 impl Session {
-    pub fn new(id: u64, auth: Arc<AuthConfig>, entry: Arc<Entry>) -> Session {
+    pub fn new(id: u64, auth: Arc<AuthConfig>, entry: Arc<Entry>, dbs: Arc<Databases>) -> Session {
+        let prefix = dbs.prefix(0);
         Session {
+            dbs,
+            db: 0,
+            prefix,
             id,
             name: None,
             authenticated: !auth.required(),
@@ -82,6 +92,13 @@ impl Session {
             entry,
             replies: Replies::default(),
         }
+    }
+
+    /// SELECT: requests name keys of database `db` from now on.
+    pub fn select(&mut self, db: u32) {
+        self.db = db;
+        self.prefix = self.dbs.prefix(db);
+        self.entry.db.store(db, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Shows the name, user and protocol the last command may have changed to the other clients

@@ -4,7 +4,7 @@
 //! table when its connection ends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -154,6 +154,8 @@ pub struct Entry {
     last_ms: AtomicU64,
     pub ident: Mutex<Ident>,
     pub resp: AtomicU8,
+    /// The database SELECT chose (CLIENT LIST's `db`).
+    pub db: AtomicU32,
     /// Channels, patterns and shard channels subscribed.
     pub sub: AtomicI64,
     pub psub: AtomicI64,
@@ -184,6 +186,7 @@ impl Entry {
             last_ms: AtomicU64::new(0),
             ident: Mutex::new(Ident { user: Bytes::from_static(b"default"), ..Ident::default() }),
             resp: AtomicU8::new(2),
+            db: AtomicU32::new(0),
             sub: AtomicI64::new(0),
             psub: AtomicI64::new(0),
             ssub: AtomicI64::new(0),

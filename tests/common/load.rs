@@ -207,8 +207,13 @@ impl Report {
     /// write sent within [`REPLICATION_WINDOW`] before it may be missing (the cluster's own loss);
     /// returns how many were.
     pub async fn verify(&self, env: &Env, crash: Option<Instant>) -> usize {
+        self.verify_at(&env.url(), crash).await
+    }
+
+    /// [`Report::verify`], reading back through `url` (a database other than 0: `redis://.../1`).
+    pub async fn verify_at(&self, url: &str, crash: Option<Instant>) -> usize {
         let excused = |sent: Instant| crash.is_some_and(|c| sent <= c && c.duration_since(sent) < REPLICATION_WINDOW);
-        let mut c = env.conn().await;
+        let mut c = client_conn(url).await;
         let mut lost = Vec::new();
         for (k, acked) in &self.acked {
             let v: Option<String> = c.get(k).await.expect("read back");

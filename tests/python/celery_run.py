@@ -1,9 +1,10 @@
 """Runs Celery end to end against one Redis endpoint (clusterless, or a plain redis-server): starts a
 worker of celery_app.py as a subprocess, submits 200 `add.delay(i, i)` and a group of 20, waits for
 every result and checks it. With --keyprefix (every Celery key under one hash tag) it also runs a
-chord, whose join script (EVALSHA over several keys) cannot run on a cluster otherwise.
+chord, whose join script (EVALSHA over several keys) cannot run on a cluster otherwise; --chord
+runs it without a prefix too (a proxy whose database 0 is one-slot: keyspace.one_slot_databases).
 
-Usage: celery_run.py PORT [--keyprefix [PREFIX]] [--no-queue-expiry] [--timeout SECONDS] [--tasks N]
+Usage: celery_run.py PORT [--keyprefix [PREFIX]] [--chord] [--no-queue-expiry] [--timeout SECONDS] [--tasks N]
 
 The worker is bounded: it is stopped (SIGTERM, then SIGKILL, by its process group id) when this
 script finishes or fails, it gets SIGKILL from the kernel if this script dies uncleanly
@@ -32,6 +33,7 @@ ap.add_argument("port", type=int)
 ap.add_argument("--keyprefix", nargs="?", const="{celery}:", default=None)
 ap.add_argument("--no-queue-expiry", action="store_true",
                 help="control_queue_expires = event_queue_expires = None (see celery_app.py)")
+ap.add_argument("--chord", action="store_true", help="run the chord without --keyprefix too")
 ap.add_argument("--timeout", type=float, default=120.0, help="budget for all results")
 ap.add_argument("--tasks", type=int, default=200)
 opts = ap.parse_args()
@@ -118,7 +120,7 @@ def run(worker):
     gv = wait(g, worker, deadline, "group of 20")
     assert gv == [i + 1000 for i in range(20)], gv
     n += 20
-    if opts.keyprefix:
+    if opts.keyprefix or opts.chord:
         c = chord(add.s(i, i) for i in range(10))(tsum.s())
         cv = wait(c, worker, deadline, "chord of 10")
         assert cv == sum(2 * i for i in range(10)), cv

@@ -78,12 +78,13 @@ impl PubSub {
     /// missing connections with everything held; returns the confirmations to wait for.
     pub(super) async fn sub_events(&mut self, p: &Router, kind: Kind, names: &[Bytes]) -> Vec<(u64, Bytes)> {
         let mut waiting = Vec::new();
+        let wire = self.wire(names);
         let mut cmd: Vec<&[u8]> = vec![kind.sub_word().as_bytes()];
-        cmd.extend(names.iter().map(|n| n.as_ref()));
+        cmd.extend(wire.iter().map(|n| n.as_ref()));
         let payload = resp::encode_command(&cmd);
         for c in self.events.values_mut() {
             if c.wr.write_all(&payload).await.is_ok() {
-                waiting.extend(names.iter().map(|n| (c.id, n.clone())));
+                waiting.extend(wire.iter().map(|n| (c.id, n.clone())));
             }
         }
         // Masters without one yet get every subscription held plus these.
@@ -93,7 +94,7 @@ impl PubSub {
             _ => pats.extend(names.iter().cloned()),
         }
         for (id, _) in self.open_events(p, &chans, &pats).await {
-            waiting.extend(names.iter().map(|n| (id, n.clone())));
+            waiting.extend(wire.iter().map(|n| (id, n.clone())));
         }
         waiting
     }
@@ -102,6 +103,7 @@ impl PubSub {
     /// `pats`; returns (id, address) of those opened. Failures are left for the next repair.
     async fn open_events(&mut self, p: &Router, chans: &[Bytes], pats: &[Bytes]) -> Vec<(u64, String)> {
         let missing: Vec<String> = live_masters(p).into_iter().filter(|a| !self.events.contains_key(a)).collect();
+        let (chans, pats) = (&self.wire(chans)[..], &self.wire(pats)[..]);
         let mut opened = Vec::new();
         for addr in missing {
             let Ok(mut c) = self.open(p, &addr).await else {

@@ -5,10 +5,11 @@
 //! subscriptions without the client noticing: when the node behind them dies, leaves the map, or
 //! (shard channels) gives up the slot, they are made again on the new node. Messages published
 //! during the gap may be missed, as with pub/sub anywhere. Keyspace notifications, which each node
-//! publishes for its own keys only, are subscribed on every master ([`events`]). The connections
-//! themselves, and their repair: [`conn`].
+//! publishes for its own keys only, are subscribed on every master ([`events`]), under each
+//! database's names ([`databases`]). The connections themselves, and their repair: [`conn`].
 
 mod conn;
+mod databases;
 mod events;
 
 pub use conn::Event;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{BackendError, Reason};
 use crate::errors;
+use crate::keyspace::Databases;
 use crate::memory::Meter;
 use crate::resp::{self, reply};
 use crate::route::Router;
@@ -84,6 +86,9 @@ pub struct PubSub {
     next_id: u64,
     /// Something must be subscribed again (a connection died, a slot moved).
     pub needs_repair: bool,
+    /// With several databases: keyspace notification channels are translated to and from the
+    /// nodes' (`keyspace::events`).
+    dbs: Option<Arc<Databases>>,
 }
 
 impl Drop for PubSub {
@@ -104,7 +109,7 @@ impl Drop for PubSub {
 }
 
 impl PubSub {
-    pub fn new(proto: u8, login: u16, meter: Arc<Meter>) -> PubSub {
+    pub fn new(proto: u8, login: u16, meter: Arc<Meter>, dbs: &Arc<Databases>) -> PubSub {
         let (tx, rx) = mpsc::unbounded_channel();
         PubSub {
             proto,
@@ -120,6 +125,7 @@ impl PubSub {
             meter,
             next_id: 0,
             needs_repair: false,
+            dbs: dbs.several().then(|| dbs.clone()),
         }
     }
 
@@ -248,7 +254,7 @@ impl PubSub {
             } else {
                 match self.send_sub(p, kind, None, &fresh).await {
                     Ok(id) => {
-                        waiting.extend(fresh.iter().map(|c| (id, c.clone())));
+                        waiting.extend(self.wire(&fresh).into_iter().map(|c| (id, c)));
                         let carrying: Vec<Bytes> = fresh
                             .iter()
                             .filter(|n| events::may_carry_events(n, kind == Kind::Pattern))
@@ -305,8 +311,9 @@ impl PubSub {
         addr: Option<&str>,
         names: &[Bytes],
     ) -> Result<u64, SubscribeError> {
+        let wire = self.wire(names);
         let mut cmd: Vec<&[u8]> = vec![kind.sub_word().as_bytes()];
-        cmd.extend(names.iter().map(|n| n.as_ref()));
+        cmd.extend(wire.iter().map(|n| n.as_ref()));
         let payload = resp::encode_command(&cmd);
         let conn = match addr {
             Some(a) => self.shard_conn(p, a).await?,
@@ -345,8 +352,12 @@ impl PubSub {
             }
             out.push(self.confirm(kind.unsub_word(), Some(n), self.count(kind)));
         }
-        let carrying: Vec<&Bytes> =
-            targets.iter().filter(|n| events::may_carry_events(n, kind == Kind::Pattern)).collect();
+        let carrying: Vec<Bytes> =
+            targets.iter().filter(|n| events::may_carry_events(n, kind == Kind::Pattern)).cloned().collect();
+        let carrying = self.unneeded(kind, &carrying);
+        if let Some(chans) = by_node.get_mut(&None) {
+            *chans = self.unneeded(kind, chans);
+        }
         if kind != Kind::Shard && !carrying.is_empty() {
             let mut cmd: Vec<&[u8]> = vec![kind.unsub_word().as_bytes()];
             cmd.extend(carrying.iter().map(|c| c.as_ref()));
@@ -401,6 +412,7 @@ impl PubSub {
         match &word[..] {
             // Only for what the client is subscribed to now: the node may still deliver a message
             // published before it read our UNSUBSCRIBE, which the client has already seen confirmed.
+            b"message" | b"pmessage" if self.dbs.is_some() => self.translated(&word, &el, from_events),
             b"message" | b"pmessage" | b"smessage" => {
                 let name = resp::as_bulk(el.get(1)?)??;
                 // Each message once: keyspace notifications from the masters' own connections,
