@@ -306,6 +306,24 @@ const KEYS: &[Key] = &[
         bad: "3",
         good: "0",
     },
+    Key {
+        name: "keyspace.cross_slot_reads",
+        flag: "--cross-slot-reads",
+        env: "CLUSTERLESS_CROSS_SLOT_READS",
+        section: Some("keyspace"),
+        file_key: "cross_slot_reads",
+        bad: "maybe",
+        good: "compute",
+    },
+    Key {
+        name: "keyspace.max_compute_bytes",
+        flag: "--max-compute-bytes",
+        env: "CLUSTERLESS_MAX_COMPUTE_BYTES",
+        section: Some("keyspace"),
+        file_key: "max_compute_bytes",
+        bad: "lots",
+        good: "1mb",
+    },
 ];
 
 impl Key {
@@ -316,7 +334,7 @@ impl Key {
             Some("keyspace") if self.file_key == "one_slot_databases" => {
                 format!("[keyspace]\n{} = [{value}]\n", self.file_key)
             }
-            Some("keyspace") => format!("[keyspace]\n{} = {value}\n", self.file_key),
+            Some("keyspace") if self.file_key == "databases" => format!("[keyspace]\n{} = {value}\n", self.file_key),
             Some(s) => format!("[{s}]\n{} = \"{value}\"\n", self.file_key),
             None => format!("{} = \"{value}\"\n", self.file_key),
         }

@@ -138,6 +138,13 @@ pub struct ProxyArgs {
     /// keyspace.one_slot_databases).
     #[arg(long = "one-slot-db", global = true, env = "CLUSTERLESS_ONE_SLOT_DBS", value_delimiter = ',')]
     pub one_slot_dbs: Vec<u32>,
+    /// Set and sorted-set operations over several slots: "refuse" or "compute"
+    /// (keyspace.cross_slot_reads).
+    #[arg(long, global = true, env = "CLUSTERLESS_CROSS_SLOT_READS")]
+    pub cross_slot_reads: Option<String>,
+    /// Bytes of members one computed operation may read, e.g. 64mb (keyspace.max_compute_bytes).
+    #[arg(long, global = true, env = "CLUSTERLESS_MAX_COMPUTE_BYTES")]
+    pub max_compute_bytes: Option<String>,
 }
 
 impl Cli {

@@ -142,19 +142,20 @@ impl Config {
         if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
             return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));
         }
-        let max_compute = match file.keyspace.max_compute_bytes.as_deref() {
+        let max_compute = match args.max_compute_bytes.as_deref().or(file.keyspace.max_compute_bytes.as_deref()) {
             None => 64 << 20,
             Some(v) => super::redis_syntax::parse_size(v)
                 .filter(|&n| n > 0)
                 .ok_or_else(|| bad("keyspace.max_compute_bytes", format!("`{v}` is not a size such as \"64mb\"")))?,
         };
-        c.keyspace.compute_cross_slot = match file.keyspace.cross_slot_reads.as_deref() {
-            None | Some("refuse") => None,
-            Some("compute") => Some(max_compute),
-            Some(other) => {
-                return Err(bad("keyspace.cross_slot_reads", format!("`{other}` is not \"refuse\" or \"compute\"")))
-            }
-        };
+        c.keyspace.compute_cross_slot =
+            match args.cross_slot_reads.as_deref().or(file.keyspace.cross_slot_reads.as_deref()) {
+                None | Some("refuse") => None,
+                Some("compute") => Some(max_compute),
+                Some(other) => {
+                    return Err(bad("keyspace.cross_slot_reads", format!("`{other}` is not \"refuse\" or \"compute\"")))
+                }
+            };
         c.keyspace.databases = args.databases.or(file.keyspace.databases).unwrap_or(1);
         if !(1..=MAX_DATABASES).contains(&c.keyspace.databases) {
             return Err(bad("keyspace.databases", format!("must be between 1 and {MAX_DATABASES}")));
