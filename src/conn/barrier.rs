@@ -47,6 +47,11 @@ pub(super) async fn run_barrier(
             (vec![local::handle(p, &mut c.session, name, &req.args)], Timed::Local)
         }
         "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
+        "client|tracking" => {
+            let r = local::handle(p, &mut c.session, name, &req.args);
+            c.session.tracking.ready().await;
+            (vec![r], Timed::Local)
+        }
         _ => match sub_kind(name) {
             Some((kind, true)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);

@@ -67,6 +67,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// What all clients have buffered, against `limits.max_memory`.
     pub usage: Arc<Usage>,
+    /// What the clients track for client-side caching (CLIENT TRACKING).
+    pub tracking: Arc<crate::session::tracking::Hub>,
 }
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
@@ -152,7 +154,7 @@ struct Client {
 
 impl Client {
     fn new(h: Arc<Shared>, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
-        let session = Session::new(entry.id, h.auth.clone(), entry);
+        let session = Session::new(entry.id, h.auth.clone(), entry, h.tracking.clone());
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -427,6 +429,7 @@ impl Client {
                 }
             }
             _ = pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1)), if self.held.is_some() => {}
+            _ = self.c.session.entry.inbox.ready() => self.invalidations(),
         }
         Next::Loop
     }

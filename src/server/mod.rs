@@ -243,6 +243,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cross_slot: cfg.transactions.cross_slot,
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
+        tracking: crate::session::tracking::Hub::new(router.clone()),
     });
     let mut tasks = topology_tasks(&cfg, link, &store, &poller, &router.metrics);
     let shared =

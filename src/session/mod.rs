@@ -2,12 +2,13 @@
 //! per-connection features built on it: the commands the proxy answers itself ([`local`]; CLIENT
 //! LIST/INFO/KILL over all of its clients in [`clients`]),
 //! transactions ([`transaction`]), blocking commands and WAIT ([`blocking`]), subscriptions
-//! ([`pubsub`]).
+//! ([`pubsub`]), client-side caching ([`tracking`]).
 
 pub mod blocking;
 pub mod clients;
 pub mod local;
 pub mod pubsub;
+pub mod tracking;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct Session {
     pub entry: Arc<Entry>,
     /// CLIENT REPLY: whether replies are written.
     pub replies: Replies,
+    /// CLIENT TRACKING.
+    pub tracking: tracking::Tracking,
 }
 
 /// CLIENT REPLY's state, as Redis keeps it: OFF drops every reply until ON; SKIP drops the next
@@ -69,7 +72,7 @@ impl Replies {
 }
 
 impl Session {
-    pub fn new(id: u64, auth: Arc<AuthConfig>, entry: Arc<Entry>) -> Session {
+    pub fn new(id: u64, auth: Arc<AuthConfig>, entry: Arc<Entry>, hub: Arc<tracking::Hub>) -> Session {
         Session {
             id,
             name: None,
@@ -81,6 +84,7 @@ impl Session {
             login: 0,
             entry,
             replies: Replies::default(),
+            tracking: tracking::Tracking::new(hub, id),
         }
     }
 

@@ -167,6 +167,9 @@ pub struct Entry {
     pub no_touch: AtomicBool,
     pub monitor: AtomicBool,
     killed: AtomicBool,
+    /// Cache invalidations for this client to write (its own tracking's, or another client's that
+    /// redirects to it).
+    pub inbox: super::inbox::Inbox,
     /// A second handle on the client's socket (a `dup`), through which CLIENT KILL ends its
     /// reads: the connection sees end of input wherever it waits (idle, blocked, subscribed)
     /// and closes after answering what it had, at no cost to its loop.
@@ -194,6 +197,7 @@ impl Entry {
             no_touch: AtomicBool::new(false),
             monitor: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            inbox: super::inbox::Inbox::default(),
             socket: Mutex::new(socket),
         }
     }
