@@ -93,7 +93,9 @@ impl Tracking {
     /// write writes are its own (NOLOOP); CLIENT CACHING lasts for one command (outside MULTI).
     pub fn note(&mut self, spec: &CommandSpec, args: &[Bytes], in_multi: bool) {
         let Some(m) = self.mode.as_mut() else { return };
-        let is_client = spec.name.starts_with("client");
+        // Redis clears the flag after each command but CLIENT ones, outside MULTI; MULTI itself
+        // enters MULTI, so the reads queued after it keep the flag until EXEC.
+        let keeps = spec.name.starts_with("client") || spec.name == "multi";
         if spec.readonly && !m.bcast && !((m.optin && !m.caching) || (m.optout && m.caching)) {
             if let Some(pos) = spec.key_positions(args) {
                 self.hub.remember(self.id, pos.iter().filter_map(|&i| args.get(i)));
@@ -104,7 +106,7 @@ impl Tracking {
                 self.hub.wrote(self.id, pos.iter().filter_map(|&i| args.get(i)));
             }
         }
-        if !in_multi && !is_client {
+        if !in_multi && !keeps {
             m.caching = false;
         }
     }
