@@ -1,7 +1,7 @@
 //! Client-side caching through the proxy (CLIENT TRACKING), on a real cluster with raw RESP:
 //! RESP3 pushes and RESP2 REDIRECT, default and BCAST modes, OPTIN/OPTOUT, NOLOOP, changes made
-//! through the proxy and straight on a node, a failover (a flush), TRACKING off, and the
-//! commands' replies and errors as Redis 7 gives them.
+//! through the proxy and straight on a node, a failover, a lost link and a moved slot (each a
+//! flush), TRACKING off, and the commands' replies and errors as Redis 7 gives them.
 //!
 //! That a message is NOT sent is shown by order: keys in one slot come through one master's
 //! invalidation link in the order they were written, so when the message of a later write arrives
@@ -229,31 +229,81 @@ async fn failover_flushes_then_follows_the_new_master() {
     tokio::task::block_in_place(|| env.cluster.failover(r)).expect("CLUSTER FAILOVER");
     assert_eq!(next(&mut a).await, FLUSH);
     env.converges("failover").await;
-    // Flushes may come more than once (the link, then the map); read them off, then track again.
-    let mut extra = 0;
-    loop {
-        let f = a.cmd(&[b"GET", k.as_bytes()]).await;
-        if f == FLUSH {
-            extra += 1;
-            next(&mut a).await;
-            continue;
-        }
-        assert_eq!(f, b"_\r\n");
-        break;
-    }
-    assert!(extra <= 3, "{extra} more flushes");
-    // The new master's link is up once the map has it: a write there reaches A.
+    // More flushes may follow (the link, then the map): read off while tracking again.
+    tracking_goes_on(&mut a, &mut b, k).await;
+}
+
+/// After flushes: A tracks `k` again and a write of it by B reaches A (late flushes, from the
+/// map settling, are read off and the key tracked again).
+async fn tracking_goes_on(a: &mut Raw, b: &mut Raw, k: &str) {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        assert_eq!(b.text(&["SET", k, "v"]).await, "+OK\r\n");
-        let f = next(&mut a).await;
-        if f == push(&[k]) {
-            break;
+        let v = format!("v{}", deadline.elapsed().as_nanos() % 1000);
+        loop {
+            let f = a.cmd(&[b"GET", k.as_bytes()]).await;
+            if f != FLUSH {
+                break;
+            }
+            next(a).await;
         }
-        // A late flush (the map settling): track the key again and write once more.
+        assert_eq!(b.text(&["SET", k, &v]).await, "+OK\r\n");
+        let f = next(a).await;
+        if f == push(&[k]) {
+            return;
+        }
         assert_eq!(f, FLUSH);
-        assert!(std::time::Instant::now() < deadline, "the new master's writes never reached the client");
-        assert_eq!(a.cmd(&[b"GET", k.as_bytes()]).await, b"$1\r\nv\r\n");
+        assert!(std::time::Instant::now() < deadline, "writes never reached the tracking client again");
     }
-    assert_eq!(b.text(&["PING"]).await, "+PONG\r\n");
+}
+
+/// The master's invalidation link killed on the node: the proxy may have missed changes, so the
+/// clients with keys there are flushed; the link comes back and tracking goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_link_flushes() {
+    let env = start(small()).await;
+    env.converges("start").await;
+    let mut a = resp3(&env).await;
+    let mut b = Raw::connect(env.addr()).await;
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await, b"+OK\r\n");
+    let k = "ll-key";
+    assert_eq!(a.cmd(&[b"GET", k.as_bytes()]).await, b"_\r\n");
+    let port = env.cluster.slot_owner(clusterless::slot::slot(k.as_bytes())).expect("owner");
+    let mut node = env.node(port).await;
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut node).await.expect("CLIENT LIST");
+    // The proxy's link is the node's one tracking client (flag t, B for BCAST).
+    let links: Vec<&str> = list
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f.starts_with("flags=") && f.contains('t') && f.contains('B')))
+        .collect();
+    assert_eq!(links.len(), 1, "{list}");
+    let id = links[0].split(' ').find_map(|f| f.strip_prefix("id=")).expect("id");
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut node).await.expect("KILL");
+    assert_eq!(killed, 1);
+    assert_eq!(next(&mut a).await, FLUSH);
+    tracking_goes_on(&mut a, &mut b, k).await;
+}
+
+/// A slot moved to another master (SETSLOT ... NODE): the proxy cannot know what the new owner
+/// saw before, so a client with a key of that slot is flushed. The key does not exist, so no
+/// MIGRATE of it sends an invalidation of its own: the flush is the owner change's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_slot_flushes() {
+    let env = start(small()).await;
+    env.converges("start").await;
+    let mut a = resp3(&env).await;
+    let mut b = Raw::connect(env.addr()).await;
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await, b"+OK\r\n");
+    let k = "ms-key";
+    let slot = clusterless::slot::slot(k.as_bytes());
+    assert_eq!(a.cmd(&[b"GET", k.as_bytes()]).await, b"_\r\n");
+    let from = env.cluster.slot_owner(slot).expect("owner");
+    let to = *env.cluster.masters().iter().find(|&&m| m != from).expect("another master");
+    tokio::task::block_in_place(|| {
+        env.cluster.migrate_slot_manual_begin(slot, from, to)?;
+        env.cluster.migrate_slot_manual_finish(slot, from, to)
+    })
+    .expect("move the slot");
+    assert_eq!(next(&mut a).await, FLUSH);
+    env.converges("slot moved").await;
+    tracking_goes_on(&mut a, &mut b, k).await;
 }
