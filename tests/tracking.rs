@@ -269,14 +269,9 @@ async fn a_lost_link_flushes() {
     assert_eq!(a.cmd(&[b"GET", k.as_bytes()]).await, b"_\r\n");
     let port = env.cluster.slot_owner(clusterless::slot::slot(k.as_bytes())).expect("owner");
     let mut node = env.node(port).await;
-    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut node).await.expect("CLIENT LIST");
-    // The proxy's link is the node's one tracking client (flag t, B for BCAST).
-    let links: Vec<&str> = list
-        .lines()
-        .filter(|l| l.split(' ').any(|f| f.starts_with("flags=") && f.contains('t') && f.contains('B')))
-        .collect();
-    assert_eq!(links.len(), 1, "{list}");
-    let id = links[0].split(' ').find_map(|f| f.strip_prefix("id=")).expect("id");
+    let links = tracking_links(&env, port).await;
+    assert_eq!(links.len(), 1, "{links:?}");
+    let id = &links[0];
     let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut node).await.expect("KILL");
     assert_eq!(killed, 1);
     assert_eq!(next(&mut a).await, FLUSH);
@@ -306,4 +301,44 @@ async fn a_moved_slot_flushes() {
     assert_eq!(next(&mut a).await, FLUSH);
     env.converges("slot moved").await;
     tracking_goes_on(&mut a, &mut b, k).await;
+}
+
+/// The ids of a node's tracking clients in BCAST mode (flags `t` and `B`): the proxy's links.
+async fn tracking_links(env: &Env, port: u16) -> Vec<String> {
+    let mut node = env.node(port).await;
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut node).await.expect("CLIENT LIST");
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f.starts_with("flags=") && f.contains('t') && f.contains('B')))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")).map(str::to_string))
+        .collect()
+}
+
+/// The links run while a client tracks: gone from every master once none does, back with the
+/// next CLIENT TRACKING on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_close_when_nobody_tracks() {
+    let env = start(small()).await;
+    env.converges("start").await;
+    let masters = env.cluster.masters();
+    let mut a = resp3(&env).await;
+    let mut b = Raw::connect(env.addr()).await;
+    for &m in &masters {
+        assert!(tracking_links(&env, m).await.is_empty(), "a link on {m} before any client tracks");
+    }
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await, b"+OK\r\n");
+    for &m in &masters {
+        assert_eq!(tracking_links(&env, m).await.len(), 1, "master {m}");
+    }
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"off"]).await, b"+OK\r\n");
+    for &m in &masters {
+        eventually_async(&format!("the link on {m} closes"), || async { tracking_links(&env, m).await.is_empty() })
+            .await;
+    }
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await, b"+OK\r\n");
+    for &m in &masters {
+        assert_eq!(tracking_links(&env, m).await.len(), 1, "master {m} again");
+    }
+    assert_eq!(a.cmd(&[b"GET", b"lc-key"]).await, b"_\r\n");
+    assert_eq!(b.text(&["SET", "lc-key", "1"]).await, "+OK\r\n");
+    assert_eq!(next(&mut a).await, push(&["lc-key"]));
 }

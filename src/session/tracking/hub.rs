@@ -6,7 +6,6 @@
 //! as Redis evicts keys from its tracking table with invalidations.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,15 +59,22 @@ struct State {
 pub struct Hub {
     pub(super) router: Arc<Router>,
     state: Mutex<State>,
-    /// The links ([`super::links`]) were started.
-    pub(super) started: AtomicBool,
-    /// Masters whose invalidation link is up now.
-    pub(super) up: Mutex<HashSet<String>>,
+    /// Whether the links ([`super::links`]) run, and the generation of the ones that do.
+    pub(super) run: Mutex<Run>,
+    /// Masters whose invalidation link is up now, with the generation of that link.
+    pub(super) up: Mutex<HashMap<String, u64>>,
+}
+
+/// The links' run: started with the first tracking client, stopped once none is left.
+#[derive(Default)]
+pub(super) struct Run {
+    pub(super) on: bool,
+    pub(super) gen: u64,
 }
 
 impl Hub {
     pub fn new(router: Arc<Router>) -> Arc<Hub> {
-        Arc::new(Hub { router, state: Mutex::default(), started: AtomicBool::new(false), up: Mutex::default() })
+        Arc::new(Hub { router, state: Mutex::default(), run: Mutex::default(), up: Mutex::default() })
     }
 
     /// CLIENT TRACKING on: `id` tracks now (keeping the keys it read, when it tracked already).
@@ -239,6 +245,20 @@ impl Hub {
             }
         }
         self.deliver(out);
+    }
+
+    /// Ends run `gen` of the links when no client tracks: decided under the table's lock, so that
+    /// a client enabling tracking meanwhile either is seen here or starts a new run.
+    pub(super) fn stop_if_idle(&self, gen: u64) -> bool {
+        let g = self.state.lock();
+        if !g.trackers.is_empty() {
+            return false;
+        }
+        let mut r = self.run.lock();
+        if r.gen == gen {
+            r.on = false;
+        }
+        true
     }
 
     /// Puts each message in its target's inbox. A target that left makes its tracker get

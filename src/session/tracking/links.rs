@@ -2,12 +2,12 @@
 //! `CLIENT TRACKING on BCAST`, so that the master pushes every key changed on it (by a client of
 //! this proxy, of another one, or of the node itself) to the hub. Started with the first tracking
 //! client, they follow the map: a link to each new master, none to a node that no longer owns
-//! slots. Whenever the proxy may have missed a change it flushes the clients it concerns: a link
+//! slots; they stop when no client tracks any more. Whenever the proxy may have missed a change it
+//! flushes the clients it concerns: a link
 //! lost or (re)made after a gap (the keys of that master's slots), and a slot whose owner changed
 //! (a failover, a reshard).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,19 +25,27 @@ pub(super) const READY_WITHIN: Duration = Duration::from_secs(3);
 /// Between attempts to (re)open a link.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
-/// Starts the links' supervisor, once (with the first tracking client).
+/// How often the supervisor looks whether any client still tracks.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts the links' supervisor unless it runs (the first tracking client, or the first after
+/// they stopped).
 pub(super) fn start(hub: &Arc<Hub>) {
-    if !hub.started.swap(true, Ordering::AcqRel) {
-        tokio::spawn(supervise(Arc::downgrade(hub), hub.router.clone()));
+    let mut r = hub.run.lock();
+    if !r.on {
+        r.on = true;
+        r.gen += 1;
+        tokio::spawn(supervise(Arc::downgrade(hub), hub.router.clone(), r.gen));
     }
 }
 
-/// Whether every master owning slots has its link up.
+/// Whether every master owning slots has its link of the current run up.
 fn ready(hub: &Hub) -> bool {
+    let gen = hub.run.lock().gen;
     let t = hub.router.topology.load();
     let up = hub.up.lock();
     let owners = t.slot_owners();
-    !owners.is_empty() && owners.iter().all(|m| up.contains(*m))
+    !owners.is_empty() && owners.iter().all(|m| up.get(*m) == Some(&gen))
 }
 
 /// Waits until every master has its link up, for at most [`READY_WITHIN`].
@@ -48,8 +56,9 @@ pub(super) async fn wait_ready(hub: &Hub) {
     }
 }
 
-/// Keeps one link per master owning slots, and flushes the clients of slots whose owner changed.
-async fn supervise(hub: Weak<Hub>, router: Arc<Router>) {
+/// Keeps one link per master owning slots, and flushes the clients of slots whose owner changed;
+/// ends the links when no client tracks.
+async fn supervise(hub: Weak<Hub>, router: Arc<Router>, gen: u64) {
     let mut changes = router.topology.subscribe();
     let mut links: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut owners: Option<Vec<Option<String>>> = None;
@@ -69,34 +78,63 @@ async fn supervise(hub: Weak<Hub>, router: Arc<Router>) {
             let keep = masters.contains(addr) && !task.is_finished();
             if !keep {
                 task.abort();
-                h.up.lock().remove(addr);
+                forget(&h, addr, gen);
             }
             keep
         });
         for m in masters {
             if !links.contains_key(&m) {
-                links.insert(m.clone(), tokio::spawn(link(hub.clone(), router.clone(), m)));
+                links.insert(m.clone(), tokio::spawn(link(hub.clone(), router.clone(), m, gen)));
             }
         }
         drop(h);
-        if changes.changed().await.is_err() {
-            break;
+        loop {
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return stop(&hub, links, gen);
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(IDLE_CHECK) => {
+                    let Some(h) = hub.upgrade() else { return stop(&hub, links, gen) };
+                    if h.stop_if_idle(gen) {
+                        tracing::debug!("no client tracks: invalidation links closed");
+                        return stop(&hub, links, gen);
+                    }
+                }
+            }
         }
     }
-    for task in links.values() {
+    stop(&hub, links, gen)
+}
+
+fn stop(hub: &Weak<Hub>, links: HashMap<String, JoinHandle<()>>, gen: u64) {
+    for (addr, task) in links {
         task.abort();
+        if let Some(h) = hub.upgrade() {
+            forget(&h, &addr, gen);
+        }
+    }
+}
+
+/// `addr`'s link of run `gen` is down (a later run's link stays).
+fn forget(h: &Hub, addr: &str, gen: u64) {
+    let mut up = h.up.lock();
+    if up.get(addr) == Some(&gen) {
+        up.remove(addr);
     }
 }
 
 /// One master's link, opened again whenever it drops.
-async fn link(hub: Weak<Hub>, router: Arc<Router>, addr: String) {
+async fn link(hub: Weak<Hub>, router: Arc<Router>, addr: String, gen: u64) {
     // A gap before the first link (a failed first attempt) may have missed changes too.
     let mut gap = false;
     loop {
         match open(&router, &addr).await {
             Ok(mut d) => {
                 let Some(h) = hub.upgrade() else { return };
-                h.up.lock().insert(addr.clone());
+                h.up.lock().insert(addr.clone(), gen);
                 if gap {
                     flush_master(&h, &router, &addr);
                 }
@@ -117,7 +155,7 @@ async fn link(hub: Weak<Hub>, router: Arc<Router>, addr: String) {
                     }
                 }
                 let Some(h) = hub.upgrade() else { return };
-                h.up.lock().remove(&addr);
+                forget(&h, &addr, gen);
                 flush_master(&h, &router, &addr);
             }
             Err(e) => tracing::debug!(node = %addr, error = %e, "cannot open the invalidation link yet"),

@@ -96,7 +96,10 @@ impl Tracking {
         // Redis clears the flag after each command but CLIENT ones, outside MULTI; MULTI itself
         // enters MULTI, so the reads queued after it keep the flag until EXEC.
         let keeps = spec.name.starts_with("client") || spec.name == "multi";
-        if spec.readonly && !m.bcast && !((m.optin && !m.caching) || (m.optout && m.caching)) {
+        // Scripts and functions may read their keys (Redis tracks the reads inside them): their
+        // declared keys are tracked too, which is never less than needed.
+        let reads = spec.readonly || spec.name.starts_with("eval") || spec.name.starts_with("fcall");
+        if reads && !m.bcast && !((m.optin && !m.caching) || (m.optout && m.caching)) {
             if let Some(pos) = spec.key_positions(args) {
                 self.hub.remember(self.id, pos.iter().filter_map(|&i| args.get(i)));
             }
