@@ -27,9 +27,10 @@ pub const MAX_KEYS: usize = 1_000_000;
 /// read; here a key read and written often may be invalidated more than once in this window,
 /// which is only ever more than needed.
 const KEEP_AFTER_READ: Duration = Duration::from_secs(10);
-/// Keys a NOLOOP client's own recent writes remember (past it they are forgotten, and the
-/// client may get an invalidation of its own write: coarser, never wrong).
-const MAX_OWN_WRITES: usize = 10_000;
+/// NOLOOP writes remembered over all clients, whose invalidations are not sent to their writers
+/// (past it they are forgotten, and a client may get an invalidation of its own write: coarser,
+/// never wrong).
+const MAX_OWN_WRITES: usize = 100_000;
 
 /// How one client tracks, as the hub needs it.
 pub(super) struct Tracker {
@@ -40,8 +41,6 @@ pub(super) struct Tracker {
     pub(super) noloop: bool,
     /// Default mode: the keys it read since their last invalidation, and when it last read each.
     keys: HashMap<Bytes, Instant>,
-    /// NOLOOP: keys it wrote whose invalidation has not come back yet.
-    own: HashSet<Bytes>,
     /// The redirect target left and the client was told (once, as Redis tells it).
     broken: bool,
 }
@@ -53,6 +52,12 @@ struct State {
     keys: HashMap<Bytes, Vec<u64>>,
     /// Keys tracked over all clients (with repeats).
     total: usize,
+    /// The BCAST clients: every invalidation is matched against their prefixes.
+    bcast: HashSet<u64>,
+    /// NOLOOP: key -> the clients that wrote it and whose invalidation has not come back yet;
+    /// and how many such entries there are.
+    own: HashMap<Bytes, Vec<u64>>,
+    own_total: usize,
 }
 
 /// The proxy's tracking table and its links to the masters.
@@ -86,16 +91,19 @@ impl Hub {
                 prefixes: None,
                 noloop,
                 keys: HashMap::new(),
-                own: HashSet::new(),
                 broken: false,
             });
             t.target = target;
             t.noloop = noloop;
             t.broken = false;
-            if !noloop {
-                t.own.clear();
+            if prefixes.is_some() {
+                g.bcast.insert(id);
+            } else {
+                g.bcast.remove(&id);
             }
-            t.prefixes = prefixes;
+            if let Some(t) = g.trackers.get_mut(&id) {
+                t.prefixes = prefixes;
+            }
         }
     }
 
@@ -103,6 +111,7 @@ impl Hub {
     pub(super) fn disable(&self, id: u64) {
         let mut g = self.state.lock();
         let Some(t) = g.trackers.remove(&id) else { return };
+        g.bcast.remove(&id);
         let n = t.keys.len();
         for k in t.keys.into_keys() {
             unindex(&mut g.keys, &k, id);
@@ -115,7 +124,7 @@ impl Hub {
         let mut out = Vec::new();
         {
             let mut g = self.state.lock();
-            let State { trackers, keys: index, total } = &mut *g;
+            let State { trackers, keys: index, total, .. } = &mut *g;
             let Some(t) = trackers.get_mut(&id) else { return };
             let now = Instant::now();
             for k in keys {
@@ -156,15 +165,19 @@ impl Hub {
     /// A NOLOOP client wrote these keys: their next invalidation is not sent to it.
     pub(super) fn wrote<'a>(&self, id: u64, keys: impl Iterator<Item = &'a Bytes>) {
         let mut g = self.state.lock();
-        let Some(t) = g.trackers.get_mut(&id) else { return };
-        if !t.noloop {
+        if !g.trackers.get(&id).is_some_and(|t| t.noloop) {
             return;
         }
         for k in keys {
-            if t.own.len() >= MAX_OWN_WRITES {
-                t.own.clear();
+            if g.own_total >= MAX_OWN_WRITES {
+                g.own.clear();
+                g.own_total = 0;
             }
-            t.own.insert(Bytes::copy_from_slice(k));
+            let writers = g.own.entry(Bytes::copy_from_slice(k)).or_default();
+            if !writers.contains(&id) {
+                writers.push(id);
+                g.own_total += 1;
+            }
         }
     }
 
@@ -175,16 +188,25 @@ impl Hub {
         let mut out = Vec::new();
         {
             let mut g = self.state.lock();
-            let State { trackers, keys: index, total } = &mut *g;
+            let State { trackers, keys: index, total, bcast, own, own_total } = &mut *g;
             let now = Instant::now();
-            for k in keys {
+            // Who wrote each key itself with NOLOOP: consumed by this invalidation.
+            let writers: Vec<Vec<u64>> = keys
+                .iter()
+                .map(|k| {
+                    let w = own.remove(k).unwrap_or_default();
+                    *own_total -= w.len();
+                    w
+                })
+                .collect();
+            for (k, writers) in keys.iter().zip(&writers) {
                 let Some(ids) = index.remove(k) else { continue };
                 let mut keep = Vec::new();
                 for id in ids {
                     let Some(t) = trackers.get_mut(&id) else { continue };
                     // Its own write (NOLOOP): not told, and the key stays tracked (it may have
                     // read it again since).
-                    let own = t.noloop && t.own.remove(k);
+                    let own = t.noloop && writers.contains(&id);
                     let recent = t.keys.get(k).is_some_and(|&at| now.duration_since(at) < KEEP_AFTER_READ);
                     if own || recent {
                         keep.push(id);
@@ -200,22 +222,17 @@ impl Hub {
                     index.insert(k.clone(), keep);
                 }
             }
-            for t in trackers.values_mut() {
+            for id in bcast.iter() {
+                let Some(t) = trackers.get(id) else { continue };
                 let Some(prefixes) = &t.prefixes else { continue };
-                let mut hit = Vec::new();
-                for k in keys {
-                    if prefixes.iter().any(|p| k.starts_with(p)) && !(t.noloop && t.own.remove(k)) {
-                        hit.push(k.clone());
-                    }
-                }
+                let hit: Vec<Bytes> = keys
+                    .iter()
+                    .zip(&writers)
+                    .filter(|(k, w)| prefixes.iter().any(|p| k.starts_with(p)) && !(t.noloop && w.contains(id)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 if !hit.is_empty() {
                     out.push((t.target, Inval::Keys(hit)));
-                }
-            }
-            // Default-mode NOLOOP writes of keys nobody tracked: nothing will consume them.
-            for t in trackers.values_mut().filter(|t| t.noloop && t.prefixes.is_none()) {
-                for k in keys {
-                    t.own.remove(k);
                 }
             }
         }
@@ -229,14 +246,15 @@ impl Hub {
         let mut out = Vec::new();
         {
             let mut g = self.state.lock();
-            let State { trackers, keys: index, total } = &mut *g;
+            let State { trackers, keys: index, total, own, own_total, .. } = &mut *g;
+            own.clear();
+            *own_total = 0;
             for (&id, t) in trackers.iter_mut() {
                 let hit = t.prefixes.is_some() || t.keys.keys().any(|k| affected(slot::slot(k)));
                 if !hit {
                     continue;
                 }
                 out.push((t.target, Inval::Flush));
-                t.own.clear();
                 let n = t.keys.len();
                 for k in std::mem::take(&mut t.keys).into_keys() {
                     unindex(index, &k, id);
