@@ -163,6 +163,11 @@ pub fn subscribed_only(name: &str) -> Bytes {
     ))
 }
 
+/// CLIENT TRACKING on while the proxy cannot hear every master's changes.
+pub fn tracking_links_down() -> Bytes {
+    proxy("client-side caching is unavailable: the invalidation link to a master is not up; try again")
+}
+
 /// CLIENT TRACKING BCAST with prefixes that overlap: one of those given, or (`existing`) one the
 /// client has already.
 pub fn tracking_prefix_overlap(prefix: &[u8], other: &[u8], existing: bool) -> Bytes {

@@ -342,3 +342,29 @@ async fn links_close_when_nobody_tracks() {
     assert_eq!(b.text(&["SET", "lc-key", "1"]).await, "+OK\r\n");
     assert_eq!(next(&mut a).await, push(&["lc-key"]));
 }
+
+/// A master the proxy cannot hear (SIGSTOP): CLIENT TRACKING on fails after its wait, with the
+/// proxy's reason, rather than promise invalidations that cannot come; once the master is back,
+/// it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_fails_while_a_master_cannot_be_heard() {
+    let mut env = start(small()).await;
+    env.converges("start").await;
+    let m = env.cluster.masters()[0];
+    env.cluster.sigstop(m).expect("SIGSTOP");
+    let mut a = resp3(&env).await;
+    assert_eq!(
+        a.text(&["CLIENT", "TRACKING", "on"]).await,
+        "-ERR clusterless: client-side caching is unavailable: the invalidation link to a master is not up; try again\r\n"
+    );
+    assert_eq!(
+        a.cmd(&[b"CLIENT", b"TRACKINGINFO"]).await,
+        b"%3\r\n$5\r\nflags\r\n~1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
+    );
+    env.cluster.sigcont(m).expect("SIGCONT");
+    eventually_async("CLIENT TRACKING on succeeds again", || async {
+        let mut c = resp3(&env).await;
+        c.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await == b"+OK\r\n"
+    })
+    .await;
+}

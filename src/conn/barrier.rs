@@ -48,9 +48,9 @@ pub(super) async fn run_barrier(
         }
         "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
         "client|tracking" => {
+            let was_on = c.session.tracking.is_on();
             let r = local::handle(p, &mut c.session, name, &req.args);
-            c.session.tracking.ready().await;
-            (vec![r], Timed::Local)
+            (vec![c.session.tracking.settle(r, was_on).await], Timed::Local)
         }
         _ => match sub_kind(name) {
             Some((kind, true)) => {

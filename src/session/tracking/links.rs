@@ -19,8 +19,8 @@ use crate::backend::Cx;
 use crate::resp::{self, as_bulk};
 use crate::route::Router;
 
-/// How long CLIENT TRACKING on waits for the links before it answers anyway (the clients are
-/// then flushed when a late link comes up).
+/// How long CLIENT TRACKING on waits for the links (then it fails: invalidations could not
+/// come).
 pub(super) const READY_WITHIN: Duration = Duration::from_secs(3);
 /// Between attempts to (re)open a link.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
@@ -48,10 +48,16 @@ fn ready(hub: &Hub) -> bool {
     !owners.is_empty() && owners.iter().all(|m| up.get(*m) == Some(&gen))
 }
 
-/// Waits until every master has its link up, for at most [`READY_WITHIN`].
-pub(super) async fn wait_ready(hub: &Hub) {
+/// Waits until every master has its link up, for at most [`READY_WITHIN`]; whether they are.
+pub(super) async fn wait_ready(hub: &Hub) -> bool {
     let deadline = tokio::time::Instant::now() + READY_WITHIN;
-    while !ready(hub) && tokio::time::Instant::now() < deadline {
+    loop {
+        if ready(hub) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

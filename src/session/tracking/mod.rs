@@ -80,12 +80,16 @@ impl Tracking {
         }
     }
 
-    /// Waits (a bounded while) for the links to every master, so that nothing the client reads
-    /// after CLIENT TRACKING on can change unseen.
-    pub async fn ready(&self) {
-        if self.mode.is_some() {
-            links::wait_ready(&self.hub).await;
+    /// After CLIENT TRACKING (`reply`, with tracking `was_on` before it): waits (a bounded while)
+    /// for the links to every master, so that nothing the client reads can change unseen. When
+    /// they do not come up, tracking just turned on is turned off again and the command fails:
+    /// a cache without invalidations would serve stale values.
+    pub async fn settle(&mut self, reply: Bytes, was_on: bool) -> Bytes {
+        if self.mode.is_none() || links::wait_ready(&self.hub).await || was_on {
+            return reply;
         }
+        self.off();
+        errors::tracking_links_down()
     }
 
     /// What a command the client sent means for its tracking: the keys a read-only command
