@@ -103,6 +103,8 @@ async fn bcast_prefixes() {
         a.cmd(&[b"CLIENT", b"TRACKINGINFO"]).await,
         b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*1\r\n$2\r\np:\r\n"
     );
+    let info = a.text(&["CLIENT", "INFO"]).await;
+    assert!(info.contains(" flags=tB ") && info.contains(" redir=0 "), "{info}");
     // Redis's errors, word for word.
     let errs: &[(&[&str], &str)] = &[
         (&["CLIENT", "TRACKING", "on"], "-ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.\r\n"),
@@ -204,6 +206,8 @@ async fn resp2_redirect_to_a_subscribed_client() {
         a.text(&["CLIENT", "TRACKINGINFO"]).await,
         format!("*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:{id}\r\n$8\r\nprefixes\r\n*0\r\n")
     );
+    let info = a.text(&["CLIENT", "INFO"]).await;
+    assert!(info.contains(" flags=t ") && info.contains(&format!(" redir={id} ")), "{info}");
     assert_eq!(a.text(&["GET", "rk"]).await, "$-1\r\n");
     assert_eq!(b.text(&["SET", "rk", "1"]).await, "+OK\r\n");
     assert_eq!(next(&mut r).await, b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$2\r\nrk\r\n");

@@ -50,7 +50,9 @@ pub(super) async fn run_barrier(
         "client|tracking" => {
             let was_on = c.session.tracking.is_on();
             let r = local::handle(p, &mut c.session, name, &req.args);
-            (vec![c.session.tracking.settle(r, was_on).await], Timed::Local)
+            let r = c.session.tracking.settle(r, was_on).await;
+            c.session.publish();
+            (vec![r], Timed::Local)
         }
         _ => match sub_kind(name) {
             Some((kind, true)) => {

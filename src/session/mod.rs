@@ -95,5 +95,8 @@ impl Session {
         g.name = self.name.clone().unwrap_or_default();
         g.user = self.user.clone();
         self.entry.resp.store(self.proto, std::sync::atomic::Ordering::Relaxed);
+        let (redir, bcast) = self.tracking.shown();
+        self.entry.redir.store(redir, std::sync::atomic::Ordering::Relaxed);
+        self.entry.bcast.store(bcast, std::sync::atomic::Ordering::Relaxed);
     }
 }

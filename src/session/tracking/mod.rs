@@ -228,6 +228,11 @@ impl Tracking {
         reply::ok()
     }
 
+    /// What CLIENT LIST shows: `redir` (-1 off, 0 no redirect) and whether in BCAST mode.
+    pub fn shown(&self) -> (i64, bool) {
+        self.mode.as_ref().map_or((-1, false), |m| (m.redirect as i64, m.bcast))
+    }
+
     /// CLIENT GETREDIR: the redirect target, 0 without one, -1 when not tracking.
     pub fn getredir(&self) -> Bytes {
         reply::int(self.mode.as_ref().map_or(-1, |m| m.redirect as i64))
