@@ -372,3 +372,22 @@ async fn tracking_fails_while_a_master_cannot_be_heard() {
     })
     .await;
 }
+
+/// kill -9 of the key's master: its link drops at once, so the client is flushed before the
+/// cluster even promotes a replica; tracking then goes on with the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_keys_master_flushes_at_once() {
+    let mut env = start(with_replicas()).await;
+    env.converges("start").await;
+    let mut a = resp3(&env).await;
+    let mut b = Raw::connect(env.addr()).await;
+    assert_eq!(a.cmd(&[b"CLIENT", b"TRACKING", b"on"]).await, b"+OK\r\n");
+    let k = "k9-key";
+    assert_eq!(a.cmd(&[b"GET", k.as_bytes()]).await, b"_\r\n");
+    let m = env.cluster.slot_owner(clusterless::slot::slot(k.as_bytes())).expect("owner");
+    env.cluster.kill9(m).expect("kill -9");
+    assert_eq!(next(&mut a).await, FLUSH);
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(m)).expect("promotion");
+    env.converges("kill -9").await;
+    tracking_goes_on(&mut a, &mut b, k).await;
+}
