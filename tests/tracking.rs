@@ -64,6 +64,18 @@ async fn default_mode_pushes_on_every_master() {
         let _: () = redis::cmd("SET").arg(&k).arg("2").query_async(&mut node).await.expect("SET on node");
         assert_eq!(next(&mut a).await, push(&[&k]), "slot {slot}, written on the node");
     }
+    // CLIENT REPLY OFF drops replies, not invalidations (as Redis).
+    assert_eq!(a.cmd(&[b"GET", b"{dm}quiet"]).await, b"_\r\n");
+    a.send(&clusterless::resp::encode_command(&["CLIENT", "REPLY", "OFF"])).await;
+    let addr = env.addr();
+    eventually_async("the proxy has read CLIENT REPLY OFF", || async move {
+        let mut c = Raw::connect(addr).await;
+        c.text(&["CLIENT", "LIST"]).await.contains("cmd=client|reply")
+    })
+    .await;
+    assert_eq!(b.text(&["SET", "{dm}quiet", "1"]).await, "+OK\r\n");
+    assert_eq!(next(&mut a).await, push(&["{dm}quiet"]));
+    assert_eq!(a.cmd(&[b"CLIENT", b"REPLY", b"ON"]).await, b"+OK\r\n");
     assert_eq!(a.cmd(&[b"CLIENT", b"GETREDIR"]).await, b":0\r\n");
     assert_eq!(
         a.cmd(&[b"CLIENT", b"TRACKINGINFO"]).await,

@@ -88,10 +88,8 @@ impl Client {
     /// connection than the read it concerns must not overtake that read's reply.
     pub(super) fn invalidations(&mut self) {
         let subscribed = self.c.pubsub.as_ref().is_some_and(|ps| ps.active());
+        // Written under CLIENT REPLY OFF too, as Redis writes its pushes.
         for m in self.c.session.entry.inbox.take() {
-            if self.c.session.replies.off {
-                continue;
-            }
             if let Some(f) = tracking::frame(&m, self.c.session.proto, subscribed) {
                 self.inflight.ready((f, None), 0);
             }
