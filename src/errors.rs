@@ -61,6 +61,16 @@ fixed! {
     no_such_client = "ERR No such client";
     client_id_positive = "ERR client-id should be greater than 0";
     invalid_client_id = "ERR Invalid client ID";
+    tracking_one_redirect = "ERR A client can only redirect to a single other client";
+    tracking_no_redirect_target = "ERR The client ID you want redirect to does not exist";
+    tracking_prefix_needs_bcast = "ERR PREFIX option requires BCAST mode to be enabled";
+    tracking_switch_bcast = "ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.";
+    tracking_optin_bcast = "ERR OPTIN and OPTOUT are not compatible with BCAST";
+    tracking_optin_and_optout = "ERR You can't specify both OPTIN mode and OPTOUT mode";
+    tracking_switch_optin = "ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.";
+    caching_not_tracking = "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled";
+    caching_yes_needs_optin = "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.";
+    caching_no_needs_optout = "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.";
     timeout_negative = "ERR timeout is negative";
     pause_mode = "ERR CLIENT PAUSE mode must be WRITE or ALL";
     unblock_reason = "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR";
@@ -156,6 +166,21 @@ pub fn subscribed_only(name: &str) -> Bytes {
     ))
 }
 
+/// CLIENT TRACKING on while the proxy cannot hear every master's changes.
+pub fn tracking_links_down() -> Bytes {
+    proxy("client-side caching is unavailable: the invalidation link to a master is not up; try again")
+}
+
+/// CLIENT TRACKING BCAST with prefixes that overlap: one of those given, or (`existing`) one the
+/// client has already.
+pub fn tracking_prefix_overlap(prefix: &[u8], other: &[u8], existing: bool) -> Bytes {
+    let (p, o) = (String::from_utf8_lossy(prefix), String::from_utf8_lossy(other));
+    let which = if existing { "an existing" } else { "another provided" };
+    frame(&format!(
+        "ERR Prefix '{p}' overlaps with {which} prefix '{o}'. Prefixes for a single client must not overlap."
+    ))
+}
+
 /// Why the proxy refuses a command; the reply names the command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -167,8 +192,6 @@ pub enum Refusal {
     Migrate,
     /// MOVE and SWAPDB: a cluster has one database (Redis Cluster's own answer).
     OneDatabase,
-    /// CLIENT TRACKING, CACHING, ...: client-side caching.
-    Tracking,
     /// A command inside MULTI that would act on the connection to the node the transaction's
     /// block runs on, not on the client's (CLIENT, HELLO, AUTH, SUBSCRIBE, ...).
     InMulti,
@@ -186,7 +209,6 @@ impl Refusal {
             Refusal::NodeAdmin => "it acts on one server; run it on the cluster's nodes",
             Refusal::WaitAof => "it refers to one connection's writes on one node",
             Refusal::Migrate => "it moves keys behind the proxy's back",
-            Refusal::Tracking => "client-side caching needs each node to send invalidations for one client connection",
             Refusal::AllNodesInMulti => {
                 return frame(&format!(
                     "ERR '{shown}' is not available through clusterless inside MULTI: it goes to every node, and a transaction runs on one"

@@ -29,6 +29,14 @@ async fn redis_py_stateful_resp3() {
     expect_ok(&env, "redis_py_stateful.py", &["--protocol", "3", "--nodes", &nodes(&env)], "redis-py stateful ok");
 }
 
+/// redis-py's client-side cache (`protocol=3, cache_config=CacheConfig()`): cached GETs are
+/// invalidated by another client's SET through the proxy and by a SET straight on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_cache_config() {
+    let env = start(small()).await;
+    expect_ok(&env, "redis_py_cache.py", &["--nodes", &nodes(&env)], "redis-py cache ok");
+}
+
 /// Every key Celery touches under one hash tag (`global_keyprefix = "{celery}:"`): one slot, so
 /// MULTI/EXEC, the 4-queue BRPOP and the chord's join script work with the default proxy settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,8 +192,8 @@ async fn go_redis() {
     go_client("go-redis").await;
 }
 
-/// rueidis (RESP3 only) with its defaults except `DisableCache: true`: its default client-side
-/// caching sends CLIENT TRACKING, which the proxy refuses (the program checks that refusal too).
+/// rueidis (RESP3 only) with all its defaults, client-side caching included: DoCache reads are
+/// cached, and another client's write through the proxy or on the node reaches the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rueidis() {
     go_client("rueidis").await;

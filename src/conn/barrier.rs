@@ -56,6 +56,13 @@ pub(super) async fn run_barrier(
             (vec![local::handle(p, &mut c.session, name, &req.args)], Timed::Local)
         }
         "wait" => (vec![blocking::wait(p, &req.args, cx).await], Timed::Blocking),
+        "client|tracking" => {
+            let was_on = c.session.tracking.is_on();
+            let r = local::handle(p, &mut c.session, name, &req.args);
+            let r = c.session.tracking.settle(r, was_on).await;
+            c.session.publish();
+            (vec![r], Timed::Local)
+        }
         _ => match sub_kind(name) {
             Some((kind, true)) => {
                 let (proto, login, meter) = (c.session.proto, c.session.login, &c.meter);

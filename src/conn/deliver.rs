@@ -1,10 +1,12 @@
 //! What reaches the client between its requests: the replies that are ready, in request order
 //! and with their metrics recorded first; subscription messages as they arrive (and the repair of
-//! subscriptions the map moved); and the close of a client that overcame its output limit.
+//! subscriptions the map moved); cache invalidations (CLIENT TRACKING), after the replies already
+//! due; and the close of a client that overcame its output limit.
 
 use super::{Client, Next};
 use crate::memory::Why;
 use crate::session::pubsub::{self, Event, PubSub};
+use crate::session::tracking;
 
 impl Client {
     /// Writes every reply that is ready, in order, with their metrics recorded first.
@@ -79,6 +81,19 @@ impl Client {
             return Next::Close;
         }
         Next::Loop
+    }
+
+    /// The cache invalidations in this client's inbox, in its protocol, each in the place of a
+    /// reply after those of the requests already in flight: an invalidation that came by another
+    /// connection than the read it concerns must not overtake that read's reply.
+    pub(super) fn invalidations(&mut self) {
+        let subscribed = self.c.pubsub.as_ref().is_some_and(|ps| ps.active());
+        // Written under CLIENT REPLY OFF too, as Redis writes its pushes.
+        for m in self.c.session.entry.inbox.take() {
+            if let Some(f) = tracking::frame(&m, self.c.session.proto, subscribed) {
+                self.inflight.ready((f, None), 0);
+            }
+        }
     }
 
     pub(super) async fn repair(&mut self) {

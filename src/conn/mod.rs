@@ -71,6 +71,8 @@ pub struct Shared {
     pub usage: Arc<Usage>,
     /// The databases SELECT may choose.
     pub databases: Arc<Databases>,
+    /// What the clients track for client-side caching (CLIENT TRACKING).
+    pub tracking: Arc<crate::session::tracking::Hub>,
 }
 
 /// Read sizes: the first read of a connection, and the most one read asks for.
@@ -146,7 +148,7 @@ struct Client {
 
 impl Client {
     fn new(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr, entry: Arc<Entry>) -> Client {
-        let session = Session::new(entry.id, h.auth.clone(), entry, h.databases.clone());
+        let session = Session::new(entry.id, h.auth.clone(), entry, h.databases.clone(), h.tracking.clone());
         let limits = Limits {
             max_bulk_len: h.limits.max_bulk_len,
             max_inline_len: h.limits.max_inline_len,
@@ -421,6 +423,7 @@ impl Client {
                 }
             }
             _ = async { Box::pin(pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1))).await }, if self.held.is_some() => {}
+            _ = self.c.session.entry.inbox.ready() => self.invalidations(),
         }
         Next::Loop
     }

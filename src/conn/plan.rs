@@ -125,6 +125,10 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
     if c.subscribed_resp2() && sub_kind(name).is_none() && !matches!(name, "ping" | "quit" | "reset") {
         return answer(errors::subscribed_only(name), Timed::Refused);
     }
+    if c.session.tracking.is_on() {
+        let in_multi = c.tx.in_multi();
+        c.session.tracking.note(&spec, &req.args, in_multi);
+    }
     if c.tx.in_multi() {
         return match name {
             "exec" | "discard" | "reset" => Plan::Barrier(spec, req, started),
@@ -166,7 +170,8 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             "unwatch" if !c.tx.watching() => return answer(reply::ok(), Timed::Transaction),
             _ => return Plan::Barrier(spec, req, started),
         },
-        Class::Local if name == "reset" => return Plan::Barrier(spec, req, started),
+        // CLIENT TRACKING on waits for the proxy's invalidation links before it answers.
+        Class::Local if name == "reset" || name == "client|tracking" => return Plan::Barrier(spec, req, started),
         Class::Local => return answer(local::handle(p, &mut c.session, name, &req.args), Timed::Local),
         Class::Refused(why) => return answer(spec.refusal(why, &req.args), Timed::Refused),
         Class::Keyed if name == "copy" => {

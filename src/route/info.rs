@@ -246,8 +246,8 @@ fn own_section(p: &Router, name: &str, first: Option<&Section>, all: &[&Section]
         }
         // Redis 7.2's fields, in its order, counting the proxy's own clients. Not tracked, so 0:
         // the recent largest query/output buffers, and total_blocking_keys (the distinct keys
-        // blocked on would need a registry shared by every client thread); no client tracks
-        // (CLIENT TRACKING is refused) and no node links are clients.
+        // blocked on would need a registry shared by every client thread); no node links are
+        // clients.
         "Clients" => {
             let n = |c: Count| p.stats.count(c).to_string();
             vec![
@@ -257,7 +257,7 @@ fn own_section(p: &Router, name: &str, first: Option<&Section>, all: &[&Section]
                 s("client_recent_max_input_buffer", "0".into()),
                 s("client_recent_max_output_buffer", "0".into()),
                 s("blocked_clients", n(Count::Blocked)),
-                s("tracking_clients", "0".into()),
+                s("tracking_clients", n(Count::Tracking)),
                 s("pubsub_clients", n(Count::PubSub)),
                 s("watching_clients", n(Count::Watching)),
                 s("clients_in_timeout_table", n(Count::InTimeoutTable)),

@@ -283,6 +283,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         shutdown: shutdown_rx.clone(),
         usage: Usage::new(cfg.limits.max_memory),
         databases: Arc::new(Databases::new(cfg.keyspace.databases, cfg.keyspace.one_slot_databases.clone())),
+        tracking: crate::session::tracking::Hub::new(router.clone()),
     });
     let mut tasks = topology_tasks(&cfg, link, &store, &poller, &router.metrics);
     let shared =

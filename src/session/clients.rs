@@ -65,6 +65,13 @@ pub fn line(e: &Entry, out: &mut String) {
     if e.blocked.load(Ordering::Relaxed) {
         flags.push('b');
     }
+    let redir = e.redir.load(Ordering::Relaxed);
+    if redir >= 0 {
+        flags.push('t');
+        if e.bcast.load(Ordering::Relaxed) {
+            flags.push('B');
+        }
+    }
     if e.no_evict.load(Ordering::Relaxed) {
         flags.push('e');
     }
@@ -79,7 +86,7 @@ pub fn line(e: &Entry, out: &mut String) {
         out,
         "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+         cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
         e.id,
         e.addr,
         e.laddr,
@@ -95,6 +102,7 @@ pub fn line(e: &Entry, out: &mut String) {
         multi,
         cmd,
         text(&ident.user),
+        redir,
         e.resp.load(Ordering::Relaxed),
         text(&ident.lib_name),
         text(&ident.lib_ver),

@@ -56,6 +56,7 @@ fn answer(p: &Router, s: &mut Session, name: &str, args: &[Bytes]) -> Bytes {
             s.login = 0;
             s.replies.on();
             s.select(0);
+            s.tracking.off();
             Bytes::from_static(b"+RESET\r\n")
         }
         // A subcommand Redis does not know gets its usual answer, also with cluster support off.
@@ -248,12 +249,17 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
         "pause" if args.len() > 4 => errors::subcommand_syntax(sub, "client"),
         "pause" | "unpause" => errors::wrong_arity(&format!("client|{sub_l}")),
         "reply" => errors::wrong_arity("client|reply"),
+        "tracking" if args.len() >= 3 => s.tracking.command(p, args),
+        "caching" if args.len() == 3 => s.tracking.caching(&args[2]),
+        "getredir" if args.len() == 2 => s.tracking.getredir(),
+        "trackinginfo" if args.len() == 2 => s.tracking.info(s.proto),
+        "tracking" | "caching" | "getredir" | "trackinginfo" => errors::wrong_arity(&format!("client|{sub_l}")),
         _ if refusal_of(&format!("client|{sub_l}")).is_some() => {
             let name = format!("client|{sub_l}");
-            refusal_of(&name).unwrap_or(Refusal::Tracking).frame(&name)
+            refusal_of(&name).unwrap_or(Refusal::InMulti).frame(&name)
         }
         "help" => reply::array(&[reply::bulk(
-            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE | UNBLOCK are answered by clusterless.",
+            b"CLIENT SETNAME | GETNAME | ID | SETINFO | INFO | LIST | KILL | NO-EVICT | NO-TOUCH | REPLY | PAUSE | UNPAUSE | UNBLOCK | TRACKING | CACHING | GETREDIR | TRACKINGINFO are answered by clusterless.",
         )]),
         _ => errors::unknown_subcommand(sub, "client"),
     }
@@ -262,10 +268,9 @@ fn client(p: &Router, s: &mut Session, args: &[Bytes]) -> Bytes {
 /// The CLIENT subcommands the proxy refuses, and why (also inside MULTI, at queue time).
 pub fn refusal_of(name: &str) -> Option<Refusal> {
     match name.strip_prefix("client|")? {
-        "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::Tracking),
         // Reached only inside MULTI (the command itself is answered above): OFF and SKIP answer
-        // nothing, which would leave a hole in EXEC's array.
-        "reply" => Some(Refusal::InMulti),
+        // nothing, which would leave a hole in EXEC's array; tracking is the client's connection's.
+        "reply" | "tracking" | "trackinginfo" | "caching" | "getredir" => Some(Refusal::InMulti),
         _ => None,
     }
 }

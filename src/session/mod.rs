@@ -2,12 +2,13 @@
 //! per-connection features built on it: the commands the proxy answers itself ([`local`]; CLIENT
 //! LIST/INFO/KILL over all of its clients in [`clients`]),
 //! transactions ([`transaction`]), blocking commands and WAIT ([`blocking`]), subscriptions
-//! ([`pubsub`]).
+//! ([`pubsub`]), client-side caching ([`tracking`]).
 
 pub mod blocking;
 pub mod clients;
 pub mod local;
 pub mod pubsub;
+pub mod tracking;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct Session {
     pub db: u32,
     /// The selected database's stored-name prefix; `None` for a plain database 0.
     pub prefix: Option<Bytes>,
+    /// CLIENT TRACKING.
+    pub tracking: tracking::Tracking,
 }
 
 /// CLIENT REPLY's state, as Redis keeps it: OFF drops every reply until ON; SKIP drops the next
@@ -75,7 +78,13 @@ impl Replies {
 }
 
 impl Session {
-    pub fn new(id: u64, auth: Arc<AuthConfig>, entry: Arc<Entry>, dbs: Arc<Databases>) -> Session {
+    pub fn new(
+        id: u64,
+        auth: Arc<AuthConfig>,
+        entry: Arc<Entry>,
+        dbs: Arc<Databases>,
+        hub: Arc<tracking::Hub>,
+    ) -> Session {
         let prefix = dbs.prefix(0);
         Session {
             dbs,
@@ -91,6 +100,7 @@ impl Session {
             login: 0,
             entry,
             replies: Replies::default(),
+            tracking: tracking::Tracking::new(hub, id),
         }
     }
 
@@ -108,5 +118,8 @@ impl Session {
         g.name = self.name.clone().unwrap_or_default();
         g.user = self.user.clone();
         self.entry.resp.store(self.proto, std::sync::atomic::Ordering::Relaxed);
+        let (redir, bcast) = self.tracking.shown();
+        self.entry.redir.store(redir, std::sync::atomic::Ordering::Relaxed);
+        self.entry.bcast.store(bcast, std::sync::atomic::Ordering::Relaxed);
     }
 }

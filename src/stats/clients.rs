@@ -169,6 +169,13 @@ pub struct Entry {
     pub no_touch: AtomicBool,
     pub monitor: AtomicBool,
     killed: AtomicBool,
+    /// CLIENT TRACKING: -1 off, else the redirect target (0: none); CLIENT LIST's `redir` and
+    /// flags `t` and `B` (BCAST).
+    pub redir: AtomicI64,
+    pub bcast: AtomicBool,
+    /// Cache invalidations for this client to write (its own tracking's, or another client's that
+    /// redirects to it).
+    pub inbox: super::inbox::Inbox,
     /// A second handle on the client's socket (a `dup`), through which CLIENT KILL ends its
     /// reads: the connection sees end of input wherever it waits (idle, blocked, subscribed)
     /// and closes after answering what it had, at no cost to its loop.
@@ -197,6 +204,9 @@ impl Entry {
             no_touch: AtomicBool::new(false),
             monitor: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            redir: AtomicI64::new(-1),
+            bcast: AtomicBool::new(false),
+            inbox: super::inbox::Inbox::default(),
             socket: Mutex::new(socket),
         }
     }

@@ -4,6 +4,7 @@
 //! counts, the registry of its clients ([`clients`]) and its monitors ([`monitor`]).
 
 pub mod clients;
+pub mod inbox;
 pub mod monitor;
 
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ pub struct ProxyStats {
     /// The clients in MONITOR.
     pub monitors: monitor::Monitors,
     next_client_id: AtomicU64,
-    counts: [AtomicUsize; 4],
+    counts: [AtomicUsize; 5],
 }
 
 /// A client count INFO clients shows, held while a client is in that state ([`ProxyStats::hold`]).
@@ -46,6 +47,8 @@ pub enum Count {
     PubSub,
     /// Holding at least one WATCH: `watching_clients`.
     Watching,
+    /// With CLIENT TRACKING on: `tracking_clients`.
+    Tracking,
 }
 
 /// One client counted in a [`Count`] until this is dropped (also when its connection ends).

@@ -10,24 +10,18 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// rueidisChecks runs every check with rueidis.NewClient and its defaults but one: DisableCache.
-// rueidis speaks RESP3 only and turns client-side caching on by default (CLIENT TRACKING ON
-// OPTIN in its handshake), which the proxy refuses, so an application must set
-// DisableCache: true. NewClient first asks CLUSTER SLOTS, and on the proxy's "cluster support
-// disabled" falls back to its single-node client, as against a plain Redis.
+// rueidisChecks runs every check with rueidis.NewClient and its defaults, client-side caching
+// included: rueidis speaks RESP3 only and turns caching on by default (CLIENT TRACKING ON OPTIN
+// in its handshake, then CLIENT CACHING YES before each DoCache read), which the proxy serves
+// with invalidations from every master. NewClient first asks CLUSTER SLOTS, and on the proxy's
+// "cluster support disabled" falls back to its single-node client, as against a plain Redis.
 func rueidisChecks() {
 	ctx := context.Background()
 	newClient := func() rueidis.Client {
-		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}})
 		must("handshake", err)
 		return c
 	}
-	// The setting users must change: the default handshake fails at the proxy.
-	if _, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}}); err == nil ||
-		!strings.Contains(err.Error(), "'CLIENT TRACKING' is not available through clusterless") {
-		fail("default client-side caching refused", fmt.Sprintf("NewClient without DisableCache: %v", err))
-	}
-	ok("default client-side caching refused", "NewClient without DisableCache fails at the handshake (CLIENT TRACKING refused)")
 	c := newClient()
 	defer c.Close()
 	other := newClient()
@@ -43,6 +37,32 @@ func rueidisChecks() {
 		fail("handshake RESP version", info)
 	}
 	ok("handshake", "CLUSTER SLOTS refused -> single client, HELLO 3 + CLIENT SETINFO accepted, PING PONG, CLIENT INFO resp=3")
+
+	// Client-side caching (the default): a DoCache GET on each master is cached (the second is a
+	// cache hit); another client's SET through the proxy, and a SET straight on the key's node,
+	// reach the cache, whose next DoCache GET returns the new value.
+	for i, k := range perMaster(ctx, "ru:cache") {
+		must("cache SET", c.Do(ctx, b.Set().Key(k).Value("v1").Build()).Error())
+		v, err := c.DoCache(ctx, b.Get().Key(k).Cache(), time.Minute).ToString()
+		must("cache GET", err)
+		expect("cache GET", v, "v1")
+		if r := c.DoCache(ctx, b.Get().Key(k).Cache(), time.Minute); !r.IsCacheHit() {
+			fail("cache hit", "the second DoCache GET of "+k+" was not served from the cache")
+		}
+		must("cache change", other.Do(ctx, other.B().Set().Key(k).Value("v2").Build()).Error())
+		cached := func(want string) func() (bool, string) {
+			return func() (bool, string) {
+				v, err := c.DoCache(ctx, b.Get().Key(k).Cache(), time.Minute).ToString()
+				return err == nil && v == want, fmt.Sprintf("%q %v", v, err)
+			}
+		}
+		eventually("cache invalidated by another client", cached("v2"))
+		node := direct(owner(ctx, slot(k)))
+		must("cache change on the node", node.Set(ctx, k, fmt.Sprint("v3-", i), 0).Err())
+		node.Close()
+		eventually("cache invalidated by a write on the node", cached(fmt.Sprint("v3-", i)))
+	}
+	ok("client-side caching", "DoCache GET cached (second a hit) on every master; another client's SET and a SET on the node reach the cache")
 
 	// Pipeline (DoMulti) over keys on every master, one failing command in the middle.
 	keys := perMaster(ctx, "ru:pipe")
