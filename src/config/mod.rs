@@ -8,6 +8,7 @@ mod file;
 mod load;
 mod redis_syntax;
 mod secret;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::memory::OutputLimits;
 
 pub use cli::{Cli, Command, DevArgs, ObserveArgs, ProxyArgs};
 pub use secret::{read_file as read_secret_file, Secret};
+pub use tls::NodeTls;
 
 /// A configuration problem, reported as one line naming the key or file.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,8 @@ pub struct BackendConfig {
     /// Reads (commands without side effects, outside transactions) go to the slot master's
     /// replicas, round robin per client, instead of the master (`backend.read_from`).
     pub read_from_replicas: bool,
+    /// TLS toward the nodes (`[backend.tls]`); `None`: plain TCP.
+    pub tls: Option<NodeTls>,
 }
 
 /// Where the slot map comes from.
@@ -264,6 +268,7 @@ impl Config {
                 max_redirects: 5,
                 dedicated_per_node: 256,
                 read_from_replicas: false,
+                tls: None,
             },
             topology: TopologyConfig {
                 source: Source::Bus,

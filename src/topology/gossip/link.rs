@@ -1,17 +1,19 @@
-//! One bus link per node: connect to its cluster-bus port, then PING, wait for the PONG, sleep
+//! One bus link per node: connect to its cluster-bus port (over TLS for a `tls-cluster yes`
+//! cluster), then PING, wait for the PONG, sleep
 //! until the next beat, forever; on any failure report the node down and reconnect with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{self, Message, NodeId};
 use super::ObserverConfig;
+use crate::backend::NodeStream;
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
 
@@ -43,6 +45,10 @@ impl Beat {
     }
 }
 
+/// How a link failure caused by TLS begins its reason: the observer then says the bus fell back
+/// to polling because of TLS.
+pub(super) const TLS_FAILED: &str = "TLS handshake: ";
+
 /// What the link tasks report.
 pub(super) enum Event {
     Pong { bus: String, msg: Box<Message>, rtt: Duration },
@@ -62,10 +68,23 @@ pub(super) async fn link(
     let mut backoff = Duration::from_millis(500);
     loop {
         let why = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&bus)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                backoff = Duration::from_millis(500);
-                ping_loop(stream, &bus, &my_id, &cfg, beat, &tx, &metrics).await
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                let stream = match &cfg.tls {
+                    None => Ok(NodeStream::Plain(tcp)),
+                    Some(tls) => match tokio::time::timeout(cfg.connect_timeout, NodeStream::tls(tcp, &bus, tls)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("no handshake in time".to_string()),
+                    },
+                };
+                match stream {
+                    Ok(stream) => {
+                        backoff = Duration::from_millis(500);
+                        ping_loop(stream, &bus, &my_id, &cfg, beat, &tx, &metrics).await
+                    }
+                    Err(why) => format!("{TLS_FAILED}{why}"),
+                }
             }
             Ok(Err(e)) => format!("connect: {e}"),
             Err(_) => "connect timed out".to_string(),
@@ -79,7 +98,7 @@ pub(super) async fn link(
 }
 
 async fn ping_loop(
-    mut stream: TcpStream,
+    mut stream: NodeStream,
     bus: &str,
     my_id: &Mutex<NodeId>,
     cfg: &ObserverConfig,
@@ -91,7 +110,7 @@ async fn ping_loop(
     loop {
         let id = *my_id.lock();
         let sent = Instant::now();
-        if let Err(e) = stream.write_all(&codec::encode_ping(&id)).await {
+        if let Err(e) = stream.send(&codec::encode_ping(&id)).await {
             return format!("write: {e}");
         }
         if metrics.enabled {

@@ -1,0 +1,239 @@
+//! TLS toward the nodes (`[backend.tls]`): a real TLS cluster (`port 0`, `tls-port`,
+//! `tls-cluster yes`, `tls-replication yes`, every node requiring a client certificate) behind the
+//! proxy. The nodes speak nothing but TLS, so every command that succeeds went over it: routed
+//! commands, fan-out, pub/sub, a transaction and a blocking pop (the dedicated connections), a
+//! failover and a reshard under load with the gossip observer on the TLS bus. Without a client
+//! certificate the bus refuses the observer and it polls, and says so; a CA that did not sign
+//! the nodes' certificates is refused at start; an unusable file is one line at start.
+
+mod common;
+
+use std::time::Duration;
+
+use clusterless::localcluster::ClusterSpec;
+use common::http::{admin_on, get, scrape};
+use common::tls::Certs;
+use common::*;
+use redis::AsyncCommands;
+
+fn tls_cluster(certs: &Certs, auth_clients: &str, replicas: usize) -> ClusterSpec {
+    ClusterSpec { replicas_per_master: replicas, tls: Some(certs.spec(auth_clients)), ..with_replicas() }
+}
+
+/// A TLS cluster (client certificates required) and a proxy with the CA and its own client
+/// certificate, following the TLS bus.
+async fn start_tls(certs: &Certs, replicas: usize) -> Env {
+    let spec = tls_cluster(certs, "yes", replicas);
+    let env = start_with(spec, |c| {
+        certs.apply(c, &certs.ca, true);
+        admin_on(c);
+    })
+    .await;
+    assert!(env.proxy.bus_tls(), "the observer's bus links speak TLS");
+    assert_eq!(env.proxy.bus_fallback(), None);
+    env
+}
+
+/// Every kind of node connection over TLS: pooled (SET/GET on every master, MGET across slots),
+/// subscriptions, a transaction and a blocking pop (dedicated), and the bus observer following
+/// PONGs, as /metrics says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_route_over_tls() {
+    let certs = Certs::new();
+    let env = start_tls(&certs, 0).await;
+    env.converges("start").await;
+    let mut c = env.conn().await;
+
+    let keys = spread_keys("tls", 30);
+    let masters: std::collections::HashSet<_> = keys
+        .iter()
+        .filter_map(|k| env.proxy.topology().master_for(clusterless::slot::slot(k.as_bytes())).map(String::from))
+        .collect();
+    assert_eq!(masters.len(), 3, "the keys cover every master");
+    for k in &keys {
+        let () = c.set(k, format!("v-{k}")).await.expect("SET over TLS");
+    }
+    for k in &keys {
+        let v: String = c.get(k).await.expect("GET over TLS");
+        assert_eq!(v, format!("v-{k}"));
+    }
+    let got: Vec<String> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await.expect("MGET across slots");
+    assert_eq!(got, keys.iter().map(|k| format!("v-{k}")).collect::<Vec<_>>());
+
+    // Pub/sub: a subscription connection to a node, and PUBLISH through another client.
+    let mut sub = Raw::connect(env.addr()).await;
+    sub.send(b"*2\r\n$9\r\nSUBSCRIBE\r\n$6\r\ntls-ch\r\n").await;
+    assert_eq!(sub.read_replies(1).await, vec![b"*3\r\n$9\r\nsubscribe\r\n$6\r\ntls-ch\r\n:1\r\n".to_vec()]);
+    // The message reaches the subscribed node over the (TLS) bus whichever master PUBLISH ran on.
+    let n: i64 = redis::cmd("PUBLISH").arg("tls-ch").arg("warm").query_async(&mut c).await.expect("PUBLISH");
+    assert!(n <= 1, "{n}");
+    assert_eq!(sub.read_replies(1).await, vec![b"*3\r\n$7\r\nmessage\r\n$6\r\ntls-ch\r\n$4\r\nwarm\r\n".to_vec()]);
+    // A shard channel: subscription and SPUBLISH on the slot's master, counted exactly.
+    sub.send(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$5\r\ntls-s\r\n").await;
+    assert_eq!(sub.read_replies(1).await, vec![b"*3\r\n$10\r\nssubscribe\r\n$5\r\ntls-s\r\n:1\r\n".to_vec()]);
+    let n: i64 = redis::cmd("SPUBLISH").arg("tls-s").arg("hi").query_async(&mut c).await.expect("SPUBLISH");
+    assert_eq!(n, 1);
+    assert_eq!(sub.read_replies(1).await, vec![b"*3\r\n$8\r\nsmessage\r\n$5\r\ntls-s\r\n$2\r\nhi\r\n".to_vec()]);
+
+    // A transaction on a dedicated connection.
+    let mut raw = Raw::connect(env.addr()).await;
+    assert_eq!(raw.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(raw.text(&["SET", "{tx}a", "1"]).await, "+QUEUED\r\n");
+    assert_eq!(raw.text(&["INCR", "{tx}a"]).await, "+QUEUED\r\n");
+    assert_eq!(raw.text(&["EXEC"]).await, "*2\r\n+OK\r\n:2\r\n");
+
+    // A blocking pop on a dedicated connection, woken by a push through the pool.
+    let mut blocked = Raw::connect(env.addr()).await;
+    blocked.send(b"*3\r\n$5\r\nBLPOP\r\n$7\r\ntls-lst\r\n$1\r\n5\r\n").await;
+    eventually_async("the BLPOP is blocked on its node", || {
+        let mut c = c.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await.unwrap_or_default();
+            list.contains("cmd=blpop")
+        }
+    })
+    .await;
+    let () = c.rpush("tls-lst", "x").await.expect("RPUSH");
+    assert_eq!(blocked.read_replies(1).await, vec![b"*2\r\n$7\r\ntls-lst\r\n$1\r\nx\r\n".to_vec()]);
+
+    let m = scrape(env.proxy.admin_addr().expect("admin")).await;
+    assert_eq!(get(&m, "clusterless_bus_tls"), 1.0);
+    assert_eq!(get(&m, "clusterless_topology_source{source=\"bus\"}"), 1.0);
+    assert!(get(&m, "clusterless_observer_pongs_total") > 0.0, "PONGs came over the TLS bus");
+    for r in ["unreachable", "tls_handshake", "no_client_cert"] {
+        assert_eq!(get(&m, &format!("clusterless_bus_fallback{{reason=\"{r}\"}}")), 0.0, "{r}");
+    }
+}
+
+/// CLUSTER FAILOVER and a reshard of 200 slots while a client loop writes through the proxy:
+/// a clean handover fails nothing; a migration's moves are absorbed (ASK/MOVED followed); every
+/// acknowledged write is there once; the map follows the cluster, from the TLS bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_reshard_under_load() {
+    let certs = Certs::new();
+    let env = start_tls(&certs, 1).await;
+    env.converges("start").await;
+
+    let l = write_loop(env.url(), spread_keys("tls-fo", 200), true);
+    l.running().await;
+    let m = env.cluster.masters()[0];
+    let r = env.cluster.replicas_of(m)[0];
+    tokio::task::block_in_place(|| env.cluster.failover(r)).expect("CLUSTER FAILOVER");
+    env.converges("CLUSTER FAILOVER over TLS").await;
+    l.more_rounds(20).await;
+    let ms = env.cluster.masters();
+    tokio::task::block_in_place(|| env.cluster.reshard(ms[1], ms[2], 200)).expect("reshard");
+    env.converges("reshard over TLS").await;
+    l.more_rounds(20).await;
+    let rep = l.finish().await;
+    rep.errors_are("failover and reshard over TLS", |_| false);
+    rep.verify(&env, None).await;
+    assert_eq!(env.proxy.topology_source(), "bus", "the observer followed from the TLS bus");
+    assert_eq!(env.proxy.bus_fallback(), None);
+}
+
+/// Nodes that accept clients without a certificate (`tls-auth-clients optional`) but, as every
+/// TLS bus does, require one on the bus: a proxy with the CA but no client certificate serves
+/// clients, and its observer polls from the start, saying why (log and metric). A proxy trusting
+/// another CA cannot start, and says which node refused and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_cert_polls_and_a_wrong_ca_is_refused() {
+    init_logs();
+    let certs = Certs::new();
+    let cluster = tokio::task::block_in_place(|| {
+        clusterless::localcluster::LocalCluster::start(&tls_cluster(&certs, "optional", 0))
+    })
+    .expect("TLS cluster");
+
+    let mut cfg = shipped_config(cluster.seed());
+    certs.apply(&mut cfg, &certs.ca, false);
+    admin_on(&mut cfg);
+    let proxy = clusterless::start(cfg).await.expect("start without a client certificate");
+    eventually("the observer polls for want of a client certificate", || {
+        proxy.bus_fallback() == Some("no_client_cert")
+    })
+    .await;
+    assert_eq!(proxy.topology_source(), "poll");
+    assert!(!proxy.bus_tls() || proxy.bus_fallback().is_some());
+    let m = scrape(proxy.admin_addr().expect("admin")).await;
+    assert_eq!(get(&m, "clusterless_bus_fallback{reason=\"no_client_cert\"}"), 1.0);
+    assert_eq!(get(&m, "clusterless_topology_source{source=\"poll\"}"), 1.0);
+    let mut c = client_conn(&format!("redis://{}/", proxy.addr())).await;
+    for k in spread_keys("nocert", 12) {
+        let () = c.set(&k, "1").await.expect("SET without a client certificate");
+        let v: String = c.get(&k).await.expect("GET");
+        assert_eq!(v, "1");
+    }
+    drop(proxy);
+
+    let mut cfg = shipped_config(cluster.seed());
+    cfg.backend.connect_timeout = Duration::from_millis(500);
+    certs.apply(&mut cfg, &certs.other_ca, false);
+    let err = match clusterless::start(cfg).await {
+        Ok(_) => panic!("a proxy trusting another CA started"),
+        Err(e) => e.to_string(),
+    };
+    let want = format!("TLS handshake with {} failed: invalid peer certificate: UnknownIssuer", cluster.seed());
+    assert!(err.starts_with("cannot reach the cluster: ") && err.contains(&want), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
+/// Unusable TLS files stop the binary at start with one line naming the key and the file, exit
+/// code 2, before any node is asked.
+#[test]
+fn bad_tls_files_are_one_line_at_start() {
+    let certs = Certs::new();
+    let garbage = certs.dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+    let node_key = certs.node_key.display().to_string();
+    let g = garbage.display().to_string();
+    let seed = ["--seed", "127.0.0.1:1"];
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--backend-tls-ca", "/nonexistent/ca.pem"],
+            "invalid config: `backend.tls.ca_file`: cannot read /nonexistent/ca.pem: ".into(),
+        ),
+        (vec!["--backend-tls-ca", &g], format!("invalid config: `backend.tls.ca_file`: {g} holds no PEM certificate")),
+        (
+            vec!["--backend-tls-ca", &ca, "--backend-tls-cert", &g, "--backend-tls-key", &key],
+            format!("invalid config: `backend.tls.cert_file`: {g} holds no PEM certificate"),
+        ),
+        (
+            vec!["--backend-tls-ca", &ca, "--backend-tls-cert", &cert, "--backend-tls-key", &g],
+            format!("invalid config: `backend.tls.key_file`: {g}: no usable PEM private key"),
+        ),
+        (
+            vec!["--backend-tls-ca", &ca, "--backend-tls-cert", &cert, "--backend-tls-key", &node_key],
+            format!("invalid config: `backend.tls.key_file`: {node_key} does not fit {cert}"),
+        ),
+        (
+            vec!["--backend-tls-ca", &ca, "--backend-tls-cert", &cert],
+            "invalid config: `backend.tls.key_file`: set together with backend.tls.cert_file".into(),
+        ),
+        (
+            vec!["--backend-tls-cert", &cert, "--backend-tls-key", &key],
+            "invalid config: `backend.tls.ca_file`: TLS toward the nodes needs the CA that signed their certificates"
+                .into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let all: Vec<&str> = seed.iter().copied().chain(args.iter().copied()).collect();
+        let (code, stderr) = common::bin::run_env(&all, &[]);
+        assert_eq!(code, 2, "{all:?}: {stderr}");
+        let line = stderr.trim_end();
+        assert!(!line.contains('\n'), "one line: {stderr}");
+        assert!(line.contains(&want), "{all:?}: want {want:?} in {line:?}");
+    }
+    // The variable names the same key.
+    let (code, stderr) = common::bin::run_env(&seed, &[("CLUSTERLESS_BACKEND_TLS_CA", g.as_str())]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("invalid config: `backend.tls.ca_file`: {g} holds no PEM certificate")),
+        "{stderr}"
+    );
+}
