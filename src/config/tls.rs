@@ -130,3 +130,60 @@ fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigE
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A scratch directory with a CA certificate, removed on drop.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn load(dir: &Dir, text: &str) -> Result<Config, ConfigError> {
+        let path = dir.0.join("clusterless.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&ProxyArgs { config: Some(path), ..Default::default() })
+    }
+
+    #[test]
+    fn the_file_keys_build_the_client_and_bad_values_name_their_key() {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("clusterless-tls-{}-{}", std::process::id(), rand::random::<u32>())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let ca = dir.0.join("ca.crt");
+        std::fs::write(&ca, rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap().cert.pem()).unwrap();
+        let ca = ca.display();
+
+        assert!(load(&dir, "").unwrap().backend.tls.is_none());
+        let c =
+            load(&dir, &format!("[backend.tls]\nca_file = \"{ca}\"\nserver_name = \"redis.internal\"\nbus = false\n"))
+                .unwrap();
+        let tls = c.backend.tls.expect("TLS on");
+        assert_eq!(tls.server_name, Some(ServerName::try_from("redis.internal").unwrap()));
+        assert!(!tls.bus && !tls.client_cert);
+        let tls = load(&dir, &format!("[backend.tls]\nca_file = \"{ca}\"\n")).unwrap().backend.tls.expect("TLS on");
+        assert!(tls.bus && tls.server_name.is_none(), "a TLS cluster's bus is TLS unless told otherwise");
+
+        let e =
+            load(&dir, &format!("[backend.tls]\nca_file = \"{ca}\"\nserver_name = \"not a name\"\n")).unwrap_err().0;
+        assert!(
+            e.starts_with("invalid config: `backend.tls.server_name`: `not a name` cannot name a TLS server"),
+            "{e}"
+        );
+        let e = load(&dir, "[backend.tls]\nserver_name = \"redis.internal\"\n").unwrap_err().0;
+        assert!(e.starts_with("invalid config: `backend.tls.ca_file`: "), "{e}");
+        let e = load(&dir, "[backend.tls]\nbogus = 1\n").unwrap_err().0;
+        assert!(e.contains("`backend.tls.bogus`: unknown field `bogus`"), "{e}");
+        let args = ProxyArgs {
+            backend_tls_ca: Some(PathBuf::from(ca.to_string())),
+            backend_tls_bus: Some("maybe".into()),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap_err().0, "invalid config: `backend.tls.bus`: `maybe` is not yes or no");
+    }
+}
