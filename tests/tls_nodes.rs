@@ -2,15 +2,18 @@
 //! `tls-cluster yes`, `tls-replication yes`, every node requiring a client certificate) behind the
 //! proxy. The nodes speak nothing but TLS, so every command that succeeds went over it: routed
 //! commands, fan-out, pub/sub, a transaction and a blocking pop (the dedicated connections), a
-//! failover and a reshard under load with the gossip observer on the TLS bus. Without a client
-//! certificate the bus refuses the observer and it polls, and says so; a CA that did not sign
-//! the nodes' certificates is refused at start; an unusable file is one line at start.
+//! failover and a reshard under load with the gossip observer on the TLS bus. A bus that refuses
+//! the observer's session (no client certificate, or one of another CA) is polled instead, and
+//! the proxy says why; a CA that did not sign the nodes' certificates is refused at start; an
+//! unusable file is one line at start.
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clusterless::localcluster::ClusterSpec;
+use clusterless::localcluster::{ClusterSpec, LocalCluster};
+use clusterless::Running;
 use common::http::{admin_on, get, scrape};
 use common::tls::Certs;
 use common::*;
@@ -132,39 +135,26 @@ async fn failover_and_reshard_under_load() {
     assert_eq!(env.proxy.bus_fallback(), None);
 }
 
-/// Nodes that accept clients without a certificate (`tls-auth-clients optional`) but, as every
-/// TLS bus does, require one on the bus: a proxy with the CA but no client certificate serves
-/// clients, and its observer polls from the start, saying why (log and metric). A proxy trusting
-/// another CA cannot start, and says which node refused and why.
+/// A proxy with the CA, a proxy with its own certificate and key, started as `clusterless` starts.
+async fn proxy(cluster: &LocalCluster, certs: &Certs, pair: Option<(PathBuf, PathBuf)>) -> Running {
+    let mut cfg = shipped_config(cluster.seed());
+    certs.apply_pair(&mut cfg, &certs.ca, pair);
+    clusterless::start(cfg).await.expect("start proxy")
+}
+
+/// A proxy trusting another CA cannot start, and says which node refused and why, on one line.
+/// Nodes that ask no client certificate (`tls-auth-clients no`) let a proxy without one, and one
+/// whose certificate another CA signed, follow the TLS bus. Once the nodes require a certificate
+/// their CA signed (`CONFIG SET tls-auth-clients yes`) and the bus links reconnect (every node
+/// stopped past a PONG timeout), the bus refuses both: each polls and says why
+/// (`bus_fallback{reason}` `no_client_cert` and `tls_handshake`), while a proxy with a good
+/// certificate follows the same bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_client_cert_polls_and_a_wrong_ca_is_refused() {
+async fn a_bus_refusing_the_proxy_is_polled_and_a_wrong_ca_is_refused() {
     init_logs();
     let certs = Certs::new();
-    let cluster = tokio::task::block_in_place(|| {
-        clusterless::localcluster::LocalCluster::start(&tls_cluster(&certs, "optional", 0))
-    })
-    .expect("TLS cluster");
-
-    let mut cfg = shipped_config(cluster.seed());
-    certs.apply(&mut cfg, &certs.ca, false);
-    admin_on(&mut cfg);
-    let proxy = clusterless::start(cfg).await.expect("start without a client certificate");
-    eventually("the observer polls for want of a client certificate", || {
-        proxy.bus_fallback() == Some("no_client_cert")
-    })
-    .await;
-    assert_eq!(proxy.topology_source(), "poll");
-    assert!(!proxy.bus_tls() || proxy.bus_fallback().is_some());
-    let m = scrape(proxy.admin_addr().expect("admin")).await;
-    assert_eq!(get(&m, "clusterless_bus_fallback{reason=\"no_client_cert\"}"), 1.0);
-    assert_eq!(get(&m, "clusterless_topology_source{source=\"poll\"}"), 1.0);
-    let mut c = client_conn(&format!("redis://{}/", proxy.addr())).await;
-    for k in spread_keys("nocert", 12) {
-        let () = c.set(&k, "1").await.expect("SET without a client certificate");
-        let v: String = c.get(&k).await.expect("GET");
-        assert_eq!(v, "1");
-    }
-    drop(proxy);
+    let mut cluster =
+        tokio::task::block_in_place(|| LocalCluster::start(&tls_cluster(&certs, "no", 0))).expect("TLS cluster");
 
     let mut cfg = shipped_config(cluster.seed());
     cfg.backend.connect_timeout = Duration::from_millis(500);
@@ -176,6 +166,41 @@ async fn no_client_cert_polls_and_a_wrong_ca_is_refused() {
     let want = format!("TLS handshake with {} failed: invalid peer certificate: UnknownIssuer", cluster.seed());
     assert!(err.starts_with("cannot reach the cluster: ") && err.contains(&want), "{err}");
     assert!(!err.contains('\n'), "{err}");
+
+    let bare = proxy(&cluster, &certs, None).await;
+    let stranger = proxy(&cluster, &certs, Some((certs.stranger_cert.clone(), certs.stranger_key.clone()))).await;
+    eventually("both follow the TLS bus while the nodes ask no certificate", || {
+        [&bare, &stranger].iter().all(|p| p.topology_source() == "bus" && p.bus_tls() && p.bus_fallback().is_none())
+    })
+    .await;
+    let mut c = client_conn(&format!("redis://{}/", bare.addr())).await;
+    let () = c.set("bare", "1").await.expect("SET without a client certificate");
+
+    let ports = cluster.ports();
+    tokio::task::block_in_place(|| {
+        for &p in &ports {
+            assert_eq!(cluster.cli(p, &["CONFIG", "SET", "tls-auth-clients", "yes"]).expect("CONFIG SET"), "OK");
+        }
+    });
+    for &p in &ports {
+        tokio::task::block_in_place(|| cluster.sigstop(p)).expect("SIGSTOP");
+    }
+    eventually("the bus links are lost", || bare.bus_fallback().is_some() && stranger.bus_fallback().is_some()).await;
+    for &p in &ports {
+        tokio::task::block_in_place(|| cluster.sigcont(p)).expect("SIGCONT");
+    }
+    tokio::task::block_in_place(|| cluster.wait_ok(CLUSTER_PATIENCE)).expect("cluster healthy");
+    let good = proxy(&cluster, &certs, Some((certs.client_cert.clone(), certs.client_key.clone()))).await;
+    eventually("a proxy with a certificate of the nodes' CA follows the bus", || good.topology_source() == "bus").await;
+    eventually("the bus refuses the proxy without a certificate, which says so", || {
+        bare.bus_fallback() == Some("no_client_cert")
+    })
+    .await;
+    eventually("the bus refuses the stranger's certificate, which says so", || {
+        stranger.bus_fallback() == Some("tls_handshake")
+    })
+    .await;
+    assert_eq!((bare.topology_source(), stranger.topology_source()), ("poll", "poll"));
 }
 
 /// Unusable TLS files stop the binary at start with one line naming the key and the file, exit

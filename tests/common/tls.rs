@@ -19,6 +19,9 @@ pub struct Certs {
     pub client_key: PathBuf,
     /// A CA that signed nothing here: trusting it instead of `ca` must fail.
     pub other_ca: PathBuf,
+    /// A client certificate signed by `other_ca`: a TLS bus refuses it.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
 }
 
 fn ca(name: &str) -> (CertificateParams, KeyPair) {
@@ -57,6 +60,9 @@ impl Certs {
 
         let (other_params, other_key) = ca("some other CA");
         let other = other_params.self_signed(&other_key).expect("other CA");
+        let other_issuer = Issuer::from_params(&other_params, &other_key);
+        let stranger_key = KeyPair::generate().expect("key");
+        let stranger_cert = client.signed_by(&stranger_key, &other_issuer).expect("stranger cert");
         Certs {
             ca: write("ca.crt", ca_cert.pem()),
             node_cert: write("node.crt", node_cert.pem()),
@@ -64,6 +70,8 @@ impl Certs {
             client_cert: write("client.crt", client_cert.pem()),
             client_key: write("client.key", client_key.serialize_pem()),
             other_ca: write("other-ca.crt", other.pem()),
+            stranger_cert: write("stranger.crt", stranger_cert.pem()),
+            stranger_key: write("stranger.key", stranger_key.serialize_pem()),
             dir,
         }
     }
@@ -81,10 +89,17 @@ impl Certs {
     /// The proxy's `[backend.tls]` as the flags give it, loaded as `clusterless` loads it: `ca`
     /// trusted, and the client certificate when `client_cert`.
     pub fn apply(&self, cfg: &mut Config, ca: &std::path::Path, client_cert: bool) {
+        let pair = client_cert.then(|| (self.client_cert.clone(), self.client_key.clone()));
+        self.apply_pair(cfg, ca, pair);
+    }
+
+    /// [`Certs::apply`] with this client certificate and key, or none.
+    pub fn apply_pair(&self, cfg: &mut Config, ca: &std::path::Path, pair: Option<(PathBuf, PathBuf)>) {
+        let (cert, key) = pair.unzip();
         let args = ProxyArgs {
             backend_tls_ca: Some(ca.to_path_buf()),
-            backend_tls_cert: client_cert.then(|| self.client_cert.clone()),
-            backend_tls_key: client_cert.then(|| self.client_key.clone()),
+            backend_tls_cert: cert,
+            backend_tls_key: key,
             ..Default::default()
         };
         cfg.backend.tls = Config::load(&args).expect("backend.tls").backend.tls;

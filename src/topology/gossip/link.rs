@@ -81,7 +81,13 @@ pub(super) async fn link(
                 match stream {
                     Ok(stream) => {
                         backoff = Duration::from_millis(500);
-                        ping_loop(stream, &bus, &my_id, &cfg, beat, &tx, &metrics).await
+                        let (why, answered) = ping_loop(stream, &bus, &my_id, &cfg, beat, &tx, &metrics).await;
+                        // In TLS 1.3 a node checks the client certificate after the client's
+                        // handshake is done: a refusal shows as the first read failing.
+                        match cfg.tls.is_some() && !answered {
+                            true => format!("{TLS_FAILED}the node ended the session before its first PONG ({why})"),
+                            false => why,
+                        }
                     }
                     Err(why) => format!("{TLS_FAILED}{why}"),
                 }
@@ -105,13 +111,15 @@ async fn ping_loop(
     beat: Beat,
     tx: &mpsc::Sender<Event>,
     metrics: &Metrics,
-) -> String {
+) -> (String, bool) {
+    // Whether a PONG came on this connection.
+    let mut answered = false;
     let mut buf = BytesMut::with_capacity(8192);
     loop {
         let id = *my_id.lock();
         let sent = Instant::now();
         if let Err(e) = stream.send(&codec::encode_ping(&id)).await {
-            return format!("write: {e}");
+            return (format!("write: {e}"), answered);
         }
         if metrics.enabled {
             metrics.bus_pings.inc();
@@ -120,27 +128,28 @@ async fn ping_loop(
         let deadline = sent + cfg.pong_timeout();
         let msg = loop {
             match codec::frame_len(&buf) {
-                Err(e) => return format!("bad frame: {e}"),
+                Err(e) => return (format!("bad frame: {e}"), answered),
                 Ok(Some(n)) if buf.len() >= n => {
                     let frame = buf.split_to(n);
                     match codec::decode(&frame) {
                         Ok(m) if m.header.msg_type() == codec::TYPE_PONG => break m,
                         Ok(_) => continue,
-                        Err(e) => return format!("bad message: {e}"),
+                        Err(e) => return (format!("bad message: {e}"), answered),
                     }
                 }
                 _ => {}
             }
             match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-                Ok(Ok(0)) => return "closed by node".into(),
+                Ok(Ok(0)) => return ("closed by node".into(), answered),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return format!("read: {e}"),
-                Err(_) => return format!("no PONG within {} ms", cfg.pong_timeout().as_millis()),
+                Ok(Err(e)) => return (format!("read: {e}"), answered),
+                Err(_) => return (format!("no PONG within {} ms", cfg.pong_timeout().as_millis()), answered),
             }
         };
+        answered = true;
         let rtt = sent.elapsed();
         if tx.send(Event::Pong { bus: bus.to_string(), msg: Box::new(msg), rtt }).await.is_err() {
-            return "observer stopped".into();
+            return ("observer stopped".into(), answered);
         }
         tokio::time::sleep_until(beat.after(Instant::now())).await;
     }

@@ -83,9 +83,6 @@ pub async fn run(store: Arc<TopologyStore>, poller: Arc<Poller>, cfg: ObserverCo
         tls_failed: None,
     };
     o.metrics.bus_tls.set(i64::from(o.cfg.tls.is_some()));
-    if o.cfg.tls.as_ref().is_some_and(|t| !t.client_cert) {
-        return o.poll_only().await;
-    }
     o.main(rx).await;
 }
 

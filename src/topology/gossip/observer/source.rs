@@ -1,29 +1,36 @@
 //! Where the observer's map comes from, said in the log and the metrics: the bus while any node
-//! answers a PING; polling `CLUSTER SHARDS` while none does, or while the TLS bus refuses us
-//! (a failed handshake, or no client certificate to offer a `tls-cluster yes` bus at all).
+//! answers a PING; polling `CLUSTER SHARDS` while none does, or while a TLS bus refuses every
+//! session (nodes with `tls-auth-clients yes` require a client certificate on the bus too; one
+//! is tried without when none is configured, since nodes with `optional` or `no` accept that).
 
 use super::Observer;
 
 impl Observer {
-    /// Follows the bus (`polling` false) or polls, and says so when that changes.
+    /// Follows the bus (`polling` false) or polls, and says so, with why, when that or the
+    /// reason changes (a bus that was unreachable may turn out to refuse our TLS sessions).
     pub(super) fn set_source(&mut self, polling: bool) {
-        if polling != self.polling {
-            match (polling, &self.tls_failed) {
-                (true, Some(why)) => {
-                    tracing::warn!(error = %why, "cluster bus TLS handshake failed on every link: following the cluster by polling CLUSTER SHARDS");
-                    self.metrics.set_bus_fallback(Some("tls_handshake"));
+        let no_cert = self.cfg.tls.as_ref().is_some_and(|t| !t.client_cert);
+        let reason = match (polling, &self.tls_failed) {
+            (false, _) => None,
+            (true, Some(_)) if no_cert => Some("no_client_cert"),
+            (true, Some(_)) => Some("tls_handshake"),
+            (true, None) => Some("unreachable"),
+        };
+        if reason != self.metrics.bus_fallback() {
+            let why = self.tls_failed.as_deref().unwrap_or_default();
+            match reason {
+                Some("no_client_cert") => {
+                    tracing::warn!(error = %why, "the TLS cluster bus refused every session and backend.tls has no cert_file/key_file (nodes with tls-auth-clients yes require a client certificate on the bus): following the cluster by polling CLUSTER SHARDS")
                 }
-                (true, None) => {
-                    tracing::warn!(
-                        "cluster bus unreachable (no PONG from any node): following the cluster by polling CLUSTER SHARDS"
-                    );
-                    self.metrics.set_bus_fallback(Some("unreachable"));
+                Some("tls_handshake") => {
+                    tracing::warn!(error = %why, "cluster bus TLS handshake failed on every link: following the cluster by polling CLUSTER SHARDS")
                 }
-                (false, _) => {
-                    tracing::info!("cluster bus reachable again: following the cluster from PONGs");
-                    self.metrics.set_bus_fallback(None);
-                }
+                Some(_) => tracing::warn!(
+                    "cluster bus unreachable (no PONG from any node): following the cluster by polling CLUSTER SHARDS"
+                ),
+                None => tracing::info!("cluster bus reachable again: following the cluster from PONGs"),
             }
+            self.metrics.set_bus_fallback(reason);
         }
         self.polling = polling;
         self.store.bus_authoritative.store(!polling, std::sync::atomic::Ordering::Relaxed);
@@ -56,22 +63,6 @@ impl Observer {
         }
         if changed {
             self.publish();
-        }
-    }
-
-    /// A TLS cluster bus requires a client certificate and none is configured: no link could
-    /// ever be made, so the observer polls from the start, and says why once.
-    pub(super) async fn poll_only(&mut self) {
-        tracing::warn!(
-            "the cluster bus speaks TLS and requires a client certificate, but backend.tls has no cert_file/key_file: following the cluster by polling CLUSTER SHARDS"
-        );
-        self.polling = true;
-        self.store.bus_authoritative.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.set_topology_source("poll");
-        self.metrics.set_bus_fallback(Some("no_client_cert"));
-        loop {
-            self.poll().await;
-            tokio::time::sleep(self.cfg.poll).await;
         }
     }
 }
