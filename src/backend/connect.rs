@@ -1,5 +1,6 @@
-//! Opening a node connection (TCP_NODELAY, AUTH or HELLO 3), and the plain request/reply exchange
-//! used for handshakes and for out-of-band queries (topology, COMMAND, INFO at start-up).
+//! Opening a node connection (TCP_NODELAY, TLS when configured, AUTH or HELLO 3), and the plain
+//! request/reply exchange used for handshakes and for out-of-band queries (topology, COMMAND,
+//! INFO at start-up).
 
 use std::time::Duration;
 
@@ -44,8 +45,8 @@ impl Auth {
     }
 }
 
-/// Opens a connection, sets TCP_NODELAY, speaks TLS when configured, authenticates (HELLO 3 for RESP3 connections) and asks
-/// the node who it is (`verify`), all in one pipelined write. Nothing but the handshake has been
+/// Opens a connection, sets TCP_NODELAY, speaks TLS when configured, authenticates (HELLO 3 for
+/// RESP3 connections) and asks the node who it is (`verify`), all in one pipelined write. Nothing but the handshake has been
 /// sent when it fails, so every failure is `NotSent`.
 pub async fn connect(
     addr: &str,
