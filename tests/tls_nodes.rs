@@ -12,6 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clusterless::config::{Config, ProxyArgs};
 use clusterless::localcluster::{ClusterSpec, LocalCluster};
 use clusterless::Running;
 use common::http::{admin_on, get, scrape};
@@ -142,7 +143,8 @@ async fn proxy(cluster: &LocalCluster, certs: &Certs, pair: Option<(PathBuf, Pat
     clusterless::start(cfg).await.expect("start proxy")
 }
 
-/// A proxy trusting another CA cannot start, and says which node refused and why, on one line.
+/// A proxy trusting another CA cannot start, and says which node refused and why, on one line;
+/// `backend.tls.server_name` is the name the certificates must carry instead of the node's IP.
 /// Nodes that ask no client certificate (`tls-auth-clients no`) let a proxy without one, and one
 /// whose certificate another CA signed, follow the TLS bus. Once the nodes require a certificate
 /// their CA signed (`CONFIG SET tls-auth-clients yes`) and the bus links reconnect (every node
@@ -166,6 +168,27 @@ async fn a_bus_refusing_the_proxy_is_polled_and_a_wrong_ca_is_refused() {
     let want = format!("TLS handshake with {} failed: invalid peer certificate: UnknownIssuer", cluster.seed());
     assert!(err.starts_with("cannot reach the cluster: ") && err.contains(&want), "{err}");
     assert!(!err.contains('\n'), "{err}");
+
+    // `server_name` replaces the announced IP as the name the certificates must carry.
+    let named = |name: &str| {
+        let mut cfg = shipped_config(cluster.seed());
+        cfg.backend.connect_timeout = Duration::from_millis(500);
+        let args = ProxyArgs {
+            backend_tls_ca: Some(certs.ca.clone()),
+            backend_tls_server_name: Some(name.into()),
+            ..Default::default()
+        };
+        cfg.backend.tls = Config::load(&args).expect("backend.tls").backend.tls;
+        cfg
+    };
+    let p = clusterless::start(named("localhost")).await.expect("the certificates name localhost");
+    drop(p);
+    let err = match clusterless::start(named("redis.example")).await {
+        Ok(_) => panic!("a proxy wanting another name started"),
+        Err(e) => e.to_string(),
+    };
+    let want = format!("TLS handshake with {} failed: invalid peer certificate: ", cluster.seed());
+    assert!(err.contains(&want) && err.contains("redis.example"), "{err}");
 
     let bare = proxy(&cluster, &certs, None).await;
     let stranger = proxy(&cluster, &certs, Some((certs.stranger_cert.clone(), certs.stranger_key.clone()))).await;
