@@ -96,7 +96,15 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// TLS handshakes with clients that failed, by reason (`timeout`, `error`).
     pub tls_handshake_failures: IntCounterVec,
+    /// 1 while the gossip observer's bus links speak TLS (`tls-cluster yes`).
+    pub bus_tls: IntGauge,
+    /// Why the gossip observer polls instead of following the bus (1 for the reason in effect).
+    bus_fallback: IntGaugeVec,
 }
+
+/// The values of `clusterless_bus_fallback{reason}`: no node answers on the bus; the bus speaks
+/// TLS and the handshake fails; the bus speaks TLS and no client certificate is configured.
+pub const BUS_FALLBACK_REASONS: [&str; 3] = ["unreachable", "tls_handshake", "no_client_cert"];
 
 /// The values of `clusterless_topology_source{source}`: `bootstrap` while the map in use is the
 /// one read at start-up and nothing follows the cluster yet (the bus observer has had no PONG,
@@ -366,6 +374,20 @@ impl Metrics {
                 "reason",
                 &["timeout", "error"],
             )?,
+            bus_tls: reg!(
+                r,
+                IntGauge::new("clusterless_bus_tls", "1 while the gossip observer's cluster-bus links speak TLS")?
+            )?,
+            bus_fallback: reg!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "clusterless_bus_fallback",
+                        "Why the gossip observer polls CLUSTER SHARDS instead of following the bus (1 = in effect)"
+                    ),
+                    &["reason"]
+                )?
+            )?,
             registry: r,
         }))
     }
@@ -416,6 +438,19 @@ impl Metrics {
         for s in SOURCES {
             self.topology_source.with_label_values(&[s]).set(i64::from(s == source));
         }
+    }
+
+    /// Marks why the gossip observer polls (one of [`BUS_FALLBACK_REASONS`]), or `None` when it
+    /// follows the bus.
+    pub fn set_bus_fallback(&self, reason: Option<&str>) {
+        for r in BUS_FALLBACK_REASONS {
+            self.bus_fallback.with_label_values(&[r]).set(i64::from(Some(r) == reason));
+        }
+    }
+
+    /// Why the gossip observer polls now, if it does.
+    pub fn bus_fallback(&self) -> Option<&'static str> {
+        BUS_FALLBACK_REASONS.into_iter().find(|r| self.bus_fallback.with_label_values(&[r]).get() == 1)
     }
 
     /// Where the slot map comes from now.

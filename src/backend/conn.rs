@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use super::mailbox::Sink;
-use super::{connect, Auth, BackendError, Directory, Failure, Reason, Verify};
+use super::{connect, Auth, BackendError, Directory, Failure, NodeStream, Reason, Verify};
 use crate::config::BackendConfig;
 use crate::metrics::NodeMetrics;
 use crate::resp::ReplyScanner;
@@ -111,7 +110,7 @@ struct Pending {
 /// Drives one established connection. Returns whether the pool is still open (false: stop for
 /// good) and the failure that ended the connection, if one did.
 async fn run(
-    mut stream: TcpStream,
+    mut stream: NodeStream,
     addr: &str,
     cfg: &BackendConfig,
     nm: &NodeMetrics,
@@ -193,7 +192,7 @@ async fn run(
             }
         }
         if !wbuf.is_empty() {
-            match timeout(cfg.request_timeout, stream.write_all(&wbuf)).await {
+            match timeout(cfg.request_timeout, stream.send(&wbuf)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break 'conn BackendError::lost(addr, Reason::WriteFailed).caused_by(e),
                 Err(_) => break 'conn BackendError::timeout(addr, Reason::WriteTimeout(cfg.request_timeout)),

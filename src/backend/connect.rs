@@ -1,16 +1,17 @@
-//! Opening a node connection (TCP_NODELAY, AUTH or HELLO 3), and the plain request/reply exchange
-//! used for handshakes and for out-of-band queries (topology, COMMAND, INFO at start-up).
+//! Opening a node connection (TCP_NODELAY, TLS when configured, AUTH or HELLO 3), and the plain
+//! request/reply exchange used for handshakes and for out-of-band queries (topology, COMMAND,
+//! INFO at start-up).
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::identity::MYID;
-use super::{BackendError, Reason, Verify};
-use crate::config::{BackendConfig, Credentials, Secret};
+use super::{BackendError, NodeStream, Reason, Verify};
+use crate::config::{BackendConfig, Credentials, NodeTls, Secret};
 use crate::resp::{self, ReplyScanner};
 
 /// Credentials sent to every node when connecting.
@@ -21,11 +22,13 @@ pub struct Auth {
     /// READONLY after authenticating: replicas then answer reads of their master's slots
     /// (`backend.read_from = "replicas"`) instead of redirecting them.
     pub readonly: bool,
+    /// TLS toward the nodes (`[backend.tls]`): every connection of every login uses it.
+    pub tls: Option<NodeTls>,
 }
 
 impl Auth {
     pub fn from_config(c: &BackendConfig) -> Auth {
-        Auth { user: c.user.clone(), password: c.password.clone(), readonly: c.read_from_replicas }
+        Auth { user: c.user.clone(), password: c.password.clone(), readonly: c.read_from_replicas, tls: c.tls.clone() }
     }
 
     /// The logins of the node connections: 0 is `backend`'s, then each proxy user's own node
@@ -36,13 +39,14 @@ impl Auth {
             user: Some(u.user.clone()),
             password: Some(u.password.clone()),
             readonly: c.read_from_replicas,
+            tls: c.tls.clone(),
         });
         std::iter::once(Auth::from_config(c)).chain(own).collect()
     }
 }
 
-/// Opens a connection, sets TCP_NODELAY, authenticates (HELLO 3 for RESP3 connections) and asks
-/// the node who it is (`verify`), all in one pipelined write. Nothing but the handshake has been
+/// Opens a connection, sets TCP_NODELAY, speaks TLS when configured, authenticates (HELLO 3 for
+/// RESP3 connections) and asks the node who it is (`verify`), all in one pipelined write. Nothing but the handshake has been
 /// sent when it fails, so every failure is `NotSent`.
 pub async fn connect(
     addr: &str,
@@ -50,13 +54,26 @@ pub async fn connect(
     auth: &Auth,
     limit: Duration,
     verify: Verify<'_>,
-) -> Result<TcpStream, BackendError> {
-    let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
+) -> Result<NodeStream, BackendError> {
+    let tcp = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(BackendError::not_sent(addr, Reason::Connect).caused_by(e)),
         Err(_) => return Err(BackendError::not_sent(addr, Reason::ConnectTimeout(limit))),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &auth.tls {
+        None => NodeStream::Plain(tcp),
+        Some(tls) => match timeout(limit, NodeStream::tls(tcp, addr, tls)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(why)) => return Err(BackendError::not_sent(addr, Reason::Tls(why))),
+            Err(_) => {
+                return Err(BackendError::not_sent(
+                    addr,
+                    Reason::Tls(format!("no handshake within {} ms", limit.as_millis())),
+                ))
+            }
+        },
+    };
     let mut handshake: Vec<Vec<Bytes>> = Vec::new();
     let pass = auth.password.as_ref().map(|p| Bytes::copy_from_slice(p.expose().as_bytes()));
     let user = Bytes::copy_from_slice(auth.user.as_deref().unwrap_or("default").as_bytes());
@@ -97,8 +114,8 @@ pub async fn connect(
 }
 
 /// Writes `out` to `addr`'s connection and reads `n` replies.
-pub async fn exchange(stream: &mut TcpStream, addr: &str, out: &[u8], n: usize) -> Result<Vec<Bytes>, BackendError> {
-    stream.write_all(out).await.map_err(|e| BackendError::not_sent(addr, Reason::WriteFailed).caused_by(e))?;
+pub async fn exchange(stream: &mut NodeStream, addr: &str, out: &[u8], n: usize) -> Result<Vec<Bytes>, BackendError> {
+    stream.send(out).await.map_err(|e| BackendError::not_sent(addr, Reason::WriteFailed).caused_by(e))?;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = ReplyScanner::default();
     let mut replies = Vec::with_capacity(n);

@@ -13,13 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{connect, exchange, Auth, BackendError, Cx, Directory, Reason, Verify};
+use super::{connect, exchange, Auth, BackendError, Cx, Directory, NodeReader, NodeStream, NodeWriter, Reason, Verify};
 use crate::resp::{self, ReplyScanner};
 use crate::sync::Mutex;
 
@@ -55,7 +53,7 @@ pub struct Dedicated {
     pub login: u16,
     /// The node's own id for this connection (`CLIENT ID`), to unblock it from elsewhere.
     pub node_client_id: i64,
-    stream: TcpStream,
+    stream: NodeStream,
     rbuf: BytesMut,
     scanner: ReplyScanner,
     _permit: OwnedSemaphorePermit,
@@ -161,8 +159,7 @@ impl DedicatedPool {
             let d = self.idle.lock().get_mut(kind).and_then(Vec::pop)?;
             // An idle connection has nothing to say; one that reads EOF or bytes was closed by the
             // node (restarted, failed over) and must not carry a request that would then fail.
-            let mut probe = [0u8; 1];
-            if matches!(d.stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            if d.stream.idle_ok() {
                 return Some(d);
             }
         }
@@ -203,7 +200,7 @@ impl Dedicated {
     /// sent.
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {
         self.stream
-            .write_all(payload)
+            .send(payload)
             .await
             .map_err(|e| BackendError::not_sent(&self.addr, Reason::WriteFailed).caused_by(e))
     }
@@ -237,8 +234,8 @@ impl Dedicated {
 
     /// Splits into halves for a subscription: the reader task owns one, the client task the other.
     /// Bytes already buffered come along.
-    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf, BytesMut, OwnedSemaphorePermit) {
-        let (r, w) = self.stream.into_split();
+    pub fn into_split(self) -> (NodeReader, NodeWriter, BytesMut, OwnedSemaphorePermit) {
+        let (r, w) = self.stream.split();
         (r, w, self.rbuf, self._permit)
     }
 }

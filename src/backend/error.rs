@@ -26,6 +26,9 @@ pub enum Reason {
     Connect,
     ConnectTimeout(Duration),
     HandshakeTimeout(Duration),
+    /// The TLS handshake failed (an untrusted or misnamed certificate, a refused client
+    /// certificate, a node that does not speak TLS).
+    Tls(String),
     /// The node refused AUTH/HELLO with this text.
     AuthRefused(String),
     /// The node at the address is not the one the map names there (or not a node of this
@@ -125,6 +128,7 @@ impl fmt::Display for BackendError {
             Reason::Connect => write!(f, "cannot connect to {n}")?,
             Reason::ConnectTimeout(d) => write!(f, "cannot connect to {n}: timed out after {} ms", ms(d))?,
             Reason::HandshakeTimeout(d) => write!(f, "{n}: no answer to AUTH/HELLO within {} ms", ms(d))?,
+            Reason::Tls(why) => write!(f, "TLS handshake with {n} failed: {why}")?,
             Reason::AuthRefused(text) => write!(f, "{n} refused authentication: {text}")?,
             Reason::WrongNode { expected: Some(e), answered } => {
                 write!(f, "{n} is not the node the slot map names there (expected {e}, it answered {answered})")?

@@ -2,6 +2,7 @@
 //! by that worker's clients, pipelined (replies matched to requests in FIFO order), with writes
 //! coalesced, connect and request timeouts, AUTH/HELLO on connect and reconnection with backoff
 //! ([`conn`]); exclusive connections for requests that hold connection state ([`dedicated`]).
+//! Every one of them runs over a [`NodeStream`]: plain TCP, or TLS when `[backend.tls]` is set.
 //! Replies go to a waiting future, or into a client's [`Mailbox`].
 //!
 //! This module knows nothing of slots; it moves bytes to an address and says precisely how a
@@ -14,6 +15,7 @@ pub mod dedicated;
 mod error;
 mod identity;
 mod mailbox;
+mod stream;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub use dedicated::{Dedicated, DedicatedPool};
 pub use error::{BackendError, Failure, Reason};
 pub use identity::{Directory, Verify};
 pub use mailbox::{Mailbox, Reply, Sink};
+pub use stream::{NodeReader, NodeStream, NodeWriter};
 
 use crate::config::BackendConfig;
 use crate::metrics::Metrics;

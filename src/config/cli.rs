@@ -94,6 +94,21 @@ pub struct ProxyArgs {
     /// File holding the password for the backend nodes.
     #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_PASSWORD_FILE")]
     pub backend_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the nodes' certificates: turns on TLS toward the nodes.
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_TLS_CA")]
+    pub backend_tls_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the nodes (and their TLS cluster bus).
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_TLS_CERT")]
+    pub backend_tls_cert: Option<PathBuf>,
+    /// PEM private key of --backend-tls-cert.
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_TLS_KEY")]
+    pub backend_tls_key: Option<PathBuf>,
+    /// Name every node's certificate must carry (default: the host or IP the node is known by).
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_TLS_SERVER_NAME")]
+    pub backend_tls_server_name: Option<String>,
+    /// Whether the cluster bus speaks TLS too (yes or no; default yes with backend TLS).
+    #[arg(long, global = true, env = "CLUSTERLESS_BACKEND_TLS_BUS")]
+    pub backend_tls_bus: Option<String>,
     /// Maximum number of client connections.
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_CLIENTS")]
     pub max_clients: Option<usize>,

@@ -253,6 +253,18 @@ pub(super) struct FileBackend {
     pub(super) max_redirects: Option<u32>,
     pub(super) dedicated_per_node: Option<usize>,
     pub(super) read_from: Option<String>,
+    #[serde(default)]
+    pub(super) tls: FileBackendTls,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileBackendTls {
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
+    pub(super) bus: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]

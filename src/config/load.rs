@@ -138,6 +138,7 @@ impl Config {
                 return Err(bad("backend.read_from", format!("`{other}` is not \"master\" or \"replicas\"")))
             }
         };
+        c.backend.tls = super::node_tls::TlsSettings::merge(args, b.tls).build()?;
         c.backend.dedicated_per_node = b.dedicated_per_node.unwrap_or(c.backend.dedicated_per_node);
         if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
             return Err(bad("backend.dedicated_per_node", "must be between 1 and 100000"));

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod file;
 mod load;
+mod node_tls;
 mod redis_syntax;
 mod secret;
 mod tls;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::memory::OutputLimits;
 
 pub use cli::{Cli, Command, DevArgs, ObserveArgs, ProxyArgs};
+pub use node_tls::NodeTls;
 pub use secret::{read_file as read_secret_file, Secret};
 pub use tls::TlsConfig;
 
@@ -200,6 +202,8 @@ pub struct BackendConfig {
     /// Reads (commands without side effects, outside transactions) go to the slot master's
     /// replicas, round robin per client, instead of the master (`backend.read_from`).
     pub read_from_replicas: bool,
+    /// TLS toward the nodes (`[backend.tls]`); `None`: plain TCP.
+    pub tls: Option<NodeTls>,
 }
 
 /// Where the slot map comes from.
@@ -286,6 +290,7 @@ impl Config {
                 max_redirects: 5,
                 dedicated_per_node: 256,
                 read_from_replicas: false,
+                tls: None,
             },
             topology: TopologyConfig {
                 source: Source::Bus,

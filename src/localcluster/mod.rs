@@ -5,7 +5,9 @@
 //! kills them and removes the directory, whether the caller succeeded or panicked. What the
 //! cluster says of itself is read with redis-cli and this module's own reader ([`view`]), never
 //! with the proxy's parsers, so that tests compare the proxy with an independent account.
+//! A cluster may run TLS everywhere ([`TlsSpec`]): redis-cli then speaks TLS too.
 
+mod health;
 mod ops;
 mod view;
 
@@ -14,8 +16,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use view::node_lines;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -31,6 +31,21 @@ pub struct ClusterSpec {
     pub hostname: Option<String>,
     /// `cluster-preferred-endpoint-type` of every node: `ip`, `hostname` or `unknown-endpoint`.
     pub endpoint_type: Option<String>,
+    /// TLS everywhere: client ports (`port 0`), the cluster bus and replication; `None`: plain.
+    pub tls: Option<TlsSpec>,
+}
+
+/// The certificates of a TLS cluster (PEM files made by the caller): each node serves `cert`
+/// (also its client certificate on the bus and for replication), all trust `ca`, and the
+/// harness's own redis-cli calls present `cert` too.
+#[derive(Clone, Debug)]
+pub struct TlsSpec {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `tls-auth-clients` on the client ports: `yes` (a client certificate is required),
+    /// `optional` or `no`. The bus always requires one.
+    pub auth_clients: String,
 }
 
 impl Default for ClusterSpec {
@@ -43,6 +58,7 @@ impl Default for ClusterSpec {
             host: "127.0.0.1".into(),
             hostname: None,
             endpoint_type: None,
+            tls: None,
         }
     }
 }
@@ -172,8 +188,20 @@ impl LocalCluster {
         if let Some(old) = config_from {
             std::fs::copy(self.dir.join(old.to_string()).join("nodes.conf"), dir.join("nodes.conf"))?;
         }
+        let listen = match &self.spec.tls {
+            None => format!("port {port}"),
+            Some(t) => format!(
+                "port 0\ntls-port {port}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients {}{}",
+                t.cert.display(),
+                t.key.display(),
+                t.ca.display(),
+                t.auth_clients,
+                if cluster { "\ntls-cluster yes" } else { "" }
+            ),
+        };
         let mut conf = format!(
-            "port {port}\nbind {}\nprotected-mode no\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
+            "{listen}\nbind {}\nprotected-mode no\nappendonly no\nsave \"\"\ndaemonize no\ndir {}\nlogfile {}\n",
             self.spec.host,
             dir.display(),
             dir.join("redis.log").display()
@@ -253,6 +281,11 @@ impl LocalCluster {
         format!("{}:{port}", self.spec.host)
     }
 
+    /// The certificates of a TLS cluster; `None` for a plain one.
+    pub fn tls(&self) -> Option<&TlsSpec> {
+        self.spec.tls.as_ref()
+    }
+
     pub fn password(&self) -> Option<&str> {
         self.spec.password.as_deref()
     }
@@ -276,6 +309,9 @@ impl LocalCluster {
         cmd.args(["-h", &self.spec.host, "-p", &port.to_string()]);
         if let Some(p) = &self.spec.password {
             cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        if let Some(t) = &self.spec.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
         }
         // Output goes to files, not pipes: a long reshard prints more than a pipe holds, and
         // redis-cli would block writing while we wait for it to exit.
@@ -314,76 +350,6 @@ impl LocalCluster {
         let _ = std::fs::remove_file(&out_path);
         let _ = std::fs::remove_file(&err_path);
         result
-    }
-
-    /// Waits until every live node says `cluster_state:ok`, knows every live node without
-    /// handshake/fail flags, and every replica's link is up.
-    pub fn wait_ok(&self, limit: Duration) -> Result<()> {
-        let start = Instant::now();
-        let live = self.live_ports();
-        loop {
-            if live.iter().all(|&p| self.node_ok(p, &live)) && self.replication_streams() {
-                return Ok(());
-            }
-            if start.elapsed() > limit {
-                return Err(HarnessError::Timeout { what: "cluster to become healthy".into(), secs: limit.as_secs() });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn node_ok(&self, port: u16, live: &[u16]) -> bool {
-        let Ok(info) = self.cli(port, &["CLUSTER", "INFO"]) else { return false };
-        if !info.contains("cluster_state:ok") {
-            return false;
-        }
-        let Ok(nodes) = self.cli(port, &["CLUSTER", "NODES"]) else { return false };
-        let view = node_lines(&nodes);
-        if live.iter().any(|p| !view.iter().any(|n| n.port == *p && !n.failed && !n.handshake)) {
-            return false;
-        }
-        let Ok(repl) = self.cli(port, &["INFO", "replication"]) else { return false };
-        !repl.contains("role:slave") || repl.contains("master_link_status:up")
-    }
-
-    /// Whether every live replica receives its master's writes. A replica reports its link up as
-    /// soon as it loaded the master's snapshot, but Redis 7.0 may not stream the writes after it
-    /// for a while (seen: a master stopped 0.8 s after a sync had sent none of 1,096 bytes, and
-    /// its promoted replica lacked every write of that time). So each master makes a write that
-    /// changes nothing, and its replicas must reach its offset.
-    fn replication_streams(&self) -> bool {
-        let view = self.nodes_view().unwrap_or_default();
-        let live = self.live_ports();
-        for m in view.iter().filter(|n| n.master && !n.failed && !n.slots.is_empty() && live.contains(&n.port)) {
-            let replicas: Vec<u16> = view
-                .iter()
-                .filter(|r| r.master_id.as_deref() == Some(m.id.as_str()) && !r.failed && live.contains(&r.port))
-                .map(|r| r.port)
-                .collect();
-            if replicas.is_empty() {
-                continue;
-            }
-            let key = (0u32..)
-                .map(|i| format!("harness-repl-{i}"))
-                .find(|k| m.slots.binary_search(&crate::slot::slot(k.as_bytes())).is_ok());
-            let Some(key) = key else { continue };
-            let script = "redis.call('set', KEYS[1], '1') redis.call('del', KEYS[1])";
-            if self.cli(m.port, &["EVAL", script, "1", &key]).is_err() {
-                return false;
-            }
-            let Some(want) = self.repl_offset(m.port, "master_repl_offset") else { return false };
-            for r in replicas {
-                if self.repl_offset(r, "slave_repl_offset").is_none_or(|got| got < want) {
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn repl_offset(&self, port: u16, field: &str) -> Option<u64> {
-        let info = self.cli(port, &["INFO", "replication"]).ok()?;
-        info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
     }
 
     fn node_mut(&mut self, port: u16) -> Result<&mut NodeProc> {

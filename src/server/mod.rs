@@ -160,6 +160,17 @@ impl Running {
         self.shared.router.metrics.topology_source()
     }
 
+    /// Why the gossip observer polls instead of following the bus (`unreachable`,
+    /// `tls_handshake`, `no_client_cert`), or `None` while it follows the bus.
+    pub fn bus_fallback(&self) -> Option<&'static str> {
+        self.shared.router.metrics.bus_fallback()
+    }
+
+    /// Whether the gossip observer's bus links speak TLS.
+    pub fn bus_tls(&self) -> bool {
+        self.shared.router.metrics.bus_tls.get() == 1
+    }
+
     /// Points one slot at `addr` as a MOVED would: the map is then wrong until the cluster says
     /// otherwise (tests use it to make the proxy meet a redirect).
     pub fn misroute_slot(&self, slot: u16, addr: &str) {
@@ -366,6 +377,7 @@ fn observer_config(cfg: &Config) -> gossip::ObserverConfig {
         reconcile: tc.reconcile_interval,
         poll: tc.refresh_interval.min(Duration::from_secs(1)),
         connect_timeout: cfg.backend.connect_timeout,
+        tls: cfg.backend.tls.clone().filter(|t| t.bus),
     }
 }
 

@@ -68,7 +68,10 @@ fn addresses(endpoint: Option<&str>, ip: Option<&str>, port: i64, asked: &str) -
     Some((addr, ip_addr))
 }
 
-fn parse_shards(reply: &[u8], asked: &str) -> Option<Reported> {
+/// `tls`: the proxy reaches the nodes over TLS, so a node's `tls-port` is the one to use when it
+/// lists a plain `port` too (a cluster serving both during a move to TLS).
+fn parse_shards(reply: &[u8], asked: &str, tls: bool) -> Option<Reported> {
+    let ports = if tls { ["tls-port", "port"] } else { ["port", "tls-port"] };
     let (frame, _) = redis_protocol::resp2::decode::decode(reply).ok()??;
     let OwnedFrame::Array(shards) = frame else { return None };
     let mut out = Reported::default();
@@ -90,7 +93,7 @@ fn parse_shards(reply: &[u8], asked: &str) -> Option<Reported> {
                             let nkv: HashMap<String, &OwnedFrame> = pairs(n).into_iter().collect();
                             let ip = nkv.get("ip").and_then(|f| str_of(f));
                             let endpoint = nkv.get("endpoint").and_then(|f| str_of(f));
-                            let port = nkv.get("port").or(nkv.get("tls-port")).and_then(|f| int_of(f)).unwrap_or(0);
+                            let port = ports.iter().find_map(|p| nkv.get(*p)).and_then(|f| int_of(f)).unwrap_or(0);
                             let Some((addr, ip_addr)) = addresses(endpoint.as_deref(), ip.as_deref(), port, asked)
                             else {
                                 continue;
@@ -208,7 +211,7 @@ async fn ask_node(addr: &str, auth: &Auth, limit: Duration, verify: Verify<'_>) 
     let r = backend::query(addr, auth, &[&["CLUSTER", "SHARDS"]], limit, verify).await?;
     let reply: &Bytes = r.first().ok_or_else(|| unreadable("CLUSTER SHARDS"))?;
     if !crate::resp::is_error(reply) {
-        return parse_shards(reply, addr).ok_or_else(|| unreadable("CLUSTER SHARDS"));
+        return parse_shards(reply, addr, auth.tls.is_some()).ok_or_else(|| unreadable("CLUSTER SHARDS"));
     }
     // Servers before 7.0 have no SHARDS.
     let r = backend::query(addr, auth, &[&["CLUSTER", "SLOTS"]], limit, verify).await?;
@@ -410,97 +413,7 @@ impl Poller {
     }
 }
 
+// The reply parsers' tests, beside this file to keep it one concept's length.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A reply value, written as RESP2 by [`enc`].
-    enum V {
-        S(&'static str),
-        I(i64),
-        A(Vec<V>),
-        Null,
-    }
-    use V::*;
-
-    fn enc(v: &V, out: &mut Vec<u8>) {
-        match v {
-            S(s) => out.extend(format!("${}\r\n{s}\r\n", s.len()).bytes()),
-            I(i) => out.extend(format!(":{i}\r\n").bytes()),
-            Null => out.extend(b"$-1\r\n"),
-            A(items) => {
-                out.extend(format!("*{}\r\n", items.len()).bytes());
-                items.iter().for_each(|i| enc(i, out));
-            }
-        }
-    }
-
-    fn wire(v: V) -> Vec<u8> {
-        let mut out = Vec::new();
-        enc(&v, &mut out);
-        out
-    }
-
-    #[test]
-    fn parses_cluster_slots() {
-        let reply = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$3\r\nid1\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$3\r\nid2\r\n";
-        let r = parse_slots(reply, "127.0.0.1:7000").unwrap();
-        assert_eq!(r.ranges, vec![(0, 16383, "127.0.0.1:7000".to_string())]);
-        assert_eq!(r.nodes.len(), 2);
-        assert_eq!(r.nodes[1].role, Role::Replica);
-        assert_eq!(r.nodes[1].master_id.as_deref(), Some("id1"));
-    }
-
-    /// The forms measured on Redis 7.0.15 (cluster-preferred-endpoint-type hostname,
-    /// unknown-endpoint, and a node without a hostname while hostnames are preferred).
-    #[test]
-    fn endpoints_of_every_kind() {
-        let slots =
-            |host: V, meta: Vec<V>| wire(A(vec![A(vec![I(0), I(16383), A(vec![host, I(31001), S("id1"), A(meta)])])]));
-        let r = parse_slots(&slots(S("localhost"), vec![S("ip"), S("127.0.0.1")]), "127.0.0.1:31002").unwrap();
-        assert_eq!((r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()), ("localhost:31001", "127.0.0.1:31001"));
-        let r =
-            parse_slots(&slots(Null, vec![S("ip"), S("10.0.0.1"), S("hostname"), S("h")]), "proxy-vip:31002").unwrap();
-        assert_eq!((r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()), ("proxy-vip:31001", "10.0.0.1:31001"));
-        let r = parse_slots(&slots(S("?"), vec![S("ip"), S("127.0.0.1")]), "x:1").unwrap();
-        assert_eq!(r.nodes[0].addr, "127.0.0.1:31001");
-        let r = parse_slots(&slots(S("::1"), vec![]), "x:1").unwrap();
-        assert_eq!((r.nodes[0].addr.as_str(), r.ranges[0].2.as_str()), ("[::1]:31001", "[::1]:31001"));
-
-        let shard = |endpoint: &'static str| {
-            wire(A(vec![A(vec![
-                S("slots"),
-                A(vec![I(0), I(5460)]),
-                S("nodes"),
-                A(vec![A(vec![
-                    S("id"),
-                    S("id1"),
-                    S("port"),
-                    I(31001),
-                    S("ip"),
-                    S("127.0.0.1"),
-                    S("endpoint"),
-                    S(endpoint),
-                    S("role"),
-                    S("master"),
-                    S("health"),
-                    S("online"),
-                ])]),
-            ])]))
-        };
-        for (endpoint, addr) in [
-            ("localhost", "localhost:31001"),
-            ("127.0.0.1", "127.0.0.1:31001"),
-            ("", "seed.example:31001"),
-            ("?", "127.0.0.1:31001"),
-        ] {
-            let r = parse_shards(&shard(endpoint), "seed.example:31002").unwrap();
-            assert_eq!(
-                (r.nodes[0].addr.as_str(), r.nodes[0].ip_addr.as_str()),
-                (addr, "127.0.0.1:31001"),
-                "{endpoint:?}"
-            );
-            assert_eq!(r.ranges, vec![(0, 5460, addr.to_string())]);
-        }
-    }
-}
+#[path = "poll_tests.rs"]
+mod tests;

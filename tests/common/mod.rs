@@ -11,6 +11,7 @@ pub mod http;
 mod load;
 pub mod nodes;
 mod python;
+pub mod tls;
 // Not every test file uses each of these.
 #[allow(unused_imports)]
 pub use load::{write_loop, Report, WriteLoop};

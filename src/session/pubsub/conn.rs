@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
 use super::{Kind, PubSub, SubscribeError};
-use crate::backend::Cx;
+use crate::backend::{Cx, NodeReader, NodeWriter};
 use crate::memory::Meter;
 use crate::resp::{self, ReplyScanner};
 use crate::route::Router;
@@ -26,7 +25,7 @@ pub enum Event {
 pub(super) struct SubConn {
     pub(super) id: u64,
     pub(super) addr: String,
-    pub(super) wr: OwnedWriteHalf,
+    pub(super) wr: NodeWriter,
     reader: JoinHandle<()>,
     _permit: OwnedSemaphorePermit,
 }
@@ -117,7 +116,7 @@ impl PubSub {
 /// Forwards every frame of a subscription connection to its client task.
 async fn read_loop(
     id: u64,
-    mut rd: OwnedReadHalf,
+    mut rd: NodeReader,
     mut buf: BytesMut,
     tx: mpsc::UnboundedSender<Event>,
     meter: Arc<Meter>,

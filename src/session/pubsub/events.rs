@@ -6,7 +6,6 @@
 //! other message from the main subscription connection only (every node hears every PUBLISH).
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::{Kind, PubSub};
 use crate::resp;

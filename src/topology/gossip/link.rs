@@ -1,19 +1,21 @@
-//! One bus link per node: connect to its cluster-bus port, then PING, wait for the PONG, sleep
-//! until the next beat of the link's pace (steady while the node is quiet, fast while the observer
-//! says something about it is changing), forever; on any failure, including the node closing the
-//! link while we sleep, report the node down and reconnect with backoff.
+//! One bus link per node: connect to its cluster-bus port (over TLS for a `tls-cluster yes`
+//! cluster), then PING, wait for the PONG, sleep until the next beat of the link's pace (steady
+//! while the node is quiet, fast while the observer says something about it is changing),
+//! forever; on any failure, including the node closing the link while we sleep, report the node
+//! down and reconnect with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::codec::{self, Message, NodeId};
 use super::ObserverConfig;
+use crate::backend::NodeStream;
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
 
@@ -59,6 +61,10 @@ impl Beat {
     }
 }
 
+/// How a link failure caused by TLS begins its reason: the observer then says the bus fell back
+/// to polling because of TLS.
+pub(super) const TLS_FAILED: &str = "TLS handshake: ";
+
 /// What the link tasks report.
 pub(super) enum Event {
     Pong { bus: String, msg: Box<Message>, rtt: Duration },
@@ -86,10 +92,29 @@ pub(super) async fn link(
     let mut backoff = Duration::from_millis(500);
     loop {
         let why = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&bus)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                backoff = Duration::from_millis(500);
-                ping_loop(stream, &bus, &my_id, &cfg, &mut pace, &tx, &metrics).await
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                let stream = match &cfg.tls {
+                    None => Ok(NodeStream::Plain(tcp)),
+                    Some(tls) => match tokio::time::timeout(cfg.connect_timeout, NodeStream::tls(tcp, &bus, tls)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("no handshake in time".to_string()),
+                    },
+                };
+                match stream {
+                    Ok(stream) => {
+                        backoff = Duration::from_millis(500);
+                        let (why, answered) = ping_loop(stream, &bus, &my_id, &cfg, &mut pace, &tx, &metrics).await;
+                        // In TLS 1.3 a node checks the client certificate after the client's
+                        // handshake is done: a refusal shows as the first read failing.
+                        match cfg.tls.is_some() && !answered {
+                            true => format!("{TLS_FAILED}the node ended the session before its first PONG ({why})"),
+                            false => why,
+                        }
+                    }
+                    Err(why) => format!("{TLS_FAILED}{why}"),
+                }
             }
             Ok(Err(e)) => format!("connect: {e}"),
             Err(_) => "connect timed out".to_string(),
@@ -103,21 +128,23 @@ pub(super) async fn link(
 }
 
 async fn ping_loop(
-    mut stream: TcpStream,
+    mut stream: NodeStream,
     bus: &str,
     my_id: &Mutex<NodeId>,
     cfg: &ObserverConfig,
     pace: &mut Pace,
     tx: &mpsc::Sender<Event>,
     metrics: &Metrics,
-) -> String {
+) -> (String, bool) {
+    // Whether a PONG came on this connection.
+    let mut answered = false;
     let mut buf = BytesMut::with_capacity(8192);
     loop {
         let id = *my_id.lock();
         let fast = *pace.fast_now.borrow_and_update();
         let sent = Instant::now();
-        if let Err(e) = stream.write_all(&codec::encode_ping(&id)).await {
-            return format!("write: {e}");
+        if let Err(e) = stream.send(&codec::encode_ping(&id)).await {
+            return (format!("write: {e}"), answered);
         }
         if metrics.enabled {
             metrics.bus_pings.with_label_values(&[if fast { "fast" } else { "slow" }]).inc();
@@ -126,30 +153,31 @@ async fn ping_loop(
         let deadline = sent + cfg.pong_timeout();
         let msg = loop {
             match codec::frame_len(&buf) {
-                Err(e) => return format!("bad frame: {e}"),
+                Err(e) => return (format!("bad frame: {e}"), answered),
                 Ok(Some(n)) if buf.len() >= n => {
                     let frame = buf.split_to(n);
                     match codec::decode(&frame) {
                         Ok(m) if m.header.msg_type() == codec::TYPE_PONG => break m,
                         Ok(_) => continue,
-                        Err(e) => return format!("bad message: {e}"),
+                        Err(e) => return (format!("bad message: {e}"), answered),
                     }
                 }
                 _ => {}
             }
             match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-                Ok(Ok(0)) => return "closed by node".into(),
+                Ok(Ok(0)) => return ("closed by node".into(), answered),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return format!("read: {e}"),
-                Err(_) => return format!("no PONG within {} ms", cfg.pong_timeout().as_millis()),
+                Ok(Err(e)) => return (format!("read: {e}"), answered),
+                Err(_) => return (format!("no PONG within {} ms", cfg.pong_timeout().as_millis()), answered),
             }
         };
+        answered = true;
         let rtt = sent.elapsed();
         if tx.send(Event::Pong { bus: bus.to_string(), msg: Box::new(msg), rtt }).await.is_err() {
-            return "observer stopped".into();
+            return ("observer stopped".into(), answered);
         }
         if let Err(why) = rest(&mut stream, &mut buf, pace).await {
-            return why;
+            return (why, answered);
         }
     }
 }
@@ -159,7 +187,7 @@ async fn ping_loop(
 /// kernel does it for a killed process) is reported now, not at the next PING, which on the
 /// steady beat may be seconds away. Nodes send an unknown sender nothing but PONGs; anything else
 /// is kept for the PONG wait to skip, up to a bound.
-async fn rest(stream: &mut TcpStream, buf: &mut BytesMut, pace: &mut Pace) -> Result<(), String> {
+async fn rest(stream: &mut NodeStream, buf: &mut BytesMut, pace: &mut Pace) -> Result<(), String> {
     loop {
         let fast = *pace.fast_now.borrow_and_update();
         let beat = if fast { pace.fast } else { pace.steady };

@@ -11,6 +11,8 @@ pub use observer::run;
 
 use std::time::Duration;
 
+use crate::config::NodeTls;
+
 /// Observer settings.
 #[derive(Clone, Debug)]
 pub struct ObserverConfig {
@@ -25,6 +27,9 @@ pub struct ObserverConfig {
     pub poll: Duration,
     /// Connect timeout for the client-port queries.
     pub connect_timeout: Duration,
+    /// TLS on the bus (`tls-cluster yes`; the nodes then require a client certificate): the
+    /// backend's TLS client, certificate and key.
+    pub tls: Option<NodeTls>,
 }
 
 impl ObserverConfig {

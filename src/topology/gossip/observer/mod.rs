@@ -8,11 +8,12 @@
 //!
 //! It never sends anything but PING, with a random id checked against every id it has learned.
 //! `CLUSTER NODES` (bus ports, node set) and `CLUSTER SHARDS` (reconciliation) come from the
-//! client port. When no node answers on the bus it polls instead, and says so.
+//! client port. When no node answers on the bus it polls instead, and says so ([`source`]).
 
 mod pace;
 mod reconcile;
 mod settle;
+mod source;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::codec::{Header, NodeId, FLAG_FAIL, FLAG_HANDSHAKE, FLAG_NOADDR, FLAG_PFAIL};
-use super::link::{link, Beat, Event, Pace};
+use super::link::{link, Beat, Event, Pace, TLS_FAILED};
 use super::nodes::NodesLine;
 use super::ObserverConfig;
 use crate::metrics::Metrics;
@@ -89,7 +90,9 @@ pub async fn run(store: Arc<TopologyStore>, poller: Arc<Poller>, cfg: ObserverCo
         dirty: true,
         gap_since: None,
         gap_checked: None,
+        tls_failed: None,
     };
+    o.metrics.bus_tls.set(i64::from(o.cfg.tls.is_some()));
     o.main(rx).await;
 }
 
@@ -126,6 +129,9 @@ struct Observer {
     /// Since when some slot has had no claimant on the bus, and when we last asked about it.
     gap_since: Option<Instant>,
     gap_checked: Option<Instant>,
+    /// The last TLS handshake failure on a bus link since the last PONG: the reason given when
+    /// the observer falls back to polling.
+    tls_failed: Option<String>,
 }
 
 impl Observer {
@@ -185,57 +191,12 @@ impl Observer {
         }
     }
 
-    fn set_source(&mut self, polling: bool) {
-        if polling != self.polling {
-            if polling {
-                tracing::warn!(
-                    "cluster bus unreachable (no PONG from any node): following the cluster by polling CLUSTER SHARDS"
-                );
-            } else {
-                tracing::info!("cluster bus reachable again: following the cluster from PONGs");
-            }
-        }
-        self.polling = polling;
-        self.store.bus_authoritative.store(!polling, std::sync::atomic::Ordering::Relaxed);
-        let source = match (polling, self.heard) {
-            (true, _) => "poll",
-            (false, true) => "bus",
-            (false, false) => "bootstrap",
-        };
-        self.metrics.set_topology_source(source);
-    }
-
-    /// Marks silent nodes unreachable and switches to polling when no node answers at all. Only a
-    /// PONG makes a node reachable again: a link that reported its node gone may have had a PONG
-    /// moments before (the node closed it).
-    fn check_health(&mut self) {
-        let timeout = self.cfg.pong_timeout();
-        let stale = self.cfg.stale_after();
-        let mut changed = false;
-        for p in self.peers.values_mut() {
-            let fresh = p.last_pong.is_some_and(|t| t.elapsed() < stale);
-            if p.reachable && !fresh {
-                tracing::info!(node = %p.addr, "node stopped answering on the bus");
-                changed = true;
-                p.reachable = false;
-            }
-        }
-        let any_answer =
-            self.peers.values().any(|p| p.reachable || p.last_pong.is_some_and(|t| t.elapsed() < timeout * 3));
-        // New links need a moment to connect and hear their first PONG: silence before one
-        // PONG timeout has passed is not yet an unreachable bus.
-        let starting = !self.heard && self.links_since.elapsed() < timeout;
-        if !self.peers.is_empty() && !starting {
-            self.set_source(!any_answer);
-        }
-        if changed {
-            self.publish();
-        }
-    }
-
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Down { bus, why } => {
+                if why.starts_with(TLS_FAILED) {
+                    self.tls_failed = Some(why.clone());
+                }
                 if let Some(p) = self.by_bus.get(&bus).and_then(|id| self.peers.get_mut(id)) {
                     if p.reachable {
                         tracing::info!(node = %p.addr, error = %why, "bus link to node lost");
@@ -255,6 +216,7 @@ impl Observer {
                     return;
                 }
                 self.check_id_clash(&id);
+                self.tls_failed = None;
                 if self.metrics.enabled {
                     self.metrics.bus_pongs.inc();
                     self.metrics.bus_rtt.with_label_values(&[bus.as_str()]).observe(rtt.as_secs_f64());
