@@ -107,7 +107,7 @@ fn file_errors_name_the_line_and_the_key() {
             "[backend]\n\nconections_per_node = 2\n",
             "line 3, `backend.conections_per_node`: unknown field `conections_per_node`, expected one of `user`, \
              `password`, `password_file`, `connections_per_node`, `connect_timeout_ms`, `request_timeout_ms`, `retry_budget_ms`, \
-             `max_redirects`, `dedicated_per_node`, `read_from`",
+             `max_redirects`, `dedicated_per_node`, `read_from`, `tls`",
         ),
         ("[limits]\nthreads = 1\nmax_clients = = 2\n", "line 3: extra `=`, expected nothing"),
     ] {
