@@ -129,6 +129,15 @@ pub(super) struct FileConfig {
     pub(super) commands: FileCommands,
     #[serde(default)]
     pub(super) keyspace: FileKeyspace,
+    #[serde(default)]
+    pub(super) routing: FileRouting,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRouting {
+    pub(super) read_from: Option<String>,
+    pub(super) read_your_writes_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

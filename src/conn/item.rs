@@ -22,6 +22,8 @@ pub(super) struct Keyed {
     pub(super) req: Request,
     pub(super) slot: u16,
     pub(super) started: Option<Instant>,
+    /// A read that must not go to a replica: this client wrote its slot lately.
+    pub(super) master_only: bool,
 }
 
 /// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
@@ -35,7 +37,7 @@ pub(super) struct Split {
 /// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
 pub(super) enum Item {
     Whole(u64, Keyed),
-    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool },
+    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool, master_only: bool },
 }
 
 impl Item {
@@ -53,4 +55,6 @@ pub(super) struct Routed {
     pub(super) req: Request,
     pub(super) class: Timed,
     pub(super) started: Option<Instant>,
+    /// A read that must not go to a replica: this client wrote its slots lately.
+    pub(super) master_only: bool,
 }

@@ -165,7 +165,7 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
     };
     if matches!(spec.class, Class::Keyed) && matches!(spec.special, Special::None) {
         if let Some(slot) = spec.single_slot(&req.args) {
-            return Plan::Keyed(Keyed { spec, req, slot, started });
+            return Plan::Keyed(Keyed { spec, req, slot, started, master_only: false });
         }
     }
     // MSET with a key missing its value is left to the router, which answers Redis's error.
@@ -175,7 +175,7 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
             return Plan::Split(Split { spec, parts, req, started });
         }
     }
-    Plan::Routed(Routed { spec, req, class, started })
+    Plan::Routed(Routed { spec, req, class, started, master_only: false })
 }
 
 /// The metric id that counts as `other` ([`crate::metrics::Metrics::command_by_id`]).

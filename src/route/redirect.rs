@@ -22,7 +22,7 @@ pub enum Redirect {
     Ask {
         addr: String,
     },
-    /// TRYAGAIN, CLUSTERDOWN, LOADING: the same request may succeed shortly (metric label given).
+    /// TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: the same request may succeed shortly (metric label given).
     Retry(&'static str),
     None,
 }
@@ -49,6 +49,8 @@ pub fn classify(reply: &[u8], from: &str) -> Redirect {
         b"TRYAGAIN" => Redirect::Retry("tryagain"),
         b"CLUSTERDOWN" => Redirect::Retry("clusterdown"),
         b"LOADING" => Redirect::Retry("loading"),
+        // Only a replica says it (its link to its master is down, `replica-serve-stale-data no`).
+        b"MASTERDOWN" => Redirect::Retry("masterdown"),
         _ => Redirect::None,
     }
 }

@@ -199,7 +199,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = TopologyStore::new();
     let backend = Backend::new(
         cfg.backend.clone(),
-        Auth::logins(&cfg.backend, &cfg.auth.backend_logins()),
+        Auth::logins(&cfg.backend, &cfg.auth.backend_logins(), cfg.routing.read_from.reaches_replicas()),
         store.clone(),
         metrics.clone(),
         workers.len(),
@@ -234,7 +234,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let mut router =
         Router::new(store.clone(), poller.clone(), backend.clone(), metrics, stats, cfg.topology.failover_hold);
     router.compute_cross_slot = cfg.keyspace.compute_cross_slot;
+    router.reads = crate::route::reads::Reads::new(cfg.routing.read_from, cfg.routing.read_your_writes);
     let router = Arc::new(router);
+    if cfg.routing.read_from == crate::config::ReadFrom::Nearest {
+        tokio::spawn(crate::route::reads::probe(Arc::downgrade(&router)));
+    }
     let conn = Arc::new(conn::Shared {
         router: router.clone(),
         table,
