@@ -197,13 +197,14 @@ fn flagged(env: &Env, port: u16) -> bool {
     env.proxy.topology().nodes.iter().any(|n| n.addr.ends_with(&format!(":{port}")) && n.failed)
 }
 
-/// A replica killed under read load, then another stopped (SIGSTOP) under read load: every read
-/// is answered with the value, from the master meanwhile; `read_from = "replica"` with no live
+/// A replica answering -MASTERDOWN, then one killed under read load, then another stopped
+/// (SIGSTOP) under read load: every read is answered with the value, from the master meanwhile; `read_from = "replica"` with no live
 /// replica answers its documented error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_and_hung_replicas_cost_no_read() {
     let mut env = start_with(with_replicas(), |c| {
         c.routing.read_from = ReadFrom::ReplicaPreferred;
+        // A hung replica costs each read sent to it this long before it is asked of the master.
         c.backend.request_timeout = Duration::from_millis(500);
     })
     .await;
@@ -215,6 +216,29 @@ async fn dead_and_hung_replicas_cost_no_read() {
         let _: () = redis::cmd("SET").arg(k).arg(k).query_async(&mut c).await.expect("SET");
     }
     eventually("the replicas have the writes", || replicas_caught_up(&env)).await;
+
+    // A replica whose link to its master is down, with `replica-serve-stale-data no`, answers
+    // -MASTERDOWN: its link is cut, and it cannot log in again (a user the master lacks).
+    let cut = env.cluster.replicas_of(masters[2])[0];
+    let set = |k: &str, v: &str| env.cluster.cli(cut, &["CONFIG", "SET", k, v]).expect("CONFIG SET");
+    set("replica-serve-stale-data", "no");
+    set("masteruser", "nobody");
+    set("masterauth", "wrong");
+    env.cluster.cli(cut, &["CLIENT", "KILL", "TYPE", "master"]).expect("CLIENT KILL");
+    let link = |port: u16| env.cluster.cli(port, &["INFO", "replication"]).unwrap_or_default();
+    eventually("the replica's link is down", || link(cut).contains("master_link_status:down")).await;
+    let mut c = env.conn().await;
+    for _ in 0..50 {
+        let v: String = redis::cmd("GET").arg(&keys[2]).query_async(&mut c).await.expect("GET");
+        assert_eq!(v, keys[2]);
+    }
+    let refused = env.cluster.cli(cut, &["INFO", "errorstats"]).expect("INFO errorstats");
+    assert!(refused.contains("errorstat_MASTERDOWN:count="), "the replica was asked and refused: {refused}");
+    eprintln!("MASTERDOWN replica: {}", refused.lines().find(|l| l.contains("MASTERDOWN")).unwrap_or_default());
+    set("masteruser", "");
+    set("masterauth", "");
+    eventually("the replica's link is up", || link(cut).contains("master_link_status:up")).await;
+    set("replica-serve-stale-data", "yes");
 
     let victim = env.cluster.replicas_of(masters[0])[0];
     let (stop, task) = reader(env.url(), keys.clone());
