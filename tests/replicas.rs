@@ -135,6 +135,16 @@ async fn each_mode_reads_where_it_says_and_writes_stay_on_masters() {
         assert_eq!(split_calls(&env, "eval"), (1, 0), "{mode:?}: EVAL");
         assert_eq!(split_calls(&env, "exec").0, 1, "{mode:?}: EXEC");
         assert!(!replicas_refused_writes(&env), "{mode:?}: a write reached a replica");
+        if mode == ReadFrom::Replica {
+            // In WATCH a client reads from the master (what WATCH guards is the master's value).
+            reset_stats(&env);
+            assert_eq!(c.text(&["WATCH", &keys[0]]).await, "+OK\r\n");
+            assert_eq!(c.text(&["GET", &keys[0]]).await, format!("${}\r\n{}\r\n", keys[0].len(), keys[0]));
+            assert_eq!(split_calls(&env, "get"), (1, 0), "a read in WATCH");
+            assert_eq!(c.text(&["UNWATCH"]).await, "+OK\r\n");
+            assert_eq!(c.text(&["GET", &keys[0]]).await, format!("${}\r\n{}\r\n", keys[0].len(), keys[0]));
+            assert_eq!(split_calls(&env, "get"), (1, 1), "a read after UNWATCH");
+        }
     }
 
     // Read-your-writes: each GET right after the client's own SET of its key goes to the

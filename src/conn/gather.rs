@@ -35,7 +35,7 @@ impl Gather {
     /// (the router then waits for one), or, for a read, no node `routing.read_from` allows.
     pub(super) fn add(&mut self, p: &Router, mut k: Keyed, cx: Cx, inflight: &mut Inflight) -> Result<(), Keyed> {
         let topo = p.topology.load();
-        let addr = match self.read_node(p, &k.spec, k.slot) {
+        let addr = match self.read_node(p, &k.spec, k.slot).map(|r| r && !k.master_only) {
             // This client's reads keep to one node per shard (its lane picks which replica), so
             // they come back in order; their retries, if any, go where the router picks again.
             Some(true) => match p.reads.pick(&topo, k.slot, cx.lane) {
@@ -43,7 +43,7 @@ impl Gather {
                 Pick::NoMaster | Pick::NoReplica => return Err(k),
             },
             read => {
-                k.master_only = read.is_some();
+                k.master_only |= read.is_some();
                 let Some(master) = healthy_master(&topo, k.slot) else { return Err(k) };
                 master
             }
@@ -70,23 +70,22 @@ impl Gather {
     #[allow(clippy::result_large_err)]
     pub(super) fn add_split(&mut self, p: &Router, sp: Split, cx: Cx, inflight: &mut Inflight) -> Result<(), Split> {
         let topo = p.topology.load();
-        let mut nodes = Vec::with_capacity(sp.parts.len());
-        for part in sp.parts.iter() {
-            let node = match self.read_node(p, &sp.spec, part.slot) {
-                Some(true) => match p.reads.pick(&topo, part.slot, cx.lane) {
-                    Pick::Master(a) | Pick::Replica(a) => Some((a, false)),
-                    Pick::NoMaster | Pick::NoReplica => None,
-                },
-                read => healthy_master(&topo, part.slot).map(|m| (m, read.is_some())),
-            };
-            match node {
-                Some(n) => nodes.push(n),
-                None => return Err(sp),
-            }
+        let master_only = sp.master_only;
+        // Checked first, then picked again as they are pushed (no vector of picks per request):
+        // between the two, only a node failing a read meanwhile can change a pick.
+        if sp.parts.iter().any(|part| self.part_node(p, &topo, &sp.spec, part.slot, master_only, cx).is_none()) {
+            return Err(sp);
         }
         let readonly = sp.spec.readonly;
         let seq = inflight.next_seq();
-        for (idx, (part, (addr, master_only))) in sp.parts.iter().zip(nodes).enumerate() {
+        for (idx, part) in sp.parts.iter().enumerate() {
+            // Every part must be sent: one whose pick failed just now (a node that failed a read
+            // on another thread in between) goes to its slot's master, which the check saw.
+            let picked = self.part_node(p, &topo, &sp.spec, part.slot, master_only, cx);
+            let Some((addr, master_only)) = picked.or_else(|| topo.master_for(part.slot).map(|m| (m, true))) else {
+                debug_assert!(false, "checked above");
+                continue;
+            };
             let cmd = sp.parts.cmd(part);
             self.push(addr, Item::Part { seq, idx, slot: part.slot, cmd, readonly, master_only });
         }
@@ -95,6 +94,25 @@ impl Gather {
         let reserved = inflight.reserve_merge(merge, size);
         debug_assert_eq!(reserved, seq);
         Ok(())
+    }
+
+    /// The node for one part of a split request, and whether it must be read from the master.
+    fn part_node<'t>(
+        &mut self,
+        p: &Router,
+        topo: &'t Topology,
+        spec: &CommandSpec,
+        slot: u16,
+        master_only: bool,
+        cx: Cx,
+    ) -> Option<(&'t str, bool)> {
+        match self.read_node(p, spec, slot).map(|r| r && !master_only) {
+            Some(true) => match p.reads.pick(topo, slot, cx.lane) {
+                Pick::Master(a) | Pick::Replica(a) => Some((a, false)),
+                Pick::NoMaster | Pick::NoReplica => None,
+            },
+            read => healthy_master(topo, slot).map(|m| (m, master_only || read.is_some())),
+        }
     }
 
     /// Sends what was gathered, then hands `r` to the router: a write is noted for

@@ -22,7 +22,7 @@ pub(super) struct Keyed {
     pub(super) req: Request,
     pub(super) slot: u16,
     pub(super) started: Option<Instant>,
-    /// A read that must not go to a replica: this client wrote its slot lately.
+    /// A read that must not go to a replica: the client is in WATCH, or wrote its slot lately.
     pub(super) master_only: bool,
 }
 
@@ -32,6 +32,8 @@ pub(super) struct Split {
     pub(super) parts: Parts,
     pub(super) req: Request,
     pub(super) started: Option<Instant>,
+    /// Reads that must not go to a replica (the client is in WATCH).
+    pub(super) master_only: bool,
 }
 
 /// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
@@ -55,6 +57,6 @@ pub(super) struct Routed {
     pub(super) req: Request,
     pub(super) class: Timed,
     pub(super) started: Option<Instant>,
-    /// A read that must not go to a replica: this client wrote its slots lately.
+    /// A read that must not go to a replica: the client is in WATCH, or wrote its slots lately.
     pub(super) master_only: bool,
 }

@@ -487,6 +487,6 @@ impl Routed {
 
     /// The same for a split command with a part whose slot had no healthy master.
     fn from_split(sp: item::Split) -> Routed {
-        Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started, master_only: false }
+        Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started, master_only: sp.master_only }
     }
 }
