@@ -287,6 +287,22 @@ async fn dead_and_hung_replicas_cost_no_read() {
     // Writes and the other shards' reads are unaffected.
     assert_eq!(r.text(&["SET", &keys[0], &keys[0]]).await, "+OK\r\n");
     assert_eq!(r.text(&["GET", &keys[2]]).await, format!("${}\r\n{}\r\n", keys[2].len(), keys[2]));
+
+    // A replica that joins later is used: the third master's replica moves to the first master.
+    let first = env.cluster.node_id(masters[0]).expect("node id");
+    env.cluster.cli(cut, &["CLUSTER", "REPLICATE", &first]).expect("CLUSTER REPLICATE");
+    let strict_url = format!("redis://{}/", strict.addr());
+    let (k, before) = (keys[0].clone(), calls(&env, cut, "get"));
+    eventually_async("the strict proxy reads from the replica that joined", || {
+        let (url, k) = (strict_url.clone(), k.clone());
+        async move {
+            let mut c = common::client_conn(&url).await;
+            let v: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&k).query_async(&mut c).await;
+            matches!(v, Ok(Some(v)) if v == k)
+        }
+    })
+    .await;
+    assert!(calls(&env, cut, "get") > before, "the read ran on the replica that joined");
 }
 
 /// A failover and a reshard under the write-then-read load of `common::write_loop`, with reads
