@@ -179,6 +179,10 @@ mod tests {
             Redirect::Retry("tryagain")
         ));
         assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry("clusterdown")));
+        assert!(matches!(
+            classify(b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n", "x:1"),
+            Redirect::Retry("masterdown")
+        ));
         assert!(matches!(classify(b"-ERR MOVED\r\n", "x:1"), Redirect::None));
         assert!(matches!(classify(b"-MOVED 99999 a:1\r\n", "x:1"), Redirect::None));
         // Redis writes IPv6 without brackets; hostnames and `?` as they are.
