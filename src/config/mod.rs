@@ -52,6 +52,8 @@ pub struct RoutingConfig {
     /// After a client writes a slot, its reads of that slot go to the master for this long;
     /// zero: off.
     pub read_your_writes: Duration,
+    /// `read_from` came from the deprecated `backend.read_from`: said once in the log at start.
+    pub deprecated_key: bool,
 }
 
 /// Which node answers a read (a command the command table flags `readonly`, outside MULTI, not

@@ -20,8 +20,14 @@ pub(super) fn load(args: &ProxyArgs, file: &FileRouting, backend: &FileBackend) 
             return Err(bad("backend.read_from", "replaced by routing.read_from, which is also set; remove it"))
         }
         (Some(v), None) => ReadFrom::parse(v).ok_or_else(|| bad("routing.read_from", not_a_mode(v)))?,
-        (None, Some("master")) => ReadFrom::Master,
-        (None, Some("replicas")) => ReadFrom::ReplicaPreferred,
+        (None, Some("master")) => {
+            r.deprecated_key = true;
+            ReadFrom::Master
+        }
+        (None, Some("replicas")) => {
+            r.deprecated_key = true;
+            ReadFrom::ReplicaPreferred
+        }
         (None, Some(other)) => {
             return Err(bad(
                 "backend.read_from",
@@ -61,7 +67,9 @@ mod tests {
             assert_eq!((r.read_from as usize, r.read_from.name()), (i, *name));
         }
         assert_eq!(with(None, None, None).unwrap().read_from, ReadFrom::Master);
-        assert_eq!(with(None, Some("replicas"), None).unwrap().read_from, ReadFrom::ReplicaPreferred);
+        let old = with(None, Some("replicas"), None).unwrap();
+        assert_eq!((old.read_from, old.deprecated_key), (ReadFrom::ReplicaPreferred, true));
+        assert!(!with(Some("replica"), None, None).unwrap().deprecated_key);
         assert_eq!(with(None, Some("master"), None).unwrap().read_from, ReadFrom::Master);
         assert_eq!(
             with(Some("slave"), None, None).unwrap_err(),

@@ -259,6 +259,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
     }
+    if shared.cfg.routing.deprecated_key {
+        tracing::warn!(
+            read_from = shared.cfg.routing.read_from.name(),
+            "backend.read_from is deprecated; set routing.read_from instead (\"replicas\" is \"replica-preferred\")"
+        );
+    }
     tracing::info!(listen = %addr, admin = ?admin_addr, masters = topo.slot_owners().len(), commands = shared.conn.table.len(), "clusterless is serving");
     Ok(Running { shared, addr, admin_addr, shutdown, tasks, _workers: workers })
 }
