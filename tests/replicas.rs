@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -181,25 +181,44 @@ async fn each_mode_reads_where_it_says_and_writes_stay_on_masters() {
     .await;
 }
 
-/// GETs of `keys` through `url` until told to stop: (right answers, anything else).
-fn reader(url: String, keys: Vec<String>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u64, Vec<String>)>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        let mut c = common::client_conn(&url).await;
-        let (mut ok, mut bad) = (0, Vec::new());
-        while !s.load(Ordering::Relaxed) {
-            for k in &keys {
-                let r: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(k).query_async(&mut c).await;
-                match r {
-                    Ok(Some(v)) if &v == k => ok += 1,
-                    other => bad.push(format!("GET {k}: {other:?}")),
+/// A reader running in the background: set `stop` to end it; `ok` counts right answers so far.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Reader {
+    /// GETs of `keys` (each holding its own name) through `url`, one at a time.
+    fn start(url: String, keys: Vec<String>) -> Reader {
+        let (stop, ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (s, n) = (stop.clone(), ok.clone());
+        let task = tokio::spawn(async move {
+            let mut c = common::client_conn(&url).await;
+            let mut bad = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                for k in &keys {
+                    let r: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(k).query_async(&mut c).await;
+                    match r {
+                        Ok(Some(v)) if &v == k => n.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            bad.push(format!("GET {k}: {other:?}"));
+                            0
+                        }
+                    };
                 }
             }
-        }
-        (ok, bad)
-    });
-    (stop, task)
+            bad
+        });
+        Reader { stop, ok, task }
+    }
+
+    /// Stops it: (right answers, anything else).
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let bad = self.task.await.expect("reader");
+        (self.ok.load(Ordering::Relaxed), bad)
+    }
 }
 
 /// Whether the proxy's map flags the node on `port` failed.
@@ -251,21 +270,19 @@ async fn dead_and_hung_replicas_cost_no_read() {
     set("replica-serve-stale-data", "yes");
 
     let victim = env.cluster.replicas_of(masters[0])[0];
-    let (stop, task) = reader(env.url(), keys.clone());
+    let reader = Reader::start(env.url(), keys.clone());
     tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
     eventually("the proxy flags the dead replica", || flagged(&env, victim)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, bad) = task.await.expect("reader");
+    let (ok, bad) = reader.finish().await;
     assert!(bad.is_empty(), "reads failed after a replica died: {bad:?}");
     assert!(ok > 30, "{ok} reads");
 
     let hung = env.cluster.replicas_of(masters[1])[0];
-    let (stop, task) = reader(env.url(), keys.clone());
+    let reader = Reader::start(env.url(), keys.clone());
     tokio::task::block_in_place(|| env.cluster.sigstop(hung)).expect("SIGSTOP");
     let stopped = Instant::now();
     eventually("the proxy flags the hung replica", || flagged(&env, hung)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, bad) = task.await.expect("reader");
+    let (ok, bad) = reader.finish().await;
     assert!(bad.is_empty(), "reads failed while a replica hung: {bad:?}");
     eprintln!("hung replica: {ok} reads in {:?} until the proxy saw it flagged", stopped.elapsed());
     tokio::task::block_in_place(|| env.cluster.sigcont(hung)).expect("SIGCONT");
@@ -332,4 +349,36 @@ async fn failover_and_reshard_under_load_read_your_writes() {
     eventually("the replicas have every write", || replicas_caught_up(&env)).await;
     rep.verify(&env, None).await;
     assert!(rep.ok > 200, "{} commands answered", rep.ok);
+}
+
+/// `master-preferred` with the master killed (kill -9) under read load: the reads go on, from its
+/// replica, while the cluster has not even declared the master failed (its node timeout, 2 s
+/// here), where "master" holds them until the promotion; none fails. (Between FAIL and the
+/// promotion the cluster itself answers CLUSTERDOWN to every read: held within the retry budget,
+/// as in any mode.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_preferred_reads_do_not_wait_for_a_failover() {
+    let mut env = start_with(with_replicas(), |c| c.routing.read_from = ReadFrom::MasterPreferred).await;
+    env.converges("start").await;
+    let victim = env.cluster.masters()[0];
+    let slot = env.cluster.slots_of(victim)[0];
+    let key = key_in_slot(slot, "mp-");
+    let mut c = env.conn().await;
+    let _: () = redis::cmd("SET").arg(&key).arg(&key).query_async(&mut c).await.expect("SET");
+    eventually("the replicas have the write", || replicas_caught_up(&env)).await;
+    let reader = Reader::start(env.url(), vec![key]);
+    eventually("reads run", || reader.ok.load(Ordering::Relaxed) > 10).await;
+    tokio::task::block_in_place(|| env.cluster.kill9(victim)).expect("kill -9");
+    let at_kill = reader.ok.load(Ordering::Relaxed);
+    eventually("reads go on while the master is down", || reader.ok.load(Ordering::Relaxed) > at_kill + 100).await;
+    let owner = env.proxy.topology().master_for(slot).map(str::to_string);
+    assert!(
+        owner.as_deref().is_some_and(|o| o.ends_with(&format!(":{victim}"))),
+        "100 reads answered before any promotion: the slot is still the dead master's ({owner:?})"
+    );
+    tokio::task::block_in_place(|| env.cluster.wait_for_promotion(victim)).expect("promotion");
+    env.converges("kill -9").await;
+    let (ok, bad) = reader.finish().await;
+    assert!(bad.is_empty(), "reads failed while the master was down: {bad:?}");
+    eprintln!("master-preferred: {ok} reads through a kill -9 of the master");
 }
