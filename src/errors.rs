@@ -241,6 +241,14 @@ pub fn unreachable(slot: u16, why: impl Display) -> Bytes {
     frame(&format!("ERR clusterless: master of slot {slot} is unreachable: {why}"))
 }
 
+/// `routing.read_from = "replica"` and no healthy replica of the slot's master within the retry
+/// budget: the read is not sent to the master, which that setting excludes.
+pub fn no_replica(name: &str, slot: u16) -> Bytes {
+    frame(&format!(
+        "ERR clusterless: no healthy replica serves slot {slot} for '{name}' (routing.read_from is \"replica\")"
+    ))
+}
+
 /// A set operation over several slots whose members passed `keyspace.max_compute_bytes`.
 pub fn compute_too_large(name: &str, limit: usize) -> Bytes {
     frame(&format!(

@@ -20,7 +20,8 @@ pub struct Auth {
     pub user: Option<String>,
     pub password: Option<Secret>,
     /// READONLY after authenticating: replicas then answer reads of their master's slots
-    /// (`backend.read_from = "replicas"`) instead of redirecting them.
+    /// (`routing.read_from` other than "master") instead of redirecting them. Masters ignore it,
+    /// so one pool per node serves both roles, and a node keeps its connections across a failover.
     pub readonly: bool,
     /// TLS toward the nodes (`[backend.tls]`): every connection of every login uses it.
     pub tls: Option<NodeTls>,
@@ -28,20 +29,20 @@ pub struct Auth {
 
 impl Auth {
     pub fn from_config(c: &BackendConfig) -> Auth {
-        Auth { user: c.user.clone(), password: c.password.clone(), readonly: c.read_from_replicas, tls: c.tls.clone() }
+        Auth { user: c.user.clone(), password: c.password.clone(), readonly: false, tls: c.tls.clone() }
     }
 
     /// The logins of the node connections: 0 is `backend`'s, then each proxy user's own node
     /// credentials (`[[auth.users]] backend_user`), so that the nodes' ACLs decide what each
-    /// proxy user may do.
-    pub fn logins(c: &BackendConfig, users: &[&Credentials]) -> Vec<Auth> {
+    /// proxy user may do. `readonly`: every one sends READONLY.
+    pub fn logins(c: &BackendConfig, users: &[&Credentials], readonly: bool) -> Vec<Auth> {
         let own = users.iter().map(|u| Auth {
             user: Some(u.user.clone()),
             password: Some(u.password.clone()),
-            readonly: c.read_from_replicas,
+            readonly,
             tls: c.tls.clone(),
         });
-        std::iter::once(Auth::from_config(c)).chain(own).collect()
+        std::iter::once(Auth { readonly, ..Auth::from_config(c) }).chain(own).collect()
     }
 }
 

@@ -140,6 +140,12 @@ pub struct ProxyArgs {
     /// Where the slot map comes from: bus (gossip observer) or poll.
     #[arg(long = "topology-source", global = true, env = "CLUSTERLESS_TOPOLOGY_SOURCE")]
     pub topology_source: Option<String>,
+    /// Where reads go: master, master-preferred, replica-preferred, replica or nearest.
+    #[arg(long, global = true, env = "CLUSTERLESS_READ_FROM")]
+    pub read_from: Option<String>,
+    /// After a client writes a slot, its reads of that slot go to the master for this long (0: off).
+    #[arg(long, global = true, env = "CLUSTERLESS_READ_YOUR_WRITES_MS")]
+    pub read_your_writes_ms: Option<u64>,
     /// Admin HTTP address for /metrics, /healthz, /readyz, /topology ("" turns it off).
     #[arg(long = "metrics", global = true, env = "CLUSTERLESS_METRICS")]
     pub metrics: Option<String>,
@@ -255,6 +261,8 @@ mod tests {
         );
         assert_eq!(env_of("--threads").as_deref(), Some("CLUSTERLESS_THREADS"));
         assert_eq!(env_of("--seed").as_deref(), Some("CLUSTERLESS_SEEDS"));
+        assert_eq!(env_of("--read-from").as_deref(), Some("CLUSTERLESS_READ_FROM"));
+        assert_eq!(env_of("--read-your-writes-ms").as_deref(), Some("CLUSTERLESS_READ_YOUR_WRITES_MS"));
         assert_eq!(env_of("--http"), None);
     }
 }

@@ -131,6 +131,8 @@ pub(super) struct FileConfig {
     pub(super) keyspace: FileKeyspace,
     #[serde(default)]
     pub(super) tls: FileTls,
+    #[serde(default)]
+    pub(super) routing: FileRouting,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -141,6 +143,13 @@ pub(super) struct FileTls {
     pub(super) key_file: Option<PathBuf>,
     pub(super) client_ca_file: Option<PathBuf>,
     pub(super) handshake_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRouting {
+    pub(super) read_from: Option<String>,
+    pub(super) read_your_writes_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -110,6 +110,7 @@ impl Config {
             c.auth.users.push(User { name: u.name.clone(), password, backend });
         }
 
+        c.routing = super::routing::load(args, &file.routing, &file.backend)?;
         let b = file.backend;
         c.backend.user = args.backend_user.clone().or(b.user).filter(|u| !u.is_empty());
         let password = args.backend_password.clone().or(b.password.map(Secret::new));
@@ -131,13 +132,6 @@ impl Config {
         if c.backend.max_redirects == 0 || c.backend.max_redirects > 16 {
             return Err(bad("backend.max_redirects", "must be between 1 and 16"));
         }
-        c.backend.read_from_replicas = match b.read_from.as_deref() {
-            None | Some("master") => false,
-            Some("replicas") => true,
-            Some(other) => {
-                return Err(bad("backend.read_from", format!("`{other}` is not \"master\" or \"replicas\"")))
-            }
-        };
         c.backend.tls = super::node_tls::TlsSettings::merge(args, b.tls).build()?;
         c.backend.dedicated_per_node = b.dedicated_per_node.unwrap_or(c.backend.dedicated_per_node);
         if !(1..=100_000).contains(&c.backend.dedicated_per_node) {
@@ -321,6 +315,10 @@ mod tests {
         assert_eq!(c.admin.open_paths, d.admin.open_paths);
         assert_eq!(c.keyspace.databases, d.keyspace.databases);
         assert_eq!(c.keyspace.one_slot_databases, d.keyspace.one_slot_databases);
+        assert_eq!(
+            (c.routing.read_from, c.routing.read_your_writes),
+            (d.routing.read_from, d.routing.read_your_writes)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod file;
 mod load;
 mod node_tls;
 mod redis_syntax;
+mod routing;
 mod secret;
 mod tls;
 
@@ -50,6 +51,55 @@ pub struct Config {
     pub transactions: TransactionsConfig,
     pub commands: CommandsConfig,
     pub keyspace: KeyspaceConfig,
+    pub routing: RoutingConfig,
+}
+
+/// Where reads go (`[routing]`).
+#[derive(Clone, Debug, Default)]
+pub struct RoutingConfig {
+    pub read_from: ReadFrom,
+    /// After a client writes a slot, its reads of that slot go to the master for this long;
+    /// zero: off.
+    pub read_your_writes: Duration,
+    /// `read_from` came from the deprecated `backend.read_from`: said once in the log at start.
+    pub deprecated_key: bool,
+}
+
+/// Which node answers a read (a command the command table flags `readonly`, outside MULTI, not
+/// blocking): Lettuce's `ReadFrom` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The slot's master, always.
+    #[default]
+    Master,
+    /// The master; a healthy replica only while the master is failed or avoided.
+    MasterPreferred,
+    /// A healthy replica; the master when none is.
+    ReplicaPreferred,
+    /// Only a healthy replica; none: an error, never the master.
+    Replica,
+    /// The master or a replica, whichever answers PING fastest.
+    Nearest,
+}
+
+impl ReadFrom {
+    /// The names the settings take, in the order of the variants.
+    pub const NAMES: [&'static str; 5] = ["master", "master-preferred", "replica-preferred", "replica", "nearest"];
+
+    pub fn parse(name: &str) -> Option<ReadFrom> {
+        use ReadFrom::*;
+        let all = [Master, MasterPreferred, ReplicaPreferred, Replica, Nearest];
+        ReadFrom::NAMES.iter().position(|n| *n == name).map(|i| all[i])
+    }
+
+    pub fn name(self) -> &'static str {
+        ReadFrom::NAMES[self as usize]
+    }
+
+    /// Whether reads may reach replicas: node connections then send READONLY.
+    pub fn reaches_replicas(self) -> bool {
+        self != ReadFrom::Master
+    }
 }
 
 /// What the proxy does for the keyspace a cluster splits.
@@ -199,9 +249,6 @@ pub struct BackendConfig {
     pub max_redirects: u32,
     /// Exclusive connections (blocking commands, WATCH, subscriptions) allowed per node.
     pub dedicated_per_node: usize,
-    /// Reads (commands without side effects, outside transactions) go to the slot master's
-    /// replicas, round robin per client, instead of the master (`backend.read_from`).
-    pub read_from_replicas: bool,
     /// TLS toward the nodes (`[backend.tls]`); `None`: plain TCP.
     pub tls: Option<NodeTls>,
 }
@@ -289,7 +336,6 @@ impl Config {
                 retry_budget: Duration::from_millis(3000),
                 max_redirects: 5,
                 dedicated_per_node: 256,
-                read_from_replicas: false,
                 tls: None,
             },
             topology: TopologyConfig {
@@ -311,6 +357,7 @@ impl Config {
             transactions: TransactionsConfig::default(),
             commands: CommandsConfig::default(),
             keyspace: KeyspaceConfig::default(),
+            routing: RoutingConfig::default(),
         }
     }
 }

@@ -386,13 +386,14 @@ async fn carry_on(p: &Router, item: Item, cx: Cx, first: FirstTry) -> Answer {
     let trace = Trace::default();
     match item {
         Item::Whole(seq, k) => {
-            let how = How::shared(k.spec.readonly);
+            let how = How::shared(k.spec.readonly).master_only(k.master_only);
             let reply = route::continue_slot(p, k.slot, k.req.raw, how, cx, &trace, Some(first)).await;
             let rec = k.started.map(|t| Rec::new(&k.spec, outcome(&reply, trace.redirected()), Timed::Keyed, t));
             Answer::Whole(seq, (reply, rec))
         }
-        Item::Part { seq, idx, slot, cmd, readonly } => {
-            let reply = route::continue_slot(p, slot, cmd, How::shared(readonly), cx, &trace, Some(first)).await;
+        Item::Part { seq, idx, slot, cmd, readonly, master_only } => {
+            let how = How::shared(readonly).master_only(master_only);
+            let reply = route::continue_slot(p, slot, cmd, how, cx, &trace, Some(first)).await;
             Answer::Part(seq, idx, reply, trace.redirected())
         }
     }
@@ -400,7 +401,8 @@ async fn carry_on(p: &Router, item: Item, cx: Cx, first: FirstTry) -> Answer {
 
 /// Routes `r` and records what its metrics need.
 async fn route(p: Arc<Router>, r: Routed, cx: Cx) -> Done {
-    let trace = Trace::default();
+    let mut trace = Trace::default();
+    trace.master_only = r.master_only;
     let reply = route::route(p, r.spec.clone(), r.req, cx, &trace).await;
     let rec = r.started.map(|t| Rec::new(&r.spec, outcome(&reply, trace.redirected()), r.class, t));
     (reply, rec)

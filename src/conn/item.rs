@@ -22,6 +22,8 @@ pub(super) struct Keyed {
     pub(super) req: Request,
     pub(super) slot: u16,
     pub(super) started: Option<Instant>,
+    /// A read that must not go to a replica: the client is in WATCH, or wrote its slot lately.
+    pub(super) master_only: bool,
 }
 
 /// A multi-key request split per slot (MGET, MSET, DEL...), on its way to the node batches.
@@ -30,12 +32,14 @@ pub(super) struct Split {
     pub(super) parts: Parts,
     pub(super) req: Request,
     pub(super) started: Option<Instant>,
+    /// Reads that must not go to a replica (the client is in WATCH).
+    pub(super) master_only: bool,
 }
 
 /// One command of a node's batch: a whole single-slot request, or one slot's part of a split one.
 pub(super) enum Item {
     Whole(u64, Keyed),
-    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool },
+    Part { seq: u64, idx: usize, slot: u16, cmd: Bytes, readonly: bool, master_only: bool },
 }
 
 impl Item {
@@ -53,4 +57,6 @@ pub(super) struct Routed {
     pub(super) req: Request,
     pub(super) class: Timed,
     pub(super) started: Option<Instant>,
+    /// A read that must not go to a replica: the client is in WATCH, or wrote its slots lately.
+    pub(super) master_only: bool,
 }

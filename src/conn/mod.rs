@@ -15,6 +15,7 @@
 
 mod barrier;
 mod deliver;
+mod fresh;
 mod gather;
 mod inflight;
 mod item;
@@ -272,14 +273,12 @@ impl Client {
                     match planned {
                         Plan::Keyed(k) => {
                             if let Err(k) = gather.add(p, k, cx, inflight) {
-                                gather.flush(cx, inflight);
-                                inflight.route(Routed::from_keyed(k), cx);
+                                gather.route(p, Routed::from_keyed(k), cx, inflight);
                             }
                         }
                         Plan::Split(sp) => {
                             if let Err(sp) = gather.add_split(p, sp, cx, inflight) {
-                                gather.flush(cx, inflight);
-                                inflight.route(Routed::from_split(sp), cx);
+                                gather.route(p, Routed::from_split(sp), cx, inflight);
                             }
                         }
                         Plan::Ready(done) => {
@@ -287,11 +286,11 @@ impl Client {
                             gather.flush(cx, inflight);
                             inflight.ready(done, size);
                         }
-                        Plan::Routed(r) => {
-                            gather.flush(cx, inflight);
-                            inflight.route(r, cx);
+                        Plan::Routed(r) => gather.route(p, r, cx, inflight),
+                        Plan::Barrier(spec, req, t) => {
+                            gather.barrier(p, &spec);
+                            self.barrier = Some(Box::new((spec, req, t)))
                         }
-                        Plan::Barrier(spec, req, t) => self.barrier = Some(Box::new((spec, req, t))),
                     }
                     after_command(&mut self.parser, &self.c, &mut self.closing);
                 }
@@ -480,11 +479,11 @@ impl Routed {
     /// A single-slot command whose slot had no healthy master when it was gathered: the router
     /// waits for one.
     fn from_keyed(k: item::Keyed) -> Routed {
-        Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started }
+        Routed { spec: k.spec, req: k.req, class: Timed::Keyed, started: k.started, master_only: k.master_only }
     }
 
     /// The same for a split command with a part whose slot had no healthy master.
     fn from_split(sp: item::Split) -> Routed {
-        Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started }
+        Routed { spec: sp.spec, req: sp.req, class: Timed::Fanout, started: sp.started, master_only: sp.master_only }
     }
 }

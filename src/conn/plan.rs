@@ -192,19 +192,22 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         Class::Scan => Timed::Scan,
         Class::Info => Timed::Info,
     };
+    // A client in WATCH reads from the master: a replica behind it could show a value older
+    // than the one WATCH guards, and EXEC would then run on a stale read.
+    let master_only = c.tx.watching();
     if matches!(spec.class, Class::Keyed) && matches!(spec.special, Special::None) {
         if let Some(slot) = spec.single_slot(&req.args) {
-            return Plan::Keyed(Keyed { spec, req, slot, started });
+            return Plan::Keyed(Keyed { spec, req, slot, started, master_only });
         }
     }
     // MSET with a key missing its value is left to the router, which answers Redis's error.
     let pairs_ok = spec.class != Class::MSet || req.args.len() % 2 == 1;
     if class == Timed::Fanout && pairs_ok && matches!(spec.special, Special::None) {
         if let Some(parts) = route::split(spec.class, &req.args) {
-            return Plan::Split(Split { spec, parts, req, started });
+            return Plan::Split(Split { spec, parts, req, started, master_only });
         }
     }
-    Plan::Routed(Routed { spec, req, class, started })
+    Plan::Routed(Routed { spec, req, class, started, master_only })
 }
 
 /// The request with its keys stored under the selected database's prefix (none for a plain

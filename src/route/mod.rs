@@ -8,6 +8,7 @@
 //! - [`whole`], [`scan`], [`info`], [`pubsub_info`], [`logs`]: commands about the whole cluster.
 //! - [`scripts`]: scripts seen, reloaded where a node answers NOSCRIPT.
 //! - [`config`]: CONFIG SET on every node, and again on nodes that join later.
+//! - [`reads`]: which node answers a read (`routing.read_from`): the master or a replica.
 
 mod compute;
 mod config;
@@ -15,6 +16,7 @@ pub mod databases;
 mod info;
 mod logs;
 mod pubsub_info;
+pub mod reads;
 mod redirect;
 mod retry;
 mod scan;
@@ -66,6 +68,8 @@ pub struct Router {
     /// Set operations over several slots computed here, within this many bytes of members
     /// (`keyspace.cross_slot_reads = "compute"`); `None`: CROSSSLOT.
     pub compute_cross_slot: Option<usize>,
+    /// Where reads go (`[routing]`), and the nodes that recently failed one.
+    pub reads: reads::Reads,
     any_rr: AtomicUsize,
 }
 
@@ -96,6 +100,7 @@ impl Router {
             stats,
             failover_hold,
             compute_cross_slot: None,
+            reads: reads::Reads::new(crate::config::ReadFrom::Master, Duration::ZERO),
             any_rr: AtomicUsize::new(0),
         }
     }
@@ -113,6 +118,9 @@ pub struct Trace {
     /// Told where an exclusive command waits (the node's address and connection id), while it
     /// waits: CLIENT UNBLOCK of the proxy's client is passed on there.
     pub blocked_on: Option<crate::stats::clients::NodeConn>,
+    /// The client wrote this request's slot within `routing.read_your_writes_ms`: a read goes to
+    /// the master, not to a replica that may not have the write yet.
+    pub master_only: bool,
 }
 
 impl Trace {

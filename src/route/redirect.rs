@@ -22,7 +22,7 @@ pub enum Redirect {
     Ask {
         addr: String,
     },
-    /// TRYAGAIN, CLUSTERDOWN, LOADING: the same request may succeed shortly (metric label given).
+    /// TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: the same request may succeed shortly (metric label given).
     Retry(&'static str),
     None,
 }
@@ -49,6 +49,8 @@ pub fn classify(reply: &[u8], from: &str) -> Redirect {
         b"TRYAGAIN" => Redirect::Retry("tryagain"),
         b"CLUSTERDOWN" => Redirect::Retry("clusterdown"),
         b"LOADING" => Redirect::Retry("loading"),
+        // Only a replica says it (its link to its master is down, `replica-serve-stale-data no`).
+        b"MASTERDOWN" => Redirect::Retry("masterdown"),
         _ => Redirect::None,
     }
 }
@@ -177,6 +179,10 @@ mod tests {
             Redirect::Retry("tryagain")
         ));
         assert!(matches!(classify(b"-CLUSTERDOWN The cluster is down\r\n", "x:1"), Redirect::Retry("clusterdown")));
+        assert!(matches!(
+            classify(b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n", "x:1"),
+            Redirect::Retry("masterdown")
+        ));
         assert!(matches!(classify(b"-ERR MOVED\r\n", "x:1"), Redirect::None));
         assert!(matches!(classify(b"-MOVED 99999 a:1\r\n", "x:1"), Redirect::None));
         // Redis writes IPv6 without brackets; hostnames and `?` as they are.

@@ -2,12 +2,14 @@
 //! (ASKING + resend, map untouched), TRYAGAIN/CLUSTERDOWN/LOADING and unreachable owners (backoff
 //! within a budget), a failing master's requests held for its successor, and the rule that a
 //! command already written to a connection that broke is retried only when it is read-only.
+//! A read may go to a replica ([`super::reads`]); one that fails there is asked again elsewhere.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
+use super::reads::Pick;
 use super::redirect::{classify, deposed, FirstTry, Redirect};
 use super::{Router, Trace};
 use crate::backend::{BackendError, Cx, Failure};
@@ -89,9 +91,10 @@ impl<'a> Budget<'a> {
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
-/// Sends one command for `slot` to its master, following redirects and retrying within budget.
+/// Sends one command for `slot` to its master (a read: to the node `routing.read_from` picks),
+/// following redirects and retrying within budget.
 pub async fn send_to_slot(p: &Router, slot: u16, cmd: Bytes, readonly: bool, cx: Cx, trace: &Trace) -> Bytes {
-    continue_slot(p, slot, cmd, How::shared(readonly), cx, trace, None).await
+    continue_slot(p, slot, cmd, How::shared(readonly).master_only(trace.master_only), cx, trace, None).await
 }
 
 /// How a command travels to a slot's master.
@@ -103,15 +106,26 @@ pub struct How {
     /// from the dedicated pool and given back only once fully answered, so that a client leaving
     /// mid-block closes it. Its replies may come any time later, so they are not held late.
     pub exclusive: bool,
+    /// A read that must not go to a replica (read-your-writes).
+    pub master_only: bool,
 }
 
 impl How {
     pub fn shared(readonly: bool) -> How {
-        How { readonly, exclusive: false }
+        How { readonly, exclusive: false, master_only: false }
     }
 
     pub fn exclusive(readonly: bool) -> How {
-        How { readonly, exclusive: true }
+        How { readonly, exclusive: true, master_only: false }
+    }
+
+    pub fn master_only(self, master_only: bool) -> How {
+        How { master_only, ..self }
+    }
+
+    /// Whether a replica may answer, as `routing.read_from` says: reads on shared connections.
+    fn replica_ok(self, p: &Router) -> bool {
+        self.readonly && !self.exclusive && !self.master_only && p.reads.reaches_replicas()
     }
 }
 
@@ -158,6 +172,7 @@ pub async fn continue_slot(
     mut first: Option<FirstTry>,
 ) -> Bytes {
     let readonly = how.readonly;
+    let replica_ok = how.replica_ok(p);
     let mut budget = Budget::new(p);
     let mut redirects = 0;
     let mut asking: Option<String> = None;
@@ -166,7 +181,16 @@ pub async fn continue_slot(
             Some(tried) => tried,
             None => {
                 // Read the snapshot into owned values first: its guard must not live across a wait.
-                let owner = p.topology.load().master_node(slot).map(|n| (n.addr.clone(), n.failed));
+                let (owner, pick) = {
+                    let t = p.topology.load();
+                    let owner = t.master_node(slot).map(|n| (n.addr.clone(), n.failed));
+                    let pick = match replica_ok.then(|| p.reads.pick(&t, slot, cx.lane)) {
+                        Some(Pick::Replica(a) | Pick::Master(a)) => Some(Ok(a.to_string())),
+                        Some(Pick::NoReplica) => Some(Err(())),
+                        Some(Pick::NoMaster) | None => None,
+                    };
+                    (owner, pick)
+                };
                 let (addr, payload, n) = match asking.take() {
                     Some(a) => {
                         let mut b = BytesMut::with_capacity(ASKING.len() + cmd.len());
@@ -174,6 +198,18 @@ pub async fn continue_slot(
                         b.put_slice(&cmd);
                         (a, b.freeze(), 2)
                     }
+                    None if pick.is_some() => match pick {
+                        Some(Ok(a)) => (a, cmd.clone(), 1),
+                        // `read_from = "replica"`: never the master; wait for a replica within
+                        // the budget (a failed one's flag clears, a new one joins).
+                        _ => {
+                            p.topology.request_refresh();
+                            if budget.wait().await {
+                                continue;
+                            }
+                            return crate::errors::no_replica(&super::reads::command_name(&cmd), slot);
+                        }
+                    },
                     None => match owner {
                         Some((_, true)) if budget.hold().await => continue,
                         Some((a, _)) => (a, cmd.clone(), 1),
@@ -191,6 +227,34 @@ pub async fn continue_slot(
                 (addr, result, sent)
             }
         };
+        if replica_ok {
+            // A read another node could answer: one that failed it is passed over for a while
+            // and the read asked again elsewhere; a replica's answer may be behind by design, so
+            // it is not checked for lateness.
+            let on_replica = p.topology.load().master_node(slot).is_none_or(|m| m.addr != addr);
+            match &result {
+                Ok(replies) => match replies.last().map(|r| classify(r, &addr)) {
+                    Some(Redirect::None) if on_replica => {
+                        return replies.last().cloned().unwrap_or_else(errors::empty_reply)
+                    }
+                    Some(Redirect::Retry(kind)) => {
+                        p.metrics.redirect(kind);
+                        p.reads.avoid(&addr);
+                        if budget.wait().await {
+                            continue;
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) if !e.busy() => {
+                    p.reads.avoid(&addr);
+                    if budget.wait().await {
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         match result {
             Ok(mut replies) => {
                 let Some(r) = replies.pop() else { return errors::empty_reply() };

@@ -53,7 +53,8 @@ impl Scripts {
 }
 
 /// EVALSHA; on NOSCRIPT for a script the proxy has seen, loads it on every master and retries once
-/// (the node may be a master added or promoted after the load, or one whose cache was flushed).
+/// (the node may be a master added or promoted after the load, or one whose cache was flushed),
+/// on the master.
 pub(super) async fn evalsha(p: &Router, spec: &CommandSpec, req: Request, cx: Cx, trace: &Trace) -> Bytes {
     let first = route_class(p, spec, req.clone(), cx, trace).await;
     let noscript = resp::error_text(&first).is_some_and(|t| t.starts_with(b"NOSCRIPT"));
@@ -63,7 +64,13 @@ pub(super) async fn evalsha(p: &Router, spec: &CommandSpec, req: Request, cx: Cx
     if resp::is_error(&loaded) {
         return first;
     }
-    route_class(p, spec, req, cx, trace).await
+    // EVALSHA_RO may have gone to a replica, which the load on the masters need not reach.
+    let again = Trace { master_only: true, blocked_on: None, redirected: Default::default() };
+    let reply = route_class(p, spec, req, cx, &again).await;
+    if again.redirected() {
+        trace.set_redirected();
+    }
+    reply
 }
 
 /// SCRIPT EXISTS: 1 for a script every master has, or one the proxy has seen (an EVALSHA of it

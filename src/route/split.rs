@@ -155,7 +155,7 @@ async fn send_parts(p: &Router, parts: &Parts, readonly: bool, cx: Cx, trace: &T
         }
     }
     if !again.is_empty() {
-        let how = How::shared(readonly);
+        let how = How::shared(readonly).master_only(trace.master_only);
         let retried = futures_util::future::join_all(again.into_iter().map(|(i, first)| async move {
             (i, continue_slot(p, parts[i].slot, parts.cmd(&parts[i]), how, cx, trace, first).await)
         }))

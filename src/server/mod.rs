@@ -240,7 +240,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = TopologyStore::new();
     let backend = Backend::new(
         cfg.backend.clone(),
-        Auth::logins(&cfg.backend, &cfg.auth.backend_logins()),
+        Auth::logins(&cfg.backend, &cfg.auth.backend_logins(), cfg.routing.read_from.reaches_replicas()),
         store.clone(),
         metrics.clone(),
         workers.len(),
@@ -284,7 +284,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let mut router =
         Router::new(store.clone(), poller.clone(), backend.clone(), metrics, stats, cfg.topology.failover_hold);
     router.compute_cross_slot = cfg.keyspace.compute_cross_slot;
+    router.reads = crate::route::reads::Reads::new(cfg.routing.read_from, cfg.routing.read_your_writes);
     let router = Arc::new(router);
+    if cfg.routing.read_from == crate::config::ReadFrom::Nearest {
+        tokio::spawn(crate::route::reads::probe(Arc::downgrade(&router)));
+    }
     let conn = Arc::new(conn::Shared {
         router: router.clone(),
         table,
@@ -316,6 +320,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(memory::release_after_bursts(shared.router.stats.clone(), shared.conn.usage.clone())));
     if let Some(l) = admin {
         tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
+    }
+    if shared.cfg.routing.deprecated_key {
+        tracing::warn!(
+            read_from = shared.cfg.routing.read_from.name(),
+            "backend.read_from is deprecated; set routing.read_from instead (\"replicas\" is \"replica-preferred\")"
+        );
     }
     // Addresses as operators grep them (`127.0.0.1:6379`, or `none`), not as Rust's Option.
     let shown = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());

@@ -58,6 +58,12 @@ impl Topology {
         Topology::build(0, Vec::new(), vec![UNOWNED; SLOTS].into_boxed_slice())
     }
 
+    /// A map whose every slot is served by `nodes[owner]`, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn for_tests(nodes: Vec<Node>, owner: u16) -> Topology {
+        Topology::build(1, nodes, vec![owner; SLOTS].into_boxed_slice())
+    }
+
     pub(super) fn build(version: u64, nodes: Vec<Node>, slots: Box<[u16]>) -> Topology {
         let shards = shards_of(&nodes, &slots);
         Topology { version, nodes, slots, shards, learned_at: Instant::now() }
@@ -86,22 +92,11 @@ impl Topology {
         self.nodes.get(i as usize)
     }
 
-    /// A live replica of `slot`'s master, chosen by `pick` among them; `None` without one.
-    pub fn replica_for(&self, slot: u16, pick: u32) -> Option<&str> {
-        let master = self.master_node(slot)?;
-        let live = || {
-            self.nodes.iter().filter(|n| {
-                n.role == Role::Replica
-                    && !n.failed
-                    && !master.id.is_empty()
-                    && n.master_id.as_deref() == Some(&master.id)
-            })
-        };
-        let n = live().count();
-        if n == 0 {
-            return None;
-        }
-        live().nth(pick as usize % n).map(|n| n.addr.as_str())
+    /// The replicas of `master` that are not flagged failed (none when its id is unknown).
+    pub fn live_replicas<'a>(&'a self, master: &'a Node) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |n| {
+            n.role == Role::Replica && !n.failed && !master.id.is_empty() && n.master_id.as_deref() == Some(&master.id)
+        })
     }
 
     /// Addresses of the masters that own slots, in SCAN's shard order.
