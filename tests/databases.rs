@@ -344,3 +344,73 @@ async fn keyspace_notifications_per_database() {
     assert_eq!(w.text(&["DEL", "k"]).await, ":1\r\n");
     assert_eq!(s.read_replies(1).await[0], b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@1__:k\r\n$3\r\ndel\r\n");
 }
+
+/// Job-queue libraries' own patterns over many keys, unchanged, in a one-slot database (the
+/// setting under test: database 1 one-slot, database 0 plain beside it): a Sidekiq-like push
+/// (MULTI: SADD queues + LPUSH queue + ZADD schedule) and its retry move script, and a
+/// BullMQ-like add-job script over eight declared keys (id counter, job hash, wait list,
+/// priority set, meta hash, events stream, marker). In database 0 the same script gets
+/// Redis Cluster's CROSSSLOT, which is what a one-slot database is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_queue_scripts_over_many_keys_run_in_a_one_slot_database() {
+    let env = start_with(small(), |c| {
+        c.keyspace.databases = 2;
+        c.keyspace.one_slot_databases = vec![1];
+    })
+    .await;
+    let mut c = Raw::connect(env.addr()).await;
+    assert_eq!(c.text(&["SELECT", "1"]).await, "+OK\r\n");
+    // Sidekiq's client push: one transaction over the queue set, the queue and the schedule.
+    assert_eq!(c.text(&["MULTI"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["SADD", "queues", "default"]).await, "+QUEUED\r\n");
+    assert_eq!(c.text(&["LPUSH", "queue:default", "{\"jid\":\"j1\"}"]).await, "+QUEUED\r\n");
+    assert_eq!(c.text(&["ZADD", "retry", "10", "{\"jid\":\"j2\"}"]).await, "+QUEUED\r\n");
+    assert_eq!(c.text(&["EXEC"]).await, "*3\r\n:1\r\n:1\r\n:1\r\n");
+    // Its scheduled-set poller: due jobs move from the sorted set to their queue, atomically.
+    let poll = "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100) \
+                for _, job in ipairs(due) do redis.call('ZREM', KEYS[1], job) redis.call('LPUSH', KEYS[2], job) end \
+                return #due";
+    assert_eq!(c.text(&["EVAL", poll, "2", "retry", "queue:default", "20"]).await, ":1\r\n");
+    assert_eq!(
+        c.text(&["LRANGE", "queue:default", "0", "-1"]).await,
+        "*2\r\n$12\r\n{\"jid\":\"j2\"}\r\n$12\r\n{\"jid\":\"j1\"}\r\n"
+    );
+    // BullMQ's addJob shape: every key declared, eight of them, each in its own slot on its own.
+    let keys = [
+        "bull:q:id",
+        "bull:q:wait",
+        "bull:q:paused",
+        "bull:q:meta",
+        "bull:q:prioritized",
+        "bull:q:events",
+        "bull:q:marker",
+        "bull:q:1",
+    ];
+    let slots: BTreeSet<u16> = keys.iter().map(|k| clusterless::slot::slot(k.as_bytes())).collect();
+    assert!(slots.len() >= 6, "the keys' own slots differ: {slots:?}");
+    let add = "local id = redis.call('INCR', KEYS[1]) \
+               redis.call('HSET', KEYS[8], 'name', ARGV[1], 'data', ARGV[2]) \
+               if redis.call('HEXISTS', KEYS[4], 'paused') == 1 then redis.call('LPUSH', KEYS[3], id) \
+               else redis.call('LPUSH', KEYS[2], id) end \
+               redis.call('ZADD', KEYS[5], 0, id) \
+               redis.call('XADD', KEYS[6], '*', 'event', 'added', 'jobId', id) \
+               redis.call('ZADD', KEYS[7], 0, '0') \
+               return id";
+    let mut cmd = vec!["EVAL", add, "8"];
+    cmd.extend(keys);
+    cmd.extend(["email", "{}"]);
+    assert_eq!(c.text(&cmd).await, ":1\r\n");
+    assert_eq!(c.text(&cmd).await, ":2\r\n");
+    assert_eq!(c.text(&["LRANGE", "bull:q:wait", "0", "-1"]).await, "*2\r\n$1\r\n2\r\n$1\r\n1\r\n");
+    assert_eq!(c.text(&["XLEN", "bull:q:events"]).await, ":2\r\n");
+    assert_eq!(c.text(&["HGET", "bull:q:1", "name"]).await, "$5\r\nemail\r\n");
+    // All of it on one master, under database 1's tag.
+    let on_nodes = stored(&env).await;
+    let masters: BTreeSet<u16> = on_nodes.iter().map(|(p, _)| *p).collect();
+    assert_eq!(masters.len(), 1, "{on_nodes:?}");
+    assert!(on_nodes.iter().all(|(_, k)| k.starts_with("{__db1}:")), "{on_nodes:?}");
+    assert_eq!(on_nodes.len(), 8, "{on_nodes:?}");
+    // The same script in the plain database 0: the cluster's refusal.
+    assert_eq!(c.text(&["SELECT", "0"]).await, "+OK\r\n");
+    assert_eq!(c.text(&cmd).await, "-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+}
