@@ -121,8 +121,9 @@ fn dev(mut cfg: Config, args: DevArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the local cluster: {e}")),
     };
     cfg.seeds = vec![cluster.seed()];
-    if let Some(l) = &mut cfg.listen {
-        l.set_port(args.port);
+    // `--port` wins over the port of `listen` (flag, variable or file), which otherwise stands.
+    if let (Some(l), Some(port)) = (&mut cfg.listen, args.port) {
+        l.set_port(port);
     }
     let code = match runtime() {
         Ok(rt) => rt.block_on(async {

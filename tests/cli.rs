@@ -606,3 +606,25 @@ async fn backend_acl_user() {
     let line = one_line_exit_2(&base, &[], node);
     assert!(line.contains("NOAUTH"), "{line}");
 }
+
+/// `clusterless dev` (the README's first command): its own cluster and a proxy on the address
+/// `--listen` names (the `--port` flag, when given, would set only its port); SET and GET answer
+/// there, and Ctrl-C stops both with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_on_its_listen_address_and_stops_on_ctrl_c() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bin = Bin::spawn(&["dev", "--replicas", "0", "--listen", &listen, "--metrics", ""]);
+    let addr: SocketAddr = listen.parse().expect("addr");
+    eventually_async("the dev proxy answers on --listen", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    let mut c = common::Raw::connect(addr).await;
+    assert_eq!(c.text(&["SET", "dev-key", "v"]).await, "+OK\r\n");
+    assert_eq!(c.text(&["GET", "dev-key"]).await, "$1\r\nv\r\n");
+    assert_eq!(c.text(&["DBSIZE"]).await, ":1\r\n");
+    drop(c);
+    bin.signal("INT");
+    assert_eq!(bin.exit_code(common::CLUSTER_PATIENCE).await, Some(0), "log: {}", bin.log());
+}

@@ -40,9 +40,9 @@ pub struct ObserveArgs {
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
-    /// Port the proxy listens on (0 picks a free one).
-    #[arg(long, default_value_t = 6379)]
-    pub port: u16,
+    /// Port the proxy listens on (0 picks a free one) [default: 6379, or the port of --listen].
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Number of masters.
     #[arg(long, default_value_t = 3)]
     pub masters: usize,
