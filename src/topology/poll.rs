@@ -413,7 +413,6 @@ impl Poller {
     }
 }
 
-// The reply parsers' tests, beside this file to keep it one concept's length.
+// The reply parsers' tests, in poll/tests.rs to keep this file one concept's length.
 #[cfg(test)]
-#[path = "poll_tests.rs"]
 mod tests;
