@@ -6,33 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod handles;
+
+pub use handles::{CommandCounters, NodeMetrics, Outcome};
+
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
 };
-
-/// Result label of `clusterless_commands_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok = 0,
-    Error = 1,
-    Redirect = 2,
-}
-
-/// The three counters of one command name.
-pub struct CommandCounters([IntCounter; 3]);
-
-impl CommandCounters {
-    #[inline]
-    pub fn record(&self, o: Outcome) {
-        self.0[o as usize].inc();
-    }
-
-    #[inline]
-    pub fn record_n(&self, o: Outcome, n: u64) {
-        self.0[o as usize].inc_by(n);
-    }
-}
 
 /// Latency buckets from 50 µs to about 1.6 s.
 fn latency_buckets() -> Vec<f64> {
@@ -392,32 +373,9 @@ impl Metrics {
         }))
     }
 
-    /// Position of a command name's counters, for [`crate::command::CommandTable::bind_metrics`].
-    pub fn command_id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).map(|&i| i as u32)
-    }
-
-    /// Counters by position: an index, not a hash, per request.
-    #[inline]
-    pub fn command_by_id(&self, id: u32) -> &CommandCounters {
-        self.commands.get(id as usize).unwrap_or(&self.other)
-    }
-
     #[inline]
     pub fn latency(&self, class: Timed) -> &Histogram {
         &self.latency[class as usize]
-    }
-
-    /// Per-node handles, resolved once per backend connection.
-    pub fn node(&self, node: &str) -> NodeMetrics {
-        NodeMetrics {
-            enabled: self.enabled,
-            connections: self.backend_connections.with_label_values(&[node]),
-            latency: self.backend_latency.with_label_values(&[node]),
-            lost: self.backend_errors.with_label_values(&[node, "lost"]),
-            timeout: self.backend_errors.with_label_values(&[node, "timeout"]),
-            connect: self.backend_errors.with_label_values(&[node, "connect"]),
-        }
     }
 
     /// Counts a redirect-like reply (`moved`, `ask`, `tryagain`, `clusterdown`).
@@ -463,15 +421,6 @@ impl Metrics {
         self.redirects.get_metric_with_label_values(&[kind]).map(|c| c.get()).unwrap_or(0)
     }
 
-    /// Forgets per-node series of nodes that left the cluster.
-    pub fn forget_node(&self, node: &str) {
-        let _ = self.backend_connections.remove_label_values(&[node]);
-        let _ = self.backend_latency.remove_label_values(&[node]);
-        for k in ["lost", "timeout", "connect"] {
-            let _ = self.backend_errors.remove_label_values(&[node, k]);
-        }
-    }
-
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> Vec<u8> {
         use prometheus::Encoder;
@@ -497,15 +446,4 @@ pub fn exported_names() -> Vec<String> {
     // Per-node series exist once a node is used.
     let _node = m.node("127.0.0.1:7000");
     m.registry.gather().iter().map(|f| f.name().to_string()).collect()
-}
-
-/// Metrics of one backend connection.
-#[derive(Clone)]
-pub struct NodeMetrics {
-    pub enabled: bool,
-    pub connections: IntGauge,
-    pub latency: Histogram,
-    pub lost: IntCounter,
-    pub timeout: IntCounter,
-    pub connect: IntCounter,
 }
