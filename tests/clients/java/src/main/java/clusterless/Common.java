@@ -96,6 +96,21 @@ final class Common {
     return v.toString();
   }
 
+  interface Program {
+    void run(String[] argv) throws Exception;
+  }
+
+  /** A program's main: whatever it throws fails `check` with the stack trace (a FAIL line, exit 1). */
+  static void runMain(String check, String[] argv, Program program) {
+    try {
+      program.run(argv);
+    } catch (Throwable e) {
+      java.io.StringWriter trace = new java.io.StringWriter();
+      e.printStackTrace(new java.io.PrintWriter(trace));
+      fail(check, trace);
+    }
+  }
+
   interface Body<T> {
     T run() throws Exception;
   }

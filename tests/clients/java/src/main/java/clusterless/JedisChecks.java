@@ -40,13 +40,7 @@ import redis.clients.jedis.util.SafeEncoder;
  */
 public final class JedisChecks {
   public static void main(String[] argv) {
-    try {
-      run(argv);
-    } catch (Throwable e) {
-      java.io.StringWriter trace = new java.io.StringWriter();
-      e.printStackTrace(new java.io.PrintWriter(trace));
-      fail("unexpected", trace);
-    }
+    Common.runMain("unexpected", argv, JedisChecks::run);
   }
 
   private static String text(Object reply) {

@@ -44,13 +44,7 @@ import java.util.concurrent.TimeUnit;
  */
 public final class LettuceChecks {
   public static void main(String[] argv) {
-    try {
-      run(argv);
-    } catch (Throwable e) {
-      java.io.StringWriter trace = new java.io.StringWriter();
-      e.printStackTrace(new java.io.PrintWriter(trace));
-      fail("unexpected", trace);
-    }
+    Common.runMain("unexpected", argv, LettuceChecks::run);
   }
 
   private static void run(String[] argv) throws Exception {

@@ -72,15 +72,7 @@ public final class Writes {
   }
 
   public static void main(String[] argv) {
-    try {
-      run(argv);
-    } catch (Throwable e) {
-      java.io.StringWriter trace = new java.io.StringWriter();
-      e.printStackTrace(new java.io.PrintWriter(trace));
-      System.out.println("FAIL writes: " + trace);
-      System.out.flush();
-      System.exit(1);
-    }
+    Common.runMain("writes", argv, Writes::run);
     System.out.flush();
     System.exit(0);
   }
