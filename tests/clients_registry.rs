@@ -90,6 +90,16 @@ async fn blocked_on_node(port: u16) -> bool {
     text.lines().any(|l| field(l, "cmd") == "blpop" && field(l, "flags").contains('b'))
 }
 
+/// A connection to the proxy (side 0) or to the plain server beside it (side 1), for the tests
+/// that run the same script against both and compare.
+async fn side_conn(side: usize, proxy: SocketAddr, plain_port: u16) -> Raw {
+    if side == 0 {
+        Raw::connect(proxy).await
+    } else {
+        raw(plain_port).await
+    }
+}
+
 async fn id_of(r: &mut Raw) -> String {
     r.text(&["CLIENT", "ID"]).await.trim_start_matches(':').trim_end().to_string()
 }
@@ -106,7 +116,7 @@ async fn list_and_info_as_one_server() {
     for side in 0..2 {
         // Connected and answered one at a time: ids follow the order of connection.
         let connect = || async {
-            let mut r = if side == 0 { Raw::connect(proxy).await } else { raw(plain_port).await };
+            let mut r = side_conn(side, proxy, plain_port).await;
             assert_eq!(r.text(&["PING"]).await, "+PONG\r\n");
             r
         };
@@ -386,13 +396,7 @@ async fn unblock_as_one_server() {
     let proxy = env.addr();
     let mut seen: Vec<Vec<String>> = Vec::new();
     for side in 0..2 {
-        let connect = || async {
-            if side == 0 {
-                Raw::connect(proxy).await
-            } else {
-                raw(plain_port).await
-            }
-        };
+        let connect = || side_conn(side, proxy, plain_port);
         let mut a = connect().await;
         let mut b = connect().await;
         let b_id = id_of(&mut b).await;
@@ -437,13 +441,7 @@ async fn monitor_as_one_server() {
     let proxy = env.addr();
     let mut seen = Vec::new();
     for side in 0..2 {
-        let connect = || async {
-            if side == 0 {
-                Raw::connect(proxy).await
-            } else {
-                raw(plain_port).await
-            }
-        };
+        let connect = || side_conn(side, proxy, plain_port);
         let mut m = connect().await;
         let mut c = connect().await;
         let c_addr = field(&bulk_text(&c.text(&["CLIENT", "INFO"]).await), "addr").to_string();
