@@ -254,10 +254,7 @@ impl Client {
                     let cx = self.c.cx();
                     let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    let mut planned = match plan::namespaced(&self.h.table, &self.c, req) {
-                        Ok(req) => plan(p, &self.h.table, &mut self.c, req, started),
-                        Err(e) => plan::refused(&mut self.c, e, started),
-                    };
+                    let mut planned = plan(p, &self.h.table, &mut self.c, req, started);
                     if self.h.usage.refusing() && planned.allocates() {
                         // Near `limits.max_memory`: what would bring more node replies in is
                         // refused, as Redis refuses commands past maxmemory; replies drain.

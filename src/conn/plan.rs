@@ -111,6 +111,11 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         // A known name is a bounded label value, whatever the arguments.
         Lookup::WrongArity(spec, e) => return not_run(c, e, spec.metric_id, started),
     };
+    // In a prefixed database the keys get the prefix now, from the spec just looked up.
+    let req = match namespaced(&spec, c, req) {
+        Ok(req) => req,
+        Err(e) => return not_run(c, e, OTHER, started),
+    };
     // CLIENT LIST's `cmd` and `idle`.
     c.session.entry.touch(&spec.name_bytes);
     let id = spec.metric_id;
@@ -213,7 +218,7 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
 /// The request with its keys stored under the selected database's prefix (none for a plain
 /// database 0: the request goes on untouched); an error Redis answers from the arguments (a bad
 /// `COPY ... DB n`).
-pub(super) fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result<Request, Bytes> {
+fn namespaced(spec: &CommandSpec, c: &Conn, req: Request) -> Result<Request, Bytes> {
     let s = &c.session;
     let prefix = match &s.prefix {
         Some(p) => &p[..],
@@ -221,10 +226,7 @@ pub(super) fn namespaced(table: &CommandTable, c: &Conn, req: Request) -> Result
         None if s.dbs.count() > 1 && req.args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"copy")) => b"",
         None => return Ok(req),
     };
-    match table.lookup(&req.args) {
-        crate::command::Lookup::Found(spec) => crate::keyspace::rewrite(spec, req, prefix, &s.dbs),
-        _ => Ok(req),
-    }
+    crate::keyspace::rewrite(spec, req, prefix, &s.dbs)
 }
 
 /// Commands run alone because of databases (`keyspace.databases`, one-slot databases): those
@@ -239,11 +241,6 @@ fn db_barrier(s: &Session, name: &str) -> bool {
         n if route::databases::whole_keyspace(n) => true,
         n => s.prefix.is_some() && crate::keyspace::replies::shape_of(n).is_some(),
     }
-}
-
-/// A request refused from its arguments before it was planned (see `namespaced`).
-pub(super) fn refused(c: &mut Conn, e: Bytes, started: Option<Instant>) -> Plan {
-    not_run(c, e, OTHER, started)
 }
 
 /// The metric id that counts as `other` ([`crate::metrics::Metrics::command_by_id`]).
