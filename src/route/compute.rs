@@ -51,24 +51,16 @@ pub(super) async fn set_op(p: &Router, name: &str, args: &[Bytes], limit: usize,
         send_to_slot(p, slot::slot(k), cmd, true, cx, trace)
     });
     let replies = futures_util::future::join_all(reads).await;
-    let mut sets: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
-    let mut bytes = 0usize;
-    for r in &replies {
-        if resp::is_error(r) {
-            return r.clone();
-        }
-        let members: Vec<Bytes> =
-            resp::aggregate_elements(r).unwrap_or_default().iter().filter_map(|m| resp::as_bulk(m).flatten()).collect();
-        bytes += members.iter().map(Bytes::len).sum::<usize>();
-        if bytes > limit {
-            return errors::compute_too_large(name, limit);
-        }
-        sets.push(members);
-    }
+    let members = |r: &Bytes| -> Vec<Bytes> {
+        resp::aggregate_elements(r).unwrap_or_default().iter().filter_map(|m| resp::as_bulk(m).flatten()).collect()
+    };
+    let sets = match read_within(name, &replies, limit, members, Bytes::len) {
+        Ok(sets) => sets,
+        Err(e) => return e,
+    };
     let result = compute(op, &sets);
     if let Some(lim) = card_limit {
-        let n = if lim == 0 { result.len() } else { result.len().min(lim) };
-        return reply::int(n as i64);
+        return card(result.len(), lim);
     }
     match store {
         None => {
@@ -81,6 +73,36 @@ pub(super) async fn set_op(p: &Router, name: &str, args: &[Bytes], limit: usize,
             send_to_slot(p, slot::slot(dest), resp::encode_command(&cmd), false, cx, trace).await
         }
     }
+}
+
+/// Each key's reply read by `parse`, in key order, within `limit` bytes as `size` counts them:
+/// the first error a node answered (WRONGTYPE), or the proxy's refusal past the limit.
+pub(super) fn read_within<T>(
+    name: &str,
+    replies: &[Bytes],
+    limit: usize,
+    parse: impl Fn(&Bytes) -> Vec<T>,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<Vec<T>>, Bytes> {
+    let mut inputs = Vec::with_capacity(replies.len());
+    let mut bytes = 0usize;
+    for r in replies {
+        if resp::is_error(r) {
+            return Err(r.clone());
+        }
+        let input = parse(r);
+        bytes += input.iter().map(&size).sum::<usize>();
+        if bytes > limit {
+            return Err(errors::compute_too_large(name, limit));
+        }
+        inputs.push(input);
+    }
+    Ok(inputs)
+}
+
+/// A *INTERCARD reply: the result's size, up to `limit` (0: no limit).
+pub(super) fn card(len: usize, limit: usize) -> Bytes {
+    reply::int(if limit == 0 { len } else { len.min(limit) } as i64)
 }
 
 /// The members of the result in one server's order: the first set's, then (a union) each next

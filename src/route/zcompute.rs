@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::compute::{card, read_within};
 use super::{send_to_slot, Router, Trace};
 use crate::backend::Cx;
 use crate::errors;
@@ -71,26 +72,16 @@ pub(super) async fn zset_op(p: &Router, name: &str, args: &[Bytes], limit: usize
     });
     let replies = futures_util::future::join_all(reads).await;
     // Redis looks the keys up (WRONGTYPE) before it reads the options after them.
-    let mut inputs: Vec<Vec<(Bytes, f64)>> = Vec::with_capacity(replies.len());
-    let mut bytes = 0usize;
-    for r in &replies {
-        if resp::is_error(r) {
-            return r.clone();
-        }
-        let input = read_input(r);
-        bytes += input.iter().map(|(m, _)| m.len() + 8).sum::<usize>();
-        if bytes > limit {
-            return errors::compute_too_large(name, limit);
-        }
-        inputs.push(input);
-    }
+    let inputs = match read_within(name, &replies, limit, read_input, |(m, _)| m.len() + 8) {
+        Ok(inputs) => inputs,
+        Err(e) => return e,
+    };
     if let Some(e) = bad_option {
         return e;
     }
     let result = combine(&ask, inputs);
     if let Some(lim) = ask.card {
-        let n = if lim == 0 { result.len() } else { result.len().min(lim) };
-        return reply::int(n as i64);
+        return card(result.len(), lim);
     }
     match ask.dest {
         None => encode(&result, ask.withscores, cx.proto),
