@@ -111,6 +111,14 @@ impl Mailbox {
         }
     }
 
+    /// Drops the queue's capacity when it is empty (an idle client's).
+    pub fn shed(&self) {
+        let mut d = self.inner.lock();
+        if d.replies.is_empty() {
+            d.replies = Vec::new();
+        }
+    }
+
     /// Moves every delivered reply into `into` (true if there was any); when there was none and
     /// a `waker` is given, it is woken by the next delivery.
     pub fn take(&self, waker: Option<&Waker>, into: &mut Vec<(u64, Reply)>) -> bool {

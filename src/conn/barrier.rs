@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::plan::{sub_kind, Conn};
@@ -138,8 +137,7 @@ pub(super) async fn client_gone(rd: &mut super::stream::ReadHalf, rbuf: &mut Byt
     if rbuf.len() >= MAX_READ_AHEAD {
         return std::future::pending().await;
     }
-    rbuf.reserve(4096);
-    match rd.read_buf(rbuf).await {
+    match rd.read_into(rbuf, 4096).await {
         Ok(0) | Err(_) => true,
         Ok(n) => {
             super::count_in(m, n);

@@ -1,12 +1,13 @@
 //! What reaches the client between its requests: the replies that are ready, in request order
 //! and with their metrics recorded first; subscription messages as they arrive (and the repair of
 //! subscriptions the map moved); cache invalidations (CLIENT TRACKING), after the replies already
-//! due; and the close of a client that overcame its output limit.
+//! due; the close of a client that overcame its output limit; and an idle client's buffers let go.
 
 use super::{Client, Next};
 use crate::memory::Why;
 use crate::session::pubsub::{self, Event, PubSub};
 use crate::session::tracking;
+use crate::stats::inbox::Ask;
 
 impl Client {
     /// Writes every reply that is ready, in order, with their metrics recorded first.
@@ -83,17 +84,40 @@ impl Client {
         Next::Loop
     }
 
-    /// The cache invalidations in this client's inbox, in its protocol, each in the place of a
-    /// reply after those of the requests already in flight: an invalidation that came by another
-    /// connection than the read it concerns must not overtake that read's reply.
-    pub(super) fn invalidations(&mut self) {
+    /// What came to the client's inbox. The cache invalidations, in its protocol, each in the
+    /// place of a reply after those of the requests already in flight: an invalidation that came
+    /// by another connection than the read it concerns must not overtake that read's reply. Then
+    /// what the proxy asked: to drain, or to let go of its buffers.
+    pub(super) fn read_inbox(&mut self) {
         let subscribed = self.c.pubsub.as_ref().is_some_and(|ps| ps.active());
         // Written under CLIENT REPLY OFF too, as Redis writes its pushes.
-        for m in self.c.session.entry.inbox.take() {
+        let inbox = &self.c.session.entry.inbox;
+        for m in inbox.take() {
             if let Some(f) = tracking::frame(&m, self.c.session.proto, subscribed) {
                 self.inflight.ready((f, None), 0);
             }
         }
+        let asked = inbox.take_asks();
+        if asked.has(Ask::Drain) {
+            self.draining = true;
+        }
+        if asked.has(Ask::Shed) {
+            self.shed();
+        }
+    }
+
+    /// Idle for a while (the memory check asked): lets go of every buffer and queue kept between
+    /// requests for the next burst, so that an idle client costs its task, its socket and its
+    /// state only. Whatever holds bytes or requests right now is kept.
+    fn shed(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = bytes::BytesMut::new();
+            self.read_size = super::MIN_READ;
+        }
+        self.out.shed();
+        self.inflight.shed();
+        self.gather.shed();
+        self.batch.shed();
     }
 
     pub(super) async fn repair(&mut self) {

@@ -161,6 +161,13 @@ impl Gather {
         self.groups.push((shared, items));
     }
 
+    /// Drops the capacity of the batches (empty between reads).
+    pub(super) fn shed(&mut self) {
+        if self.groups.is_empty() {
+            self.groups = Vec::new();
+        }
+    }
+
     /// Sends every batch gathered so far. Called before anything else is started, so that a
     /// client's commands reach each node in the order it sent them.
     pub(super) fn flush(&mut self, cx: Cx, inflight: &mut Inflight) {

@@ -21,18 +21,16 @@ mod inflight;
 mod item;
 mod output;
 mod plan;
+mod pool;
 mod record;
 mod shared_state;
 mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -80,8 +78,16 @@ pub struct Shared {
 const MIN_READ: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 
-/// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
-pub async fn serve(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr) {
+/// The task that serves one client until it disconnects, sends QUIT, or breaks the protocol;
+/// `held` (the listener's slot for it) is dropped when it ends. The client is set up here, before
+/// the task: what it was made from would otherwise stay in the task for the connection's life
+/// (an async fn keeps its arguments), and a task is what an idle client costs.
+pub fn serve<G: Send + 'static>(
+    h: Arc<Shared>,
+    stream: ClientStream,
+    peer: SocketAddr,
+    held: G,
+) -> impl Future<Output = ()> + Send + 'static {
     let stats = h.router.stats.clone();
     let id = stats.client_connected();
     let laddr = stream.local_addr().map_or_else(|_| stats.local_addr.to_string(), |a| a.to_string());
@@ -89,18 +95,21 @@ pub async fn serve(h: Arc<Shared>, stream: ClientStream, peer: SocketAddr) {
     // Listed (CLIENT LIST) until this guard drops, when the connection ends.
     let registered = stats.clients.register(Entry::new(id, peer.to_string(), laddr, fd, dup));
     let mut client = Client::new(h, stream, peer, registered.entry.clone());
-    client.run().await;
-    if client.monitor.is_some() {
-        stats.monitors.remove(id);
+    async move {
+        client.run().await;
+        if client.monitor.is_some() {
+            stats.monitors.remove(id);
+        }
+        drop(registered);
+        // Watches, subscriptions and blocked pops end with their connections.
+        let Client { c, out, .. } = client;
+        // What it held leaves the total now, not when the last reply on its way has come.
+        c.meter.gone();
+        drop(c);
+        out.shutdown().await;
+        stats.client_disconnected();
+        drop(held);
     }
-    drop(registered);
-    // Watches, subscriptions and blocked pops end with their connections.
-    let Client { c, out, .. } = client;
-    // What it held leaves the total now, not when the last reply on its way has come.
-    c.meter.gone();
-    drop(c);
-    out.shutdown().await;
-    stats.client_disconnected();
 }
 
 /// What the loop does after a step.
@@ -124,8 +133,9 @@ struct Client {
     rd: ReadHalf,
     out: Output,
     parser: RequestParser,
-    // Buffers start small and grow with the client's bursts: ten thousand idle clients must not
-    // cost ten thousand 16 KB buffers.
+    // Lent by the worker's pool while there are bytes to parse or requests in flight ([`pool`]),
+    // grown with the client's bursts: ten thousand idle clients must not cost ten thousand
+    // buffers.
     rbuf: BytesMut,
     read_size: usize,
     inflight: Inflight,
@@ -184,14 +194,9 @@ impl Client {
     }
 
     async fn run(&mut self) {
-        // One wait for the whole connection: a fresh `changed()` per loop turn registered and
-        // dropped a waiter every request (2 % of the proxy's CPU at pipeline 1).
-        let mut shutdown = self.h.shutdown.clone();
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        tokio::pin!(stop);
-        let mut stop = Stop { fut: stop, seen: self.h.shutdown.clone(), waker: None };
+        // A drain comes through the client's inbox, as everything else the proxy asks of it: no
+        // waiter of its own on the shutdown signal (a fresh `changed()` per turn was 2 % of the
+        // CPU at pipeline 1; one kept for the connection's life, 224 bytes of every client).
         let mut changes = self.h.router.topology.subscribe();
         loop {
             self.dispatch_buffered();
@@ -211,7 +216,7 @@ impl Client {
                 Next::Wait => {}
             }
             self.tidy_read_buffer();
-            if let Next::Close = self.wait(&mut stop, &mut changes).await {
+            if let Next::Close = self.wait(&mut changes).await {
                 return;
             }
         }
@@ -347,6 +352,7 @@ impl Client {
         if !(self.draining && self.inflight.is_empty() && self.need_bytes) {
             return Next::Wait;
         }
+        pool::lend(&mut self.rbuf, MIN_READ);
         self.rbuf.reserve(MIN_READ);
         match self.rd.try_read_buf(&mut self.rbuf) {
             Ok(0) => Next::Close,
@@ -366,24 +372,18 @@ impl Client {
             // A burst is over: give its memory back.
             self.rbuf = BytesMut::new();
             self.read_size = MIN_READ;
+        } else if self.rbuf.is_empty() && self.inflight.is_empty() {
+            // Nothing to parse, no request of it in flight: the next read takes a buffer again.
+            pool::give_back(&mut self.rbuf);
         } else {
             // A big request's allocation, still held by a small rest behind it.
             crate::memory::settle(&mut self.rbuf, MAX_READ);
-        }
-        // Room for at least half a read: `read_size` grows with the requests, so that a request
-        // of 1 KB does not arrive in two reads of a buffer with 1 KB left.
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
-            self.rbuf.reserve(self.read_size);
         }
     }
 
     /// Waits for the first of: the oldest request's reply, a subscription event, a map change or
     /// a repair due (subscribers), more bytes from the client, the start of a drain.
-    async fn wait<F: Future<Output = ()>>(
-        &mut self,
-        stop: &mut Stop<'_, F>,
-        changes: &mut watch::Receiver<u64>,
-    ) -> Next {
+    async fn wait(&mut self, changes: &mut watch::Receiver<u64>) -> Next {
         let subscribed = self.c.pubsub.as_ref().is_some_and(|ps| ps.active());
         let repair = self.c.pubsub.as_ref().is_some_and(|ps| ps.needs_repair);
         let can_read = !self.closing && self.need_bytes && self.room();
@@ -393,13 +393,16 @@ impl Client {
             biased;
             _ = self.c.meter.tripped(), if limited => return self.over_limit(),
             _ = self.inflight.front_ready(), if !self.inflight.is_empty() => return self.write_ready().await,
-            // The subscriber's paths are boxed for the same reason as the barrier's.
-            Some(ev) = next_event(&mut self.c.pubsub), if subscribed => return Box::pin(self.on_event(ev)).await,
-            _ = changes.changed(), if subscribed => Box::pin(self.repair()).await,
-            // Timers are a few hundred bytes each and every waiting client holds this select's
-            // futures: boxed when first polled, which a disabled branch never is.
+            // A subscriber's futures are boxed when first polled, which a disabled branch never
+            // is: every waiting client holds this select's futures, and inline they would cost
+            // each of them what only subscribers use (the same for the timers and MONITOR below).
+            Some(ev) = async { Box::pin(next_event(&mut self.c.pubsub)).await }, if subscribed => {
+                return Box::pin(self.on_event(ev)).await
+            }
+            _ = async { Box::pin(changes.changed()).await }, if subscribed => Box::pin(self.repair()).await,
+            // Timers are a few hundred bytes each.
             _ = async { Box::pin(repair_due()).await }, if repair => Box::pin(self.repair()).await,
-            r = self.rd.read_buf(&mut self.rbuf), if can_read => match r {
+            r = self.rd.read_into(&mut self.rbuf, self.read_size), if can_read => match r {
                 // The client closed its side: answer what it already sent, then close.
                 Ok(0) | Err(_) => self.closing = true,
                 Ok(n) => {
@@ -410,8 +413,7 @@ impl Client {
                     }
                 }
             },
-            _ = stop.changed(), if !self.draining => self.draining = true,
-            Some(line) = next_line(&mut self.monitor), if self.monitor.is_some() => {
+            Some(line) = async { Box::pin(next_line(&mut self.monitor)).await }, if self.monitor.is_some() => {
                 self.c.meter.unqueue(line.len());
                 self.out.push(&line);
                 if !self.flush().await {
@@ -419,7 +421,7 @@ impl Client {
                 }
             }
             _ = async { Box::pin(pause_over(&mut self.pause_rx, self.held.as_ref().map(|h| h.1))).await }, if self.held.is_some() => {}
-            _ = self.c.session.entry.inbox.ready() => self.invalidations(),
+            _ = self.c.session.entry.inbox.ready() => self.read_inbox(),
         }
         Next::Loop
     }
@@ -439,29 +441,6 @@ fn after_command(parser: &mut RequestParser, c: &Conn, closing: &mut bool) {
     // QUIT, or CLIENT KILL of this client (by itself too): its reply is written, then it closes.
     if c.session.quit || entry.is_killed() {
         *closing = true;
-    }
-}
-
-/// The drain signal as this connection waits on it. A registered `changed()` locks the watch's
-/// waiter list on each poll, and the loop polls it on every turn the client waits: once
-/// registered for this task's waker, it is polled again only when the watch did change.
-struct Stop<'a, F> {
-    fut: Pin<&'a mut F>,
-    seen: watch::Receiver<bool>,
-    waker: Option<Waker>,
-}
-
-impl<F: Future<Output = ()>> Stop<'_, F> {
-    async fn changed(&mut self) {
-        std::future::poll_fn(|cx| {
-            if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.seen.has_changed().unwrap_or(true)
-            {
-                return Poll::Pending;
-            }
-            self.waker = Some(cx.waker().clone());
-            self.fut.as_mut().poll(cx)
-        })
-        .await
     }
 }
 

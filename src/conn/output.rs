@@ -17,9 +17,6 @@ use crate::metrics::Metrics;
 /// Frames from this size on are written as they are rather than copied.
 const COPY_BELOW: usize = 16 * 1024;
 
-/// A write buffer this large is dropped once written: the burst that grew it is over.
-const KEEP_CAPACITY: usize = 64 * 1024;
-
 pub(super) struct Output {
     wr: WriteHalf,
     /// Frames ready to be written, in order: copied runs of small ones and big ones as they came.
@@ -35,6 +32,7 @@ impl Output {
 
     pub(super) fn push(&mut self, frame: &Bytes) {
         if frame.len() < COPY_BELOW {
+            super::pool::lend(&mut self.buf, 1024);
             self.buf.extend_from_slice(frame);
             return;
         }
@@ -73,11 +71,18 @@ impl Output {
         if m.enabled {
             m.bytes_out.inc_by(total as u64);
         }
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::new();
-        }
+        // Written: the buffer waits in the worker's pool (or is freed, grown by a burst) until
+        // this client has something to write again.
+        super::pool::give_back(&mut self.buf);
         meter.hold(0);
         true
+    }
+
+    /// Drops the queue's capacity when nothing waits in it.
+    pub(super) fn shed(&mut self) {
+        if self.parts.is_empty() {
+            self.parts = VecDeque::new();
+        }
     }
 
     pub(super) async fn shutdown(mut self) {

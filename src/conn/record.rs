@@ -67,6 +67,13 @@ impl Batch {
         }
     }
 
+    /// Lets go of the per-class histograms and the counts' capacity (flushed already: a batch is
+    /// flushed before its replies are written).
+    pub(super) fn shed(&mut self) {
+        self.latency = Vec::new();
+        self.counts = Vec::new();
+    }
+
     pub(super) fn flush(&mut self, m: &Metrics) {
         if self.now.take().is_none() {
             return;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -79,12 +79,42 @@ impl ReadHalf {
     }
 }
 
-impl AsyncRead for ReadHalf {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+impl ReadHalf {
+    /// Waits for bytes and reads them into `buf`, making room for `size` only once they are
+    /// there: a client waiting on a plain socket holds no read buffer ([`super::pool`]). A TLS
+    /// session reads into the room at once: its decrypted bytes may be waiting in the session
+    /// with the socket itself quiet.
+    pub(super) async fn read_into(&mut self, buf: &mut BytesMut, size: usize) -> io::Result<usize> {
+        match self {
+            // Readiness as `poll_read` waits on it (the socket's one reader waker), not
+            // `readable()`'s queued waiter, which every waiting client would carry.
+            ReadHalf::Plain(r) => {
+                std::future::poll_fn(|cx| loop {
+                    std::task::ready!(r.as_ref().poll_read_ready(cx))?;
+                    make_room(buf, size);
+                    match r.try_read_buf(buf) {
+                        // Readiness was stale: cleared by the failed read, waited on again.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        read => return Poll::Ready(read),
+                    }
+                })
+                .await
+            }
+            ReadHalf::Tls(r) => {
+                make_room(buf, size);
+                r.read_buf(buf).await
+            }
         }
+    }
+}
+
+/// A buffer from the worker's pool if the client holds none, with room for at least half a read:
+/// `size` grows with the client's requests, so that a request of 1 KB does not arrive in two
+/// reads of a buffer with 1 KB left.
+fn make_room(buf: &mut BytesMut, size: usize) {
+    super::pool::lend(buf, size);
+    if buf.capacity() - buf.len() < size / 2 {
+        buf.reserve(size);
     }
 }
 

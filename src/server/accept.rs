@@ -90,22 +90,36 @@ pub(super) async fn accept_loop(
             }
         };
         let h = shared.conn.clone();
-        let kind = kind.clone();
-        workers.spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => return tracing::warn!(%peer, error = %e, "cannot register the client with its worker"),
-            };
-            let stream = match kind {
-                Kind::Plain => ClientStream::Plain(stream),
-                Kind::Tls(tls) => match handshake(&tls, stream, &h.router.metrics, peer).await {
-                    Some(s) => s,
-                    None => return,
-                },
-            };
-            conn::serve(h, stream, peer).await;
-            drop(permit);
-        });
+        let worker = workers.next();
+        match &kind {
+            // Registered with the worker's reactor from here, and its task made at once: a task
+            // in between, freed as soon as it spawned the client's, left a hole per client in
+            // the heap (measured: 1 KB per idle client more after a burst of connections).
+            Kind::Plain => {
+                let stream = {
+                    let _in = worker.enter();
+                    TcpStream::from_std(stream)
+                };
+                match stream {
+                    Ok(s) => drop(worker.spawn(conn::serve(h, ClientStream::Plain(s), peer, permit))),
+                    Err(e) => tracing::warn!(%peer, error = %e, "cannot register the client with its worker"),
+                }
+            }
+            Kind::Tls(tls) => {
+                let tls = tls.clone();
+                drop(worker.spawn(async move {
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            return tracing::warn!(%peer, error = %e, "cannot register the client with its worker")
+                        }
+                    };
+                    let Some(stream) = handshake(&tls, stream, &h.router.metrics, peer).await else { return };
+                    // A task of its own, without the handshake's state.
+                    tokio::spawn(conn::serve(h, stream, peer, permit));
+                }));
+            }
+        }
     }
 }
 

@@ -183,6 +183,8 @@ impl Running {
     pub async fn drain(&self, limit: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
+        // After the flag: a client registered from now on sees it when it starts.
+        self.shared.router.stats.clients.drain_all();
         let deadline = Instant::now() + limit;
         while self.shared.router.stats.connected() > 0 {
             if Instant::now() >= deadline {
@@ -196,6 +198,7 @@ impl Running {
     /// Stops accepting and stops the background tasks (client tasks end with their connections).
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
+        self.shared.router.stats.clients.drain_all();
         for t in &self.tasks {
             t.abort();
         }

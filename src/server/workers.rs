@@ -3,7 +3,6 @@
 //! (cross-thread wake-ups were the largest item of the proxy's profile: bench/RESULTS.md). The
 //! control plane (accepting, topology, observer, admin HTTP) stays on the caller's runtime.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
@@ -53,13 +52,10 @@ impl Workers {
         self.handles.len()
     }
 
-    /// Runs `f` on the next worker, round robin.
-    pub fn spawn<F>(&self, f: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
+    /// The worker the next client goes to, in turn.
+    pub fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].spawn(f);
+        &self.handles[i]
     }
 }
 

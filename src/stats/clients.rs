@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::inbox::Ask;
 use crate::sync::Mutex;
 
 /// Where a client's blocking command waits on a node right now, for CLIENT UNBLOCK to reach it
@@ -62,6 +63,21 @@ impl Registry {
     /// The clients connected now, in id order.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         self.clients.lock().values().cloned().collect()
+    }
+
+    /// Asks the clients idle for `idle_ms` (once per idle spell) to let go of the buffers they
+    /// keep between requests, as Redis frees an idle client's query buffer; returns how many were
+    /// asked.
+    pub fn shed_idle(&self, idle_ms: u64) -> usize {
+        let now = Instant::now();
+        self.clients.lock().values().filter(|e| e.shed_if_idle(now, idle_ms)).count()
+    }
+
+    /// Asks every client to drain: it closes once what it sent is answered.
+    pub fn drain_all(&self) {
+        for e in self.clients.lock().values() {
+            e.inbox.ask(Ask::Drain);
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
@@ -152,6 +168,8 @@ pub struct Entry {
     pub created: Instant,
     /// Milliseconds after `created` of the last command (CLIENT LIST's `idle`).
     last_ms: AtomicU64,
+    /// `last_ms + 1` when it was last asked to shed its buffers (0: never): once per idle spell.
+    shed_at: AtomicU64,
     pub ident: Mutex<Ident>,
     pub resp: AtomicU8,
     /// The database SELECT chose (CLIENT LIST's `db`).
@@ -191,6 +209,7 @@ impl Entry {
             fd,
             created: Instant::now(),
             last_ms: AtomicU64::new(0),
+            shed_at: AtomicU64::new(0),
             ident: Mutex::new(Ident { user: Bytes::from_static(b"default"), ..Ident::default() }),
             resp: AtomicU8::new(2),
             db: AtomicU32::new(0),
@@ -230,6 +249,19 @@ impl Entry {
     pub fn idle(&self) -> u64 {
         let now = self.created.elapsed().as_millis() as u64;
         now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000
+    }
+
+    /// Asks its task to let go of its buffers if it has been idle for `idle_ms` at `now` and was
+    /// not asked since its last command.
+    fn shed_if_idle(&self, now: Instant, idle_ms: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let age = now.saturating_duration_since(self.created).as_millis() as u64;
+        if age.saturating_sub(last) < idle_ms || self.shed_at.load(Ordering::Relaxed) == last + 1 {
+            return false;
+        }
+        self.shed_at.store(last + 1, Ordering::Relaxed);
+        self.inbox.ask(Ask::Shed);
+        true
     }
 
     pub fn pubsub(&self) -> bool {

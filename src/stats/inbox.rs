@@ -1,10 +1,12 @@
 //! Each client's inbox of cache invalidations: where the proxy's tracking puts what the client
 //! (or a client that redirects to it) must drop from its cache, for the client's own task to write
-//! between its replies. Bounded: past [`MAX_PENDING`] messages the queue collapses into one flush,
-//! which is what it would have meant anyway, only coarser.
+//! between its replies; and what the proxy asks of the client's task ([`Ask`]): no task carries a
+//! waiter of its own for these.
+//! Bounded: past [`MAX_PENDING`] messages the queue collapses into one flush, which is what it
+//! would have meant anyway, only coarser.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -33,6 +35,27 @@ pub struct Inbox {
     queue: Mutex<VecDeque<Inval>>,
     pending: AtomicBool,
     waker: AtomicWaker,
+    /// What was asked ([`Ask`] bits) and not yet taken.
+    asks: AtomicU8,
+}
+
+/// What the proxy asks of a client's task through its inbox.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask {
+    /// It has been idle a while: let go of what it keeps between requests.
+    Shed = 1,
+    /// The proxy is draining: close once everything received is answered.
+    Drain = 2,
+}
+
+/// The [`Ask`]s taken at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Asked(u8);
+
+impl Asked {
+    pub fn has(self, a: Ask) -> bool {
+        self.0 & a as u8 != 0
+    }
 }
 
 impl Inbox {
@@ -64,6 +87,19 @@ impl Inbox {
             }
         })
         .await
+    }
+
+    /// Wakes the client's task with `a`.
+    pub fn ask(&self, a: Ask) {
+        self.asks.fetch_or(a as u8, Ordering::AcqRel);
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// What was asked since the task last looked; called after [`take`](Inbox::take), so that
+    /// an ask made between the two is seen now or wakes the task again.
+    pub fn take_asks(&self) -> Asked {
+        Asked(self.asks.swap(0, Ordering::AcqRel))
     }
 
     /// Everything waiting, in the order it was put.
