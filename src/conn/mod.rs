@@ -250,16 +250,17 @@ impl Client {
                         && req.args[0].eq_ignore_ascii_case(b"monitor")
                     {
                         self.gather.flush(self.c.cx(), &mut self.inflight);
-                        self.c.session.entry.touch(&Bytes::from_static(b"monitor"));
+                        self.c.session.entry.touch(&Bytes::from_static(b"monitor"), Instant::now());
                         start_monitor(&self.h, &self.c, &mut self.monitor);
                         self.inflight.ready((crate::resp::reply::ok(), None), req.raw.len());
                         continue;
                     }
-                    let started = p.metrics.enabled.then(|| *batch_clock.get_or_insert_with(Instant::now));
+                    let now = *batch_clock.get_or_insert_with(Instant::now);
+                    let started = p.metrics.enabled.then_some(now);
                     let cx = self.c.cx();
                     let size = req.raw.len();
                     let (gather, inflight) = (&mut self.gather, &mut self.inflight);
-                    let mut planned = plan(p, &self.h.table, &mut self.c, req, started);
+                    let mut planned = plan(p, &self.h.table, &mut self.c, req, now, started);
                     if self.h.usage.refusing() && planned.allocates() {
                         // Near `limits.max_memory`: what would bring more node replies in is
                         // refused, as Redis refuses commands past maxmemory; replies drain.

@@ -102,8 +102,16 @@ impl Plan {
     }
 }
 
-/// Decides what answers `req`.
-pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request, started: Option<Instant>) -> Plan {
+/// Decides what answers `req`, read at `now` (for CLIENT LIST's `idle`; `started` too when
+/// metrics are on).
+pub(super) fn plan(
+    p: &Router,
+    table: &CommandTable,
+    c: &mut Conn,
+    req: Request,
+    now: Instant,
+    started: Option<Instant>,
+) -> Plan {
     let spec = match table.lookup(&req.args) {
         Lookup::Found(spec) => spec.clone(),
         // Counted as `other`: a name the table does not know would be an unbounded label value.
@@ -117,7 +125,7 @@ pub(super) fn plan(p: &Router, table: &CommandTable, c: &mut Conn, req: Request,
         Err(e) => return not_run(c, e, OTHER, started),
     };
     // CLIENT LIST's `cmd` and `idle`.
-    c.session.entry.touch(&spec.name_bytes);
+    c.session.entry.touch(&spec.name_bytes, now);
     let id = spec.metric_id;
     let answer = |reply: Bytes, class: Timed| {
         let rec = started.map(|started| Rec::with_id(id, outcome(&reply, false), class, started));

@@ -63,7 +63,13 @@ pub struct RequestParser {
     /// Set once the client has authenticated (or when no password is configured).
     pub authenticated: bool,
     state: Option<Multibulk>,
+    /// Where each argument of the request being scanned lies: kept from one request to the next
+    /// (one allocation per request less; a large request's is not kept, [`KEEP_RANGES`]).
+    ranges: Vec<(usize, usize)>,
 }
+
+/// Arguments whose places the parser keeps room for between requests.
+const KEEP_RANGES: usize = 256;
 
 #[derive(Debug)]
 struct Multibulk {
@@ -73,7 +79,6 @@ struct Multibulk {
     pos: usize,
     /// Length of the bulk whose `$len` line was read but whose payload has not fully arrived.
     pending_bulk: Option<usize>,
-    ranges: Vec<(usize, usize)>,
 }
 
 /// What the parser found at the front of the buffer.
@@ -88,7 +93,7 @@ pub enum Parsed {
 
 impl RequestParser {
     pub fn new(limits: Limits, authenticated: bool) -> Self {
-        RequestParser { limits, authenticated, state: None }
+        RequestParser { limits, authenticated, state: None, ranges: Vec::new() }
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -119,12 +124,9 @@ impl RequestParser {
                 return Ok(Parsed::Empty);
             }
             let count = count as usize;
-            self.state = Some(Multibulk {
-                remaining: count,
-                pos: eol + 2,
-                pending_bulk: None,
-                ranges: Vec::with_capacity(count.min(1024)),
-            });
+            self.ranges.clear();
+            self.ranges.reserve(count.min(1024));
+            self.state = Some(Multibulk { remaining: count, pos: eol + 2, pending_bulk: None });
         }
         // ok: set just above or on a previous call
         let Some(st) = self.state.as_mut() else { return Ok(Parsed::Incomplete) };
@@ -182,14 +184,17 @@ impl RequestParser {
                 return Ok(Parsed::Incomplete);
             }
             // Redis skips the two bytes after a bulk without checking them; so do we.
-            st.ranges.push((st.pos, st.pos + len));
+            self.ranges.push((st.pos, st.pos + len));
             st.pos += len + 2;
             st.pending_bulk = None;
             st.remaining -= 1;
         }
         let Some(st) = self.state.take() else { return Ok(Parsed::Incomplete) };
         let raw = buf.split_to(st.pos).freeze();
-        let args = st.ranges.into_iter().map(|(a, b)| raw.slice(a..b)).collect();
+        let args = self.ranges.iter().map(|&(a, b)| raw.slice(a..b)).collect();
+        if self.ranges.capacity() > KEEP_RANGES {
+            self.ranges = Vec::new();
+        }
         Ok(Parsed::Request(Request { raw, args }))
     }
 

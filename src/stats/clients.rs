@@ -4,7 +4,7 @@
 //! table when its connection ends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -168,6 +168,8 @@ pub struct Entry {
     pub created: Instant,
     /// Milliseconds after `created` of the last command (CLIENT LIST's `idle`).
     last_ms: AtomicU64,
+    /// Where the name of the last command starts ([`Entry::touch`]).
+    cmd_at: AtomicUsize,
     /// `last_ms + 1` when it was last asked to shed its buffers (0: never): once per idle spell.
     shed_at: AtomicU64,
     pub ident: Mutex<Ident>,
@@ -210,6 +212,7 @@ impl Entry {
             created: Instant::now(),
             last_ms: AtomicU64::new(0),
             shed_at: AtomicU64::new(0),
+            cmd_at: AtomicUsize::new(0),
             ident: Mutex::new(Ident { user: Bytes::from_static(b"default"), ..Ident::default() }),
             resp: AtomicU8::new(2),
             db: AtomicU32::new(0),
@@ -230,13 +233,16 @@ impl Entry {
         }
     }
 
-    /// A command arrived: `idle` starts again, and `cmd` names it. The name is swapped only when
-    /// it changes, so a pipeline of one command costs one uncontended lock each.
-    pub fn touch(&self, cmd: &Bytes) {
-        self.last_ms.store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let mut g = self.ident.lock();
-        if g.cmd.as_ptr() != cmd.as_ptr() || g.cmd.len() != cmd.len() {
-            g.cmd = cmd.clone();
+    /// A command arrived at `now` (the time its batch of requests was read: one clock read per
+    /// batch, not per command): `idle` starts again, and `cmd` names it. The name is swapped,
+    /// under the lock, only when it changes: a pipeline of one command takes no lock.
+    pub fn touch(&self, cmd: &Bytes, now: Instant) {
+        self.last_ms.store(now.saturating_duration_since(self.created).as_millis() as u64, Ordering::Relaxed);
+        // Where a name starts tells it apart: the one held in `ident` keeps its allocation alive,
+        // so no other name can start there.
+        let name = cmd.as_ptr() as usize;
+        if self.cmd_at.swap(name, Ordering::Relaxed) != name {
+            self.ident.lock().cmd = cmd.clone();
         }
     }
 
