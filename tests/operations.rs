@@ -548,3 +548,25 @@ fn deploy_files_parse_and_name_what_the_binary_serves() {
     let docker = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
     assert!(docker.contains("USER") && docker.matches("FROM").count() >= 2, "multi-stage, non-root");
 }
+
+/// `limits.threads = 0` starts one worker per CPU the process may use, at most 4, and each worker
+/// keeps its own connection to a master its clients send to: counted on the master itself, the
+/// connections whose last command was a GET, after clients spread over every worker sent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_has_its_own_connection_to_a_master_and_the_default_is_capped_at_4() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (threads, workers) in [(0, cpus.min(4)), (1, 1)] {
+        let env = start_with(small(), |c| c.limits.threads = threads).await;
+        let owner = env.cluster.slot_owner(clusterless::slot::slot(b"per-worker")).unwrap();
+        // Clients are handed to the workers in turn: twice as many as workers reach each of them.
+        let mut clients = Vec::new();
+        for _ in 0..2 * workers {
+            let mut c = Raw::connect(env.addr()).await;
+            assert_eq!(c.cmd(&[b"GET", b"per-worker"]).await, b"$-1\r\n");
+            clients.push(c);
+        }
+        let list = tokio::task::block_in_place(|| env.cluster.cli(owner, &["CLIENT", "LIST"])).unwrap();
+        let gets = list.lines().filter(|l| l.contains(" cmd=get ")).count();
+        assert_eq!(gets, workers, "threads = {threads}: one connection per worker to the master\n{list}");
+    }
+}

@@ -115,7 +115,7 @@ pub struct ProxyArgs {
     /// Bytes the proxy may buffer for its clients before it refuses new requests (e.g. 512mb).
     #[arg(long, global = true, env = "CLUSTERLESS_MAX_MEMORY", value_parser = size)]
     pub max_memory: Option<usize>,
-    /// Client threads, each with its own node connections (0: one per CPU).
+    /// Client threads, each with its own node connections (0: one per CPU, at most 4).
     #[arg(long, global = true, env = "CLUSTERLESS_THREADS")]
     pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.

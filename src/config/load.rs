@@ -57,7 +57,7 @@ impl Config {
         c.limits.max_clients = args.max_clients.or(l.max_clients).unwrap_or(c.limits.max_clients);
         c.limits.threads = args.threads.or(l.threads).unwrap_or(c.limits.threads);
         if c.limits.threads > 1024 {
-            return Err(bad("limits.threads", "must be between 0 (one per CPU) and 1024"));
+            return Err(bad("limits.threads", "must be between 0 (one per CPU, at most 4) and 1024"));
         }
         c.limits.max_bulk_len = l.max_bulk_len.unwrap_or(c.limits.max_bulk_len);
         c.limits.max_inline_len = l.max_inline_len.unwrap_or(c.limits.max_inline_len);

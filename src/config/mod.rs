@@ -153,7 +153,7 @@ pub struct TransactionsConfig {
 
 #[derive(Clone, Debug)]
 pub struct LimitsConfig {
-    /// Client threads, each with its own node connections; 0 means one per CPU.
+    /// Client threads, each with its own node connections; 0 means one per CPU, at most 4.
     pub threads: usize,
     pub max_clients: usize,
     pub max_bulk_len: usize,

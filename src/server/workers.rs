@@ -8,12 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-/// Resolves the configured thread count: 0 means one per CPU.
+/// Workers started by default at most: each worker opens its own connections to every master it
+/// sends to, so a sidecar on a 64-core host without a CPU limit would hold 64 connections to each
+/// master, in every pod; a sidecar that needs more than this many cores is rare and says so.
+pub const MAX_DEFAULT: usize = 4;
+
+/// Resolves the configured thread count: 0 means one per CPU the process may use (the CPU
+/// quota of its container counts: `available_parallelism` reads cgroup limits), at most
+/// [`MAX_DEFAULT`].
 pub fn count(configured: usize) -> usize {
     if configured > 0 {
         configured
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_DEFAULT))
     }
 }
 
