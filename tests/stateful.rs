@@ -684,3 +684,32 @@ async fn shard_subscriber_follows_its_channel_slot_to_a_new_master() {
     }
     expect_messages(&mut sub, "smessage", ch, &want, "moved-").await;
 }
+
+/// A live master that drops the proxy's subscription connection (here CLIENT KILL TYPE pubsub on
+/// the node; under load, its own output buffer limit) drops the subscriber with it, as Redis
+/// drops a subscriber it cut off: what was published meanwhile is lost, and a silent
+/// resubscription would hide that. Other clients are served on; a new subscriber gets messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_whose_live_node_drops_it_is_closed() {
+    let env = start(small()).await;
+    let ch = "dropped-news";
+    let mut sub = Raw::connect(env.addr()).await;
+    assert_eq!(sub.text(&["SUBSCRIBE", ch]).await, format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(ch)));
+    let holder = match holders(&env, ch)[..] {
+        [h] => h,
+        ref v => panic!("one master holds the subscription, not {v:?}"),
+    };
+    let killed =
+        tokio::task::block_in_place(|| env.cluster.cli(holder, &["CLIENT", "KILL", "TYPE", "pubsub"])).unwrap();
+    assert_eq!(killed.trim(), "1", "the node had the proxy's one subscription connection");
+    assert!(sub.closed().await, "the subscriber is closed with its node connection");
+    assert!(holders(&env, ch).is_empty(), "and not subscribed again anywhere");
+
+    let mut again = Raw::connect(env.addr()).await;
+    assert_eq!(again.text(&["SUBSCRIBE", ch]).await, format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(ch)));
+    let mut c = Raw::connect(env.addr()).await;
+    let n = holders(&env, ch).len();
+    assert_eq!(n, 1);
+    assert!(c.text(&["PUBLISH", ch, "after"]).await.starts_with(':'));
+    expect_messages(&mut again, "message", ch, &["after".into()], "").await;
+}

@@ -72,7 +72,13 @@ impl Client {
                         self.out.push(&m);
                     }
                 }
-                Event::Closed(id) => ps.on_closed(id),
+                Event::Closed(id) => {
+                    if ps.dropped_by_node(id, &self.h.router).await {
+                        tracing::info!(peer = %self.peer, "client closed: a node dropped its subscription connection");
+                        return Next::Close;
+                    }
+                    ps.on_closed(id)
+                }
             }
             if ps.needs_repair {
                 ps.repair(&self.h.router).await;

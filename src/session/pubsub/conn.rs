@@ -46,6 +46,25 @@ impl PubSub {
         Ok(SubConn { id, addr: addr.to_string(), wr, reader, _permit: permit })
     }
 
+    /// Whether subscription connection `id`, just closed, was the channels' and patterns'
+    /// connection and its node still serves: a healthy master in the map that answers a PING. Such
+    /// a node dropped this subscriber on purpose (its output buffer limit reached, CLIENT KILL),
+    /// and what was published meanwhile is lost: its client must be dropped as Redis would have
+    /// dropped it, not resubscribed in silence. A node that died answers no PING (a refused or
+    /// failed connection within [`PROBE_TIMEOUT`]), and its subscriptions move as before.
+    pub async fn dropped_by_node(&self, id: u64, p: &Router) -> bool {
+        let Some(c) = self.main.as_ref().filter(|c| c.id == id) else { return false };
+        let t = p.topology.load();
+        let healthy = t.masters().contains(&c.addr.as_str()) && !t.nodes.iter().any(|n| n.addr == c.addr && n.failed);
+        drop(t);
+        if !healthy {
+            return false;
+        }
+        let cx = Cx { proto: self.proto, lane: 0, login: self.login };
+        let ping = p.backend.send_one(&c.addr, cx, resp::encode_command(&[&b"PING"[..]]));
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, ping).await, Ok(Ok(r)) if !resp::is_error(&r))
+    }
+
     /// Makes the subscriptions match the current map: channels and patterns on a live master,
     /// each shard channel on its slot's owner. Returns false when something could not be done yet
     /// (call again later).
@@ -112,6 +131,9 @@ impl PubSub {
         ok
     }
 }
+
+/// How long a node whose subscription connection closed has to answer a PING to count as alive.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Forwards every frame of a subscription connection to its client task.
 async fn read_loop(
