@@ -1,4 +1,5 @@
 //! Tests of the CLUSTER SHARDS and CLUSTER SLOTS reply parsers of [`super`].
+#![cfg(test)]
 use super::*;
 
 /// A reply value, written as RESP2 by [`enc`].
