@@ -8,6 +8,7 @@ mod cli;
 mod file;
 mod load;
 mod node_tls;
+pub(crate) mod pem;
 mod redis_syntax;
 mod routing;
 mod secret;

@@ -119,16 +119,9 @@ impl TlsSettings {
     }
 }
 
-/// The PEM certificates in `path`, at least one.
+/// The PEM certificates in `path`, at least one ([`super::pem`]), refused in `key`'s name.
 fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(key, format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(bad(key, format!("{} holds no PEM certificate", path.display())));
-    }
-    Ok(certs)
+    super::pem::certs(path).map_err(|e| bad(key, e.describe(path)))
 }
 
 #[cfg(test)]

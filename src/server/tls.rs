@@ -15,6 +15,7 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::pem::CertsError;
 use crate::config::TlsConfig;
 use crate::metrics::Metrics;
 use crate::sync::Mutex;
@@ -136,16 +137,13 @@ fn server_config(cfg: &TlsConfig) -> Result<ServerConfig, FileError> {
     })
 }
 
-/// The PEM certificates in `path`, at least one.
+/// The PEM certificates in `path`, at least one ([`crate::config::pem`]); a file that cannot be
+/// used says whether it could not be read or is not PEM.
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| unreadable(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unreadable(path, e))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    crate::config::pem::certs(path).map_err(|e| match e {
+        CertsError::Open(e) | CertsError::Read(e) => unreadable(path, e),
+        empty => empty.describe(path),
+    })
 }
 
 /// Why a PEM file could not be used, with its path.
