@@ -119,7 +119,7 @@ impl Gather {
     /// read-your-writes (its slot when it has one, else every slot), a read the client wrote the
     /// slots of lately is kept on the master.
     pub(super) fn route(&mut self, p: &Router, mut r: Routed, cx: Cx, inflight: &mut Inflight) {
-        if p.reads.reaches_replicas() && !p.reads.read_your_writes.is_zero() {
+        if !p.reads.read_your_writes.is_zero() {
             let slot = r.spec.single_slot(&r.req.args);
             match r.spec.readonly {
                 true => r.master_only |= self.recent.fresh(slot),

@@ -30,7 +30,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(1000);
 /// Where reads go, and what was learned of the nodes that answer them.
 pub struct Reads {
     pub mode: ReadFrom,
-    /// After a client writes a slot, its reads of that slot go to the master for this long.
+    /// After a client writes a slot, its reads of that slot go to the master for this long; zero
+    /// when reads never leave the masters, so that no write is noted for nothing.
     pub read_your_writes: Duration,
     /// Nodes passed over until the given time; a handful at most (the nodes that failed within
     /// [`AVOID_FOR`]), looked at only while `any_avoided` says there are some.
@@ -56,7 +57,7 @@ impl Reads {
     pub fn new(mode: ReadFrom, read_your_writes: Duration) -> Reads {
         Reads {
             mode,
-            read_your_writes,
+            read_your_writes: if mode.reaches_replicas() { read_your_writes } else { Duration::ZERO },
             avoided: Mutex::new(Vec::new()),
             any_avoided: AtomicBool::new(false),
             latency: ArcSwap::from_pointee(Vec::new()),
